@@ -1,0 +1,60 @@
+//! The key bundle: everything the filters need from the sidecar, as one versioned JSON document.
+//!
+//! The sidecar serves it at `GET /v1/bundle` with `ETag: "<version>"`; a filter that already holds that version
+//! sends `If-None-Match: "<version>"` and gets `304 Not Modified`. The DTO here is the wire format shared by both
+//! sides; [`crate::keyset::KeySet`] is the validated form the filter verifies against.
+
+use serde::{Deserialize, Serialize};
+
+/// Wire form of a bundle. Unknown fields are ignored so that a newer sidecar can add sections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleDto {
+    /// Monotonic version of the key material in Redis; equal versions mean equal content.
+    pub version: u64,
+    /// Trusted issuers, each with the public keys that may sign its tokens.
+    #[serde(default)]
+    pub issuers: Vec<IssuerKeysDto>,
+}
+
+/// One trusted issuer and its JSON Web Key Set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuerKeysDto {
+    /// The exact `iss` value of tokens signed by these keys.
+    pub issuer: String,
+    /// The issuer's public keys (RFC 7517 JWK Set).
+    pub jwks: JwksDto,
+}
+
+/// A JWK Set (RFC 7517 §5), kept as raw JSON objects: each key is validated when the key set is built, so one
+/// malformed key is reported by `kid` instead of failing deserialisation of the whole document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwksDto {
+    /// The keys.
+    pub keys: Vec<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Formats a bundle version as the quoted entity tag used in `ETag` and `If-None-Match`.
+pub fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Parses an entity tag produced by [`etag`] (weak tags `W/"…"` are accepted too).
+pub fn parse_etag(value: &str) -> Option<u64> {
+    let v = value.trim();
+    let v = v.strip_prefix("W/").unwrap_or(v);
+    v.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etag_round_trips_and_rejects_garbage() {
+        assert_eq!(parse_etag(&etag(42)), Some(42));
+        assert_eq!(parse_etag("W/\"7\""), Some(7));
+        assert_eq!(parse_etag("7"), None);
+        assert_eq!(parse_etag("\"x\""), None);
+        assert_eq!(parse_etag("\"-1\""), None);
+    }
+}

@@ -1,0 +1,380 @@
+//! Filter configuration: a serde DTO with explicit defaults, converted into a validated [`FilterConfig`].
+//!
+//! `parse` is pure, so every rule here is table-tested natively; the wasm adapter only logs the error and
+//! refuses the configuration.
+
+use crate::error::ConfigError;
+use serde::Deserialize;
+
+/// Wire form of the plugin configuration (Envoy `configuration` of the wasm filter).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigDto {
+    sidecar: SidecarDto,
+    #[serde(default = "default_realm")]
+    realm: String,
+    #[serde(default = "default_leeway")]
+    leeway_secs: u64,
+    #[serde(default = "default_max_token_bytes")]
+    max_token_bytes: usize,
+    #[serde(default)]
+    token_query_param: Option<String>,
+    #[serde(default)]
+    trusted_issuers: Option<Vec<String>>,
+    #[serde(default)]
+    forward_token: bool,
+    routes: Vec<RouteDto>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SidecarDto {
+    cluster: String,
+    #[serde(default = "default_authority")]
+    authority: String,
+    #[serde(default = "default_bundle_path")]
+    path: String,
+    #[serde(default = "default_refresh_ms")]
+    refresh_interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteDto {
+    prefix: String,
+    audience: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+fn default_realm() -> String {
+    "keymesh".into()
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+fn default_authority() -> String {
+    "keymesh-sidecar".into()
+}
+fn default_bundle_path() -> String {
+    "/v1/bundle".into()
+}
+fn default_refresh_ms() -> u64 {
+    1000
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+
+/// Where and how often the filter fetches the key bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarConfig {
+    /// Envoy cluster name of the sidecar.
+    pub cluster: String,
+    /// `:authority` sent to the sidecar.
+    pub authority: String,
+    /// Path of the bundle endpoint.
+    pub path: String,
+    /// How often the bundle is re-checked.
+    pub refresh_interval_ms: u64,
+    /// Timeout of one bundle fetch.
+    pub timeout_ms: u64,
+}
+
+/// One per-route rule: requests whose path starts with `prefix` need a token for `audience` with `scopes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Path prefix, matched in order, first match wins (as Envoy's `prefix` route match).
+    pub prefix: String,
+    /// The resource URI of this API, required in the token's `aud`.
+    pub audience: String,
+    /// Scopes the token must all carry.
+    pub scopes: Vec<String>,
+}
+
+/// A validated filter configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// Bundle delivery settings.
+    pub sidecar: SidecarConfig,
+    /// `realm` of `WWW-Authenticate` challenges.
+    pub realm: String,
+    /// Clock skew allowed on `exp`/`nbf`, seconds.
+    pub leeway_secs: i64,
+    /// Longest token accepted, bytes; longer ones are refused before decoding.
+    pub max_token_bytes: usize,
+    /// Query parameter carrying a token, when enabled (RFC 6750 §2.3 discourages it, so off by default).
+    pub token_query_param: Option<String>,
+    /// Issuers this API accepts; `None` accepts every issuer in the bundle.
+    pub trusted_issuers: Option<Vec<String>>,
+    /// Keep the `Authorization` header on the upstream request (Envoy jwt_authn's `forward`; off by default).
+    pub forward_token: bool,
+    /// Route rules, in order.
+    pub routes: Vec<Route>,
+}
+
+impl FilterConfig {
+    /// Parses and validates a plugin configuration.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let dto: ConfigDto =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Self::try_from(dto)
+    }
+
+    /// The first route whose prefix matches `path` (query string ignored).
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+}
+
+impl TryFrom<ConfigDto> for FilterConfig {
+    type Error = ConfigError;
+
+    fn try_from(dto: ConfigDto) -> Result<Self, ConfigError> {
+        let s = dto.sidecar;
+        require(
+            !s.cluster.is_empty(),
+            "sidecar.cluster",
+            "must not be empty",
+        )?;
+        require(
+            header_safe(&s.authority) && !s.authority.is_empty(),
+            "sidecar.authority",
+            "must be a host name",
+        )?;
+        require(
+            s.path.starts_with('/') && header_safe(&s.path),
+            "sidecar.path",
+            "must start with '/'",
+        )?;
+        require(
+            (100..=3_600_000).contains(&s.refresh_interval_ms),
+            "sidecar.refresh_interval_ms",
+            "must be between 100 and 3600000",
+        )?;
+        require(
+            (100..=60_000).contains(&s.timeout_ms),
+            "sidecar.timeout_ms",
+            "must be between 100 and 60000",
+        )?;
+        require(
+            !dto.realm.is_empty()
+                && dto
+                    .realm
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\'),
+            "realm",
+            "must be printable ASCII without quotes or backslashes",
+        )?;
+        require(dto.leeway_secs <= 300, "leeway_secs", "must be at most 300")?;
+        require(
+            (256..=65_536).contains(&dto.max_token_bytes),
+            "max_token_bytes",
+            "must be between 256 and 65536",
+        )?;
+        if let Some(name) = &dto.token_query_param {
+            require(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "token_query_param",
+                "must be a plain parameter name",
+            )?;
+        }
+        if let Some(issuers) = &dto.trusted_issuers {
+            require(
+                !issuers.is_empty(),
+                "trusted_issuers",
+                "must list at least one issuer, or be omitted",
+            )?;
+            for (i, iss) in issuers.iter().enumerate() {
+                require(
+                    !iss.is_empty(),
+                    format!("trusted_issuers[{i}]"),
+                    "must not be empty",
+                )?;
+            }
+        }
+        require(
+            !dto.routes.is_empty(),
+            "routes",
+            "must have at least one rule",
+        )?;
+        for (i, r) in dto.routes.iter().enumerate() {
+            require(
+                r.prefix.starts_with('/'),
+                format!("routes[{i}].prefix"),
+                "must start with '/'",
+            )?;
+            require(
+                !r.audience.is_empty() && header_safe(&r.audience),
+                format!("routes[{i}].audience"),
+                "must be a non-empty resource URI",
+            )?;
+            for (j, scope) in r.scopes.iter().enumerate() {
+                require(
+                    is_scope_token(scope),
+                    format!("routes[{i}].scopes[{j}]"),
+                    "is not an RFC 6749 scope token",
+                )?;
+            }
+        }
+        Ok(Self {
+            sidecar: SidecarConfig {
+                cluster: s.cluster,
+                authority: s.authority,
+                path: s.path,
+                refresh_interval_ms: s.refresh_interval_ms,
+                timeout_ms: s.timeout_ms,
+            },
+            realm: dto.realm,
+            leeway_secs: i64::try_from(dto.leeway_secs).unwrap_or(300),
+            max_token_bytes: dto.max_token_bytes,
+            token_query_param: dto.token_query_param,
+            trusted_issuers: dto.trusted_issuers,
+            forward_token: dto.forward_token,
+            routes: dto
+                .routes
+                .into_iter()
+                .map(|r| Route {
+                    prefix: r.prefix,
+                    audience: r.audience,
+                    scopes: r.scopes,
+                })
+                .collect(),
+        })
+    }
+}
+
+fn require(ok: bool, field: impl Into<String>, reason: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::field(field, reason))
+    }
+}
+
+/// Visible ASCII and space only: the value may end up in a header.
+pub(crate) fn header_safe(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
+pub fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"sidecar":{"cluster":"keymesh"},"routes":[{"prefix":"/","audience":"https://orders.local"}]}"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = FilterConfig::parse(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.sidecar.path, "/v1/bundle");
+        assert_eq!(c.sidecar.refresh_interval_ms, 1000);
+        assert_eq!(c.realm, "keymesh");
+        assert_eq!(c.leeway_secs, 30);
+        assert_eq!(c.token_query_param, None);
+        assert!(!c.forward_token);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"routes":[]}"#, "sidecar"),
+            (
+                r#"{"sidecar":{"cluster":""},"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "sidecar.cluster",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k","path":"v1"},"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "sidecar.path",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k","refresh_interval_ms":5},"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "sidecar.refresh_interval_ms",
+            ),
+            (r#"{"sidecar":{"cluster":"k"},"routes":[]}"#, "routes"),
+            (
+                r#"{"sidecar":{"cluster":"k"},"routes":[{"prefix":"x","audience":"a"}]}"#,
+                "routes[0].prefix",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"routes":[{"prefix":"/","audience":"a"},{"prefix":"/","audience":""}]}"#,
+                "routes[1].audience",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"routes":[{"prefix":"/","audience":"a","scopes":["ok","bad scope"]}]}"#,
+                "routes[0].scopes[1]",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"leeway_secs":9999,"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "leeway_secs",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"max_token_bytes":10,"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "max_token_bytes",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"token_query_param":"a b","routes":[{"prefix":"/","audience":"a"}]}"#,
+                "token_query_param",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"trusted_issuers":[],"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "trusted_issuers",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"realm":"a\"b","routes":[{"prefix":"/","audience":"a"}]}"#,
+                "realm",
+            ),
+            (r#"{"sidecar":{"cluster":"k"},"rotues":[]}"#, "rotues"),
+            (r#"not json"#, "expected"),
+        ];
+        for (json, field) in cases {
+            let err = FilterConfig::parse(json.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(field),
+                "{json}: error `{err}` does not name `{field}`"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_match_first_prefix_and_ignore_query() {
+        let c = FilterConfig::parse(
+            br#"{"sidecar":{"cluster":"k"},"routes":[
+                {"prefix":"/admin","audience":"a","scopes":["admin"]},
+                {"prefix":"/","audience":"a"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.route_for("/admin/users?x=1").unwrap().scopes,
+            vec!["admin"]
+        );
+        assert!(c.route_for("/orders?admin").unwrap().scopes.is_empty());
+    }
+
+    #[test]
+    fn scope_token_charset() {
+        assert!(is_scope_token("orders:read"));
+        assert!(!is_scope_token(""));
+        assert!(!is_scope_token("a b"));
+        assert!(!is_scope_token("a\"b"));
+        assert!(!is_scope_token("a\\b"));
+        assert!(!is_scope_token("é"));
+    }
+}

@@ -1,0 +1,26 @@
+//! keymesh verification core.
+//!
+//! Everything a keymesh filter decides lives here, with no proxy-wasm import: token extraction
+//! ([`extract`]), the JWS signature layer ([`jws`]) over JWK-derived keys ([`jwk`], [`keyset`]), RFC 9068 claim
+//! checks ([`claims`]), per-route policy ([`policy`], [`config`]) and verdicts rendered per RFC 6750
+//! ([`verdict`]). Time is always passed in. The wasm filter is a thin adapter over [`policy::authorize`].
+#![warn(missing_docs)]
+
+pub mod bundle;
+pub mod claims;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod jwk;
+pub mod jws;
+pub mod keyset;
+pub mod policy;
+mod strict_json;
+pub mod verdict;
+
+pub use config::FilterConfig;
+pub use error::{ConfigError, KeyError, TokenError};
+pub use extract::RequestParts;
+pub use keyset::KeySet;
+pub use policy::authorize;
+pub use verdict::{Denial, DenyReason, Identity, Verdict};

@@ -1,0 +1,214 @@
+//! Decisions as values, and their RFC 6750 rendering. The adapter maps a [`Verdict`] to Envoy actions; it never
+//! decides anything itself.
+
+use crate::error::TokenError;
+
+/// Request headers keymesh sets upstream. Any copy sent by the client is removed first, so an upstream can trust
+/// them.
+pub const IDENTITY_HEADERS: [&str; 5] = [
+    "x-keymesh-subject",
+    "x-keymesh-client-id",
+    "x-keymesh-scope",
+    "x-keymesh-issuer",
+    "x-keymesh-credential",
+];
+
+/// Who a verified request is from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// `sub`.
+    pub subject: String,
+    /// `client_id`, when the token has one.
+    pub client_id: Option<String>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// `iss`.
+    pub issuer: String,
+    /// Which kind of credential was verified (`jwt`).
+    pub credential: &'static str,
+}
+
+impl Identity {
+    /// The identity headers to set upstream.
+    pub fn upstream_headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = vec![
+            ("x-keymesh-subject", self.subject.clone()),
+            ("x-keymesh-scope", self.scopes.join(" ")),
+            ("x-keymesh-issuer", self.issuer.clone()),
+            ("x-keymesh-credential", self.credential.to_owned()),
+        ];
+        if let Some(client_id) = &self.client_id {
+            headers.push(("x-keymesh-client-id", client_id.clone()));
+        }
+        headers
+    }
+}
+
+/// Why a request was refused; for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No key bundle has arrived yet: fail closed.
+    NoKeyMaterial,
+    /// No route rule covers the path: fail closed.
+    NoRoute,
+    /// The token was missing or invalid.
+    Token(TokenError),
+    /// The token lacks scopes the route requires.
+    InsufficientScope {
+        /// The scopes that were missing.
+        missing: Vec<String>,
+    },
+}
+
+/// A refusal, ready to be sent as a local response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// HTTP status.
+    pub status: u16,
+    /// Why; for logs and metrics, not for the client.
+    pub reason: DenyReason,
+    /// Response headers (`WWW-Authenticate`, `content-type`, `cache-control`).
+    pub headers: Vec<(&'static str, String)>,
+    /// JSON body with `error` and `error_description`.
+    pub body: String,
+}
+
+/// The filter's decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through with these identity headers.
+    Allow(Identity),
+    /// Answer it locally.
+    Deny(Denial),
+}
+
+impl Denial {
+    /// 401 or 400 for a token problem, per RFC 6750 §3.1. A request with no token gets a bare challenge (no
+    /// error code), as §3.1 asks.
+    pub fn token(error: TokenError, realm: &str) -> Self {
+        let (status, code) = match error {
+            TokenError::Missing => (401, None),
+            TokenError::Ambiguous => (400, Some("invalid_request")),
+            _ => (401, Some("invalid_token")),
+        };
+        let description = error.description();
+        let challenge = match code {
+            None => format!("Bearer realm=\"{realm}\""),
+            Some(code) => format!(
+                "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{description}\""
+            ),
+        };
+        Self::render(
+            status,
+            DenyReason::Token(error),
+            Some(challenge),
+            code.unwrap_or("invalid_token"),
+            description,
+        )
+    }
+
+    /// 403 `insufficient_scope` naming every scope the route requires (RFC 6750 §3.1).
+    pub fn insufficient_scope(required: &[String], missing: Vec<String>, realm: &str) -> Self {
+        let scope = required.join(" ");
+        let description = "token lacks a required scope";
+        let challenge = format!(
+            "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{scope}\""
+        );
+        Self::render(
+            403,
+            DenyReason::InsufficientScope { missing },
+            Some(challenge),
+            "insufficient_scope",
+            description,
+        )
+    }
+
+    /// 503 until the first key bundle arrives.
+    pub fn no_key_material() -> Self {
+        Self::render(
+            503,
+            DenyReason::NoKeyMaterial,
+            None,
+            "temporarily_unavailable",
+            "keymesh has not received key material from its sidecar yet",
+        )
+    }
+
+    /// 403 when no route rule covers the path.
+    pub fn no_route() -> Self {
+        Self::render(
+            403,
+            DenyReason::NoRoute,
+            None,
+            "access_denied",
+            "no keymesh rule covers this path",
+        )
+    }
+
+    fn render(
+        status: u16,
+        reason: DenyReason,
+        challenge: Option<String>,
+        code: &str,
+        description: &str,
+    ) -> Self {
+        let mut headers = vec![
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+        ];
+        if let Some(c) = challenge {
+            headers.push(("www-authenticate", c));
+        }
+        let body =
+            serde_json::json!({ "error": code, "error_description": description }).to_string();
+        Self {
+            status,
+            reason,
+            headers,
+            body,
+        }
+    }
+}
+
+impl TokenError {
+    /// The fixed, terse text a client sees; never contains token content.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Self::Missing => "no access token",
+            Self::Ambiguous => "more than one access token",
+            Self::MalformedHeader => "malformed authorization header",
+            Self::TooLong { .. } => "token too long",
+            Self::Malformed(_) | Self::MalformedClaims => "malformed token",
+            Self::ForbiddenHeader(_) => "token header not allowed",
+            Self::MissingKid | Self::UnknownKid => "unknown signing key",
+            Self::AlgorithmMismatch { .. } => "algorithm not allowed for this key",
+            Self::BadSignature => "invalid signature",
+            Self::MissingClaim(_) => "token lacks a required claim",
+            Self::WrongIssuer => "untrusted issuer",
+            Self::Expired => "token expired",
+            Self::NotYetValid => "token not yet valid",
+            Self::WrongAudience => "token not valid for this API",
+            Self::UnforwardableClaim(_) => "token claims cannot be forwarded",
+        }
+    }
+
+    /// A short stable label for metrics (`verdicts by reason`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Ambiguous => "ambiguous",
+            Self::MalformedHeader | Self::Malformed(_) | Self::MalformedClaims => "malformed",
+            Self::TooLong { .. } => "too_long",
+            Self::ForbiddenHeader(_) => "forbidden_header",
+            Self::MissingKid | Self::UnknownKid => "unknown_kid",
+            Self::AlgorithmMismatch { .. } => "alg_mismatch",
+            Self::BadSignature => "bad_signature",
+            Self::MissingClaim(_) => "missing_claim",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongAudience => "wrong_audience",
+            Self::UnforwardableClaim(_) => "unforwardable_claim",
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The shared scenario table, run natively against `keymesh_core::authorize`. The wasm host runs the same table
+//! against the compiled filter.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use keymesh_core::{authorize, FilterConfig, KeySet, RequestParts, Verdict};
+use keymesh_testkit::{fixture, scenarios, NOW, SCENARIO_CONFIG};
+
+fn challenge_error(challenge: &str) -> Option<&str> {
+    let start = challenge.find("error=\"")? + 7;
+    Some(&challenge[start..start + challenge[start..].find('"')?])
+}
+
+#[test]
+fn scenario_table_natively() {
+    let config = FilterConfig::parse(SCENARIO_CONFIG.as_bytes()).unwrap();
+    let (keys, skipped) = KeySet::parse_bundle(fixture().bundle(1).as_bytes()).unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let table = scenarios();
+    assert!(table.len() >= 40, "table has {} scenarios", table.len());
+    let mut failures = Vec::new();
+    for s in &table {
+        let req = RequestParts {
+            path: s.path,
+            authorization: s.authorization.iter().map(String::as_str).collect(),
+        };
+        match authorize(&config, &req, Some(&keys), NOW) {
+            Verdict::Allow(identity) => {
+                if s.status != 200 {
+                    failures.push(format!("{}: allowed, expected {}", s.name, s.status));
+                } else if Some(identity.subject.as_str()) != s.subject {
+                    failures.push(format!("{}: subject {}", s.name, identity.subject));
+                }
+            }
+            Verdict::Deny(d) => {
+                let challenge = d
+                    .headers
+                    .iter()
+                    .find(|(n, _)| *n == "www-authenticate")
+                    .map(|(_, v)| v.as_str());
+                let error = challenge.and_then(challenge_error);
+                if d.status != s.status || error != s.error {
+                    failures.push(format!(
+                        "{}: got {} {:?} ({:?}), expected {} {:?}",
+                        s.name, d.status, error, d.reason, s.status, s.error
+                    ));
+                }
+                if d.status == 401
+                    && !challenge.is_some_and(|c| c.starts_with("Bearer realm=\"keymesh\""))
+                {
+                    failures.push(format!("{}: 401 without a Bearer challenge", s.name));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n{}",
+        failures.len(),
+        table.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn no_key_material_fails_closed_with_503() {
+    let config = FilterConfig::parse(SCENARIO_CONFIG.as_bytes()).unwrap();
+    let req = RequestParts {
+        path: "/orders/1",
+        authorization: vec!["Bearer x.y.z"],
+    };
+    let Verdict::Deny(d) = authorize(&config, &req, None, NOW) else {
+        panic!("allowed without keys")
+    };
+    assert_eq!(d.status, 503);
+    assert!(d.body.contains("key material"), "{}", d.body);
+}
+
+#[test]
+fn insufficient_scope_names_required_scope() {
+    let config = FilterConfig::parse(SCENARIO_CONFIG.as_bytes()).unwrap();
+    let (keys, _) = KeySet::parse_bundle(fixture().bundle(1).as_bytes()).unwrap();
+    let token = fixture().token(
+        keymesh_testkit::Alg::EdDsa,
+        &keymesh_testkit::claims(&["https://orders.local"], "orders:read"),
+    );
+    let auth = format!("Bearer {token}");
+    let req = RequestParts {
+        path: "/admin",
+        authorization: vec![&auth],
+    };
+    let Verdict::Deny(d) = authorize(&config, &req, Some(&keys), NOW) else {
+        panic!("allowed")
+    };
+    let challenge = &d
+        .headers
+        .iter()
+        .find(|(n, _)| *n == "www-authenticate")
+        .unwrap()
+        .1;
+    assert!(challenge.contains("scope=\"orders:admin\""), "{challenge}");
+    assert!(
+        d.body.contains("\"error\":\"insufficient_scope\""),
+        "{}",
+        d.body
+    );
+}
+
+#[test]
+fn trusted_issuers_restrict_the_bundle() {
+    let config = FilterConfig::parse(
+        br#"{"sidecar":{"cluster":"k"},"trusted_issuers":["https://other-issuer.keymesh.test"],
+             "routes":[{"prefix":"/","audience":"https://orders.local"}]}"#,
+    )
+    .unwrap();
+    let (keys, _) = KeySet::parse_bundle(fixture().bundle(1).as_bytes()).unwrap();
+    let claims = keymesh_testkit::claims(&["https://orders.local"], "");
+    let ours = format!(
+        "Bearer {}",
+        fixture().token(keymesh_testkit::Alg::EdDsa, &claims)
+    );
+    let req = RequestParts {
+        path: "/x",
+        authorization: vec![&ours],
+    };
+    assert!(
+        matches!(authorize(&config, &req, Some(&keys), NOW), Verdict::Deny(d) if d.status == 401)
+    );
+    let other_claims = keymesh_testkit::with(
+        claims,
+        "iss",
+        serde_json::json!(keymesh_testkit::OTHER_ISSUER),
+    );
+    let theirs = format!("Bearer {}", fixture().other_issuer_token(&other_claims));
+    let req = RequestParts {
+        path: "/x",
+        authorization: vec![&theirs],
+    };
+    assert!(matches!(
+        authorize(&config, &req, Some(&keys), NOW),
+        Verdict::Allow(_)
+    ));
+}
