@@ -1,0 +1,103 @@
+//! The one place that calls proxy-wasm host functions. Every call returns a `Result` (or a neutral value), so a
+//! host error never becomes a panic in the data path.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Milliseconds since the epoch by the host's clock (0 if the host cannot tell, which fails tokens closed).
+pub(crate) fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn request_headers() -> Vec<(String, String)> {
+    hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+}
+
+pub(crate) fn remove_request_header(name: &str) -> Result<(), Status> {
+    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
+}
+
+pub(crate) fn set_request_header(name: &str, value: &str) -> Result<(), Status> {
+    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+}
+
+pub(crate) fn send_response(
+    status: u16,
+    headers: &[(&str, String)],
+    body: &str,
+) -> Result<(), Status> {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()))
+}
+
+pub(crate) fn dispatch_get(
+    cluster: &str,
+    authority: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<u32, Status> {
+    let mut headers = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", authority),
+    ];
+    headers.extend_from_slice(extra);
+    hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout)
+}
+
+pub(crate) fn call_response_status() -> Option<u16> {
+    hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse().ok())
+}
+
+pub(crate) fn call_response_body(size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
+        .ok()
+        .flatten()
+}
+
+pub(crate) fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+pub(crate) fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+    hostcalls::set_shared_data(key, Some(value), cas)
+}
+
+pub(crate) fn plugin_configuration() -> Option<Vec<u8>> {
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+}
+
+pub(crate) fn set_tick_period(period: Duration) -> Result<(), Status> {
+    hostcalls::set_tick_period(period)
+}
+
+pub(crate) fn define_counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+pub(crate) fn define_gauge(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Gauge, name).ok()
+}
+
+pub(crate) fn increment(id: Option<u32>) {
+    if let Some(id) = id {
+        // A lost metric increment is not worth failing a request for.
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+pub(crate) fn record(id: Option<u32>, value: u64) {
+    if let Some(id) = id {
+        let _ = hostcalls::record_metric(id, value);
+    }
+}

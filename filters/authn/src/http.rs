@@ -1,0 +1,90 @@
+//! The HTTP context: strip identity headers, ask core for a verdict, act on it.
+
+use crate::host;
+use crate::root::Shared;
+use keymesh_core::verdict::IDENTITY_HEADERS;
+use keymesh_core::{authorize, Denial, DenyReason, RequestParts, Verdict};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+
+pub(crate) struct AuthnHttp {
+    shared: Option<Rc<Shared>>,
+}
+
+impl AuthnHttp {
+    pub(crate) fn new(shared: Option<Rc<Shared>>) -> Self {
+        Self { shared }
+    }
+
+    fn deny(shared: &Shared, denial: &Denial) -> Action {
+        let label = match &denial.reason {
+            DenyReason::Token(e) => {
+                log::debug!("denied {}: {e}", denial.status);
+                e.label()
+            }
+            DenyReason::InsufficientScope { missing } => {
+                log::debug!("denied 403: missing scopes {}", missing.join(" "));
+                "insufficient_scope"
+            }
+            DenyReason::NoKeyMaterial => "no_key_material",
+            DenyReason::NoRoute => "no_route",
+        };
+        shared.metrics.denied(label);
+        if let Err(status) = host::send_response(denial.status, &denial.headers, &denial.body) {
+            log::error!("cannot send local response: {status:?}");
+        }
+        Action::Pause
+    }
+}
+
+impl Context for AuthnHttp {}
+
+impl HttpContext for AuthnHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        // Identity headers from the client are never passed on, whatever the verdict.
+        for name in IDENTITY_HEADERS {
+            if let Err(status) = host::remove_request_header(name) {
+                log::error!("cannot remove `{name}`: {status:?}");
+            }
+        }
+        let Some(shared) = self.shared.clone() else {
+            // Only reachable if Envoy creates streams for a plugin whose configuration was refused.
+            let _ = host::send_response(500, &[], "keymesh filter is not configured");
+            return Action::Pause;
+        };
+        let headers = host::request_headers();
+        let path = headers
+            .iter()
+            .find(|(n, _)| n == ":path")
+            .map_or("/", |(_, v)| v.as_str());
+        let authorization = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let request = RequestParts {
+            path,
+            authorization,
+        };
+        let keys = shared.store.current();
+        let now = i64::try_from(host::now_ms() / 1000).unwrap_or(i64::MAX);
+        match authorize(&shared.config, &request, keys.as_deref(), now) {
+            Verdict::Allow(identity) => {
+                if !shared.config.forward_token {
+                    if let Err(status) = host::remove_request_header("authorization") {
+                        log::error!("cannot remove authorization: {status:?}");
+                    }
+                }
+                for (name, value) in identity.upstream_headers() {
+                    if let Err(status) = host::set_request_header(name, &value) {
+                        log::error!("cannot set `{name}`: {status:?}");
+                    }
+                }
+                host::increment(shared.metrics.allowed);
+                Action::Continue
+            }
+            Verdict::Deny(denial) => Self::deny(&shared, &denial),
+        }
+    }
+}

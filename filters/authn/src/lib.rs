@@ -1,0 +1,17 @@
+//! keymesh authn: the proxy-wasm HTTP filter. A thin adapter over `keymesh-core`: it reads headers, asks core for a
+//! verdict, and acts on it. Only [`host`] calls proxy-wasm host functions.
+//!
+//! Key material arrives from the keymesh sidecar: one root context per Envoy (elected through a shared-data lease)
+//! fetches the versioned bundle on a tick and stores it in shared data; every worker parses a new version once,
+//! on its next request.
+
+mod host;
+mod http;
+mod metrics;
+mod root;
+mod store;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| Box::new(root::AuthnRoot::default()));
+}}

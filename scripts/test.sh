@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what is missing, builds, and runs every test
+# (core units + Wycheproof, sidecar against real Redis, the compiled filter in the wasmtime host, and the
+# end-to-end tests against real Envoy, Redis and the sidecar).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export KEYMESH_ENVOY="$PWD/.venv/bin/envoy"
+cargo build --release --target wasm32-wasip1 -p keymesh-authn
+cargo test --workspace --no-fail-fast "$@"
