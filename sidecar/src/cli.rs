@@ -1,0 +1,193 @@
+//! The command line: `keymesh serve` and `keymesh client {create,list,delete}`.
+//!
+//! Every subcommand loads the same [`Config`] as the server, so client commands act on the Redis (and key prefix)
+//! the running sidecar uses.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use serde::Serialize;
+
+use crate::clients::{ClientError, ClientStore, NewClient};
+use crate::clock::Clock;
+use crate::config::{Config, CONFIG_PATH_ENV};
+use crate::names::KeyNames;
+
+const CLI_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `keymesh`: OAuth2 authorization server and key mirror for the keymesh Envoy filters.
+#[derive(Debug, Parser)]
+#[command(name = "keymesh", version, about)]
+pub struct Cli {
+    /// TOML configuration file (values there override defaults; environment variables override it).
+    #[arg(long, global = true, env = CONFIG_PATH_ENV, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server until SIGTERM or SIGINT.
+    Serve,
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+/// `keymesh client …`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client and print its secret (the only time it is shown).
+    Create(CreateArgs),
+    /// List registered clients (never shows secrets or hashes).
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a client.
+    Delete {
+        /// The client id.
+        id: String,
+    },
+}
+
+/// Arguments of `keymesh client create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The client id.
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// Use this secret instead of generating one (stored as an Argon2id hash).
+    #[arg(long, value_name = "SECRET")]
+    pub secret: Option<String>,
+    /// A resource (absolute URI) the client may get tokens for; repeatable.
+    #[arg(long = "resource", value_name = "URI", required = true, num_args = 1..)]
+    pub resources: Vec<String>,
+    /// A scope the client may request; repeatable.
+    #[arg(long = "scope", value_name = "SCOPE", num_args = 1..)]
+    pub scopes: Vec<String>,
+    /// Replace an existing client with the same id.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON: `{"client_id", "client_secret", "resources", "scopes"}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why a client command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Redis could not be reached.
+    #[error("cannot connect to redis: {0}")]
+    Connect(#[source] redis::RedisError),
+    /// The client operation failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// `delete` named a client that does not exist.
+    #[error("no client {0:?}")]
+    NotFound(String),
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+    /// Serialising JSON output failed.
+    #[error("cannot encode output: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// A client as `client list` shows it.
+#[derive(Serialize)]
+struct ListedClient<'a> {
+    client_id: &'a str,
+    resources: &'a [String],
+    scopes: &'a [String],
+    created_at: u64,
+}
+
+/// Runs a `client` subcommand against the configured Redis, writing its output to `out`.
+pub async fn run_client(
+    config: &Config,
+    command: ClientCommand,
+    clock: &Clock,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let store = ClientStore::new(KeyNames::new(config.key_prefix.clone()));
+    let mut conn = connect(config).await?;
+    match command {
+        ClientCommand::Create(args) => {
+            let new = NewClient {
+                client_id: args.id,
+                secret: args.secret,
+                resources: args.resources,
+                scopes: args.scopes,
+                force: args.force,
+            };
+            let registered = store.register(&mut conn, new, clock.now_secs()).await?;
+            if args.json {
+                serde_json::to_writer(&mut *out, &registered)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "client_id:     {}", registered.client_id)?;
+                writeln!(out, "client_secret: {}", registered.client_secret)?;
+                writeln!(out, "resources:     {}", registered.resources.join(" "))?;
+                writeln!(out, "scopes:        {}", registered.scopes.join(" "))?;
+                writeln!(
+                    out,
+                    "The secret is stored only hashed and will not be shown again."
+                )?;
+            }
+        }
+        ClientCommand::List { json } => {
+            let clients = store.list(&mut conn).await?;
+            let listed: Vec<ListedClient<'_>> = clients
+                .iter()
+                .map(|c| ListedClient {
+                    client_id: &c.client_id,
+                    resources: &c.resources,
+                    scopes: &c.scopes,
+                    created_at: c.created_at,
+                })
+                .collect();
+            if json {
+                serde_json::to_writer(&mut *out, &listed)?;
+                writeln!(out)?;
+            } else {
+                for c in &listed {
+                    writeln!(
+                        out,
+                        "{}\tresources={}\tscopes={}\tcreated_at={}",
+                        c.client_id,
+                        c.resources.join(","),
+                        c.scopes.join(","),
+                        c.created_at
+                    )?;
+                }
+            }
+        }
+        ClientCommand::Delete { id } => {
+            if !store.delete(&mut conn, &id).await? {
+                return Err(CliError::NotFound(id));
+            }
+            writeln!(out, "deleted client {id}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn connect(config: &Config) -> Result<MultiplexedConnection, CliError> {
+    let client = redis::Client::open(config.redis_url.as_str()).map_err(CliError::Connect)?;
+    let timeouts = AsyncConnectionConfig::new()
+        .set_connection_timeout(CLI_REDIS_TIMEOUT)
+        .set_response_timeout(CLI_REDIS_TIMEOUT);
+    client
+        .get_multiplexed_async_connection_with_config(&timeouts)
+        .await
+        .map_err(CliError::Connect)
+}

@@ -1,0 +1,423 @@
+//! Sidecar configuration: built-in defaults, overridden by an optional TOML file, overridden by environment
+//! variables.
+//!
+//! One [`Config`] serves `keymesh serve` and every CLI subcommand, so an operator's `keymesh client create` in
+//! another terminal talks to the same Redis, under the same key prefix, as the running sidecar. The defaults are
+//! the demo stack.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use redis::IntoConnectionInfo;
+use serde::Deserialize;
+
+use crate::syntax;
+
+/// Environment variable naming the configuration file (the `--config` flag takes precedence).
+pub const CONFIG_PATH_ENV: &str = "KEYMESH_CONFIG";
+
+/// Longest token lifetime accepted: a day. Access tokens cannot be revoked before they expire.
+const MAX_TOKEN_TTL_SECS: u64 = 86_400;
+
+/// Validated runtime configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Redis connection URL (`KEYMESH_REDIS_URL`).
+    pub redis_url: String,
+    /// Address the HTTP server binds (`KEYMESH_LISTEN`).
+    pub listen: SocketAddr,
+    /// The `iss` of issued tokens and the base URL of the published endpoints (`KEYMESH_ISSUER`).
+    pub issuer: String,
+    /// Lifetime of issued access tokens in seconds (`KEYMESH_TOKEN_TTL_SECS`).
+    pub token_ttl_secs: u64,
+    /// Prefix of every Redis key and channel the sidecar uses (`KEYMESH_KEY_PREFIX`).
+    pub key_prefix: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6380/".to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: "http://127.0.0.1:8080".to_owned(),
+            token_ttl_secs: 300,
+            key_prefix: "keymesh:".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML, has an unknown field or a value of the wrong type.
+    #[error("invalid config file {}: {source}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error, which points at the offending key.
+        source: toml::de::Error,
+    },
+    /// A value was present but is not acceptable.
+    #[error("invalid value for `{field}` (from {origin}): {reason}")]
+    Invalid {
+        /// The configuration field.
+        field: &'static str,
+        /// Where the value came from: the environment variable or the file.
+        origin: Origin,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Where a configuration value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The built-in default.
+    Default,
+    /// The configuration file.
+    File,
+    /// An environment variable.
+    Env(&'static str),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::File => f.write_str("config file"),
+            Self::Env(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The file form: every field optional, unknown fields rejected so that a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    redis_url: Option<String>,
+    listen: Option<String>,
+    issuer: Option<String>,
+    token_ttl_secs: Option<u64>,
+    key_prefix: Option<String>,
+}
+
+/// A raw value and where it came from, before validation.
+struct Raw<T> {
+    value: T,
+    origin: Origin,
+}
+
+impl<T> Raw<T> {
+    fn new(value: T) -> Self {
+        Self {
+            value,
+            origin: Origin::Default,
+        }
+    }
+
+    fn set(&mut self, value: Option<T>, origin: Origin) {
+        if let Some(value) = value {
+            self.value = value;
+            self.origin = origin;
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration from `file` (if any) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(path) => Some((
+                path,
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            )),
+            None => None,
+        };
+        Self::from_sources(
+            text.as_ref().map(|(path, text)| (*path, text.as_str())),
+            |name| std::env::var(name).ok(),
+        )
+    }
+
+    /// Builds the configuration from the file's path and text (if any) and an environment lookup.
+    ///
+    /// Pure, so tests pass a fixed environment instead of mutating the process's.
+    pub fn from_sources(
+        file: Option<(&Path, &str)>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let parsed = match file {
+            Some((path, text)) => {
+                toml::from_str::<ConfigFile>(text).map_err(|source| ConfigError::Syntax {
+                    path: path.to_owned(),
+                    source,
+                })?
+            }
+            None => ConfigFile::default(),
+        };
+
+        let mut redis_url = Raw::new(defaults.redis_url);
+        let mut listen = Raw::new(defaults.listen.to_string());
+        let mut issuer = Raw::new(defaults.issuer);
+        let mut ttl = Raw::new(defaults.token_ttl_secs.to_string());
+        let mut key_prefix = Raw::new(defaults.key_prefix);
+
+        redis_url.set(parsed.redis_url, Origin::File);
+        listen.set(parsed.listen, Origin::File);
+        issuer.set(parsed.issuer, Origin::File);
+        ttl.set(parsed.token_ttl_secs.map(|v| v.to_string()), Origin::File);
+        key_prefix.set(parsed.key_prefix, Origin::File);
+
+        for (raw, name) in [
+            (&mut redis_url, "KEYMESH_REDIS_URL"),
+            (&mut listen, "KEYMESH_LISTEN"),
+            (&mut issuer, "KEYMESH_ISSUER"),
+            (&mut ttl, "KEYMESH_TOKEN_TTL_SECS"),
+            (&mut key_prefix, "KEYMESH_KEY_PREFIX"),
+        ] {
+            raw.set(env(name), Origin::Env(name));
+        }
+
+        Ok(Self {
+            redis_url: validate("redis_url", redis_url, parse_redis_url)?,
+            listen: validate("listen", listen, |v| {
+                v.trim().parse::<SocketAddr>().map_err(|e| e.to_string())
+            })?,
+            issuer: validate("issuer", issuer, parse_issuer)?,
+            token_ttl_secs: validate("token_ttl_secs", ttl, parse_ttl)?,
+            key_prefix: validate("key_prefix", key_prefix, parse_key_prefix)?,
+        })
+    }
+}
+
+fn validate<T>(
+    field: &'static str,
+    raw: Raw<String>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    parse(&raw.value).map_err(|reason| ConfigError::Invalid {
+        field,
+        origin: raw.origin,
+        reason,
+    })
+}
+
+fn parse_redis_url(value: &str) -> Result<String, String> {
+    value.into_connection_info().map_err(|e| e.to_string())?;
+    Ok(value.to_owned())
+}
+
+fn parse_issuer(value: &str) -> Result<String, String> {
+    // RFC 8414 §2: an https URL (http is tolerated for the local demo) without query or fragment.
+    if !(value.starts_with("https://") || value.starts_with("http://")) {
+        return Err("must be an http(s) URL".to_owned());
+    }
+    if !syntax::is_absolute_uri_without_fragment(value) || value.contains('?') {
+        return Err("must be an absolute URL without query or fragment".to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+fn parse_ttl(value: &str) -> Result<u64, String> {
+    let secs: u64 = value.trim().parse().map_err(|e| format!("{e}"))?;
+    if secs == 0 || secs > MAX_TOKEN_TTL_SECS {
+        return Err(format!(
+            "must be between 1 and {MAX_TOKEN_TTL_SECS} seconds"
+        ));
+    }
+    Ok(secs)
+}
+
+fn parse_key_prefix(value: &str) -> Result<String, String> {
+    // Glob metacharacters would break the `SCAN MATCH {prefix}client:*` used to list clients.
+    if value.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if value
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "*?[]\\".contains(c))
+    {
+        return Err(
+            "must not contain whitespace, control characters or any of * ? [ ] \\".to_owned(),
+        );
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn file(text: &str) -> Option<(&Path, &str)> {
+        Some((Path::new("keymesh.toml"), text))
+    }
+
+    #[test]
+    fn defaults_are_the_demo_stack() {
+        let config = Config::from_sources(None, env(&[])).unwrap();
+        assert_eq!(config.redis_url, "redis://127.0.0.1:6380/");
+        assert_eq!(
+            config.listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(config.issuer, "http://127.0.0.1:8080");
+        assert_eq!(config.token_ttl_secs, 300);
+        assert_eq!(config.key_prefix, "keymesh:");
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn file_overrides_defaults() {
+        let text = r#"
+            redis_url = "redis://10.0.0.1:6379/2"
+            listen = "0.0.0.0:9000"
+            issuer = "https://auth.example.com"
+            token_ttl_secs = 60
+            key_prefix = "staging:"
+        "#;
+        let config = Config::from_sources(file(text), env(&[])).unwrap();
+        assert_eq!(config.redis_url, "redis://10.0.0.1:6379/2");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.issuer, "https://auth.example.com");
+        assert_eq!(config.token_ttl_secs, 60);
+        assert_eq!(config.key_prefix, "staging:");
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let config = Config::from_sources(file("token_ttl_secs = 42"), env(&[])).unwrap();
+        assert_eq!(config.token_ttl_secs, 42);
+        assert_eq!(config.issuer, "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let text = "token_ttl_secs = 60\nkey_prefix = \"file:\"\nlisten = \"127.0.0.1:9000\"";
+        let config = Config::from_sources(
+            file(text),
+            env(&[
+                ("KEYMESH_TOKEN_TTL_SECS", "120"),
+                ("KEYMESH_KEY_PREFIX", "env:"),
+                ("KEYMESH_REDIS_URL", "redis://127.0.0.1:7000/"),
+                ("KEYMESH_ISSUER", "https://issuer.example"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.token_ttl_secs, 120);
+        assert_eq!(config.key_prefix, "env:");
+        assert_eq!(config.redis_url, "redis://127.0.0.1:7000/");
+        assert_eq!(config.issuer, "https://issuer.example");
+        // Not set in the environment: the file still wins over the default.
+        assert_eq!(config.listen.port(), 9000);
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_origin() {
+        // (file text, environment, field named, origin named)
+        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case<'_>] = &[
+            (
+                None,
+                &[("KEYMESH_TOKEN_TTL_SECS", "soon")],
+                "token_ttl_secs",
+                "KEYMESH_TOKEN_TTL_SECS",
+            ),
+            (
+                None,
+                &[("KEYMESH_TOKEN_TTL_SECS", "0")],
+                "token_ttl_secs",
+                "KEYMESH_TOKEN_TTL_SECS",
+            ),
+            (
+                None,
+                &[("KEYMESH_LISTEN", "localhost")],
+                "listen",
+                "KEYMESH_LISTEN",
+            ),
+            (
+                None,
+                &[("KEYMESH_REDIS_URL", "http://x")],
+                "redis_url",
+                "KEYMESH_REDIS_URL",
+            ),
+            (
+                None,
+                &[("KEYMESH_ISSUER", "auth.example.com")],
+                "issuer",
+                "KEYMESH_ISSUER",
+            ),
+            (
+                None,
+                &[("KEYMESH_ISSUER", "https://a.example/#x")],
+                "issuer",
+                "KEYMESH_ISSUER",
+            ),
+            (
+                None,
+                &[("KEYMESH_KEY_PREFIX", "")],
+                "key_prefix",
+                "KEYMESH_KEY_PREFIX",
+            ),
+            (
+                None,
+                &[("KEYMESH_KEY_PREFIX", "a*")],
+                "key_prefix",
+                "KEYMESH_KEY_PREFIX",
+            ),
+            (Some("listen = \"nowhere\""), &[], "listen", "config file"),
+        ];
+        for (text, vars, field, origin) in cases {
+            let err = Config::from_sources(text.and_then(file), env(vars)).unwrap_err();
+            let message = err.to_string();
+            assert!(
+                matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
+                "{vars:?}: {message}"
+            );
+            assert!(
+                message.contains(field) && message.contains(origin),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_errors_point_at_the_key() {
+        let err = Config::from_sources(file("listne = \"127.0.0.1:1\""), env(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }));
+        assert!(err.to_string().contains("listne"), "{err}");
+
+        let err = Config::from_sources(file("token_ttl_secs = \"five\""), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("token_ttl_secs"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let err = Config::load(Some(Path::new("/nonexistent/keymesh.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("/nonexistent/keymesh.toml"));
+    }
+}

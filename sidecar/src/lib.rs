@@ -1,0 +1,48 @@
+//! keymesh sidecar: the OAuth2 authorization server of a keymesh deployment, and the mirror of its Redis that
+//! serves key material to the Envoy filters.
+//!
+//! [`app`] builds the HTTP router from an [`AppState`]; the binary wraps it with configuration loading, the CLI
+//! and graceful shutdown.
+#![warn(missing_docs)]
+
+pub mod access_token;
+pub mod cli;
+pub mod clients;
+pub mod clock;
+pub mod config;
+mod http;
+pub mod mirror;
+pub mod names;
+pub mod secret;
+pub mod signing_keys;
+pub mod snapshot;
+pub mod state;
+pub mod syntax;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use clock::Clock;
+pub use config::{Config, ConfigError};
+pub use state::{AppState, StartError};
+
+/// Token requests are a handful of short parameters; anything larger is not one.
+const TOKEN_BODY_LIMIT: usize = 16 * 1024;
+
+/// The sidecar's HTTP API.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(
+            http::discovery::TOKEN_PATH,
+            post(http::token::token).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
+        )
+        .route(http::discovery::JWKS_PATH, get(http::discovery::jwks))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(http::discovery::metadata),
+        )
+        .route("/v1/bundle", get(http::bundle::bundle))
+        .route("/healthz", get(http::health::healthz))
+        .with_state(state)
+}

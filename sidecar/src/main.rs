@@ -1,0 +1,78 @@
+//! The `keymesh` binary: configuration, logging, the CLI and the server's lifecycle.
+
+use anyhow::Context;
+use clap::Parser;
+use keymesh::cli::{Cli, Command};
+use keymesh::{AppState, Clock, Config};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The server logs its lifecycle; CLI commands keep stderr quiet unless RUST_LOG asks for more.
+    let default_level = if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let config = Config::load(cli.config.as_deref()).context("cannot load configuration")?;
+    match cli.command {
+        Command::Serve => serve(config).await,
+        Command::Client(command) => {
+            let mut stdout = std::io::stdout().lock();
+            keymesh::cli::run_client(&config, command, &Clock::system(), &mut stdout).await?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let state = AppState::start(config.clone(), Clock::system())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        issuer = %config.issuer,
+        key_prefix = %config.key_prefix,
+        token_ttl_secs = config.token_ttl_secs,
+        "keymesh sidecar listening"
+    );
+    axum::serve(listener, keymesh::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// Completes on SIGTERM (how orchestrators stop containers) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

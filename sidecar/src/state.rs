@@ -1,0 +1,146 @@
+//! Shared application state: configuration, the key-set mirror and the request-path Redis connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+
+use crate::clients::ClientStore;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::mirror::{Mirror, MirrorTask};
+use crate::names::KeyNames;
+
+/// Limit on request-path Redis operations, so a hung Redis turns into an error response rather than a hang.
+const REQUEST_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the state could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Redis URL was rejected.
+    #[error("invalid redis url: {0}")]
+    RedisUrl(#[source] redis::RedisError),
+    /// Called outside a Tokio runtime, so the mirror task cannot be started.
+    #[error("no tokio runtime to run the key-set mirror on")]
+    NoRuntime,
+}
+
+/// Everything the handlers share. Cloning is cheap; the mirror task stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: Config,
+    names: KeyNames,
+    clients: ClientStore,
+    redis: redis::Client,
+    /// Created on first use so the sidecar can start (and report 503) while Redis is still down; afterwards the
+    /// manager reconnects by itself.
+    conn: OnceCell<ConnectionManager>,
+    mirror: Arc<Mirror>,
+    clock: Clock,
+    _mirror_task: AbortOnDrop,
+}
+
+impl AppState {
+    /// Creates the state and starts mirroring the key set from Redis in the background.
+    ///
+    /// Returns at once; [`AppState::ready`] completes when the first snapshot is loaded (which also generates the
+    /// first signing key if Redis has none). Must be called within a Tokio runtime.
+    pub fn start(config: Config, clock: Clock) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let redis = redis::Client::open(config.redis_url.as_str()).map_err(StartError::RedisUrl)?;
+        let names = KeyNames::new(config.key_prefix.clone());
+        let mirror = Arc::new(Mirror::new());
+        let task = MirrorTask {
+            client: redis.clone(),
+            names: names.clone(),
+            issuer: config.issuer.clone(),
+            clock: clock.clone(),
+            mirror: Arc::clone(&mirror),
+        };
+        let mirror_task = AbortOnDrop(runtime.spawn(task.run()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                clients: ClientStore::new(names.clone()),
+                config,
+                names,
+                redis,
+                conn: OnceCell::new(),
+                mirror,
+                clock,
+                _mirror_task: mirror_task,
+            }),
+        })
+    }
+
+    /// Completes once the first snapshot of the key set is loaded.
+    pub async fn ready(&self) {
+        self.inner.mirror.ready().await;
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The Redis key names.
+    pub fn names(&self) -> &KeyNames {
+        &self.inner.names
+    }
+
+    /// The key-set mirror.
+    pub fn mirror(&self) -> &Mirror {
+        &self.inner.mirror
+    }
+
+    /// The client records.
+    pub fn clients(&self) -> &ClientStore {
+        &self.inner.clients
+    }
+
+    /// The clock used for issued tokens.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// A handle on the shared request-path Redis connection, connecting on first use.
+    pub async fn redis(&self) -> redis::RedisResult<ConnectionManager> {
+        let conn = self
+            .inner
+            .conn
+            .get_or_try_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(REQUEST_REDIS_TIMEOUT)
+                    .set_response_timeout(REQUEST_REDIS_TIMEOUT)
+                    // Fail fast: a request should not wait out a reconnect backoff (the defaults can take
+                    // minutes); the next request tries again.
+                    .set_number_of_retries(0)
+                    .set_max_delay(200);
+                ConnectionManager::new_with_config(self.inner.redis.clone(), config)
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+}
+
+/// Aborts the task when dropped, so a dropped state does not leave its mirror running.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

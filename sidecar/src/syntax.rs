@@ -1,0 +1,138 @@
+//! Syntax checks for protocol values: resource indicators, scope tokens and client identifiers.
+//!
+//! Values are compared as exact strings elsewhere, so these checks only reject what the RFCs forbid; they never
+//! normalise.
+
+/// Whether `value` is an absolute URI (RFC 3986 §4.3) with no fragment, as RFC 8707 §2 requires of a `resource`.
+///
+/// Checks the scheme grammar and that every other character is a URI character or a well-formed percent escape;
+/// the hierarchical part is not parsed further.
+pub fn is_absolute_uri_without_fragment(value: &str) -> bool {
+    let Some((scheme, rest)) = value.split_once(':') else {
+        return false;
+    };
+    let mut scheme_chars = scheme.chars();
+    let scheme_ok = scheme_chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme_chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok || rest.is_empty() {
+        return false;
+    }
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let escape_ok = bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+                if !escape_ok {
+                    return false;
+                }
+                i += 3;
+            }
+            b if is_uri_char_except_fragment(b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// RFC 3986 unreserved, sub-delims and gen-delims, minus `#` (the fragment delimiter).
+fn is_uri_char_except_fragment(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b':'
+                | b'/'
+                | b'?'
+                | b'['
+                | b']'
+                | b'@'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
+}
+
+/// Whether `value` is a scope token (RFC 6749 §3.3: `1*( %x21 / %x23-5B / %x5D-7E )`).
+pub fn is_scope_token(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// Longest client identifier accepted.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// Whether `value` is an acceptable client identifier: 1 to [`MAX_CLIENT_ID_LEN`] visible ASCII characters
+/// (RFC 6749 Appendix A.1 allows `VSCHAR`; spaces are excluded here because they make CLI use and logs ambiguous).
+pub fn is_client_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_CLIENT_ID_LEN
+        && value.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_uris() {
+        for ok in [
+            "https://api.example.com",
+            "https://api.example.com/orders?x=1",
+            "http://127.0.0.1:9000/",
+            "urn:example:resource",
+            "https://example.com/a%20b",
+        ] {
+            assert!(is_absolute_uri_without_fragment(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/orders",
+            "orders",
+            "api.example.com/x",
+            "https://api.example.com/#frag",
+            "https://api.example.com#",
+            "1http://x",
+            "https:",
+            "https://exa mple.com",
+            "https://example.com/%zz",
+            "https://example.com/%4",
+            "https://example.com/\u{e9}",
+            ":nothing",
+        ] {
+            assert!(!is_absolute_uri_without_fragment(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn scope_tokens() {
+        for ok in ["read", "orders:write", "a/b", "!", "~"] {
+            assert!(is_scope_token(ok), "{ok}");
+        }
+        for bad in ["", "a b", "a\"b", "a\\b", "caf\u{e9}", "tab\t"] {
+            assert!(!is_scope_token(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_ids() {
+        assert!(is_client_id("demo"));
+        assert!(is_client_id("svc:orders@prod"));
+        assert!(!is_client_id(""));
+        assert!(!is_client_id("has space"));
+        assert!(!is_client_id(&"x".repeat(MAX_CLIENT_ID_LEN + 1)));
+    }
+}

@@ -1,0 +1,264 @@
+//! The real binary on a real socket: `keymesh serve`, `keymesh client create --json`, a token over HTTP, and a
+//! clean exit on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{basic, free_port, RedisServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keymesh");
+
+/// A child process killed on drop, so a failing assertion does not leave it running.
+struct Running(Option<Child>);
+
+impl Running {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.as_mut().unwrap().try_wait().unwrap() {
+                self.0 = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn keymesh(env: &[(&str, String)], args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+#[test]
+fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
+    let redis = RedisServer::start();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("serve.log");
+    let env = [
+        ("KEYMESH_REDIS_URL", redis.url()),
+        ("KEYMESH_LISTEN", format!("127.0.0.1:{port}")),
+        ("KEYMESH_ISSUER", base.clone()),
+        ("KEYMESH_KEY_PREFIX", "serve:".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ];
+    let mut server = Running(Some(
+        Command::new(BIN)
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("KEYMESH_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+    let dump =
+        |what: &str| -> String { format!("{what}\n--- server log ---\n{}", read(&log_path)) };
+
+    let http = agent();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http
+            .get(format!("{base}/healthz"))
+            .call()
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            dump("server never became healthy")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let created = keymesh(
+        &env,
+        &[
+            "client",
+            "create",
+            "--id",
+            "e2e",
+            "--resource",
+            "https://a.test",
+            "https://b.test",
+            "--scope",
+            "read",
+            "--json",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(
+        created["resources"],
+        serde_json::json!(["https://a.test", "https://b.test"])
+    );
+    let secret = created["client_secret"].as_str().unwrap();
+
+    let mut response = http
+        .post(format!("{base}/oauth/token"))
+        .header("Authorization", &basic("e2e", secret))
+        .send_form([
+            ("grant_type", "client_credentials"),
+            ("resource", "https://b.test"),
+        ])
+        .unwrap();
+    let status = response.status();
+    let body = response.body_mut().read_to_string().unwrap();
+    assert_eq!(status, 200, "{}", dump(&body));
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["scope"], "read");
+    let kid = jwt_compact::UntrustedToken::new(token["access_token"].as_str().unwrap())
+        .unwrap()
+        .header()
+        .key_id
+        .clone()
+        .unwrap();
+    let jwks = http
+        .get(format!("{base}/.well-known/jwks.json"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(jwks.contains(&kid));
+
+    let duplicate = keymesh(
+        &env,
+        &[
+            "client",
+            "create",
+            "--id",
+            "e2e",
+            "--resource",
+            "https://a.test",
+        ],
+    );
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
+
+    let listed = keymesh(&env, &["client", "list"]);
+    assert!(listed.status.success());
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.starts_with("e2e\t"), "{listed}");
+    assert!(!listed.contains(secret));
+
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let status = server
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", dump("no exit")));
+    assert!(
+        status.success(),
+        "{}",
+        dump(&format!("exit status {status}"))
+    );
+    let log = read(&log_path);
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(
+        !log.contains(secret) && !log.contains(token["access_token"].as_str().unwrap()),
+        "secrets logged"
+    );
+}
+
+#[test]
+fn a_bad_setting_stops_the_binary_with_the_field_named() {
+    let output = keymesh(
+        &[("KEYMESH_TOKEN_TTL_SECS", "soon".to_owned())],
+        &["client", "list"],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("token_ttl_secs") && stderr.contains("KEYMESH_TOKEN_TTL_SECS"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_config_file_is_used_by_the_cli() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keymesh.toml");
+    std::fs::write(
+        &file,
+        format!("redis_url = \"{}\"\nkey_prefix = \"file:\"\n", redis.url()),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let created = keymesh(
+        &[],
+        &[
+            "--config",
+            file,
+            "client",
+            "create",
+            "--id",
+            "f",
+            "--resource",
+            "urn:x",
+        ],
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let listed = keymesh(
+        &[("KEYMESH_CONFIG", file.to_owned())],
+        &["client", "list", "--json"],
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("\"f\""));
+    // The environment overrides the file: another prefix sees no clients.
+    let other = keymesh(
+        &[
+            ("KEYMESH_CONFIG", file.to_owned()),
+            ("KEYMESH_KEY_PREFIX", "else:".to_owned()),
+        ],
+        &["client", "list", "--json"],
+    );
+    assert_eq!(String::from_utf8_lossy(&other.stdout).trim(), "[]");
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}

@@ -1,0 +1,310 @@
+//! Shared test fixtures: a real redis-server per test, an app state on a chosen key prefix, request helpers.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use axum::Router;
+use base64ct::{Base64, Encoding};
+use http_body_util::BodyExt;
+use keymesh::clients::{ClientStore, NewClient, RegisteredClient};
+use keymesh::names::KeyNames;
+use keymesh::{AppState, Clock, Config};
+use tower::ServiceExt;
+
+/// The frozen "now" of router tests.
+pub const NOW: u64 = 1_700_000_000;
+/// The issuer of router tests.
+pub const ISSUER: &str = "https://issuer.test";
+
+/// A port that was free a moment ago (bind to port 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private redis-server, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts redis-server on a free port and waits until it answers PING.
+    pub fn start() -> Self {
+        for _ in 0..5 {
+            let mut server = Self {
+                child: None,
+                port: free_port(),
+                dir: tempfile::tempdir().unwrap(),
+            };
+            // Another process may grab the port between `free_port` and redis binding it: then try another.
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn spawn(&mut self) -> bool {
+        wait_for_redis_binary();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().unwrap().is_some() {
+                    self.child = None;
+                    return false;
+                }
+            }
+            if self.ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop();
+        false
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+            return false;
+        };
+        redis::cmd("PING")
+            .query::<String>(&mut conn)
+            .is_ok_and(|pong| pong == "PONG")
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server (its data is gone: persistence is off).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a fresh, empty server on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        assert!(
+            self.spawn(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    /// A new async connection.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits for `/usr/bin/redis-server` in case it is still being installed.
+fn wait_for_redis_binary() {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !std::path::Path::new("/usr/bin/redis-server").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The configuration of a router test.
+pub fn config(redis: &RedisServer, prefix: &str) -> Config {
+    Config {
+        redis_url: redis.url(),
+        issuer: ISSUER.to_owned(),
+        key_prefix: prefix.to_owned(),
+        ..Config::default()
+    }
+}
+
+/// A running state and its router.
+pub struct TestApp {
+    pub config: Config,
+    pub state: AppState,
+    pub router: Router,
+}
+
+/// Starts a state on `prefix` with the frozen clock and waits for its first snapshot.
+pub async fn start_app(redis: &RedisServer, prefix: &str) -> TestApp {
+    let config = config(redis, prefix);
+    let state = AppState::start(config.clone(), Clock::fixed(NOW)).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), state.ready())
+        .await
+        .expect("first snapshot");
+    let router = keymesh::app(state.clone());
+    TestApp {
+        config,
+        state,
+        router,
+    }
+}
+
+/// Registers a client the way `keymesh client create` does.
+pub async fn register(
+    redis: &RedisServer,
+    prefix: &str,
+    id: &str,
+    secret: Option<&str>,
+    resources: &[&str],
+    scopes: &[&str],
+) -> RegisteredClient {
+    let store = ClientStore::new(KeyNames::new(prefix));
+    let new = NewClient {
+        client_id: id.to_owned(),
+        secret: secret.map(str::to_owned),
+        resources: resources.iter().map(|s| (*s).to_owned()).collect(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        force: false,
+    };
+    store
+        .register(&mut redis.conn().await, new, NOW)
+        .await
+        .unwrap()
+}
+
+/// A collected response.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+/// Sends one request through the router.
+pub async fn send(router: &Router, request: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `GET path` with extra headers.
+pub async fn get(router: &Router, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::get(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(router, request.body(Body::empty()).unwrap()).await
+}
+
+/// `POST /oauth/token` with a form body and optional Authorization header.
+pub async fn post_token(router: &Router, authorization: Option<&str>, body: &str) -> Reply {
+    let mut request = Request::post("/oauth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(value) = authorization {
+        request = request.header(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+    }
+    send(router, request.body(Body::from(body.to_owned())).unwrap()).await
+}
+
+/// `Basic` credentials, form-encoding id and secret as RFC 6749 §2.3.1 asks.
+pub fn basic(id: &str, secret: &str) -> String {
+    let encode = |s: &str| form_urlencode(s);
+    format!(
+        "Basic {}",
+        Base64::encode_string(format!("{}:{}", encode(id), encode(secret)).as_bytes())
+    )
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn form_urlencode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The bundle's version and kids as served by the router.
+pub async fn served_bundle(router: &Router) -> (u64, Vec<String>) {
+    let reply = get(router, "/v1/bundle", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let bundle: keymesh_core::bundle::BundleDto = serde_json::from_slice(&reply.body).unwrap();
+    let kids = bundle.issuers[0]
+        .jwks
+        .keys
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    (bundle.version, kids)
+}

@@ -1,0 +1,97 @@
+//! Support for keymesh's end-to-end tests: build the real artifacts, start real processes on free ports, talk
+//! HTTP to them, and clean everything up — dumping every log when a test fails.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod http;
+mod process;
+mod stack;
+
+pub use http::{request, Response};
+pub use process::{free_port, Process};
+pub use stack::{Stack, StackPorts};
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from)
+}
+
+fn cargo(args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(workspace())
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo {} failed", args.join(" "));
+}
+
+/// The sidecar binary, freshly built (once per test binary).
+pub fn sidecar_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        cargo(&["build", "-q", "-p", "keymesh"]);
+        target_dir().join("debug/keymesh")
+    })
+}
+
+/// The authn filter module, freshly built in release (once per test binary).
+pub fn authn_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        cargo(&[
+            "build",
+            "-q",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            "keymesh-authn",
+        ]);
+        target_dir().join("wasm32-wasip1/release/keymesh_authn.wasm")
+    })
+}
+
+/// The Envoy binary: `$KEYMESH_ENVOY`, else `.venv/bin/envoy` (installed by scripts/setup.sh).
+pub fn envoy_bin() -> PathBuf {
+    let path = std::env::var_os("KEYMESH_ENVOY")
+        .map_or_else(|| workspace().join(".venv/bin/envoy"), PathBuf::from);
+    assert!(
+        path.exists(),
+        "no Envoy at {}: run scripts/setup.sh (or set KEYMESH_ENVOY)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns `Some`, or fails the test naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,317 @@
+//! The demo stack on free ports: Redis, the sidecar, two echo upstreams and Envoy running `envoy/demo.yaml`
+//! (ports and the wasm path rewritten). Dropping it stops everything; if the test is failing, every log is
+//! printed first.
+
+use crate::{
+    authn_wasm, envoy_bin, free_port, request, sidecar_bin, wait_for, workspace, Process, Response,
+};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// Where each part listens.
+#[derive(Debug, Clone, Copy)]
+pub struct StackPorts {
+    pub redis: u16,
+    pub sidecar: u16,
+    pub orders: u16,
+    pub payments: u16,
+    pub orders_upstream: u16,
+    pub payments_upstream: u16,
+    pub admin: u16,
+}
+
+/// A running stack.
+pub struct Stack {
+    pub ports: StackPorts,
+    pub dir: tempfile::TempDir,
+    processes: Vec<Process>,
+}
+
+impl Stack {
+    /// Allocates ports and a log directory; starts nothing.
+    pub fn new() -> Self {
+        let ports = StackPorts {
+            redis: free_port(),
+            sidecar: free_port(),
+            orders: free_port(),
+            payments: free_port(),
+            orders_upstream: free_port(),
+            payments_upstream: free_port(),
+            admin: free_port(),
+        };
+        Self {
+            ports,
+            dir: tempfile::tempdir().unwrap(),
+            processes: Vec::new(),
+        }
+    }
+
+    /// Starts the whole demo stack: Redis, the sidecar, the upstreams and Envoy.
+    pub fn start() -> Self {
+        let mut stack = Self::new();
+        stack.start_redis();
+        stack.start_sidecar();
+        stack.start_mesh();
+        stack
+    }
+
+    /// Starts Redis and waits for PING.
+    pub fn start_redis(&mut self) {
+        let port = self.ports.redis;
+        let mut redis = Command::new("redis-server");
+        redis.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        redis.arg("--dir").arg(self.dir.path());
+        self.spawn("redis", redis);
+        wait_for("redis", Duration::from_secs(10), || {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "ping"])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("PONG")
+                .then_some(())
+        });
+    }
+
+    /// Starts the sidecar and waits for `/healthz`.
+    pub fn start_sidecar(&mut self) {
+        let port = self.ports.sidecar;
+        let mut sidecar = Command::new(sidecar_bin());
+        sidecar.arg("serve").envs(self.sidecar_env());
+        self.spawn("sidecar", sidecar);
+        wait_for("the sidecar's /healthz", Duration::from_secs(20), || {
+            (request("GET", port, "/healthz", &[], None).ok()?.status == 200).then_some(())
+        });
+    }
+
+    /// Starts both echo upstreams and Envoy, and waits for Envoy's `/ready` (not for key material).
+    pub fn start_mesh(&mut self) {
+        let p = self.ports;
+        for (name, port) in [
+            ("orders", p.orders_upstream),
+            ("payments", p.payments_upstream),
+        ] {
+            let mut cmd = Command::new("python3");
+            cmd.arg(workspace().join("scripts/echo_upstream.py"))
+                .arg(port.to_string())
+                .arg(name);
+            self.spawn(&format!("{name}-upstream"), cmd);
+        }
+        let config = self.render_demo_config();
+        let mut envoy = Command::new(envoy_bin());
+        envoy
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", "2", "--disable-hot-restart"]);
+        self.spawn("envoy", envoy);
+        wait_for("Envoy /ready", Duration::from_secs(30), || {
+            (request("GET", p.admin, "/ready", &[], None).ok()?.status == 200).then_some(())
+        });
+    }
+
+    fn spawn(&mut self, name: &str, cmd: Command) {
+        let process = Process::start(name, self.dir.path(), cmd);
+        self.processes.push(process);
+    }
+
+    /// The environment every `keymesh` invocation of this stack gets.
+    pub fn sidecar_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "KEYMESH_REDIS_URL",
+                format!("redis://127.0.0.1:{}/", self.ports.redis),
+            ),
+            (
+                "KEYMESH_LISTEN",
+                format!("127.0.0.1:{}", self.ports.sidecar),
+            ),
+            (
+                "KEYMESH_ISSUER",
+                format!("http://127.0.0.1:{}", self.ports.sidecar),
+            ),
+            ("RUST_LOG", "info,keymesh=debug".into()),
+        ]
+    }
+
+    /// `envoy/demo.yaml` with this stack's ports and the freshly built module.
+    pub fn render_demo_config(&self) -> PathBuf {
+        let p = self.ports;
+        let mut yaml = std::fs::read_to_string(workspace().join("envoy/demo.yaml")).unwrap();
+        for (from, to) in [
+            (10001, p.orders),
+            (10002, p.payments),
+            (8080, p.sidecar),
+            (9001, p.orders_upstream),
+            (9002, p.payments_upstream),
+            (9901, p.admin),
+        ] {
+            let needle = format!("port_value: {from} ");
+            assert!(
+                yaml.contains(&needle),
+                "envoy/demo.yaml no longer has `{needle}`"
+            );
+            yaml = yaml.replace(&needle, &format!("port_value: {to} "));
+        }
+        yaml = yaml.replace(
+            "target/wasm32-wasip1/release/keymesh_authn.wasm",
+            &authn_wasm().display().to_string(),
+        );
+        let path = self.dir.path().join("envoy.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// Runs the `keymesh` CLI against this stack; fails the test if it fails.
+    pub fn keymesh(&self, args: &[&str]) -> Output {
+        let out = Command::new(sidecar_bin())
+            .args(args)
+            .envs(self.sidecar_env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "keymesh {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Creates a client with a fixed secret.
+    pub fn create_client(&self, id: &str, secret: &str, resources: &[&str], scopes: &[&str]) {
+        let mut args = vec!["client", "create", "--id", id, "--secret", secret];
+        for r in resources {
+            args.extend(["--resource", r]);
+        }
+        for s in scopes {
+            args.extend(["--scope", s]);
+        }
+        self.keymesh(&args);
+    }
+
+    /// Asks the sidecar for a client_credentials token; returns the whole response.
+    pub fn token_response(&self, id: &str, secret: &str, form: &str) -> Response {
+        let basic = basic_auth(id, secret);
+        request(
+            "POST",
+            self.ports.sidecar,
+            "/oauth/token",
+            &[
+                ("authorization", &basic),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Some(form),
+        )
+        .unwrap()
+    }
+
+    /// A client_credentials access token for `resources` (and `scope`, when not empty).
+    pub fn token(&self, id: &str, secret: &str, resources: &[&str], scope: &str) -> String {
+        let mut form = String::from("grant_type=client_credentials");
+        for r in resources {
+            form.push_str(&format!("&resource={}", form_encode(r)));
+        }
+        if !scope.is_empty() {
+            form.push_str(&format!("&scope={}", form_encode(scope)));
+        }
+        let resp = self.token_response(id, secret, &form);
+        assert_eq!(resp.status, 200, "token request failed: {}", resp.body);
+        resp.json()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// GET through one of the APIs' Envoy listeners.
+    pub fn get(&self, port: u16, path: &str, headers: &[(&str, &str)]) -> Response {
+        request("GET", port, path, headers, None).unwrap()
+    }
+
+    /// Asserts a status, printing EXPECTED/RECEIVED with the whole response otherwise.
+    pub fn responds_with(
+        &self,
+        status: u16,
+        port: u16,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let resp = self.get(port, path, headers);
+        assert_eq!(
+            resp.status, status,
+            "GET :{port}{path}\nEXPECTED: {status}\nRECEIVED: {} {:?}\n{}",
+            resp.status, resp.headers, resp.body
+        );
+        resp
+    }
+
+    /// The process named `name`.
+    pub fn process(&mut self, name: &str) -> &mut Process {
+        self.processes.iter_mut().find(|p| p.name == name).unwrap()
+    }
+
+    /// Pids of every process started, for leak checks.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(Process::pid).collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for p in &self.processes {
+                eprintln!(
+                    "===== {} ({}) =====\n{}",
+                    p.name,
+                    p.log.display(),
+                    p.log_tail(60)
+                );
+            }
+        }
+        while let Some(mut p) = self.processes.pop() {
+            p.stop(Duration::from_secs(3));
+        }
+    }
+}
+
+pub fn basic_auth(id: &str, secret: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{}:{}", form_encode(id), form_encode(secret));
+    let mut out = String::new();
+    for chunk in input.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    format!("Basic {out}")
+}
+
+/// application/x-www-form-urlencoded encoding of one value.
+pub fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".into(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,150 @@
+//! Strictness: unexpected host calls, unconsumed effects and traps fail the test, naming the cause.
+
+use crate::{fixture, started_vm};
+use keymesh_wasm_host::{HostError, HttpResponse};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+#[test]
+fn unanswered_http_call_fails_finish_naming_the_call() -> Result<(), HostError> {
+    let mut vm = started_vm()?;
+    let mut stream = vm.new_http_stream()?;
+    stream.on_request_headers(&[(":path", "/api"), ("x-fixture-call", "1")], true)?;
+    let error = vm.finish().err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        error,
+        "filter effects left unconsumed at end of VM:\n  \
+         - context 2: request paused by proxy_on_request_headers and never resumed\n  \
+         - HTTP call #1 to cluster `authz` (POST /check, timeout 250ms) from context 2 was never answered"
+    );
+    Ok(())
+}
+
+#[test]
+fn dropping_a_vm_with_an_unanswered_root_call_panics() -> Result<(), HostError> {
+    let module = fixture()?;
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(), HostError> {
+        let mut vm = module.vm().build()?;
+        vm.start()?;
+        vm.on_tick()?;
+        Ok(())
+    }));
+    let message = outcome
+        .err()
+        .and_then(|p| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(message.contains("HTTP call #1 to cluster `keys` (GET /keys, timeout 5s) from context 1 was never answered"), "{message}");
+    Ok(())
+}
+
+#[test]
+fn unchecked_local_response_fails_stream_finish() -> Result<(), HostError> {
+    let mut vm = started_vm()?;
+    let mut stream = vm.new_http_stream()?;
+    stream.on_request_headers(&[(":path", "/deny")], true)?;
+    let error = stream
+        .finish()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains("local response 403 sent by context 2 was never checked"),
+        "{error}"
+    );
+    Ok(())
+}
+
+#[test]
+fn unknown_property_fails_the_callback() -> Result<(), HostError> {
+    let mut vm = started_vm()?;
+    let mut stream = vm.new_http_stream()?;
+    let error = stream.on_request_headers(
+        &[(":path", "/"), ("x-fixture-property", "request.path")],
+        true,
+    );
+    let error = error.err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        error,
+        "unexpected host calls during proxy_on_request_headers (context 2):\n  \
+         - proxy_get_property(\"request.path\"): property not set by the test (set it, or declare it absent)"
+    );
+    Ok(())
+}
+
+#[test]
+fn continue_after_local_response_is_rejected() -> Result<(), HostError> {
+    let mut vm = started_vm()?;
+    let mut stream = vm.new_http_stream()?;
+    let error = stream.on_request_headers(&[(":path", "/"), ("x-fixture-bad-reply", "1")], true);
+    let error = error.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        error.contains("returned Continue after proxy_send_local_response"),
+        "{error}"
+    );
+    Ok(())
+}
+
+#[test]
+fn grpc_call_not_allowed_fails_the_callback() -> Result<(), HostError> {
+    let mut vm = started_vm()?;
+    let mut stream = vm.new_http_stream()?;
+    let error = stream.on_request_headers(&[(":path", "/"), ("x-fixture-grpc", "1")], true);
+    let error = error.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        error.contains("gRPC call `fixture.Authz/Check` on cluster `authz`"),
+        "{error}"
+    );
+    Ok(())
+}
+
+#[test]
+fn panic_in_filter_surfaces_as_trap_with_its_message() -> Result<(), HostError> {
+    let mut vm = started_vm()?;
+    let mut stream = vm.new_http_stream()?;
+    let error = stream.on_request_headers(&[(":path", "/"), ("x-fixture-panic", "1")], true);
+    let Err(HostError::Trap {
+        callback,
+        context_id,
+        output,
+        ..
+    }) = &error
+    else {
+        return Err(HostError::Expectation(format!(
+            "expected a trap, got {error:?}"
+        )));
+    };
+    assert_eq!((*callback, *context_id), ("proxy_on_request_headers", 2));
+    assert!(output.contains("[critical] panicked at"), "{output}");
+    assert!(
+        output.contains("fixture panic requested by x-fixture-panic header"),
+        "{output}"
+    );
+    let text = error.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        text.starts_with(
+            "filter trapped in proxy_on_request_headers (context 2): wasm trap: wasm `unreachable` instruction executed\n\
+             --- filter output ---\n\
+             [critical] panicked at tests/wasm-host/fixture-filter/src/lib.rs:"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("--- wasm backtrace ---"), "{text}");
+
+    // Like Envoy, the VM is dead after a trap.
+    let again = stream
+        .respond_to_http_call(1, HttpResponse::new(200))
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        again.as_deref(),
+        Some("no unanswered HTTP call with token 1")
+    );
+    let again = stream
+        .on_request_headers(&[(":path", "/")], true)
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        again.as_deref(),
+        Some("the filter VM trapped earlier (in proxy_on_request_headers); it cannot run proxy_on_request_headers")
+    );
+    Ok(())
+}
