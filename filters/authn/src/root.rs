@@ -137,7 +137,7 @@ impl Context for AuthnRoot {
 
 impl RootContext for AuthnRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(bytes) = host::plugin_configuration() else {
+        let Some(bytes) = host::plugin_configuration().filter(|b| !b.is_empty()) else {
             log::error!("refusing configuration: the plugin configuration is empty");
             return false;
         };

@@ -1,0 +1,242 @@
+//! Bundle delivery: fail closed before the first bundle, conditional refresh, key retirement, and keeping the
+//! last good bundle when the sidecar misbehaves.
+
+use crate::{bearer, request, tick_and_answer, vm, SIDECAR, STARTUP_TICK};
+use keymesh_testkit::{claims, fixture, Alg, SCENARIO_CONFIG};
+use keymesh_wasm_host::{HostError, HttpResponse, LogLevel, SharedStore};
+use std::time::Duration;
+
+fn orders_token(alg: Alg) -> String {
+    bearer(&fixture().token(alg, &claims(&["https://orders.local"], "orders:read")))
+}
+
+#[test]
+fn fails_closed_with_503_before_the_first_bundle() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    let out = request(
+        &mut vm,
+        "/orders/1",
+        &[("authorization", &orders_token(Alg::EdDsa))],
+    )?;
+    assert_eq!(out.status(), 503);
+    assert!(out.body().contains("key material"), "{}", out.body());
+    assert_eq!(vm.counter("keymesh.authn.denied.no_key_material"), Some(1));
+    vm.finish()
+}
+
+#[test]
+fn first_fetch_is_a_plain_get_to_the_sidecar_cluster() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    assert_eq!(
+        vm.tick_period(),
+        Some(STARTUP_TICK),
+        "should tick fast until the first bundle"
+    );
+    assert!(
+        vm.pending_http_calls().is_empty(),
+        "no call may be made during on_configure"
+    );
+    vm.advance_time(STARTUP_TICK)?;
+    let call = vm.expect_http_call(SIDECAR)?;
+    assert_eq!((call.method(), call.path()), ("GET", "/v1/bundle"));
+    assert_eq!(call.headers.get(":authority"), Some("keymesh-sidecar"));
+    assert_eq!(call.headers.get("if-none-match"), None);
+    assert_eq!(call.timeout, Duration::from_millis(2000));
+    vm.respond_to_http_call(call.token, HttpResponse::new(200).body(fixture().bundle(1)))?;
+    assert_eq!(vm.gauge("keymesh.authn.bundle_version"), Some(1));
+    assert_eq!(
+        request(
+            &mut vm,
+            "/orders/1",
+            &[("authorization", &orders_token(Alg::EdDsa))]
+        )?
+        .status(),
+        200
+    );
+    vm.finish()
+}
+
+#[test]
+fn refresh_is_conditional_and_304_keeps_the_keys() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(7)))?;
+    // The next tick moves to the configured interval, and asks only for something newer than v7.
+    vm.advance_time(STARTUP_TICK)?;
+    let call = vm.expect_http_call(SIDECAR)?;
+    assert_eq!(call.headers.get("if-none-match"), Some("\"7\""));
+    assert_eq!(vm.tick_period(), Some(Duration::from_millis(1000)));
+    vm.respond_to_http_call(call.token, HttpResponse::new(304))?;
+    assert_eq!(
+        request(
+            &mut vm,
+            "/orders/1",
+            &[("authorization", &orders_token(Alg::Es256))]
+        )?
+        .status(),
+        200
+    );
+    assert_eq!(vm.counter("keymesh.authn.bundle_fetch_failures"), Some(0));
+    vm.finish()
+}
+
+#[test]
+fn a_newer_bundle_retires_keys_at_once() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(1)))?;
+    let es = orders_token(Alg::Es256);
+    assert_eq!(
+        request(&mut vm, "/orders/1", &[("authorization", &es)])?.status(),
+        200
+    );
+    let only_ed = serde_json::json!({"version": 2, "issuers": [
+        {"issuer": keymesh_testkit::ISSUER, "jwks": {"keys": [fixture().public_jwk(Alg::EdDsa)]}}]});
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(only_ed.to_string()))?;
+    let out = request(&mut vm, "/orders/1", &[("authorization", &es)])?;
+    assert_eq!(
+        (out.status(), out.challenge_error()),
+        (401, Some("invalid_token"))
+    );
+    assert_eq!(
+        request(
+            &mut vm,
+            "/orders/1",
+            &[("authorization", &orders_token(Alg::EdDsa))]
+        )?
+        .status(),
+        200
+    );
+    assert_eq!(vm.gauge("keymesh.authn.bundle_version"), Some(2));
+    vm.finish()
+}
+
+#[test]
+fn an_older_bundle_never_replaces_a_newer_one() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(5)))?;
+    let stale = serde_json::json!({"version": 4, "issuers": []});
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(stale.to_string()))?;
+    assert_eq!(
+        request(
+            &mut vm,
+            "/orders/1",
+            &[("authorization", &orders_token(Alg::EdDsa))]
+        )?
+        .status(),
+        200
+    );
+    vm.finish()
+}
+
+#[test]
+fn malformed_or_truncated_bundles_keep_the_last_good_one() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(1)))?;
+    let good = fixture().bundle(2);
+    for broken in [
+        "not json".to_owned(),
+        good[..good.len() / 2].to_owned(),
+        String::new(),
+        r#"{"issuers":[]}"#.into(),
+    ] {
+        tick_and_answer(&mut vm, HttpResponse::new(200).body(broken))?;
+    }
+    assert_eq!(vm.counter("keymesh.authn.bundle_rejected"), Some(4));
+    assert!(vm
+        .find_log(LogLevel::Warn, "keeping the last good one")
+        .is_some());
+    assert_eq!(vm.gauge("keymesh.authn.bundle_version"), Some(1));
+    assert_eq!(
+        request(
+            &mut vm,
+            "/orders/1",
+            &[("authorization", &orders_token(Alg::Rs256))]
+        )?
+        .status(),
+        200
+    );
+    vm.finish()
+}
+
+#[test]
+fn an_issuer_with_an_unsafe_key_set_is_dropped_alone() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    let ed = fixture().public_jwk(Alg::EdDsa);
+    let bundle = serde_json::json!({"version": 3, "issuers": [
+        {"issuer": keymesh_testkit::ISSUER, "jwks": {"keys": [ed]}},
+        {"issuer": "https://broken.example", "jwks": {"keys": [ed, ed]}}]});
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(bundle.to_string()))?;
+    assert!(
+        vm.find_log(LogLevel::Warn, "duplicate kid").is_some(),
+        "{:?}",
+        vm.logs()
+    );
+    assert_eq!(
+        request(
+            &mut vm,
+            "/orders/1",
+            &[("authorization", &orders_token(Alg::EdDsa))]
+        )?
+        .status(),
+        200
+    );
+    vm.finish()
+}
+
+#[test]
+fn sidecar_timeouts_and_errors_are_counted_and_retried() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    // Unreachable before the first bundle: still fail closed, and keep trying on every tick.
+    vm.advance_time(STARTUP_TICK)?;
+    let call = vm.expect_http_call(SIDECAR)?;
+    vm.fail_http_call(call.token)?;
+    assert!(vm
+        .find_log(LogLevel::Warn, "unreachable or timed out")
+        .is_some());
+    assert_eq!(
+        request(
+            &mut vm,
+            "/orders/1",
+            &[("authorization", &orders_token(Alg::EdDsa))]
+        )?
+        .status(),
+        503
+    );
+    tick_and_answer(&mut vm, HttpResponse::new(500).body("oops"))?;
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(1)))?;
+    assert_eq!(vm.counter("keymesh.authn.bundle_fetch_failures"), Some(2));
+    // Once keys are held, a failing sidecar does not take them away.
+    vm.advance_time(Duration::from_millis(1000))?;
+    let call = vm.expect_http_call(SIDECAR)?;
+    vm.fail_http_call(call.token)?;
+    assert_eq!(
+        request(
+            &mut vm,
+            "/orders/1",
+            &[("authorization", &orders_token(Alg::EdDsa))]
+        )?
+        .status(),
+        200
+    );
+    assert_eq!(vm.counter("keymesh.authn.bundle_fetch_failures"), Some(3));
+    vm.finish()
+}
+
+#[test]
+fn one_fetch_at_a_time() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    vm.advance_time(STARTUP_TICK)?;
+    let first = vm.expect_http_call(SIDECAR)?;
+    // Ticks while the call is outstanding dispatch nothing more.
+    vm.advance_time(STARTUP_TICK * 3)?;
+    assert_eq!(
+        vm.pending_http_calls().len(),
+        1,
+        "{:?}",
+        vm.pending_http_calls()
+    );
+    vm.respond_to_http_call(
+        first.token,
+        HttpResponse::new(200).body(fixture().bundle(1)),
+    )?;
+    vm.finish()
+}
