@@ -7,13 +7,55 @@
 use serde::{Deserialize, Serialize};
 
 /// Wire form of a bundle. Unknown fields are ignored so that a newer sidecar can add sections.
+///
+/// A response is either **full** (`since` absent: the complete state at `version`) or a **delta** (`since: S`:
+/// the changes that turn version `S` into `version`). A filter asks with `If-None-Match: "S"`; the sidecar answers
+/// 304 when nothing changed, a delta while its change log still reaches back to `S`, and a full bundle otherwise.
+/// `issuers` is small and always complete, in both forms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BundleDto {
     /// Monotonic version of the key material in Redis; equal versions mean equal content.
     pub version: u64,
+    /// For a delta: the version it applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
     /// Trusted issuers, each with the public keys that may sign its tokens.
     #[serde(default)]
     pub issuers: Vec<IssuerKeysDto>,
+    /// API keys: all of them (full) or the ones changed since `since` (delta).
+    #[serde(default)]
+    pub api_keys: ApiKeyChangesDto,
+}
+
+/// API key entries in a bundle. In a full bundle `put` is the whole set and `delete` is empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyChangesDto {
+    /// Keys created or changed (regenerated keys appear here under their new hash).
+    #[serde(default)]
+    pub put: Vec<ApiKeyDto>,
+    /// Hashes of keys revoked, regenerated away from, or deleted.
+    #[serde(default)]
+    pub delete: Vec<String>,
+}
+
+/// One API key as the filters see it: never the key, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyDto {
+    /// base64url (unpadded) SHA-256 of the whole presented key string (`km_…`); see [`crate::apikey::hash_key`].
+    pub hash: String,
+    /// Public key id (`ak_…`), forwarded upstream as the client id.
+    pub id: String,
+    /// The subject the key acts for.
+    pub owner: String,
+    /// Resource URIs (audiences) the key is valid for.
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// Scopes granted.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Expiry, seconds since the epoch; `None` never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 /// One trusted issuer and its JSON Web Key Set.

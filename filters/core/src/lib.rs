@@ -6,6 +6,7 @@
 //! ([`verdict`]). Time is always passed in. The wasm filter is a thin adapter over [`policy::authorize`].
 #![warn(missing_docs)]
 
+pub mod apikey;
 pub mod bundle;
 pub mod claims;
 pub mod config;
