@@ -27,6 +27,7 @@ impl AuthnHttp {
                 log::debug!("denied 403: missing scopes {}", missing.join(" "));
                 "insufficient_scope"
             }
+            DenyReason::WrongApi => "api_key_wrong_api",
             DenyReason::NoKeyMaterial => "no_key_material",
             DenyReason::NoRoute => "no_route",
         };
@@ -58,22 +59,30 @@ impl HttpContext for AuthnHttp {
             .iter()
             .find(|(n, _)| n == ":path")
             .map_or("/", |(_, v)| v.as_str());
-        let authorization = headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("authorization"))
-            .map(|(_, v)| v.as_str())
-            .collect();
+        let values = |name: &str| -> Vec<&str> {
+            headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        let api_key_header = shared.config.api_key_header.as_deref();
         let request = RequestParts {
             path,
-            authorization,
+            authorization: values("authorization"),
+            api_key: api_key_header.map(values).unwrap_or_default(),
         };
         let keys = shared.store.current();
         let now = i64::try_from(host::now_ms() / 1000).unwrap_or(i64::MAX);
-        match authorize(&shared.config, &request, keys.as_deref(), now) {
+        let lookup = |hash: &str| shared.store.api_key(hash);
+        match authorize(&shared.config, &request, keys.as_deref(), &lookup, now) {
             Verdict::Allow(identity) => {
                 if !shared.config.forward_token {
-                    if let Err(status) = host::remove_request_header("authorization") {
-                        log::error!("cannot remove authorization: {status:?}");
+                    // The credential is for this proxy; upstreams get the verified identity instead.
+                    for name in std::iter::once("authorization").chain(api_key_header) {
+                        if let Err(status) = host::remove_request_header(name) {
+                            log::error!("cannot remove `{name}`: {status:?}");
+                        }
                     }
                 }
                 for (name, value) in identity.upstream_headers() {

@@ -1,10 +1,12 @@
-//! The root context: configuration, and fetching the key bundle from the sidecar on a tick.
+//! The root context: configuration, and keeping the key material current. One root per Envoy (elected through a
+//! shared-data lease) asks the sidecar for changes since the version it holds; with `long_poll_secs` the sidecar
+//! holds that request open until something changes, so a revocation reaches the proxy as soon as it is written.
 
 use crate::host;
 use crate::http::AuthnHttp;
 use crate::metrics::Metrics;
-use crate::store::BundleStore;
-use keymesh_core::bundle::etag;
+use crate::store::{Applied, BundleStore};
+use keymesh_core::bundle::{etag, BundleDto};
 use keymesh_core::{FilterConfig, KeySet};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -23,17 +25,21 @@ pub(crate) struct Shared {
 #[derive(Default)]
 pub(crate) struct AuthnRoot {
     shared: Option<Rc<Shared>>,
+    /// This root's id in the fetch lease.
+    owner: u64,
     /// Token of the bundle fetch in flight, if any.
     in_flight: Option<u32>,
     /// Ticking fast until the first bundle is in shared data.
     starting: bool,
+    /// The last delta did not fit the version held: ask for a full bundle.
+    need_full: bool,
 }
 
 /// Tick period before the first bundle arrives: requests fail closed until then, so don't wait a full interval.
 const STARTUP_TICK: Duration = Duration::from_millis(200);
 
 impl AuthnRoot {
-    /// Fetches the bundle if this root holds the Envoy-wide fetch lease.
+    /// Fetches changes if this root holds (or can take) the Envoy-wide fetch lease.
     fn maybe_fetch(&mut self) {
         let Some(shared) = self.shared.clone() else {
             return;
@@ -42,28 +48,50 @@ impl AuthnRoot {
             return;
         }
         let sidecar = &shared.config.sidecar;
-        let now = host::now_ms();
-        // The lease lasts a little less than one tick so the next tick of any worker can take it over.
+        let have = if self.need_full {
+            None
+        } else {
+            shared.store.shared_version()
+        };
+        // Long-poll only once something is held: the first bundle should come back at once.
+        let wait_secs = if have.is_some() {
+            sidecar.long_poll_secs
+        } else {
+            0
+        };
+        let timeout_ms = sidecar
+            .timeout_ms
+            .saturating_add(wait_secs.saturating_mul(1000));
         let tick_ms = if self.starting {
             u64::try_from(STARTUP_TICK.as_millis()).unwrap_or(200)
         } else {
             sidecar.refresh_interval_ms
         };
-        let lease = tick_ms.saturating_mul(9) / 10;
-        if !shared.store.try_lease(now, now.saturating_add(lease)) {
+        // Held for the whole call, and a little less than one tick beyond it, so another worker takes over
+        // promptly if this one stops asking.
+        let now = host::now_ms();
+        let until = now
+            .saturating_add(timeout_ms)
+            .saturating_add(tick_ms.saturating_mul(9) / 10);
+        if !shared.store.try_lease(self.owner, now, until) {
             return;
         }
-        let have = shared.store.shared_version().map(etag);
+        let path = if wait_secs > 0 {
+            format!("{}?wait={wait_secs}", sidecar.path)
+        } else {
+            sidecar.path.clone()
+        };
+        let tag = have.map(etag);
         let mut extra = Vec::new();
-        if let Some(tag) = &have {
+        if let Some(tag) = &tag {
             extra.push(("if-none-match", tag.as_str()));
         }
         match host::dispatch_get(
             &sidecar.cluster,
             &sidecar.authority,
-            &sidecar.path,
+            &path,
             &extra,
-            Duration::from_millis(sidecar.timeout_ms),
+            Duration::from_millis(timeout_ms),
         ) {
             Ok(token) => self.in_flight = Some(token),
             Err(status) => {
@@ -76,23 +104,51 @@ impl AuthnRoot {
         }
     }
 
-    fn accept_bundle(shared: &Shared, body: &[u8]) {
-        match KeySet::parse_bundle(body) {
-            Ok((keys, skipped)) => {
-                for reason in &skipped {
-                    log::warn!("bundle key left out: {reason}");
-                }
-                let version = keys.version();
-                let count = keys.len();
-                if shared.store.publish(body, keys) {
-                    host::record(shared.metrics.bundle_version, version);
-                    log::info!("bundle v{version} applied ({count} keys)");
-                }
-            }
+    /// Validates and stores a bundle; true when something new was stored.
+    fn accept_bundle(&mut self, shared: &Shared, body: &[u8]) -> bool {
+        let parsed = serde_json::from_slice::<BundleDto>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|dto| {
+                KeySet::from_bundle(&dto)
+                    .map(|k| (dto, k))
+                    .map_err(|e| e.to_string())
+            });
+        let (dto, (keys, skipped)) = match parsed {
+            Ok(parsed) => parsed,
             Err(e) => {
                 // Keep the last good bundle: a broken response must not take keys away.
                 host::increment(shared.metrics.bundle_rejected);
                 log::warn!("bundle from sidecar rejected, keeping the last good one: {e}");
+                return false;
+            }
+        };
+        for reason in &skipped {
+            log::warn!("bundle key left out: {reason}");
+        }
+        let (version, delta) = (dto.version, dto.since.is_some());
+        let (puts, deletes) = (dto.api_keys.put.len(), dto.api_keys.delete.len());
+        match shared.store.apply(dto, keys) {
+            Applied::Stored => {
+                self.need_full = false;
+                host::record(shared.metrics.bundle_version, version);
+                let kind = if delta { "delta" } else { "full" };
+                log::info!(
+                    "bundle v{version} applied ({kind}: {puts} api keys put, {deletes} deleted)"
+                );
+                true
+            }
+            Applied::Stale => false,
+            Applied::Mismatch => {
+                self.need_full = true;
+                log::warn!(
+                    "bundle delta does not apply to the version held; asking for a full bundle"
+                );
+                false
+            }
+            Applied::Failed => {
+                self.need_full = true;
+                host::increment(shared.metrics.bundle_rejected);
+                false
             }
         }
     }
@@ -115,7 +171,12 @@ impl Context for AuthnRoot {
         };
         match host::call_response_status() {
             Some(200) => match host::call_response_body(body_size) {
-                Some(body) => Self::accept_bundle(&shared, &body),
+                // Something changed: ask again at once, there may be more.
+                Some(body) => {
+                    if self.accept_bundle(&shared, &body) || self.need_full {
+                        self.maybe_fetch();
+                    }
+                }
                 None => {
                     host::increment(shared.metrics.bundle_rejected);
                     log::warn!("bundle response had no body");
@@ -156,6 +217,7 @@ impl RootContext for AuthnRoot {
             return false;
         }
         let store = BundleStore::new(&config.sidecar.cluster, &config.sidecar.path);
+        self.owner = store.register_root();
         self.shared = Some(Rc::new(Shared {
             config,
             store,

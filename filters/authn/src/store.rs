@@ -1,21 +1,54 @@
-//! The bundle in Envoy shared data, and each worker's parsed copy of it.
+//! Key material in Envoy shared data, and each worker's parsed copy of the signing keys.
 //!
-//! Shared data is per `vm_id` and shared by all worker VMs, so the fetched bundle is stored once. A small version
-//! key lets a worker check for a new bundle on each request without copying the bundle; it re-reads and parses
-//! the bundle only when the version moves.
+//! Shared data is per `vm_id` and shared by all worker VMs, so everything is stored once per Envoy:
+//! - the issuers part of the bundle (small) under `…/bundle`, with its version under `…/version`; a worker
+//!   re-reads and parses it only when the version moves;
+//! - every API key as its own entry `…/ak/<hash>`, so a lookup is one small read whatever the number of keys, and
+//!   a revocation rewrites one entry instead of the whole set.
+//!
+//! ABI 0.2.1 cannot list or remove shared-data keys, so an entry carries the generation (bundle version) that
+//! wrote it, and a full resync at version F raises a floor to F: entries older than the floor — keys deleted while
+//! this Envoy was out of the sidecar's change-log window — are dead. A revoked key is overwritten with an empty
+//! value.
 
 use crate::host;
+use keymesh_core::bundle::{ApiKeyChangesDto, ApiKeyDto, BundleDto};
 use keymesh_core::KeySet;
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// Shared-data keys of one sidecar endpoint (two filters pointing at the same sidecar share one bundle).
-#[derive(Debug, Clone)]
+/// Shared-data keys of one sidecar endpoint (two filters pointing at the same sidecar share everything).
+#[derive(Debug)]
 pub(crate) struct BundleStore {
     bundle_key: String,
     version_key: String,
     lease_key: String,
+    floor_key: String,
+    sequence_key: String,
+    entry_prefix: String,
     cached: RefCell<Option<Rc<KeySet>>>,
+}
+
+/// An API key entry as stored: the wire entry plus the generation that wrote it.
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    g: u64,
+    #[serde(flatten)]
+    key: ApiKeyDto,
+}
+
+/// What became of a fetched bundle.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// Now in shared data.
+    Stored,
+    /// Shared data already holds this version or a newer one.
+    Stale,
+    /// A delta for a version other than the one held: ask for a full bundle next time.
+    Mismatch,
+    /// Shared data refused a write.
+    Failed,
 }
 
 impl BundleStore {
@@ -25,6 +58,9 @@ impl BundleStore {
             bundle_key: format!("{base}/bundle"),
             version_key: format!("{base}/version"),
             lease_key: format!("{base}/lease"),
+            floor_key: format!("{base}/ak_floor"),
+            sequence_key: format!("{base}/roots"),
+            entry_prefix: format!("{base}/ak/"),
             cached: RefCell::new(None),
         }
     }
@@ -34,7 +70,7 @@ impl BundleStore {
         parse_u64(host::shared_get(&self.version_key).0)
     }
 
-    /// This worker's key set, refreshed from shared data when a newer version is there.
+    /// This worker's signing keys, refreshed from shared data when a newer version is there.
     pub(crate) fn current(&self) -> Option<Rc<KeySet>> {
         let shared = self.shared_version();
         let cached = self.cached.borrow().clone();
@@ -61,31 +97,110 @@ impl BundleStore {
         }
     }
 
-    /// Publishes a validated bundle to every worker, unless shared data already holds this version or a newer one.
-    pub(crate) fn publish(&self, bytes: &[u8], keys: KeySet) -> bool {
-        let (current, cas) = host::shared_get(&self.version_key);
-        if parse_u64(current).is_some_and(|v| v >= keys.version()) {
-            return false;
+    /// The live API key entry with this hash, if any.
+    pub(crate) fn api_key(&self, hash: &str) -> Option<ApiKeyDto> {
+        let bytes = host::shared_get(&format!("{}{hash}", self.entry_prefix)).0?;
+        if bytes.is_empty() {
+            return None;
         }
-        let version = keys.version();
-        if let Err(e) = host::shared_set(&self.bundle_key, bytes, None) {
-            log::error!("cannot store bundle v{version} in shared data: {e:?}");
-            return false;
+        let stored: StoredKey = serde_json::from_slice(&bytes).ok()?;
+        let floor = parse_u64(host::shared_get(&self.floor_key).0).unwrap_or(0);
+        (stored.g >= floor && stored.key.hash == hash).then_some(stored.key)
+    }
+
+    /// Stores a validated bundle (full or delta) for every worker.
+    pub(crate) fn apply(&self, dto: BundleDto, keys: KeySet) -> Applied {
+        let (current, cas) = host::shared_get(&self.version_key);
+        let current = parse_u64(current);
+        let version = dto.version;
+        if current.is_some_and(|v| v >= version) {
+            return Applied::Stale;
+        }
+        if dto.since.is_some() && dto.since != current {
+            return Applied::Mismatch;
+        }
+        let ApiKeyChangesDto { put, delete } = &dto.api_keys;
+        for hash in delete {
+            if !self.write(&format!("{}{hash}", self.entry_prefix), b"") {
+                return Applied::Failed;
+            }
+        }
+        for key in put {
+            let stored = StoredKey {
+                g: version,
+                key: key.clone(),
+            };
+            let Ok(bytes) = serde_json::to_vec(&stored) else {
+                return Applied::Failed;
+            };
+            if !self.write(&format!("{}{}", self.entry_prefix, key.hash), &bytes) {
+                return Applied::Failed;
+            }
+        }
+        if dto.since.is_none() && !self.write(&self.floor_key, version.to_string().as_bytes()) {
+            return Applied::Failed;
+        }
+        let issuers = BundleDto {
+            version,
+            since: None,
+            issuers: dto.issuers,
+            api_keys: ApiKeyChangesDto::default(),
+        };
+        let Ok(bytes) = serde_json::to_vec(&issuers) else {
+            return Applied::Failed;
+        };
+        if !self.write(&self.bundle_key, &bytes) {
+            return Applied::Failed;
         }
         if let Err(e) = host::shared_set(&self.version_key, version.to_string().as_bytes(), cas) {
             log::warn!("bundle version v{version} raced with another writer: {e:?}");
         }
         *self.cached.borrow_mut() = Some(Rc::new(keys));
-        true
+        Applied::Stored
     }
 
-    /// Takes the fetch lease until `until_ms` if nobody holds it; one root context per Envoy fetches at a time.
-    pub(crate) fn try_lease(&self, now_ms: u64, until_ms: u64) -> bool {
-        let (holder, cas) = host::shared_get(&self.lease_key);
-        if parse_u64(holder).is_some_and(|until| until > now_ms) {
-            return false;
+    fn write(&self, key: &str, value: &[u8]) -> bool {
+        match host::shared_set(key, value, None) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("cannot write shared data `{key}`: {e:?}");
+                false
+            }
         }
-        host::shared_set(&self.lease_key, until_ms.to_string().as_bytes(), cas).is_ok()
+    }
+
+    /// A number unique to this root context among all workers of this Envoy, for the fetch lease.
+    pub(crate) fn register_root(&self) -> u64 {
+        for _ in 0..64 {
+            let (current, cas) = host::shared_get(&self.sequence_key);
+            let next = parse_u64(current).unwrap_or(0) + 1;
+            if host::shared_set(&self.sequence_key, next.to_string().as_bytes(), cas).is_ok() {
+                return next;
+            }
+        }
+        // Contention this heavy does not happen at configure time; a shared id only means two fetchers.
+        0
+    }
+
+    /// Takes or renews the fetch lease until `until_ms`, unless another root holds it. One root per Envoy
+    /// fetches (and long-polls) at a time.
+    pub(crate) fn try_lease(&self, owner: u64, now_ms: u64, until_ms: u64) -> bool {
+        let (holder, cas) = host::shared_get(&self.lease_key);
+        let holder = holder
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        if let Some((until, who)) = holder.split_once(':') {
+            let held = until.parse::<u64>().is_ok_and(|until| until > now_ms);
+            if held && who.parse::<u64>().ok() != Some(owner) {
+                return false;
+            }
+        }
+        host::shared_set(
+            &self.lease_key,
+            format!("{until_ms}:{owner}").as_bytes(),
+            cas,
+        )
+        .is_ok()
     }
 }
 

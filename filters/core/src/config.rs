@@ -23,6 +23,8 @@ struct ConfigDto {
     trusted_issuers: Option<Vec<String>>,
     #[serde(default)]
     forward_token: bool,
+    #[serde(default = "default_api_key_header")]
+    api_key_header: Option<String>,
     routes: Vec<RouteDto>,
 }
 
@@ -38,6 +40,8 @@ struct SidecarDto {
     refresh_interval_ms: u64,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
+    #[serde(default = "default_long_poll_secs")]
+    long_poll_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,8 +51,48 @@ struct RouteDto {
     audience: String,
     #[serde(default)]
     scopes: Vec<String>,
+    /// Parsed in `TryFrom` so an unknown value is reported with the field's path.
+    #[serde(default)]
+    credential: Option<String>,
 }
 
+/// Which credentials a route accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CredentialMode {
+    /// OAuth2 JWT access tokens only (`Authorization: Bearer`).
+    #[default]
+    Jwt,
+    /// keymesh API keys only (`Authorization: apikey KEY` or the API-key header).
+    ApiKey,
+    /// Either kind.
+    Either,
+}
+
+impl CredentialMode {
+    fn parse(value: Option<&str>) -> Option<Self> {
+        match value {
+            None | Some("jwt") => Some(Self::Jwt),
+            Some("api_key") => Some(Self::ApiKey),
+            Some("either") => Some(Self::Either),
+            Some(_) => None,
+        }
+    }
+    /// Whether a bearer token is acceptable.
+    pub fn accepts_jwt(self) -> bool {
+        matches!(self, Self::Jwt | Self::Either)
+    }
+    /// Whether an API key is acceptable.
+    pub fn accepts_api_key(self) -> bool {
+        matches!(self, Self::ApiKey | Self::Either)
+    }
+}
+
+fn default_api_key_header() -> Option<String> {
+    Some("x-api-key".into())
+}
+fn default_long_poll_secs() -> u64 {
+    25
+}
 fn default_realm() -> String {
     "keymesh".into()
 }
@@ -82,8 +126,10 @@ pub struct SidecarConfig {
     pub path: String,
     /// How often the bundle is re-checked.
     pub refresh_interval_ms: u64,
-    /// Timeout of one bundle fetch.
+    /// Timeout of one bundle fetch (a long poll gets `long_poll_secs` on top).
     pub timeout_ms: u64,
+    /// How long the sidecar may hold a bundle request open waiting for a change (0: plain polling).
+    pub long_poll_secs: u64,
 }
 
 /// One per-route rule: requests whose path starts with `prefix` need a token for `audience` with `scopes`.
@@ -93,8 +139,10 @@ pub struct Route {
     pub prefix: String,
     /// The resource URI of this API, required in the token's `aud`.
     pub audience: String,
-    /// Scopes the token must all carry.
+    /// Scopes the credential must all carry.
     pub scopes: Vec<String>,
+    /// Which credentials the route accepts.
+    pub credential: CredentialMode,
 }
 
 /// A validated filter configuration.
@@ -114,6 +162,8 @@ pub struct FilterConfig {
     pub trusted_issuers: Option<Vec<String>>,
     /// Keep the `Authorization` header on the upstream request (Envoy jwt_authn's `forward`; off by default).
     pub forward_token: bool,
+    /// Header that may carry an API key besides `Authorization: apikey`; `None` disables it.
+    pub api_key_header: Option<String>,
     /// Route rules, in order.
     pub routes: Vec<Route>,
 }
@@ -163,6 +213,25 @@ impl TryFrom<ConfigDto> for FilterConfig {
             "sidecar.timeout_ms",
             "must be between 100 and 60000",
         )?;
+        require(
+            s.long_poll_secs <= 60,
+            "sidecar.long_poll_secs",
+            "must be at most 60",
+        )?;
+        if let Some(h) = &dto.api_key_header {
+            require(
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "api_key_header",
+                "must be a lower-case header name",
+            )?;
+            require(
+                h != "authorization",
+                "api_key_header",
+                "`authorization` is always read; name another header",
+            )?;
+        }
         require(
             !dto.realm.is_empty()
                 && dto
@@ -218,6 +287,11 @@ impl TryFrom<ConfigDto> for FilterConfig {
                 format!("routes[{i}].audience"),
                 "must be a non-empty resource URI",
             )?;
+            require(
+                CredentialMode::parse(r.credential.as_deref()).is_some(),
+                format!("routes[{i}].credential"),
+                "must be `jwt`, `api_key` or `either`",
+            )?;
             for (j, scope) in r.scopes.iter().enumerate() {
                 require(
                     is_scope_token(scope),
@@ -233,6 +307,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
                 path: s.path,
                 refresh_interval_ms: s.refresh_interval_ms,
                 timeout_ms: s.timeout_ms,
+                long_poll_secs: s.long_poll_secs,
             },
             realm: dto.realm,
             leeway_secs: i64::try_from(dto.leeway_secs).unwrap_or(300),
@@ -240,6 +315,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
             token_query_param: dto.token_query_param,
             trusted_issuers: dto.trusted_issuers,
             forward_token: dto.forward_token,
+            api_key_header: dto.api_key_header,
             routes: dto
                 .routes
                 .into_iter()
@@ -247,6 +323,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
                     prefix: r.prefix,
                     audience: r.audience,
                     scopes: r.scopes,
+                    credential: CredentialMode::parse(r.credential.as_deref()).unwrap_or_default(),
                 })
                 .collect(),
         })
@@ -341,6 +418,18 @@ mod tests {
             ),
             (r#"{"sidecar":{"cluster":"k"},"rotues":[]}"#, "rotues"),
             (r#"not json"#, "expected"),
+            (
+                r#"{"sidecar":{"cluster":"k","long_poll_secs":61},"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "sidecar.long_poll_secs",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"api_key_header":"X Key","routes":[{"prefix":"/","audience":"a"}]}"#,
+                "api_key_header",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"routes":[{"prefix":"/","audience":"a","credential":"password"}]}"#,
+                "credential",
+            ),
         ];
         for (json, field) in cases {
             let err = FilterConfig::parse(json.as_bytes())

@@ -67,6 +67,18 @@ pub enum TokenError {
     /// An identity claim cannot be forwarded as an HTTP header value.
     #[error("claim `{0}` holds characters not allowed in a header")]
     UnforwardableClaim(&'static str),
+    /// A presented API key does not have the keymesh key format.
+    #[error("malformed API key")]
+    ApiKeyMalformed,
+    /// No API key has this hash: never issued, revoked, or regenerated away.
+    #[error("unknown or revoked API key")]
+    ApiKeyUnknown,
+    /// The API key is past its expiry.
+    #[error("API key expired")]
+    ApiKeyExpired,
+    /// The route does not accept this kind of credential (a JWT where only API keys are allowed, or the reverse).
+    #[error("credential type not accepted on this route")]
+    CredentialNotAccepted,
 }
 
 /// Why a JWK or a key set was refused.

@@ -1,7 +1,8 @@
-//! Finding the bearer token in a request (RFC 6750 §2): the `Authorization` header, and a query parameter only
-//! when configured. More than one token in one request is refused (RFC 6750 §2: clients MUST NOT use more than
-//! one method).
+//! Finding the credential in a request: a bearer token (RFC 6750 §2) in `Authorization`, or in a query parameter
+//! only when configured; or an API key as `Authorization: apikey KEY` or in the configured API-key header. More
+//! than one credential in one request is refused (RFC 6750 §2: clients MUST NOT use more than one method).
 
+use crate::apikey;
 use crate::error::TokenError;
 
 /// The parts of a request the filter looks at, borrowed from the adapter's header map.
@@ -11,51 +12,74 @@ pub struct RequestParts<'a> {
     pub path: &'a str,
     /// Every `Authorization` header value, in order.
     pub authorization: Vec<&'a str>,
+    /// Every value of the configured API-key header (e.g. `x-api-key`), in order.
+    pub api_key: Vec<&'a str>,
 }
 
-/// Extracts the one bearer token of a request.
-pub fn bearer_token<'a>(
+/// The one credential a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// A bearer token (not yet verified).
+    Bearer(&'a str),
+    /// A well-formed API key (not yet looked up).
+    ApiKey(&'a str),
+}
+
+/// Extracts the one credential of a request.
+pub fn credential<'a>(
     req: &RequestParts<'a>,
     query_param: Option<&str>,
     max_len: usize,
-) -> Result<&'a str, TokenError> {
-    let mut found: Option<&'a str> = None;
+) -> Result<Credential<'a>, TokenError> {
+    let mut found: Option<Credential<'a>> = None;
+    let mut add = |c: Credential<'a>| match found.replace(c) {
+        Some(_) => Err(TokenError::Ambiguous),
+        None => Ok(()),
+    };
     for value in &req.authorization {
-        if let Some(token) = parse_bearer(value)? {
-            if found.replace(token).is_some() {
-                return Err(TokenError::Ambiguous);
-            }
+        if let Some(c) = parse_authorization(value)? {
+            add(c)?;
         }
+    }
+    for value in &req.api_key {
+        add(Credential::ApiKey(value.trim()))?;
     }
     if let Some(name) = query_param {
         for token in query_values(req.path, name) {
-            if found.replace(token).is_some() {
-                return Err(TokenError::Ambiguous);
-            }
+            add(Credential::Bearer(token))?;
         }
     }
-    let token = found.ok_or(TokenError::Missing)?;
-    if token.len() > max_len {
-        return Err(TokenError::TooLong { max: max_len });
+    match found.ok_or(TokenError::Missing)? {
+        Credential::Bearer(token) if token.len() > max_len => {
+            Err(TokenError::TooLong { max: max_len })
+        }
+        Credential::Bearer(token) if !is_b64token(token) => Err(TokenError::MalformedHeader),
+        Credential::ApiKey(key) if !apikey::is_well_formed(key) => Err(TokenError::ApiKeyMalformed),
+        c => Ok(c),
     }
-    if !is_b64token(token) {
-        return Err(TokenError::MalformedHeader);
-    }
-    Ok(token)
 }
 
-/// `Some(token)` for a `Bearer` credential, `None` for another scheme, an error for a broken `Bearer` one.
-fn parse_bearer(value: &str) -> Result<Option<&str>, TokenError> {
+/// A `Bearer` or `apikey` credential, `None` for another scheme, an error for a broken one of ours.
+fn parse_authorization(value: &str) -> Result<Option<Credential<'_>>, TokenError> {
     let value = value.trim_matches(|c| c == ' ' || c == '\t');
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let bearer = scheme.eq_ignore_ascii_case("bearer");
+    if !bearer && !scheme.eq_ignore_ascii_case("apikey") {
         return Ok(None);
     }
-    let token = rest.trim_start_matches(' ');
-    if token.is_empty() || token.contains(' ') {
-        return Err(TokenError::MalformedHeader);
+    let credential = rest.trim_start_matches(' ');
+    if credential.is_empty() || credential.contains(' ') {
+        return Err(if bearer {
+            TokenError::MalformedHeader
+        } else {
+            TokenError::ApiKeyMalformed
+        });
     }
-    Ok(Some(token))
+    Ok(Some(if bearer {
+        Credential::Bearer(credential)
+    } else {
+        Credential::ApiKey(credential)
+    }))
 }
 
 fn query_values<'a>(path: &'a str, name: &str) -> Vec<&'a str> {
@@ -83,11 +107,24 @@ fn is_b64token(token: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apikey::format_key;
 
     fn req<'a>(path: &'a str, auth: &[&'a str]) -> RequestParts<'a> {
         RequestParts {
             path,
             authorization: auth.to_vec(),
+            api_key: vec![],
+        }
+    }
+
+    fn bearer_token<'a>(
+        r: &RequestParts<'a>,
+        q: Option<&str>,
+        max: usize,
+    ) -> Result<&'a str, TokenError> {
+        match credential(r, q, max)? {
+            Credential::Bearer(t) => Ok(t),
+            Credential::ApiKey(_) => Err(TokenError::CredentialNotAccepted),
         }
     }
 
@@ -152,6 +189,45 @@ mod tests {
         assert_eq!(
             bearer_token(&req("/", &[&long]), None, 100),
             Err(TokenError::TooLong { max: 100 })
+        );
+    }
+
+    #[test]
+    fn api_keys_from_authorization_or_header() {
+        let key = format_key(&[3u8; 32]);
+        let auth = format!("ApiKey {key}");
+        assert_eq!(
+            credential(&req("/", &[&auth]), None, 100),
+            Ok(Credential::ApiKey(&key))
+        );
+        let r = RequestParts {
+            path: "/",
+            authorization: vec![],
+            api_key: vec![&key],
+        };
+        assert_eq!(credential(&r, None, 100), Ok(Credential::ApiKey(&key)));
+        let both = RequestParts {
+            path: "/",
+            authorization: vec![&auth],
+            api_key: vec![&key],
+        };
+        assert_eq!(credential(&both, None, 100), Err(TokenError::Ambiguous));
+        let with_bearer = RequestParts {
+            path: "/",
+            authorization: vec!["Bearer a.b.c"],
+            api_key: vec![&key],
+        };
+        assert_eq!(
+            credential(&with_bearer, None, 100),
+            Err(TokenError::Ambiguous)
+        );
+        assert_eq!(
+            credential(&req("/", &["apikey km_short"]), None, 100),
+            Err(TokenError::ApiKeyMalformed)
+        );
+        assert_eq!(
+            credential(&req("/", &["apikey"]), None, 100),
+            Err(TokenError::ApiKeyMalformed)
         );
     }
 }

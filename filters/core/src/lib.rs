@@ -21,7 +21,7 @@ pub mod verdict;
 
 pub use config::FilterConfig;
 pub use error::{ConfigError, KeyError, TokenError};
-pub use extract::RequestParts;
+pub use extract::{Credential, RequestParts};
 pub use keyset::KeySet;
 pub use policy::authorize;
 pub use verdict::{Denial, DenyReason, Identity, Verdict};

@@ -1,18 +1,23 @@
-//! The per-request decision: extract, verify, check claims against the route's rule, and decide.
+//! The per-request decision: extract the credential, verify it, check it against the route's rule, and decide.
 
+use crate::bundle::ApiKeyDto;
 use crate::claims::AccessClaims;
-use crate::config::{header_safe, FilterConfig};
+use crate::config::{header_safe, CredentialMode, FilterConfig, Route};
 use crate::error::TokenError;
-use crate::extract::{bearer_token, RequestParts};
+use crate::extract::{credential, Credential, RequestParts};
 use crate::jws;
 use crate::keyset::KeySet;
 use crate::verdict::{Denial, Identity, Verdict};
+
+/// Looks an API key up by [`crate::apikey::hash_key`]; the adapter answers from wherever it keeps key entries.
+pub type ApiKeyLookup<'a> = &'a dyn Fn(&str) -> Option<ApiKeyDto>;
 
 /// Decides one request. `keys` is `None` until the first bundle arrives; `now` is seconds since the epoch.
 pub fn authorize(
     config: &FilterConfig,
     req: &RequestParts<'_>,
     keys: Option<&KeySet>,
+    api_keys: ApiKeyLookup<'_>,
     now: i64,
 ) -> Verdict {
     let Some(route) = config.route_for(req.path) else {
@@ -21,50 +26,121 @@ pub fn authorize(
     let Some(keys) = keys else {
         return Verdict::Deny(Denial::no_key_material());
     };
-    let claims = match verify_token(config, req, keys, now) {
+    let realm = &config.realm;
+    let presented = match credential(
+        req,
+        config.token_query_param.as_deref(),
+        config.max_token_bytes,
+    ) {
+        Ok(c) => c,
+        Err(e @ TokenError::Missing) => {
+            return Verdict::Deny(Denial::unauthenticated(e, route.credential, realm))
+        }
+        Err(e @ TokenError::ApiKeyMalformed) if route.credential.accepts_api_key() => {
+            return Verdict::Deny(Denial::api_key(e, realm))
+        }
+        Err(e) => return Verdict::Deny(Denial::token(e, realm)),
+    };
+    let not_accepted = |mode: CredentialMode| {
+        Verdict::Deny(Denial::unauthenticated(
+            TokenError::CredentialNotAccepted,
+            mode,
+            realm,
+        ))
+    };
+    match presented {
+        Credential::Bearer(_) if !route.credential.accepts_jwt() => not_accepted(route.credential),
+        Credential::ApiKey(_) if !route.credential.accepts_api_key() => {
+            not_accepted(route.credential)
+        }
+        Credential::Bearer(token) => authorize_token(config, route, token, keys, now),
+        Credential::ApiKey(key) => authorize_api_key(route, key, api_keys, realm, now),
+    }
+}
+
+fn authorize_token(
+    config: &FilterConfig,
+    route: &Route,
+    token: &str,
+    keys: &KeySet,
+    now: i64,
+) -> Verdict {
+    let realm = &config.realm;
+    let claims = match verify_jwt(
+        token,
+        keys,
+        config.trusted_issuers.as_deref(),
+        config.leeway_secs,
+        now,
+    ) {
         Ok(claims) => claims,
-        Err(e) => return Verdict::Deny(Denial::token(e, &config.realm)),
+        Err(e) => return Verdict::Deny(Denial::token(e, realm)),
     };
     if !claims.has_audience(&route.audience) {
-        return Verdict::Deny(Denial::token(TokenError::WrongAudience, &config.realm));
+        return Verdict::Deny(Denial::token(TokenError::WrongAudience, realm));
     }
     let missing = claims.missing_scopes(&route.scopes);
     if !missing.is_empty() {
         let missing = missing.into_iter().map(str::to_owned).collect();
         return Verdict::Deny(Denial::insufficient_scope(
+            "Bearer",
             &route.scopes,
             missing,
-            &config.realm,
+            realm,
         ));
     }
     Verdict::Allow(Identity {
         subject: claims.subject,
         client_id: claims.client_id,
         scopes: claims.scopes,
-        issuer: claims.issuer,
+        issuer: Some(claims.issuer),
         credential: "jwt",
     })
 }
 
-/// Verifies the request's bearer token: signature, issuer binding, time window and forwardability.
-pub fn verify_token(
-    config: &FilterConfig,
-    req: &RequestParts<'_>,
-    keys: &KeySet,
+fn authorize_api_key(
+    route: &Route,
+    key: &str,
+    lookup: ApiKeyLookup<'_>,
+    realm: &str,
     now: i64,
-) -> Result<AccessClaims, TokenError> {
-    let token = bearer_token(
-        req,
-        config.token_query_param.as_deref(),
-        config.max_token_bytes,
-    )?;
-    verify_jwt(
-        token,
-        keys,
-        config.trusted_issuers.as_deref(),
-        config.leeway_secs,
-        now,
-    )
+) -> Verdict {
+    let Some(entry) = lookup(&crate::apikey::hash_key(key)) else {
+        return Verdict::Deny(Denial::api_key(TokenError::ApiKeyUnknown, realm));
+    };
+    if entry.expires_at.is_some_and(|exp| now >= exp) {
+        return Verdict::Deny(Denial::api_key(TokenError::ApiKeyExpired, realm));
+    }
+    if !entry.resources.contains(&route.audience) {
+        return Verdict::Deny(Denial::api_key_wrong_api(realm));
+    }
+    let missing: Vec<String> = route
+        .scopes
+        .iter()
+        .filter(|s| !entry.scopes.contains(s))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Verdict::Deny(Denial::insufficient_scope(
+            "apikey",
+            &route.scopes,
+            missing,
+            realm,
+        ));
+    }
+    if !header_safe(&entry.owner) || !header_safe(&entry.id) {
+        return Verdict::Deny(Denial::api_key(
+            TokenError::UnforwardableClaim("owner"),
+            realm,
+        ));
+    }
+    Verdict::Allow(Identity {
+        subject: entry.owner,
+        client_id: Some(entry.id),
+        scopes: entry.scopes,
+        issuer: None,
+        credential: "api_key",
+    })
 }
 
 /// Verifies a compact JWT access token against `keys`: the signature by the key its `kid` names, `iss` equal to

@@ -1,6 +1,7 @@
 //! Decisions as values, and their RFC 6750 rendering. The adapter maps a [`Verdict`] to Envoy actions; it never
 //! decides anything itself.
 
+use crate::config::CredentialMode;
 use crate::error::TokenError;
 
 /// Request headers keymesh sets upstream. Any copy sent by the client is removed first, so an upstream can trust
@@ -22,9 +23,9 @@ pub struct Identity {
     pub client_id: Option<String>,
     /// Granted scopes.
     pub scopes: Vec<String>,
-    /// `iss`.
-    pub issuer: String,
-    /// Which kind of credential was verified (`jwt`).
+    /// `iss` of a token; `None` for an API key.
+    pub issuer: Option<String>,
+    /// Which kind of credential was verified: `jwt` or `api_key`.
     pub credential: &'static str,
 }
 
@@ -34,9 +35,11 @@ impl Identity {
         let mut headers = vec![
             ("x-keymesh-subject", self.subject.clone()),
             ("x-keymesh-scope", self.scopes.join(" ")),
-            ("x-keymesh-issuer", self.issuer.clone()),
             ("x-keymesh-credential", self.credential.to_owned()),
         ];
+        if let Some(issuer) = &self.issuer {
+            headers.push(("x-keymesh-issuer", issuer.clone()));
+        }
         if let Some(client_id) = &self.client_id {
             headers.push(("x-keymesh-client-id", client_id.clone()));
         }
@@ -53,7 +56,9 @@ pub enum DenyReason {
     NoRoute,
     /// The token was missing or invalid.
     Token(TokenError),
-    /// The token lacks scopes the route requires.
+    /// A valid API key for another API.
+    WrongApi,
+    /// The credential lacks scopes the route requires.
     InsufficientScope {
         /// The scopes that were missing.
         missing: Vec<String>,
@@ -83,36 +88,90 @@ pub enum Verdict {
 }
 
 impl Denial {
-    /// 401 or 400 for a token problem, per RFC 6750 §3.1. A request with no token gets a bare challenge (no
-    /// error code), as §3.1 asks.
+    /// 401 or 400 for a bearer-token problem, per RFC 6750 §3.1.
     pub fn token(error: TokenError, realm: &str) -> Self {
         let (status, code) = match error {
-            TokenError::Missing => (401, None),
-            TokenError::Ambiguous => (400, Some("invalid_request")),
-            _ => (401, Some("invalid_token")),
+            TokenError::Ambiguous => (400, "invalid_request"),
+            _ => (401, "invalid_token"),
         };
         let description = error.description();
-        let challenge = match code {
-            None => format!("Bearer realm=\"{realm}\""),
-            Some(code) => format!(
-                "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{description}\""
-            ),
-        };
+        let challenge = format!(
+            "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{description}\""
+        );
         Self::render(
             status,
             DenyReason::Token(error),
             Some(challenge),
-            code.unwrap_or("invalid_token"),
+            code,
             description,
         )
     }
 
-    /// 403 `insufficient_scope` naming every scope the route requires (RFC 6750 §3.1).
-    pub fn insufficient_scope(required: &[String], missing: Vec<String>, realm: &str) -> Self {
-        let scope = required.join(" ");
-        let description = "token lacks a required scope";
+    /// 401 for an API-key problem, with an `apikey` challenge.
+    pub fn api_key(error: TokenError, realm: &str) -> Self {
+        let description = error.description();
         let challenge = format!(
-            "Bearer realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{scope}\""
+            "apikey realm=\"{realm}\", error=\"invalid_key\", error_description=\"{description}\""
+        );
+        Self::render(
+            401,
+            DenyReason::Token(error),
+            Some(challenge),
+            "invalid_key",
+            description,
+        )
+    }
+
+    /// 401 when no credential (or one the route does not take) was presented: a bare challenge for every scheme
+    /// the route accepts (RFC 6750 §3.1: no error code when authentication is simply missing).
+    pub fn unauthenticated(error: TokenError, mode: CredentialMode, realm: &str) -> Self {
+        let bearer = format!("Bearer realm=\"{realm}\"");
+        let apikey = format!("apikey realm=\"{realm}\"");
+        let challenge = match mode {
+            CredentialMode::Jwt => bearer,
+            CredentialMode::ApiKey => apikey,
+            CredentialMode::Either => format!("{bearer}, {apikey}"),
+        };
+        let code = if error == TokenError::Missing {
+            "invalid_token"
+        } else {
+            "invalid_request"
+        };
+        let description = error.description();
+        Self::render(
+            401,
+            DenyReason::Token(error),
+            Some(challenge),
+            code,
+            description,
+        )
+    }
+
+    /// 403 for an API key that is valid but not for this API.
+    pub fn api_key_wrong_api(realm: &str) -> Self {
+        let description = "key not valid for this API";
+        let challenge = format!("apikey realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{description}\"");
+        Self::render(
+            403,
+            DenyReason::WrongApi,
+            Some(challenge),
+            "insufficient_scope",
+            description,
+        )
+    }
+
+    /// 403 `insufficient_scope` naming every scope the route requires (RFC 6750 §3.1), in the challenge of the
+    /// scheme that was used (`Bearer` or `apikey`).
+    pub fn insufficient_scope(
+        scheme: &str,
+        required: &[String],
+        missing: Vec<String>,
+        realm: &str,
+    ) -> Self {
+        let scope = required.join(" ");
+        let description = "credential lacks a required scope";
+        let challenge = format!(
+            "{scheme} realm=\"{realm}\", error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{scope}\""
         );
         Self::render(
             403,
@@ -189,6 +248,10 @@ impl TokenError {
             Self::NotYetValid => "token not yet valid",
             Self::WrongAudience => "token not valid for this API",
             Self::UnforwardableClaim(_) => "token claims cannot be forwarded",
+            Self::ApiKeyMalformed => "malformed API key",
+            Self::ApiKeyUnknown => "unknown or revoked API key",
+            Self::ApiKeyExpired => "API key expired",
+            Self::CredentialNotAccepted => "this API does not accept this kind of credential",
         }
     }
 
@@ -209,6 +272,10 @@ impl TokenError {
             Self::NotYetValid => "not_yet_valid",
             Self::WrongAudience => "wrong_audience",
             Self::UnforwardableClaim(_) => "unforwardable_claim",
+            Self::ApiKeyMalformed => "api_key_malformed",
+            Self::ApiKeyUnknown => "api_key_unknown",
+            Self::ApiKeyExpired => "api_key_expired",
+            Self::CredentialNotAccepted => "credential_not_accepted",
         }
     }
 }

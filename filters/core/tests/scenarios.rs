@@ -2,8 +2,24 @@
 //! against the compiled filter.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use keymesh_core::bundle::{ApiKeyDto, BundleDto};
 use keymesh_core::{authorize, FilterConfig, KeySet, RequestParts, Verdict};
 use keymesh_testkit::{fixture, scenarios, NOW, SCENARIO_CONFIG};
+use std::collections::HashMap;
+
+/// The fixture bundle's API keys, looked up by hash as the filter does from shared data.
+fn api_keys() -> HashMap<String, ApiKeyDto> {
+    let dto: BundleDto = serde_json::from_str(&fixture().bundle(1)).unwrap();
+    dto.api_keys
+        .put
+        .into_iter()
+        .map(|k| (k.hash.clone(), k))
+        .collect()
+}
+
+fn no_api_keys(_: &str) -> Option<ApiKeyDto> {
+    None
+}
 
 fn challenge_error(challenge: &str) -> Option<&str> {
     let start = challenge.find("error=\"")? + 7;
@@ -15,6 +31,8 @@ fn scenario_table_natively() {
     let config = FilterConfig::parse(SCENARIO_CONFIG.as_bytes()).unwrap();
     let (keys, skipped) = KeySet::parse_bundle(fixture().bundle(1).as_bytes()).unwrap();
     assert!(skipped.is_empty(), "{skipped:?}");
+    let known = api_keys();
+    let lookup = |hash: &str| known.get(hash).cloned();
     let table = scenarios();
     assert!(table.len() >= 40, "table has {} scenarios", table.len());
     let mut failures = Vec::new();
@@ -22,8 +40,9 @@ fn scenario_table_natively() {
         let req = RequestParts {
             path: s.path,
             authorization: s.authorization.iter().map(String::as_str).collect(),
+            api_key: s.x_api_key.iter().map(String::as_str).collect(),
         };
-        match authorize(&config, &req, Some(&keys), NOW) {
+        match authorize(&config, &req, Some(&keys), &lookup, NOW) {
             Verdict::Allow(identity) => {
                 if s.status != 200 {
                     failures.push(format!("{}: allowed, expected {}", s.name, s.status));
@@ -44,10 +63,12 @@ fn scenario_table_natively() {
                         s.name, d.status, error, d.reason, s.status, s.error
                     ));
                 }
-                if d.status == 401
-                    && !challenge.is_some_and(|c| c.starts_with("Bearer realm=\"keymesh\""))
-                {
-                    failures.push(format!("{}: 401 without a Bearer challenge", s.name));
+                let expected = format!("{} realm=\"keymesh\"", s.scheme);
+                if d.status == 401 && !challenge.is_some_and(|c| c.starts_with(&expected)) {
+                    failures.push(format!(
+                        "{}: 401 challenge {challenge:?}, expected {expected}",
+                        s.name
+                    ));
                 }
             }
         }
@@ -67,8 +88,9 @@ fn no_key_material_fails_closed_with_503() {
     let req = RequestParts {
         path: "/orders/1",
         authorization: vec!["Bearer x.y.z"],
+        api_key: vec![],
     };
-    let Verdict::Deny(d) = authorize(&config, &req, None, NOW) else {
+    let Verdict::Deny(d) = authorize(&config, &req, None, &no_api_keys, NOW) else {
         panic!("allowed without keys")
     };
     assert_eq!(d.status, 503);
@@ -87,8 +109,9 @@ fn insufficient_scope_names_required_scope() {
     let req = RequestParts {
         path: "/admin",
         authorization: vec![&auth],
+        api_key: vec![],
     };
-    let Verdict::Deny(d) = authorize(&config, &req, Some(&keys), NOW) else {
+    let Verdict::Deny(d) = authorize(&config, &req, Some(&keys), &no_api_keys, NOW) else {
         panic!("allowed")
     };
     let challenge = &d
@@ -121,9 +144,10 @@ fn trusted_issuers_restrict_the_bundle() {
     let req = RequestParts {
         path: "/x",
         authorization: vec![&ours],
+        api_key: vec![],
     };
     assert!(
-        matches!(authorize(&config, &req, Some(&keys), NOW), Verdict::Deny(d) if d.status == 401)
+        matches!(authorize(&config, &req, Some(&keys), &no_api_keys, NOW), Verdict::Deny(d) if d.status == 401)
     );
     let other_claims = keymesh_testkit::with(
         claims,
@@ -134,9 +158,10 @@ fn trusted_issuers_restrict_the_bundle() {
     let req = RequestParts {
         path: "/x",
         authorization: vec![&theirs],
+        api_key: vec![],
     };
     assert!(matches!(
-        authorize(&config, &req, Some(&keys), NOW),
+        authorize(&config, &req, Some(&keys), &no_api_keys, NOW),
         Verdict::Allow(_)
     ));
 }

@@ -7,6 +7,33 @@ mod scenarios;
 
 pub use scenarios::{scenarios, Scenario, SCENARIO_CONFIG};
 
+/// Fixture API keys (`km_` + 43 base64url chars). Valid for orders with `orders:read`, owned by alice.
+pub const KEY_ORDERS: &str = "km_b3JkZXJzLWtleS1mb3ItYWxpY2UtMDEyMzQ1Njc4OTA";
+/// Valid for payments only.
+pub const KEY_PAYMENTS: &str = "km_cGF5bWVudHMta2V5LWZvci1ib2ItMDEyMzQ1Njc4OTA";
+/// Valid for orders but without any scope.
+pub const KEY_NO_SCOPE: &str = "km_bm8tc2NvcGUta2V5LWZvci1jYXJvbC0wMTIzNDU2Nzg";
+/// Expired one second before [`NOW`].
+pub const KEY_EXPIRED: &str = "km_ZXhwaXJlZC1rZXktZm9yLWRhdmUtMDEyMzQ1Njc4OTA";
+/// Well formed, never issued (or revoked: the filter cannot tell the difference, nor should it).
+pub const KEY_UNKNOWN: &str = "km_dW5rbm93bi1rZXktZm9yLWV2ZS0wMTIzNDU2Nzg5MDE";
+
+/// base64url SHA-256 of an API key: computed here independently of keymesh-core, as a test oracle.
+pub fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    b64(&sha2::Sha256::digest(key.as_bytes()))
+}
+
+/// The API key entries of the fixture bundle.
+pub fn api_key_entries() -> Value {
+    json!([
+        {"hash": key_hash(KEY_ORDERS), "id": "ak_orders", "owner": "alice", "resources": ["https://orders.local"], "scopes": ["orders:read"]},
+        {"hash": key_hash(KEY_PAYMENTS), "id": "ak_payments", "owner": "bob", "resources": ["https://payments.local"], "scopes": ["orders:read", "payments:read"]},
+        {"hash": key_hash(KEY_NO_SCOPE), "id": "ak_noscope", "owner": "carol", "resources": ["https://orders.local"], "scopes": []},
+        {"hash": key_hash(KEY_EXPIRED), "id": "ak_expired", "owner": "dave", "resources": ["https://orders.local"], "scopes": ["orders:read"], "expires_at": NOW - 1},
+    ])
+}
+
 use base64ct::{Base64UrlUnpadded, Encoding};
 use ed25519_dalek::Signer as _;
 use hmac::Mac;
@@ -106,7 +133,7 @@ impl Fixture {
         json!({"version": version, "issuers": [
             {"issuer": ISSUER, "jwks": self.jwks()},
             {"issuer": OTHER_ISSUER, "jwks": {"keys": [Self::ed_jwk(&self.other_ed, "other-ed-1")]}},
-        ]})
+        ], "api_keys": {"put": api_key_entries(), "delete": []}})
         .to_string()
     }
 

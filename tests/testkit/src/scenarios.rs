@@ -1,18 +1,24 @@
 //! The filter scenario table: one request each, with the status and RFC 6750 error code keymesh must answer.
 //! Runs natively against `keymesh_core::authorize` and against the compiled filter in the wasmtime host.
 
-use crate::{b64, claims, fixture, tamper_signature, with, Alg, NOW, OTHER_ISSUER};
+use crate::{
+    b64, claims, fixture, tamper_signature, with, Alg, KEY_EXPIRED, KEY_NO_SCOPE, KEY_ORDERS,
+    KEY_PAYMENTS, KEY_UNKNOWN, NOW, OTHER_ISSUER,
+};
 use serde_json::{json, Value};
 
-/// Filter configuration the scenarios are written for: `/orders` needs `orders:read` for the orders API,
-/// `/admin` needs `orders:admin`; nothing else is covered.
+/// Filter configuration the scenarios are written for, all for the orders API: `/orders` takes JWTs with
+/// `orders:read`, `/admin` JWTs with `orders:admin`, `/reports` API keys with `orders:read`, `/mixed` either with
+/// `orders:read`; nothing else is covered.
 pub const SCENARIO_CONFIG: &str = r#"{
   "sidecar": {"cluster": "keymesh_sidecar"},
   "leeway_secs": 30,
   "max_token_bytes": 4096,
   "routes": [
     {"prefix": "/orders", "audience": "https://orders.local", "scopes": ["orders:read"]},
-    {"prefix": "/admin", "audience": "https://orders.local", "scopes": ["orders:admin"]}
+    {"prefix": "/admin", "audience": "https://orders.local", "scopes": ["orders:admin"]},
+    {"prefix": "/reports", "audience": "https://orders.local", "scopes": ["orders:read"], "credential": "api_key"},
+    {"prefix": "/mixed", "audience": "https://orders.local", "scopes": ["orders:read"], "credential": "either"}
   ]
 }"#;
 
@@ -23,6 +29,8 @@ pub struct Scenario {
     pub path: &'static str,
     /// `Authorization` header values, in order (none, one, or several).
     pub authorization: Vec<String>,
+    /// An `x-api-key` header value, if any.
+    pub x_api_key: Option<String>,
     /// 200 means "allowed through".
     pub status: u16,
     /// The `error=` code of the `WWW-Authenticate` challenge, if one is expected; `None` with a 401 means a bare
@@ -30,6 +38,8 @@ pub struct Scenario {
     pub error: Option<&'static str>,
     /// For allowed requests: the `x-keymesh-subject` upstream must see.
     pub subject: Option<&'static str>,
+    /// For 401s: the scheme the challenge must start with.
+    pub scheme: &'static str,
 }
 
 const ORDERS: &str = "https://orders.local";
@@ -41,23 +51,54 @@ fn bearer(token: &str) -> Vec<String> {
 
 fn allow(name: &'static str, path: &'static str, token: String) -> Scenario {
     Scenario {
+        subject: Some("client-a"),
+        ..refuse(name, path, bearer(&token), 200, None)
+    }
+}
+
+fn refuse(
+    name: &'static str,
+    path: &'static str,
+    authorization: Vec<String>,
+    status: u16,
+    error: Option<&'static str>,
+) -> Scenario {
+    Scenario {
         name,
         path,
-        authorization: bearer(&token),
-        status: 200,
-        error: None,
-        subject: Some("client-a"),
+        authorization,
+        x_api_key: None,
+        status,
+        error,
+        subject: None,
+        scheme: "Bearer",
     }
 }
 
 fn invalid(name: &'static str, token: String) -> Scenario {
-    Scenario {
+    refuse(
         name,
-        path: "/orders/1",
-        authorization: bearer(&token),
-        status: 401,
-        error: Some("invalid_token"),
-        subject: None,
+        "/orders/1",
+        bearer(&token),
+        401,
+        Some("invalid_token"),
+    )
+}
+
+fn apikey(key: &str) -> Vec<String> {
+    vec![format!("apikey {key}")]
+}
+
+fn key_refused(
+    name: &'static str,
+    path: &'static str,
+    key: &str,
+    status: u16,
+    error: &'static str,
+) -> Scenario {
+    Scenario {
+        scheme: "apikey",
+        ..refuse(name, path, apikey(key), status, Some(error))
     }
 }
 
@@ -110,45 +151,122 @@ pub fn scenarios() -> Vec<Scenario> {
             authorization: vec![format!("bearer {}", ed(&ok))],
             ..allow("scheme is case-insensitive", "/orders/1", String::new())
         },
+        refuse("no token", "/orders/1", vec![], 401, None),
+        refuse(
+            "basic credentials only",
+            "/orders/1",
+            vec!["Basic YTpi".into()],
+            401,
+            None,
+        ),
+        refuse(
+            "two bearer tokens",
+            "/orders/1",
+            vec![format!("Bearer {}", ed(&ok)), format!("Bearer {}", ed(&ok))],
+            400,
+            Some("invalid_request"),
+        ),
+        refuse("path with no rule", "/other", bearer(&ed(&ok)), 403, None),
+        refuse(
+            "missing scope",
+            "/admin/x",
+            bearer(&ed(&ok)),
+            403,
+            Some("insufficient_scope"),
+        ),
+        // API keys.
         Scenario {
-            name: "no token",
-            path: "/orders/1",
-            authorization: vec![],
-            status: 401,
-            error: None,
-            subject: None,
+            subject: Some("alice"),
+            scheme: "apikey",
+            ..refuse(
+                "api key in authorization",
+                "/reports/1",
+                apikey(KEY_ORDERS),
+                200,
+                None,
+            )
         },
         Scenario {
-            name: "basic credentials only",
-            path: "/orders/1",
-            authorization: vec!["Basic YTpi".into()],
-            status: 401,
-            error: None,
-            subject: None,
+            subject: Some("alice"),
+            x_api_key: Some(KEY_ORDERS.into()),
+            ..refuse("api key in x-api-key", "/reports/1", vec![], 200, None)
         },
         Scenario {
-            name: "two bearer tokens",
-            path: "/orders/1",
-            authorization: vec![format!("Bearer {}", ed(&ok)), format!("Bearer {}", ed(&ok))],
-            status: 400,
-            error: Some("invalid_request"),
-            subject: None,
+            subject: Some("alice"),
+            ..refuse(
+                "api key on an either route",
+                "/mixed/1",
+                apikey(KEY_ORDERS),
+                200,
+                None,
+            )
+        },
+        allow("jwt on an either route", "/mixed/1", ed(&ok)),
+        refuse(
+            "api key where only jwt is accepted",
+            "/orders/1",
+            apikey(KEY_ORDERS),
+            401,
+            None,
+        ),
+        Scenario {
+            scheme: "apikey",
+            ..refuse(
+                "jwt where only api keys are accepted",
+                "/reports/1",
+                bearer(&ed(&ok)),
+                401,
+                None,
+            )
         },
         Scenario {
-            name: "path with no rule",
-            path: "/other",
-            authorization: bearer(&ed(&ok)),
-            status: 403,
-            error: None,
-            subject: None,
+            scheme: "apikey",
+            ..refuse("no api key", "/reports/1", vec![], 401, None)
         },
+        key_refused(
+            "unknown or revoked api key",
+            "/reports/1",
+            KEY_UNKNOWN,
+            401,
+            "invalid_key",
+        ),
+        key_refused(
+            "expired api key",
+            "/reports/1",
+            KEY_EXPIRED,
+            401,
+            "invalid_key",
+        ),
+        key_refused(
+            "malformed api key",
+            "/reports/1",
+            "km_tooshort",
+            401,
+            "invalid_key",
+        ),
+        key_refused(
+            "api key for another api",
+            "/reports/1",
+            KEY_PAYMENTS,
+            403,
+            "insufficient_scope",
+        ),
+        key_refused(
+            "api key without the scope",
+            "/reports/1",
+            KEY_NO_SCOPE,
+            403,
+            "insufficient_scope",
+        ),
         Scenario {
-            name: "missing scope",
-            path: "/admin/x",
-            authorization: bearer(&ed(&ok)),
-            status: 403,
-            error: Some("insufficient_scope"),
-            subject: None,
+            x_api_key: Some(KEY_ORDERS.into()),
+            ..refuse(
+                "api key and bearer together",
+                "/mixed/1",
+                bearer(&ed(&ok)),
+                400,
+                Some("invalid_request"),
+            )
         },
         invalid(
             "alg none, empty signature",

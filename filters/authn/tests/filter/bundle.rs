@@ -21,7 +21,7 @@ fn fails_closed_with_503_before_the_first_bundle() -> Result<(), HostError> {
     assert_eq!(out.status(), 503);
     assert!(out.body().contains("key material"), "{}", out.body());
     assert_eq!(vm.counter("keymesh.authn.denied.no_key_material"), Some(1));
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -53,7 +53,7 @@ fn first_fetch_is_a_plain_get_to_the_sidecar_cluster() -> Result<(), HostError> 
         .status(),
         200
     );
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn refresh_is_conditional_and_304_keeps_the_keys() -> Result<(), HostError> {
         200
     );
     assert_eq!(vm.counter("keymesh.authn.bundle_fetch_failures"), Some(0));
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn a_newer_bundle_retires_keys_at_once() -> Result<(), HostError> {
         200
     );
     assert_eq!(vm.gauge("keymesh.authn.bundle_version"), Some(2));
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn an_older_bundle_never_replaces_a_newer_one() -> Result<(), HostError> {
         .status(),
         200
     );
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -154,7 +154,7 @@ fn malformed_or_truncated_bundles_keep_the_last_good_one() -> Result<(), HostErr
         .status(),
         200
     );
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn an_issuer_with_an_unsafe_key_set_is_dropped_alone() -> Result<(), HostError> 
         .status(),
         200
     );
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -218,7 +218,7 @@ fn sidecar_timeouts_and_errors_are_counted_and_retried() -> Result<(), HostError
         200
     );
     assert_eq!(vm.counter("keymesh.authn.bundle_fetch_failures"), Some(3));
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -238,5 +238,5 @@ fn one_fetch_at_a_time() -> Result<(), HostError> {
         first.token,
         HttpResponse::new(200).body(fixture().bundle(1)),
     )?;
-    vm.finish()
+    crate::finish(vm)
 }

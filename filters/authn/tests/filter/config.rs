@@ -53,7 +53,7 @@ fn bad_configurations_are_refused_with_the_field_named() -> Result<(), HostError
 
 #[test]
 fn a_good_configuration_logs_no_error() -> Result<(), HostError> {
-    let mut vm = vm(keymesh_testkit::SCENARIO_CONFIG, &SharedStore::new())?;
+    let vm = vm(keymesh_testkit::SCENARIO_CONFIG, &SharedStore::new())?;
     assert!(
         vm.logs().iter().all(|l| l.level < LogLevel::Warn),
         "{:?}",

@@ -2,6 +2,7 @@
 //! scenario table (the same one core runs natively), bundle delivery and refresh, workers sharing one bundle,
 //! and configuration errors. One test binary, so the module is built and compiled once.
 
+mod api_keys;
 mod bundle;
 mod config;
 mod scenarios;
@@ -56,6 +57,15 @@ pub(crate) fn ready_vm() -> Result<Vm, HostError> {
     let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
     tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(1)))?;
     Ok(vm)
+}
+
+/// Answers every pending bundle call with 304 (the long poll ended with nothing new), then runs the strict
+/// end-of-test checks.
+pub(crate) fn finish(mut vm: Vm) -> Result<(), HostError> {
+    for call in vm.pending_http_calls() {
+        vm.respond_to_http_call(call.token, HttpResponse::new(304))?;
+    }
+    vm.finish()
 }
 
 /// What came of one request.

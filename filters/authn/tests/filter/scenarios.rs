@@ -24,6 +24,9 @@ fn scenario_table_on_the_compiled_filter() -> Result<(), HostError> {
             .iter()
             .map(|a| ("authorization", a.as_str()))
             .collect();
+        if let Some(key) = &s.x_api_key {
+            headers.push(("x-api-key", key));
+        }
         headers.push(("x-keymesh-subject", "spoofed"));
         let out = request(&mut vm, s.path, &headers)?;
         let problem = if s.status == 200 {
@@ -39,8 +42,10 @@ fn scenario_table_on_the_compiled_filter() -> Result<(), HostError> {
                     "upstream subject {:?}",
                     out.upstream_header("x-keymesh-subject")
                 ))
-            } else if out.upstream_header("authorization").is_some() {
-                Some("token forwarded upstream".into())
+            } else if out.upstream_header("authorization").is_some()
+                || out.upstream_header("x-api-key").is_some()
+            {
+                Some("credential forwarded upstream".into())
             } else {
                 None
             }
@@ -59,7 +64,7 @@ fn scenario_table_on_the_compiled_filter() -> Result<(), HostError> {
         } else if out.status() == 401
             && !out
                 .challenge()
-                .is_some_and(|c| c.starts_with("Bearer realm=\"keymesh\""))
+                .is_some_and(|c| c.starts_with(&format!("{} realm=\"keymesh\"", s.scheme)))
         {
             Some(format!(
                 "401 without a Bearer challenge: {:?}",
@@ -90,7 +95,7 @@ fn scenario_table_on_the_compiled_filter() -> Result<(), HostError> {
         vm.counter("keymesh.authn.allowed"),
         Some(table.iter().filter(|s| s.status == 200).count() as u64)
     );
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -127,7 +132,7 @@ fn every_spoofed_identity_header_is_replaced_or_removed() -> Result<(), HostErro
     let denied = request(&mut vm, "/orders/1", &[("x-keymesh-subject", "spoofed")])?;
     assert_eq!(denied.status(), 401);
     assert_eq!(denied.upstream_header("x-keymesh-subject"), None);
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -140,7 +145,7 @@ fn forward_token_keeps_authorization_upstream() -> Result<(), HostError> {
     let out = request(&mut vm, "/x", &[("authorization", &token)])?;
     assert_eq!(out.status(), 200);
     assert_eq!(out.upstream_header("authorization"), Some(token.as_str()));
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -152,7 +157,7 @@ fn query_parameter_token_only_when_configured() -> Result<(), HostError> {
     let path = format!("/orders/1?access_token={token}");
     let mut plain = ready_vm()?;
     assert_eq!(request(&mut plain, &path, &[])?.status(), 401);
-    plain.finish()?;
+    crate::finish(plain)?;
 
     let config = r#"{"sidecar":{"cluster":"keymesh_sidecar"},"token_query_param":"access_token",
                      "routes":[{"prefix":"/","audience":"https://orders.local","scopes":["orders:read"]}]}"#;
@@ -165,7 +170,7 @@ fn query_parameter_token_only_when_configured() -> Result<(), HostError> {
         (both.status(), both.challenge_error()),
         (400, Some("invalid_request"))
     );
-    vm.finish()
+    crate::finish(vm)
 }
 
 #[test]
@@ -189,5 +194,5 @@ fn denials_are_counted_by_reason() -> Result<(), HostError> {
     assert_eq!(vm.counter("keymesh.authn.denied.missing"), Some(2));
     assert_eq!(vm.counter("keymesh.authn.denied.expired"), Some(1));
     assert_eq!(vm.counter("keymesh.authn.allowed"), Some(0));
-    vm.finish()
+    crate::finish(vm)
 }

@@ -33,8 +33,8 @@ fn one_worker_fetches_and_every_worker_uses_the_bundle() -> Result<(), HostError
         "the worker that did not fetch has no keys: {}",
         out.body()
     );
-    first.finish()?;
-    second.finish()
+    crate::finish(first)?;
+    crate::finish(second)
 }
 
 #[test]
@@ -66,6 +66,6 @@ fn a_worker_picks_up_a_new_version_on_its_next_request() -> Result<(), HostError
         request(&mut idle, "/orders/1", &[("authorization", &es)])?.status(),
         401
     );
-    fetcher.finish()?;
-    idle.finish()
+    crate::finish(fetcher)?;
+    crate::finish(idle)
 }
