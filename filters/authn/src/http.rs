@@ -74,8 +74,13 @@ impl HttpContext for AuthnHttp {
         };
         let keys = shared.store.current();
         let now = i64::try_from(host::now_ms() / 1000).unwrap_or(i64::MAX);
-        let lookup = |hash: &str| shared.store.api_key(hash);
-        match authorize(&shared.config, &request, keys.as_deref(), &lookup, now) {
+        match authorize(
+            &shared.config,
+            &request,
+            keys.as_deref(),
+            &shared.store,
+            now,
+        ) {
             Verdict::Allow(identity) => {
                 if !shared.config.forward_token {
                     // The credential is for this proxy; upstreams get the verified identity instead.

@@ -4,7 +4,8 @@
 //! - the issuers part of the bundle (small) under `…/bundle`, with its version under `…/version`; a worker
 //!   re-reads and parses it only when the version moves;
 //! - every API key as its own entry `…/ak/<hash>`, so a lookup is one small read whatever the number of keys, and
-//!   a revocation rewrites one entry instead of the whole set.
+//!   a revocation rewrites one entry instead of the whole set;
+//! - every revoked access token as `…/jti/<jti>` (holding its `exp`), checked after a token verifies.
 //!
 //! ABI 0.2.1 cannot list or remove shared-data keys, so an entry carries the generation (bundle version) that
 //! wrote it, and a full resync at version F raises a floor to F: entries older than the floor — keys deleted while
@@ -13,7 +14,7 @@
 
 use crate::host;
 use keymesh_core::bundle::{ApiKeyChangesDto, ApiKeyDto, BundleDto};
-use keymesh_core::KeySet;
+use keymesh_core::{Directory, KeySet};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -27,6 +28,7 @@ pub(crate) struct BundleStore {
     floor_key: String,
     sequence_key: String,
     entry_prefix: String,
+    revoked_prefix: String,
     cached: RefCell<Option<Rc<KeySet>>>,
 }
 
@@ -61,6 +63,7 @@ impl BundleStore {
             floor_key: format!("{base}/ak_floor"),
             sequence_key: format!("{base}/roots"),
             entry_prefix: format!("{base}/ak/"),
+            revoked_prefix: format!("{base}/jti/"),
             cached: RefCell::new(None),
         }
     }
@@ -96,9 +99,11 @@ impl BundleStore {
             }
         }
     }
+}
 
+impl Directory for BundleStore {
     /// The live API key entry with this hash, if any.
-    pub(crate) fn api_key(&self, hash: &str) -> Option<ApiKeyDto> {
+    fn api_key(&self, hash: &str) -> Option<ApiKeyDto> {
         let bytes = host::shared_get(&format!("{}{hash}", self.entry_prefix)).0?;
         if bytes.is_empty() {
             return None;
@@ -108,6 +113,14 @@ impl BundleStore {
         (stored.g >= floor && stored.key.hash == hash).then_some(stored.key)
     }
 
+    fn is_revoked(&self, jti: &str) -> bool {
+        host::shared_get(&format!("{}{jti}", self.revoked_prefix))
+            .0
+            .is_some_and(|v| !v.is_empty())
+    }
+}
+
+impl BundleStore {
     /// Stores a validated bundle (full or delta) for every worker.
     pub(crate) fn apply(&self, dto: BundleDto, keys: KeySet) -> Applied {
         let (current, cas) = host::shared_get(&self.version_key);
@@ -137,6 +150,16 @@ impl BundleStore {
                 return Applied::Failed;
             }
         }
+        // Revocations only ever accumulate (a revoked token never becomes valid again), so a full bundle needs no
+        // floor for them; entries outlive their token's `exp` harmlessly.
+        for revoked in &dto.revoked_tokens {
+            if !self.write(
+                &format!("{}{}", self.revoked_prefix, revoked.jti),
+                revoked.exp.to_string().as_bytes(),
+            ) {
+                return Applied::Failed;
+            }
+        }
         if dto.since.is_none() && !self.write(&self.floor_key, version.to_string().as_bytes()) {
             return Applied::Failed;
         }
@@ -145,6 +168,7 @@ impl BundleStore {
             since: None,
             issuers: dto.issuers,
             api_keys: ApiKeyChangesDto::default(),
+            revoked_tokens: Vec::new(),
         };
         let Ok(bytes) = serde_json::to_vec(&issuers) else {
             return Applied::Failed;

@@ -25,6 +25,18 @@ pub struct BundleDto {
     /// API keys: all of them (full) or the ones changed since `since` (delta).
     #[serde(default)]
     pub api_keys: ApiKeyChangesDto,
+    /// Revoked access tokens that have not expired yet: all of them (full) or those revoked since `since`.
+    #[serde(default)]
+    pub revoked_tokens: Vec<RevokedTokenDto>,
+}
+
+/// A revoked access token, by `jti`, kept until its `exp` (after which the token fails on its own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedTokenDto {
+    /// The token's `jti`.
+    pub jti: String,
+    /// The token's `exp`, seconds since the epoch.
+    pub exp: i64,
 }
 
 /// API key entries in a bundle. In a full bundle `put` is the whole set and `delete` is empty.

@@ -55,6 +55,9 @@ pub enum TokenError {
     /// The token's `iss` is not the issuer that owns the verifying key.
     #[error("issuer not trusted for this key")]
     WrongIssuer,
+    /// The token's `jti` has been revoked.
+    #[error("token revoked")]
+    Revoked,
     /// The token is past `exp` (plus leeway).
     #[error("token expired")]
     Expired,

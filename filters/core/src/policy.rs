@@ -9,15 +9,33 @@ use crate::jws;
 use crate::keyset::KeySet;
 use crate::verdict::{Denial, Identity, Verdict};
 
-/// Looks an API key up by [`crate::apikey::hash_key`]; the adapter answers from wherever it keeps key entries.
-pub type ApiKeyLookup<'a> = &'a dyn Fn(&str) -> Option<ApiKeyDto>;
+/// What the adapter looks up per request, from wherever it keeps key material (Envoy shared data in the filter).
+pub trait Directory {
+    /// The API key whose [`crate::apikey::hash_key`] is `hash`, if it exists.
+    fn api_key(&self, hash: &str) -> Option<ApiKeyDto>;
+    /// Whether the access token with this `jti` has been revoked.
+    fn is_revoked(&self, jti: &str) -> bool;
+}
+
+/// A directory with no API keys and no revocations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmptyDirectory;
+
+impl Directory for EmptyDirectory {
+    fn api_key(&self, _: &str) -> Option<ApiKeyDto> {
+        None
+    }
+    fn is_revoked(&self, _: &str) -> bool {
+        false
+    }
+}
 
 /// Decides one request. `keys` is `None` until the first bundle arrives; `now` is seconds since the epoch.
 pub fn authorize(
     config: &FilterConfig,
     req: &RequestParts<'_>,
     keys: Option<&KeySet>,
-    api_keys: ApiKeyLookup<'_>,
+    directory: &dyn Directory,
     now: i64,
 ) -> Verdict {
     let Some(route) = config.route_for(req.path) else {
@@ -53,8 +71,8 @@ pub fn authorize(
         Credential::ApiKey(_) if !route.credential.accepts_api_key() => {
             not_accepted(route.credential)
         }
-        Credential::Bearer(token) => authorize_token(config, route, token, keys, now),
-        Credential::ApiKey(key) => authorize_api_key(route, key, api_keys, realm, now),
+        Credential::Bearer(token) => authorize_token(config, route, token, keys, directory, now),
+        Credential::ApiKey(key) => authorize_api_key(route, key, directory, realm, now),
     }
 }
 
@@ -63,6 +81,7 @@ fn authorize_token(
     route: &Route,
     token: &str,
     keys: &KeySet,
+    directory: &dyn Directory,
     now: i64,
 ) -> Verdict {
     let realm = &config.realm;
@@ -76,6 +95,13 @@ fn authorize_token(
         Ok(claims) => claims,
         Err(e) => return Verdict::Deny(Denial::token(e, realm)),
     };
+    if claims
+        .token_id
+        .as_deref()
+        .is_some_and(|jti| directory.is_revoked(jti))
+    {
+        return Verdict::Deny(Denial::token(TokenError::Revoked, realm));
+    }
     if !claims.has_audience(&route.audience) {
         return Verdict::Deny(Denial::token(TokenError::WrongAudience, realm));
     }
@@ -101,11 +127,11 @@ fn authorize_token(
 fn authorize_api_key(
     route: &Route,
     key: &str,
-    lookup: ApiKeyLookup<'_>,
+    directory: &dyn Directory,
     realm: &str,
     now: i64,
 ) -> Verdict {
-    let Some(entry) = lookup(&crate::apikey::hash_key(key)) else {
+    let Some(entry) = directory.api_key(&crate::apikey::hash_key(key)) else {
         return Verdict::Deny(Denial::api_key(TokenError::ApiKeyUnknown, realm));
     };
     if entry.expires_at.is_some_and(|exp| now >= exp) {

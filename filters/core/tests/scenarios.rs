@@ -3,22 +3,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use keymesh_core::bundle::{ApiKeyDto, BundleDto};
-use keymesh_core::{authorize, FilterConfig, KeySet, RequestParts, Verdict};
+use keymesh_core::{
+    authorize, Directory, EmptyDirectory, FilterConfig, KeySet, RequestParts, Verdict,
+};
 use keymesh_testkit::{fixture, scenarios, NOW, SCENARIO_CONFIG};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-/// The fixture bundle's API keys, looked up by hash as the filter does from shared data.
-fn api_keys() -> HashMap<String, ApiKeyDto> {
-    let dto: BundleDto = serde_json::from_str(&fixture().bundle(1)).unwrap();
-    dto.api_keys
-        .put
-        .into_iter()
-        .map(|k| (k.hash.clone(), k))
-        .collect()
+/// The fixture bundle's API keys and revocations, looked up as the filter does from shared data.
+struct FixtureDirectory {
+    keys: HashMap<String, ApiKeyDto>,
+    revoked: HashSet<String>,
 }
 
-fn no_api_keys(_: &str) -> Option<ApiKeyDto> {
-    None
+impl FixtureDirectory {
+    fn new() -> Self {
+        let dto: BundleDto = serde_json::from_str(&fixture().bundle(1)).unwrap();
+        Self {
+            keys: dto
+                .api_keys
+                .put
+                .into_iter()
+                .map(|k| (k.hash.clone(), k))
+                .collect(),
+            revoked: dto.revoked_tokens.into_iter().map(|r| r.jti).collect(),
+        }
+    }
 }
 
 fn challenge_error(challenge: &str) -> Option<&str> {
@@ -26,13 +35,21 @@ fn challenge_error(challenge: &str) -> Option<&str> {
     Some(&challenge[start..start + challenge[start..].find('"')?])
 }
 
+impl Directory for FixtureDirectory {
+    fn api_key(&self, hash: &str) -> Option<ApiKeyDto> {
+        self.keys.get(hash).cloned()
+    }
+    fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked.contains(jti)
+    }
+}
+
 #[test]
 fn scenario_table_natively() {
     let config = FilterConfig::parse(SCENARIO_CONFIG.as_bytes()).unwrap();
     let (keys, skipped) = KeySet::parse_bundle(fixture().bundle(1).as_bytes()).unwrap();
     assert!(skipped.is_empty(), "{skipped:?}");
-    let known = api_keys();
-    let lookup = |hash: &str| known.get(hash).cloned();
+    let directory = FixtureDirectory::new();
     let table = scenarios();
     assert!(table.len() >= 40, "table has {} scenarios", table.len());
     let mut failures = Vec::new();
@@ -42,7 +59,7 @@ fn scenario_table_natively() {
             authorization: s.authorization.iter().map(String::as_str).collect(),
             api_key: s.x_api_key.iter().map(String::as_str).collect(),
         };
-        match authorize(&config, &req, Some(&keys), &lookup, NOW) {
+        match authorize(&config, &req, Some(&keys), &directory, NOW) {
             Verdict::Allow(identity) => {
                 if s.status != 200 {
                     failures.push(format!("{}: allowed, expected {}", s.name, s.status));
@@ -90,7 +107,7 @@ fn no_key_material_fails_closed_with_503() {
         authorization: vec!["Bearer x.y.z"],
         api_key: vec![],
     };
-    let Verdict::Deny(d) = authorize(&config, &req, None, &no_api_keys, NOW) else {
+    let Verdict::Deny(d) = authorize(&config, &req, None, &EmptyDirectory, NOW) else {
         panic!("allowed without keys")
     };
     assert_eq!(d.status, 503);
@@ -111,7 +128,7 @@ fn insufficient_scope_names_required_scope() {
         authorization: vec![&auth],
         api_key: vec![],
     };
-    let Verdict::Deny(d) = authorize(&config, &req, Some(&keys), &no_api_keys, NOW) else {
+    let Verdict::Deny(d) = authorize(&config, &req, Some(&keys), &EmptyDirectory, NOW) else {
         panic!("allowed")
     };
     let challenge = &d
@@ -147,7 +164,7 @@ fn trusted_issuers_restrict_the_bundle() {
         api_key: vec![],
     };
     assert!(
-        matches!(authorize(&config, &req, Some(&keys), &no_api_keys, NOW), Verdict::Deny(d) if d.status == 401)
+        matches!(authorize(&config, &req, Some(&keys), &EmptyDirectory, NOW), Verdict::Deny(d) if d.status == 401)
     );
     let other_claims = keymesh_testkit::with(
         claims,
@@ -161,7 +178,7 @@ fn trusted_issuers_restrict_the_bundle() {
         api_key: vec![],
     };
     assert!(matches!(
-        authorize(&config, &req, Some(&keys), &no_api_keys, NOW),
+        authorize(&config, &req, Some(&keys), &EmptyDirectory, NOW),
         Verdict::Allow(_)
     ));
 }

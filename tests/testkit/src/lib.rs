@@ -7,6 +7,9 @@ mod scenarios;
 
 pub use scenarios::{scenarios, Scenario, SCENARIO_CONFIG};
 
+/// The `jti` of a revoked token in the fixture bundle.
+pub const REVOKED_JTI: &str = "revoked-jti-1";
+
 /// Fixture API keys (`km_` + 43 base64url chars). Valid for orders with `orders:read`, owned by alice.
 pub const KEY_ORDERS: &str = "km_b3JkZXJzLWtleS1mb3ItYWxpY2UtMDEyMzQ1Njc4OTA";
 /// Valid for payments only.
@@ -133,7 +136,8 @@ impl Fixture {
         json!({"version": version, "issuers": [
             {"issuer": ISSUER, "jwks": self.jwks()},
             {"issuer": OTHER_ISSUER, "jwks": {"keys": [Self::ed_jwk(&self.other_ed, "other-ed-1")]}},
-        ], "api_keys": {"put": api_key_entries(), "delete": []}})
+        ], "api_keys": {"put": api_key_entries(), "delete": []},
+           "revoked_tokens": [{"jti": REVOKED_JTI, "exp": NOW + 3600}]})
         .to_string()
     }
 

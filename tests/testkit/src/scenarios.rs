@@ -3,7 +3,7 @@
 
 use crate::{
     b64, claims, fixture, tamper_signature, with, Alg, KEY_EXPIRED, KEY_NO_SCOPE, KEY_ORDERS,
-    KEY_PAYMENTS, KEY_UNKNOWN, NOW, OTHER_ISSUER,
+    KEY_PAYMENTS, KEY_UNKNOWN, NOW, OTHER_ISSUER, REVOKED_JTI,
 };
 use serde_json::{json, Value};
 
@@ -323,6 +323,10 @@ pub fn scenarios() -> Vec<Scenario> {
                 &json!({"alg":"EdDSA","kid":"ed-1","crit":["exp"]}),
                 ok.to_string().as_bytes(),
             ),
+        ),
+        invalid(
+            "revoked token",
+            ed(&with(ok.clone(), "jti", json!(REVOKED_JTI))),
         ),
         invalid("expired", ed(&with(ok.clone(), "exp", json!(NOW - 31)))),
         invalid(

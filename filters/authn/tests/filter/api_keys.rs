@@ -188,3 +188,42 @@ fn api_key_lookups_do_not_copy_the_key_set() -> Result<(), HostError> {
     );
     crate::finish(vm)
 }
+
+#[test]
+fn a_token_revoked_in_a_delta_is_refused_by_every_worker() -> Result<(), HostError> {
+    let shared = SharedStore::new();
+    let mut fetcher = vm(SCENARIO_CONFIG, &shared)?;
+    let mut other = vm(SCENARIO_CONFIG, &shared)?;
+    tick_and_answer(
+        &mut fetcher,
+        HttpResponse::new(200).body(full(1, api_key_entries())),
+    )?;
+    let claims = keymesh_testkit::with(
+        keymesh_testkit::claims(&["https://orders.local"], "orders:read"),
+        "jti",
+        json!("jti-to-revoke"),
+    );
+    let token = format!(
+        "Bearer {}",
+        fixture().token(keymesh_testkit::Alg::EdDsa, &claims)
+    );
+    assert_eq!(
+        request(&mut other, "/orders/1", &[("authorization", &token)])?.status(),
+        200
+    );
+    let revocation = json!({"version": 2, "since": 1, "issuers": issuers(),
+        "revoked_tokens": [{"jti": "jti-to-revoke", "exp": keymesh_testkit::NOW + 300}]});
+    push(&mut fetcher, revocation.to_string())?;
+    let out = request(&mut other, "/orders/1", &[("authorization", &token)])?;
+    assert_eq!(
+        (out.status(), out.challenge_error()),
+        (401, Some("invalid_token"))
+    );
+    assert!(out
+        .challenge()
+        .unwrap_or_default()
+        .contains("token revoked"));
+    assert_eq!(other.counter("keymesh.authn.denied.revoked"), Some(1));
+    crate::finish(fetcher)?;
+    crate::finish(other)
+}
