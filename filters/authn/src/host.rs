@@ -101,3 +101,9 @@ pub(crate) fn record(id: Option<u32>, value: u64) {
         let _ = hostcalls::record_metric(id, value);
     }
 }
+
+/// Envoy's node id (`--service-node` / `node.id`), if set.
+pub(crate) fn node_id() -> Option<String> {
+    let bytes = hostcalls::get_property(vec!["node", "id"]).ok().flatten()?;
+    String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
+}

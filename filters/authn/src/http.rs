@@ -3,7 +3,7 @@
 use crate::host;
 use crate::root::Shared;
 use keymesh_core::verdict::IDENTITY_HEADERS;
-use keymesh_core::{authorize, Denial, DenyReason, RequestParts, Verdict};
+use keymesh_core::{authorize, Denial, DenyReason, KeyMaterial, RequestParts, Verdict};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -29,6 +29,7 @@ impl AuthnHttp {
             }
             DenyReason::WrongApi => "api_key_wrong_api",
             DenyReason::NoKeyMaterial => "no_key_material",
+            DenyReason::StaleKeyMaterial => "stale_key_material",
             DenyReason::NoRoute => "no_route",
         };
         shared.metrics.denied(label);
@@ -73,14 +74,14 @@ impl HttpContext for AuthnHttp {
             api_key: api_key_header.map(values).unwrap_or_default(),
         };
         let keys = shared.store.current();
-        let now = i64::try_from(host::now_ms() / 1000).unwrap_or(i64::MAX);
-        match authorize(
-            &shared.config,
-            &request,
-            keys.as_deref(),
-            &shared.store,
-            now,
-        ) {
+        let now_ms = host::now_ms();
+        let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+        let material = KeyMaterial {
+            keys: keys.as_deref(),
+            age_secs: shared.store.age_ms(now_ms) / 1000,
+            directory: &shared.store,
+        };
+        match authorize(&shared.config, &request, &material, now) {
             Verdict::Allow(identity) => {
                 if !shared.config.forward_token {
                     // The credential is for this proxy; upstreams get the verified identity instead.

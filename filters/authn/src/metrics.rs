@@ -8,6 +8,7 @@ use std::collections::HashMap;
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     pub(crate) bundle_version: Option<u32>,
+    pub(crate) bundle_age_ms: Option<u32>,
     pub(crate) bundle_fetch_failures: Option<u32>,
     pub(crate) bundle_rejected: Option<u32>,
     pub(crate) allowed: Option<u32>,
@@ -18,6 +19,7 @@ impl Metrics {
     pub(crate) fn define() -> Self {
         Self {
             bundle_version: host::define_gauge("keymesh.authn.bundle_version"),
+            bundle_age_ms: host::define_gauge("keymesh.authn.bundle_age_ms"),
             bundle_fetch_failures: host::define_counter("keymesh.authn.bundle_fetch_failures"),
             bundle_rejected: host::define_counter("keymesh.authn.bundle_rejected"),
             allowed: host::define_counter("keymesh.authn.allowed"),

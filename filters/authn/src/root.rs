@@ -33,6 +33,8 @@ pub(crate) struct AuthnRoot {
     starting: bool,
     /// The last delta did not fit the version held: ask for a full bundle.
     need_full: bool,
+    /// `x-keymesh-proxy` sent with each fetch, so the sidecar can tell which proxy holds which version.
+    proxy_id: String,
 }
 
 /// Tick period before the first bundle arrives: requests fail closed until then, so don't wait a full interval.
@@ -82,7 +84,7 @@ impl AuthnRoot {
             sidecar.path.clone()
         };
         let tag = have.map(etag);
-        let mut extra = Vec::new();
+        let mut extra = vec![("x-keymesh-proxy", self.proxy_id.as_str())];
         if let Some(tag) = &tag {
             extra.push(("if-none-match", tag.as_str()));
         }
@@ -169,7 +171,11 @@ impl Context for AuthnRoot {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        match host::call_response_status() {
+        let status = host::call_response_status();
+        if matches!(status, Some(200 | 304)) {
+            shared.store.mark_fresh(host::now_ms());
+        }
+        match status {
             Some(200) => match host::call_response_body(body_size) {
                 // Something changed: ask again at once, there may be more.
                 Some(body) => {
@@ -218,6 +224,7 @@ impl RootContext for AuthnRoot {
         }
         let store = BundleStore::new(&config.sidecar.cluster, &config.sidecar.path);
         self.owner = store.register_root();
+        self.proxy_id = host::node_id().unwrap_or_else(|| "unknown".into());
         self.shared = Some(Rc::new(Shared {
             config,
             store,
@@ -229,6 +236,12 @@ impl RootContext for AuthnRoot {
     }
 
     fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            host::record(
+                shared.metrics.bundle_age_ms,
+                shared.store.age_ms(host::now_ms()),
+            );
+        }
         if self.starting {
             if let Some(shared) = &self.shared {
                 if shared.store.shared_version().is_some() {

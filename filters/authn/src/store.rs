@@ -25,6 +25,7 @@ pub(crate) struct BundleStore {
     bundle_key: String,
     version_key: String,
     lease_key: String,
+    fresh_key: String,
     floor_key: String,
     sequence_key: String,
     entry_prefix: String,
@@ -60,6 +61,7 @@ impl BundleStore {
             bundle_key: format!("{base}/bundle"),
             version_key: format!("{base}/version"),
             lease_key: format!("{base}/lease"),
+            fresh_key: format!("{base}/fresh_at"),
             floor_key: format!("{base}/ak_floor"),
             sequence_key: format!("{base}/roots"),
             entry_prefix: format!("{base}/ak/"),
@@ -191,6 +193,16 @@ impl BundleStore {
                 false
             }
         }
+    }
+
+    /// Records that the sidecar answered (200 or 304) at `now_ms`.
+    pub(crate) fn mark_fresh(&self, now_ms: u64) {
+        self.write(&self.fresh_key, now_ms.to_string().as_bytes());
+    }
+
+    /// Milliseconds since the sidecar last answered; 0 before any answer (there are no keys to be stale then).
+    pub(crate) fn age_ms(&self, now_ms: u64) -> u64 {
+        parse_u64(host::shared_get(&self.fresh_key).0).map_or(0, |at| now_ms.saturating_sub(at))
     }
 
     /// A number unique to this root context among all workers of this Envoy, for the fetch lease.

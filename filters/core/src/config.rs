@@ -42,6 +42,8 @@ struct SidecarDto {
     timeout_ms: u64,
     #[serde(default = "default_long_poll_secs")]
     long_poll_secs: u64,
+    #[serde(default = "default_max_age_secs")]
+    max_age_secs: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +56,9 @@ struct RouteDto {
     /// Parsed in `TryFrom` so an unknown value is reported with the field's path.
     #[serde(default)]
     credential: Option<String>,
+    /// Parsed in `TryFrom`, like `credential`.
+    #[serde(default)]
+    when_stale: Option<String>,
 }
 
 /// Which credentials a route accepts.
@@ -89,6 +94,9 @@ impl CredentialMode {
 
 fn default_api_key_header() -> Option<String> {
     Some("x-api-key".into())
+}
+fn default_max_age_secs() -> u64 {
+    600
 }
 fn default_long_poll_secs() -> u64 {
     25
@@ -130,6 +138,8 @@ pub struct SidecarConfig {
     pub timeout_ms: u64,
     /// How long the sidecar may hold a bundle request open waiting for a change (0: plain polling).
     pub long_poll_secs: u64,
+    /// After this long without a successful answer from the sidecar, key material is stale.
+    pub max_age_secs: u64,
 }
 
 /// One per-route rule: requests whose path starts with `prefix` need a token for `audience` with `scopes`.
@@ -143,6 +153,28 @@ pub struct Route {
     pub scopes: Vec<String>,
     /// Which credentials the route accepts.
     pub credential: CredentialMode,
+    /// What happens while key material is stale.
+    pub when_stale: WhenStale,
+}
+
+/// A route's behaviour once key material is older than `sidecar.max_age_secs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WhenStale {
+    /// Fail closed: 503 until the sidecar answers again.
+    #[default]
+    Deny,
+    /// Keep verifying with the last keys held (revocations made meanwhile are not seen).
+    LastKnownKeys,
+}
+
+impl WhenStale {
+    fn parse(value: Option<&str>) -> Option<Self> {
+        match value {
+            None | Some("deny") => Some(Self::Deny),
+            Some("last_known_keys") => Some(Self::LastKnownKeys),
+            Some(_) => None,
+        }
+    }
 }
 
 /// A validated filter configuration.
@@ -218,6 +250,12 @@ impl TryFrom<ConfigDto> for FilterConfig {
             "sidecar.long_poll_secs",
             "must be at most 60",
         )?;
+        require(
+            s.max_age_secs > s.long_poll_secs + s.timeout_ms / 1000
+                && s.max_age_secs <= 30 * 86_400,
+            "sidecar.max_age_secs",
+            "must exceed long_poll_secs plus the timeout, and be at most 30 days",
+        )?;
         if let Some(h) = &dto.api_key_header {
             require(
                 !h.is_empty()
@@ -292,6 +330,11 @@ impl TryFrom<ConfigDto> for FilterConfig {
                 format!("routes[{i}].credential"),
                 "must be `jwt`, `api_key` or `either`",
             )?;
+            require(
+                WhenStale::parse(r.when_stale.as_deref()).is_some(),
+                format!("routes[{i}].when_stale"),
+                "must be `deny` or `last_known_keys`",
+            )?;
             for (j, scope) in r.scopes.iter().enumerate() {
                 require(
                     is_scope_token(scope),
@@ -308,6 +351,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
                 refresh_interval_ms: s.refresh_interval_ms,
                 timeout_ms: s.timeout_ms,
                 long_poll_secs: s.long_poll_secs,
+                max_age_secs: s.max_age_secs,
             },
             realm: dto.realm,
             leeway_secs: i64::try_from(dto.leeway_secs).unwrap_or(300),
@@ -324,6 +368,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
                     audience: r.audience,
                     scopes: r.scopes,
                     credential: CredentialMode::parse(r.credential.as_deref()).unwrap_or_default(),
+                    when_stale: WhenStale::parse(r.when_stale.as_deref()).unwrap_or_default(),
                 })
                 .collect(),
         })
@@ -421,6 +466,14 @@ mod tests {
             (
                 r#"{"sidecar":{"cluster":"k","long_poll_secs":61},"routes":[{"prefix":"/","audience":"a"}]}"#,
                 "sidecar.long_poll_secs",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k","max_age_secs":20},"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "sidecar.max_age_secs",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"routes":[{"prefix":"/","audience":"a","when_stale":"open"}]}"#,
+                "routes[0].when_stale",
             ),
             (
                 r#"{"sidecar":{"cluster":"k"},"api_key_header":"X Key","routes":[{"prefix":"/","audience":"a"}]}"#,

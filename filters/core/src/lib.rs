@@ -23,5 +23,5 @@ pub use config::FilterConfig;
 pub use error::{ConfigError, KeyError, TokenError};
 pub use extract::{Credential, RequestParts};
 pub use keyset::KeySet;
-pub use policy::{authorize, Directory, EmptyDirectory};
+pub use policy::{authorize, Directory, EmptyDirectory, KeyMaterial};
 pub use verdict::{Denial, DenyReason, Identity, Verdict};

@@ -2,7 +2,7 @@
 
 use crate::bundle::ApiKeyDto;
 use crate::claims::AccessClaims;
-use crate::config::{header_safe, CredentialMode, FilterConfig, Route};
+use crate::config::{header_safe, CredentialMode, FilterConfig, Route, WhenStale};
 use crate::error::TokenError;
 use crate::extract::{credential, Credential, RequestParts};
 use crate::jws;
@@ -30,20 +30,34 @@ impl Directory for EmptyDirectory {
     }
 }
 
-/// Decides one request. `keys` is `None` until the first bundle arrives; `now` is seconds since the epoch.
+/// The key material a decision is made with.
+#[derive(Clone, Copy)]
+pub struct KeyMaterial<'a> {
+    /// Signing keys; `None` until the first bundle arrives.
+    pub keys: Option<&'a KeySet>,
+    /// Seconds since the sidecar last answered (how old `keys` and `directory` may be).
+    pub age_secs: u64,
+    /// API keys and revocations.
+    pub directory: &'a dyn Directory,
+}
+
+/// Decides one request; `now` is seconds since the epoch.
 pub fn authorize(
     config: &FilterConfig,
     req: &RequestParts<'_>,
-    keys: Option<&KeySet>,
-    directory: &dyn Directory,
+    material: &KeyMaterial<'_>,
     now: i64,
 ) -> Verdict {
     let Some(route) = config.route_for(req.path) else {
         return Verdict::Deny(Denial::no_route());
     };
-    let Some(keys) = keys else {
+    let Some(keys) = material.keys else {
         return Verdict::Deny(Denial::no_key_material());
     };
+    if material.age_secs > config.sidecar.max_age_secs && route.when_stale == WhenStale::Deny {
+        return Verdict::Deny(Denial::stale_key_material(material.age_secs));
+    }
+    let directory = material.directory;
     let realm = &config.realm;
     let presented = match credential(
         req,

@@ -52,6 +52,8 @@ impl Identity {
 pub enum DenyReason {
     /// No key bundle has arrived yet: fail closed.
     NoKeyMaterial,
+    /// Key material is older than the maximum age: fail closed.
+    StaleKeyMaterial,
     /// No route rule covers the path: fail closed.
     NoRoute,
     /// The token was missing or invalid.
@@ -190,6 +192,20 @@ impl Denial {
             None,
             "temporarily_unavailable",
             "keymesh has not received key material from its sidecar yet",
+        )
+    }
+
+    /// 503 once key material is older than the configured maximum age (the sidecar has not answered for that
+    /// long), on routes that fail closed.
+    pub fn stale_key_material(age_secs: u64) -> Self {
+        let description =
+            format!("keymesh key material is stale: no answer from its sidecar for {age_secs} s");
+        Self::render(
+            503,
+            DenyReason::StaleKeyMaterial,
+            None,
+            "temporarily_unavailable",
+            &description,
         )
     }
 

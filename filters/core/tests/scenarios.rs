@@ -4,7 +4,7 @@
 
 use keymesh_core::bundle::{ApiKeyDto, BundleDto};
 use keymesh_core::{
-    authorize, Directory, EmptyDirectory, FilterConfig, KeySet, RequestParts, Verdict,
+    authorize, Directory, EmptyDirectory, FilterConfig, KeyMaterial, KeySet, RequestParts, Verdict,
 };
 use keymesh_testkit::{fixture, scenarios, NOW, SCENARIO_CONFIG};
 use std::collections::{HashMap, HashSet};
@@ -27,6 +27,14 @@ impl FixtureDirectory {
                 .collect(),
             revoked: dto.revoked_tokens.into_iter().map(|r| r.jti).collect(),
         }
+    }
+}
+
+fn material<'a>(keys: Option<&'a KeySet>, directory: &'a dyn Directory) -> KeyMaterial<'a> {
+    KeyMaterial {
+        keys,
+        age_secs: 0,
+        directory,
     }
 }
 
@@ -59,7 +67,7 @@ fn scenario_table_natively() {
             authorization: s.authorization.iter().map(String::as_str).collect(),
             api_key: s.x_api_key.iter().map(String::as_str).collect(),
         };
-        match authorize(&config, &req, Some(&keys), &directory, NOW) {
+        match authorize(&config, &req, &material(Some(&keys), &directory), NOW) {
             Verdict::Allow(identity) => {
                 if s.status != 200 {
                     failures.push(format!("{}: allowed, expected {}", s.name, s.status));
@@ -107,7 +115,7 @@ fn no_key_material_fails_closed_with_503() {
         authorization: vec!["Bearer x.y.z"],
         api_key: vec![],
     };
-    let Verdict::Deny(d) = authorize(&config, &req, None, &EmptyDirectory, NOW) else {
+    let Verdict::Deny(d) = authorize(&config, &req, &material(None, &EmptyDirectory), NOW) else {
         panic!("allowed without keys")
     };
     assert_eq!(d.status, 503);
@@ -128,7 +136,8 @@ fn insufficient_scope_names_required_scope() {
         authorization: vec![&auth],
         api_key: vec![],
     };
-    let Verdict::Deny(d) = authorize(&config, &req, Some(&keys), &EmptyDirectory, NOW) else {
+    let Verdict::Deny(d) = authorize(&config, &req, &material(Some(&keys), &EmptyDirectory), NOW)
+    else {
         panic!("allowed")
     };
     let challenge = &d
@@ -164,7 +173,7 @@ fn trusted_issuers_restrict_the_bundle() {
         api_key: vec![],
     };
     assert!(
-        matches!(authorize(&config, &req, Some(&keys), &EmptyDirectory, NOW), Verdict::Deny(d) if d.status == 401)
+        matches!(authorize(&config, &req, &material(Some(&keys), &EmptyDirectory), NOW), Verdict::Deny(d) if d.status == 401)
     );
     let other_claims = keymesh_testkit::with(
         claims,
@@ -178,7 +187,44 @@ fn trusted_issuers_restrict_the_bundle() {
         api_key: vec![],
     };
     assert!(matches!(
-        authorize(&config, &req, Some(&keys), &EmptyDirectory, NOW),
+        authorize(&config, &req, &material(Some(&keys), &EmptyDirectory), NOW),
         Verdict::Allow(_)
     ));
+}
+
+#[test]
+fn stale_key_material_fails_closed_unless_the_route_keeps_the_last_keys() {
+    let config = FilterConfig::parse(
+        br#"{"sidecar":{"cluster":"k","max_age_secs":60},"routes":[
+             {"prefix":"/strict","audience":"https://orders.local"},
+             {"prefix":"/lenient","audience":"https://orders.local","when_stale":"last_known_keys"}]}"#,
+    )
+    .unwrap();
+    let (keys, _) = KeySet::parse_bundle(fixture().bundle(1).as_bytes()).unwrap();
+    let claims = keymesh_testkit::claims(&["https://orders.local"], "");
+    let auth = format!(
+        "Bearer {}",
+        fixture().token(keymesh_testkit::Alg::EdDsa, &claims)
+    );
+    let decide = |path: &str, age_secs: u64| {
+        let req = RequestParts {
+            path,
+            authorization: vec![&auth],
+            api_key: vec![],
+        };
+        let material = KeyMaterial {
+            keys: Some(&keys),
+            age_secs,
+            directory: &EmptyDirectory,
+        };
+        match authorize(&config, &req, &material, NOW) {
+            Verdict::Allow(_) => (200, String::new()),
+            Verdict::Deny(d) => (d.status, d.body),
+        }
+    };
+    assert_eq!(decide("/strict", 60).0, 200);
+    let (status, body) = decide("/strict", 61);
+    assert_eq!(status, 503);
+    assert!(body.contains("stale") && body.contains("61 s"), "{body}");
+    assert_eq!(decide("/lenient", 3600).0, 200);
 }

@@ -41,6 +41,7 @@ fn first_fetch_is_a_plain_get_to_the_sidecar_cluster() -> Result<(), HostError> 
     assert_eq!((call.method(), call.path()), ("GET", "/v1/bundle"));
     assert_eq!(call.headers.get(":authority"), Some("keymesh-sidecar"));
     assert_eq!(call.headers.get("if-none-match"), None);
+    assert_eq!(call.headers.get("x-keymesh-proxy"), Some("test-node"));
     assert_eq!(call.timeout, Duration::from_millis(2000));
     vm.respond_to_http_call(call.token, HttpResponse::new(200).body(fixture().bundle(1)))?;
     assert_eq!(vm.gauge("keymesh.authn.bundle_version"), Some(1));
@@ -238,5 +239,42 @@ fn one_fetch_at_a_time() -> Result<(), HostError> {
         first.token,
         HttpResponse::new(200).body(fixture().bundle(1)),
     )?;
+    crate::finish(vm)
+}
+
+#[test]
+fn stale_key_material_fails_closed_and_recovers() -> Result<(), HostError> {
+    let config = r#"{"sidecar":{"cluster":"keymesh_sidecar","max_age_secs":60},"routes":[
+        {"prefix":"/strict","audience":"https://orders.local"},
+        {"prefix":"/lenient","audience":"https://orders.local","when_stale":"last_known_keys"}]}"#;
+    let mut vm = vm(config, &SharedStore::new())?;
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(1)))?;
+    let token = bearer(&fixture().token(Alg::EdDsa, &claims(&["https://orders.local"], "")));
+    // The sidecar goes away: every long poll and every retry fails for a little over a minute.
+    for _ in 0..62 {
+        for call in vm.pending_http_calls() {
+            vm.fail_http_call(call.token)?;
+        }
+        vm.advance_time(Duration::from_secs(1))?;
+    }
+    for call in vm.pending_http_calls() {
+        vm.fail_http_call(call.token)?;
+    }
+    assert!(vm
+        .gauge("keymesh.authn.bundle_age_ms")
+        .is_some_and(|age| age > 60_000));
+    let strict = request(&mut vm, "/strict/1", &[("authorization", &token)])?;
+    assert_eq!(strict.status(), 503);
+    assert!(strict.body().contains("stale"), "{}", strict.body());
+    assert_eq!(
+        request(&mut vm, "/lenient/1", &[("authorization", &token)])?.status(),
+        200
+    );
+    // The sidecar is back: the next answer makes the material fresh again.
+    tick_and_answer(&mut vm, HttpResponse::new(304))?;
+    assert_eq!(
+        request(&mut vm, "/strict/1", &[("authorization", &token)])?.status(),
+        200
+    );
     crate::finish(vm)
 }
