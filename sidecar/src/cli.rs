@@ -1,7 +1,8 @@
-//! The command line: `keymesh serve` and `keymesh client {create,list,delete}`.
+//! The command line: `keymesh serve`, `keymesh client {create,list,delete}` and
+//! `keymesh apikey {create,list,revoke,regenerate}`.
 //!
-//! Every subcommand loads the same [`Config`] as the server, so client commands act on the Redis (and key prefix)
-//! the running sidecar uses.
+//! Every subcommand loads the same [`Config`] as the server, so client and API key commands act on the Redis (and
+//! key prefix) the running sidecar uses.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,6 +17,10 @@ use crate::clients::{ClientError, ClientStore, NewClient};
 use crate::clock::Clock;
 use crate::config::{Config, CONFIG_PATH_ENV};
 use crate::names::KeyNames;
+
+mod apikey;
+
+pub use apikey::{parse_duration, run_apikey, ApiKeyCommand, CreateApiKeyArgs};
 
 const CLI_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,6 +44,9 @@ pub enum Command {
     /// Manage OAuth clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage API keys (for callers that do not use OAuth).
+    #[command(subcommand, name = "apikey")]
+    ApiKey(ApiKeyCommand),
 }
 
 /// `keymesh client …`.
@@ -94,6 +102,12 @@ pub enum CliError {
     /// `delete` named a client that does not exist.
     #[error("no client {0:?}")]
     NotFound(String),
+    /// The API key operation failed.
+    #[error(transparent)]
+    ApiKey(#[from] crate::api_keys::ApiKeyError),
+    /// `revoke` or `regenerate` named an API key that does not exist.
+    #[error("no api key {0:?}")]
+    ApiKeyNotFound(String),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -181,7 +195,7 @@ pub async fn run_client(
     Ok(())
 }
 
-async fn connect(config: &Config) -> Result<MultiplexedConnection, CliError> {
+pub(crate) async fn connect(config: &Config) -> Result<MultiplexedConnection, CliError> {
     let client = redis::Client::open(config.redis_url.as_str()).map_err(CliError::Connect)?;
     let timeouts = AsyncConnectionConfig::new()
         .set_connection_timeout(CLI_REDIS_TIMEOUT)

@@ -274,7 +274,7 @@ fn decode(client_id: &str, json: &str) -> Result<ClientRecord, ClientError> {
 }
 
 /// Removes repeated values, keeping the first occurrence's position.
-fn dedup(values: Vec<String>) -> Vec<String> {
+pub(crate) fn dedup(values: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(values.len());
     for value in values {
         if !out.contains(&value) {

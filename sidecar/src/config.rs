@@ -12,10 +12,14 @@ use std::path::{Path, PathBuf};
 use redis::IntoConnectionInfo;
 use serde::Deserialize;
 
+use crate::admin_token::AdminToken;
 use crate::syntax;
 
 /// Environment variable naming the configuration file (the `--config` flag takes precedence).
 pub const CONFIG_PATH_ENV: &str = "KEYMESH_CONFIG";
+
+/// Environment variable holding the admin API's bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "KEYMESH_ADMIN_TOKEN";
 
 /// Longest token lifetime accepted: a day. Access tokens cannot be revoked before they expire.
 const MAX_TOKEN_TTL_SECS: u64 = 86_400;
@@ -33,6 +37,8 @@ pub struct Config {
     pub token_ttl_secs: u64,
     /// Prefix of every Redis key and channel the sidecar uses (`KEYMESH_KEY_PREFIX`).
     pub key_prefix: String,
+    /// Bearer token of the admin API (`KEYMESH_ADMIN_TOKEN`), kept only as a digest; `None` disables the API.
+    pub admin_token: Option<AdminToken>,
 }
 
 impl Default for Config {
@@ -43,6 +49,7 @@ impl Default for Config {
             issuer: "http://127.0.0.1:8080".to_owned(),
             token_ttl_secs: 300,
             key_prefix: "keymesh:".to_owned(),
+            admin_token: None,
         }
     }
 }
@@ -99,8 +106,9 @@ impl fmt::Display for Origin {
     }
 }
 
-/// The file form: every field optional, unknown fields rejected so that a typo is not silently ignored.
-#[derive(Debug, Default, Deserialize)]
+/// The file form: every field optional, unknown fields rejected so that a typo is not silently ignored. No `Debug`:
+/// it holds the admin token in clear.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     redis_url: Option<String>,
@@ -108,6 +116,7 @@ struct ConfigFile {
     issuer: Option<String>,
     token_ttl_secs: Option<u64>,
     key_prefix: Option<String>,
+    admin_token: Option<String>,
 }
 
 /// A raw value and where it came from, before validation.
@@ -181,6 +190,10 @@ impl Config {
         ttl.set(parsed.token_ttl_secs.map(|v| v.to_string()), Origin::File);
         key_prefix.set(parsed.key_prefix, Origin::File);
 
+        let mut admin_token: Raw<Option<String>> = Raw::new(None);
+        admin_token.set(parsed.admin_token.map(Some), Origin::File);
+        admin_token.set(env(ADMIN_TOKEN_ENV).map(Some), Origin::Env(ADMIN_TOKEN_ENV));
+
         for (raw, name) in [
             (&mut redis_url, "KEYMESH_REDIS_URL"),
             (&mut listen, "KEYMESH_LISTEN"),
@@ -199,6 +212,18 @@ impl Config {
             issuer: validate("issuer", issuer, parse_issuer)?,
             token_ttl_secs: validate("token_ttl_secs", ttl, parse_ttl)?,
             key_prefix: validate("key_prefix", key_prefix, parse_key_prefix)?,
+            admin_token: match admin_token.value {
+                None => None,
+                Some(token) => {
+                    Some(
+                        AdminToken::new(&token).map_err(|reason| ConfigError::Invalid {
+                            field: "admin_token",
+                            origin: admin_token.origin,
+                            reason,
+                        })?,
+                    )
+                }
+            },
         })
     }
 }
@@ -402,6 +427,49 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn admin_token_from_file_or_environment_is_kept_as_a_digest() {
+        let token = "file-token-0123456789abcdef0123456789";
+        let from_file =
+            Config::from_sources(file(&format!("admin_token = \"{token}\"")), env(&[])).unwrap();
+        let kept = from_file.admin_token.clone().unwrap();
+        assert!(kept.verify(token) && !kept.verify("other"));
+        assert!(
+            !format!("{from_file:?}").contains(token),
+            "token in Debug output"
+        );
+
+        let env_token = "env-token-0123456789abcdef0123456789ab";
+        let from_env = Config::from_sources(
+            file(&format!("admin_token = \"{token}\"")),
+            env(&[(ADMIN_TOKEN_ENV, env_token)]),
+        )
+        .unwrap();
+        let kept = from_env.admin_token.unwrap();
+        assert!(
+            kept.verify(env_token) && !kept.verify(token),
+            "environment wins"
+        );
+
+        assert_eq!(
+            Config::from_sources(None, env(&[])).unwrap().admin_token,
+            None
+        );
+        let spaced = "token with spaces";
+        let err = Config::from_sources(None, env(&[(ADMIN_TOKEN_ENV, spaced)])).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("admin_token") && message.contains(ADMIN_TOKEN_ENV),
+            "{message}"
+        );
+        assert!(
+            !message.contains(spaced),
+            "the token is not echoed: {message}"
+        );
+        let err = Config::from_sources(file("admin_token = \"\""), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("config file"), "{err}");
     }
 
     #[test]

@@ -1,11 +1,15 @@
-//! keymesh sidecar: the OAuth2 authorization server of a keymesh deployment, and the mirror of its Redis that
-//! serves key material to the Envoy filters.
+//! keymesh sidecar: the OAuth2 authorization server of a keymesh deployment, the manager of its API keys, and the
+//! mirror of its Redis that serves key material (signing keys and API key hashes) to the Envoy filters.
 //!
 //! [`app`] builds the HTTP router from an [`AppState`]; the binary wraps it with configuration loading, the CLI
 //! and graceful shutdown.
 #![warn(missing_docs)]
 
 pub mod access_token;
+pub mod admin_token;
+pub mod api_keys;
+pub mod change_log;
+pub mod changes;
 pub mod cli;
 pub mod clients;
 pub mod clock;
@@ -20,7 +24,7 @@ pub mod state;
 pub mod syntax;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 pub use clock::Clock;
@@ -29,6 +33,8 @@ pub use state::{AppState, StartError};
 
 /// Token requests are a handful of short parameters; anything larger is not one.
 const TOKEN_BODY_LIMIT: usize = 16 * 1024;
+/// Admin requests carry one small JSON object.
+const ADMIN_BODY_LIMIT: usize = 16 * 1024;
 
 /// The sidecar's HTTP API.
 pub fn app(state: AppState) -> Router {
@@ -44,5 +50,16 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/bundle", get(http::bundle::bundle))
         .route("/healthz", get(http::health::healthz))
+        .route(
+            "/v1/admin/apikeys",
+            post(http::admin::create)
+                .get(http::admin::list)
+                .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT)),
+        )
+        .route("/v1/admin/apikeys/{id}", delete(http::admin::revoke))
+        .route(
+            "/v1/admin/apikeys/{id}/regenerate",
+            post(http::admin::regenerate),
+        )
         .with_state(state)
 }

@@ -30,6 +30,11 @@ async fn main() -> anyhow::Result<()> {
             keymesh::cli::run_client(&config, command, &Clock::system(), &mut stdout).await?;
             Ok(())
         }
+        Command::ApiKey(command) => {
+            let mut stdout = std::io::stdout().lock();
+            keymesh::cli::run_apikey(&config, command, &Clock::system(), &mut stdout).await?;
+            Ok(())
+        }
     }
 }
 
@@ -43,10 +48,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         issuer = %config.issuer,
         key_prefix = %config.key_prefix,
         token_ttl_secs = config.token_ttl_secs,
+        admin_api = if config.admin_token.is_some() { "enabled" } else { "disabled" },
         "keymesh sidecar listening"
     );
+    if config
+        .admin_token
+        .as_ref()
+        .is_some_and(|token| token.is_weak())
+    {
+        tracing::warn!("the admin token is shorter than 32 characters: use a long random one");
+    }
+    let stopping = state.clone();
     axum::serve(listener, keymesh::app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Held long polls would otherwise keep the server up until they time out.
+            stopping.begin_shutdown();
+        })
         .await?;
     tracing::info!("shut down");
     Ok(())

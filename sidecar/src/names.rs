@@ -36,6 +36,31 @@ impl KeyNames {
         format!("{}changes", self.prefix)
     }
 
+    /// Stream logging every change that affects the bundle; entry ids are `<version>-0`.
+    pub fn changelog(&self) -> String {
+        format!("{}changelog", self.prefix)
+    }
+
+    /// Key of one API key's record.
+    pub fn api_key(&self, id: &str) -> String {
+        format!("{}apikey:{id}", self.prefix)
+    }
+
+    /// `SCAN MATCH` pattern covering every API key record (and not the owner index sets).
+    pub fn api_key_pattern(&self) -> String {
+        format!("{}apikey:*", self.prefix)
+    }
+
+    /// Recovers the API key id from an API key record key, if `key` is one.
+    pub fn api_key_id_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(&self.prefix)?.strip_prefix("apikey:")
+    }
+
+    /// Set of the ids of one owner's API keys.
+    pub fn api_keys_of_owner(&self, owner: &str) -> String {
+        format!("{}apikeys:owner:{owner}", self.prefix)
+    }
+
     /// Key of one OAuth client's record.
     pub fn client(&self, client_id: &str) -> String {
         format!("{}client:{client_id}", self.prefix)

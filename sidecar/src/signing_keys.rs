@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::LazyLock;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::changes;
 use crate::names::KeyNames;
 
 /// The JWS algorithm of every key this sidecar generates.
@@ -189,6 +191,15 @@ pub async fn load<C: ConnectionLike + Send>(
             .hgetall(names.signing_keys())
             .query_async(conn)
             .await?;
+    Ok(key_set(version.unwrap_or(0), active_kid, &records))
+}
+
+/// Builds the key set from what Redis holds: the version, the active kid and the `signing:keys` hash.
+pub fn key_set(
+    version: u64,
+    active_kid: Option<String>,
+    records: &HashMap<String, String>,
+) -> StoredKeySet {
     let mut keys: Vec<SigningKey> = records
         .iter()
         .filter_map(|(kid, record)| match decode_record(kid, record) {
@@ -200,43 +211,63 @@ pub async fn load<C: ConnectionLike + Send>(
         })
         .collect();
     keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
-    Ok(StoredKeySet {
-        version: version.unwrap_or(0),
+    StoredKeySet {
+        version,
         active_kid,
         keys,
-    })
+    }
+}
+
+/// Stores a key, activating it if `ARGV[5]` is "1" and no key is active yet.
+///
+/// `KEYS[3]` = the key hash, `KEYS[4]` = the active kid; `ARGV[3]` = kid, `ARGV[4]` = record. Returns
+/// `{active kid, version}`; the version is 0 when nothing was written because a key is already active.
+const STORE_KEY: &str = r"
+local active = redis.call('GET', KEYS[4])
+if ARGV[5] == '1' and active then return {active, 0} end
+local version = begin_change()
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('SET', KEYS[4], ARGV[3])
+  active = ARGV[3]
+end
+log_change(version, 'kind', 'keys', 'kid', ARGV[3])
+return {active or '', version}
+";
+
+static STORE_KEY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(STORE_KEY));
+
+/// Runs [`STORE_KEY`]; returns the active kid (empty if none) and the version of the change (0 if none).
+async fn store_key<C: ConnectionLike + Send>(
+    conn: &mut C,
+    names: &KeyNames,
+    key: &SigningKey,
+    activate_if_none: bool,
+) -> Result<(String, u64), KeyStoreError> {
+    let record = encode_record(key)?;
+    let mut invocation = changes::invocation(&STORE_KEY_SCRIPT, names);
+    invocation
+        .key(names.signing_keys())
+        .key(names.signing_active())
+        .arg(key.kid())
+        .arg(record)
+        .arg(if activate_if_none { "1" } else { "0" });
+    Ok(invocation.invoke_async(conn).await?)
 }
 
 /// Installs `candidate` as the active key unless one is already active; returns the active kid.
 ///
-/// One Lua script stores the key material, activates it, bumps the version and publishes it atomically, so
-/// replicas starting together on an empty Redis all end up with the first one's key, and no reader ever sees an
-/// active kid without its key or a version that does not describe the content.
+/// One Lua script stores the key material, activates it, bumps the version, logs a `keys` change and publishes
+/// the version atomically (see [`crate::changes`]), so replicas starting together on an empty Redis all end up
+/// with the first one's key, and no reader ever sees an active kid without its key or a version that does not
+/// describe the content.
 pub async fn ensure_active<C: ConnectionLike + Send>(
     conn: &mut C,
     names: &KeyNames,
     candidate: &SigningKey,
 ) -> Result<String, KeyStoreError> {
-    const SCRIPT: &str = r"
-        local active = redis.call('GET', KEYS[2])
-        if active then return active end
-        redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-        redis.call('SET', KEYS[2], ARGV[1])
-        local version = redis.call('INCR', KEYS[3])
-        redis.call('PUBLISH', ARGV[3], version)
-        return ARGV[1]
-    ";
-    let record = encode_record(candidate)?;
-    let kid: String = redis::Script::new(SCRIPT)
-        .key(names.signing_keys())
-        .key(names.signing_active())
-        .key(names.version())
-        .arg(candidate.kid())
-        .arg(record)
-        .arg(names.changes())
-        .invoke_async(conn)
-        .await?;
-    Ok(kid)
+    let (active, _) = store_key(conn, names, candidate, true).await?;
+    Ok(active)
 }
 
 /// Adds a key to the published set without activating it (the first step of a rotation); returns the new version.
@@ -245,30 +276,8 @@ pub async fn add<C: ConnectionLike + Send>(
     names: &KeyNames,
     key: &SigningKey,
 ) -> Result<u64, KeyStoreError> {
-    let record = encode_record(key)?;
-    let (version,): (u64,) = redis::pipe()
-        .atomic()
-        .hset(names.signing_keys(), key.kid(), record)
-        .ignore()
-        .incr(names.version(), 1)
-        .query_async(conn)
-        .await?;
-    publish_version(conn, names, version).await?;
+    let (_, version) = store_key(conn, names, key, false).await?;
     Ok(version)
-}
-
-/// Tells every sidecar that the bundle changed. Loss is tolerated: sidecars also poll the version.
-pub async fn publish_version<C: ConnectionLike + Send>(
-    conn: &mut C,
-    names: &KeyNames,
-    version: u64,
-) -> Result<(), KeyStoreError> {
-    redis::cmd("PUBLISH")
-        .arg(names.changes())
-        .arg(version)
-        .query_async::<()>(conn)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,50 +1,141 @@
-//! An immutable copy of the key set, with the documents built from it serialised once, ready to serve.
+//! An immutable copy of the bundle's content at one version: the signing keys, the API keys, and the recent
+//! changes that lead to it, with the documents built from them serialised once and kept, ready to serve.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
-use keymesh_core::bundle::{BundleDto, IssuerKeysDto, JwksDto};
+use keymesh_core::bundle::{ApiKeyDto, IssuerKeysDto, JwksDto};
+use serde::Serialize;
 
+use crate::change_log::{ChangeLog, Delta, LoggedChange};
+use crate::changes::Change;
 use crate::signing_keys::{SigningKey, StoredKeySet};
 
-/// One version of the key set as the sidecar serves it.
+/// How many serialised deltas a snapshot keeps: filters mostly ask from one or two recent versions.
+const DELTA_CACHE_LEN: usize = 8;
+
+/// The API keys of a snapshot by hash. Keys and values are shared with the previous snapshot and the change log.
+type ApiKeySet = HashMap<Arc<str>, Arc<ApiKeyDto>>;
+
+/// One version of the bundle's content as the sidecar serves it.
 #[derive(Debug)]
 pub struct Snapshot {
     version: u64,
+    issuer: Arc<str>,
     active: Option<SigningKey>,
     kids: Vec<String>,
+    issuers: Vec<IssuerKeysDto>,
     jwks_json: Bytes,
-    bundle_json: Bytes,
+    api_keys: Arc<ApiKeySet>,
+    log: ChangeLog,
+    /// The full bundle, serialised on first request (`None` if that failed): with many API keys it is large, and
+    /// most filters only ever need deltas.
+    full_bundle: OnceLock<Option<Bytes>>,
+    deltas: Mutex<VecDeque<(u64, Bytes)>>,
+}
+
+/// The wire form of a bundle (a [`keymesh_core::bundle::BundleDto`]), borrowing from the snapshot.
+#[derive(Serialize)]
+struct BundleView<'a> {
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<u64>,
+    issuers: &'a [IssuerKeysDto],
+    api_keys: ChangesView<'a>,
+}
+
+#[derive(Serialize)]
+struct ChangesView<'a> {
+    put: Vec<&'a ApiKeyDto>,
+    delete: Vec<&'a str>,
 }
 
 impl Snapshot {
-    /// Builds the snapshot of `set` for tokens issued by `issuer`.
-    pub fn build(set: StoredKeySet, issuer: &str) -> Result<Self, serde_json::Error> {
+    /// The snapshot of a complete state: the signing key set (whose version labels the snapshot) and every API
+    /// key, for tokens issued by `issuer`. Its change log starts empty at this version and keeps up to
+    /// `log_capacity` changes.
+    pub fn full(
+        signing: StoredKeySet,
+        api_keys: impl IntoIterator<Item = ApiKeyDto>,
+        issuer: &str,
+        log_capacity: usize,
+    ) -> Result<Self, serde_json::Error> {
+        let api_keys: ApiKeySet = api_keys
+            .into_iter()
+            .map(|entry| (Arc::from(entry.hash.as_str()), Arc::new(entry)))
+            .collect();
+        let log = ChangeLog::starting_at(signing.version, log_capacity);
+        Self::assemble(signing, Arc::from(issuer), Arc::new(api_keys), log)
+    }
+
+    /// The snapshot after `changes`, which must be the contiguous changes after this snapshot's version up to
+    /// `signing.version`; `signing` is the signing key set at that version.
+    pub fn apply(
+        &self,
+        signing: StoredKeySet,
+        changes: Vec<Change>,
+    ) -> Result<Self, serde_json::Error> {
+        let mut log = self.log.clone();
+        let mut api_keys = Arc::clone(&self.api_keys);
+        for change in changes {
+            let logged = LoggedChange {
+                version: change.version,
+                put: change.put.into_iter().map(Arc::new).collect(),
+                delete: change.delete.into_iter().map(Arc::from).collect(),
+            };
+            if !logged.put.is_empty() || !logged.delete.is_empty() {
+                // Copies the map's pointers once per batch, the first time it changes.
+                let set = Arc::make_mut(&mut api_keys);
+                for hash in &logged.delete {
+                    set.remove(hash);
+                }
+                for entry in &logged.put {
+                    set.insert(Arc::from(entry.hash.as_str()), Arc::clone(entry));
+                }
+            }
+            log.push(Arc::new(logged));
+        }
+        Self::assemble(signing, Arc::clone(&self.issuer), api_keys, log)
+    }
+
+    fn assemble(
+        signing: StoredKeySet,
+        issuer: Arc<str>,
+        api_keys: Arc<ApiKeySet>,
+        log: ChangeLog,
+    ) -> Result<Self, serde_json::Error> {
         let jwks = JwksDto {
-            keys: set.keys.iter().map(SigningKey::public_jwk).collect(),
+            keys: signing.keys.iter().map(SigningKey::public_jwk).collect(),
         };
         let jwks_json = Bytes::from(serde_json::to_vec(&jwks)?);
-        let bundle = BundleDto {
-            version: set.version,
-            issuers: vec![IssuerKeysDto {
-                issuer: issuer.to_owned(),
-                jwks,
-            }],
-        };
-        let bundle_json = Bytes::from(serde_json::to_vec(&bundle)?);
-        let active = set
+        let active = signing
             .active_kid
             .as_deref()
-            .and_then(|kid| set.keys.iter().find(|key| key.kid() == kid))
+            .and_then(|kid| signing.keys.iter().find(|key| key.kid() == kid))
             .cloned();
         if active.is_none() {
-            tracing::warn!(active_kid = ?set.active_kid, "no usable active signing key: token requests will fail");
+            tracing::warn!(active_kid = ?signing.active_kid, "no usable active signing key: token requests will fail");
         }
-        let kids = set.keys.iter().map(|key| key.kid().to_owned()).collect();
+        let kids = signing
+            .keys
+            .iter()
+            .map(|key| key.kid().to_owned())
+            .collect();
         Ok(Self {
-            version: set.version,
+            version: signing.version,
+            issuers: vec![IssuerKeysDto {
+                issuer: issuer.to_string(),
+                jwks,
+            }],
+            issuer,
             active,
             kids,
             jwks_json,
-            bundle_json,
+            api_keys,
+            log,
+            full_bundle: OnceLock::new(),
+            deltas: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -68,8 +159,170 @@ impl Snapshot {
         &self.jwks_json
     }
 
-    /// The bundle served at `/v1/bundle`, serialised.
-    pub fn bundle_json(&self) -> &Bytes {
-        &self.bundle_json
+    /// How many API keys the bundle holds.
+    pub fn api_key_count(&self) -> usize {
+        self.api_keys.len()
+    }
+
+    /// The API key entry with this hash, if any.
+    pub fn api_key(&self, hash: &str) -> Option<&ApiKeyDto> {
+        self.api_keys.get(hash).map(|entry| &**entry)
+    }
+
+    /// The oldest version a delta can start from.
+    pub fn log_floor(&self) -> u64 {
+        self.log.floor()
+    }
+
+    /// The full bundle if it has been serialised already (cheap; see [`Snapshot::full_bundle`]).
+    pub fn cached_full_bundle(&self) -> Option<Bytes> {
+        self.full_bundle.get().cloned().flatten()
+    }
+
+    /// The full bundle: every issuer and every API key (sorted by hash), serialised once, on first use; `None` if
+    /// it cannot be serialised (logged).
+    ///
+    /// With many API keys this takes milliseconds: async callers run it on a blocking thread. Concurrent first
+    /// callers wait for one serialisation rather than each making a copy.
+    pub fn full_bundle(&self) -> Option<Bytes> {
+        self.full_bundle
+            .get_or_init(|| {
+                let mut put: Vec<&ApiKeyDto> =
+                    self.api_keys.values().map(|entry| &**entry).collect();
+                put.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
+                let view = BundleView {
+                    version: self.version,
+                    since: None,
+                    issuers: &self.issuers,
+                    api_keys: ChangesView { put, delete: vec![] },
+                };
+                match serde_json::to_vec(&view) {
+                    Ok(bytes) => Some(Bytes::from(bytes)),
+                    Err(error) => {
+                        tracing::error!(%error, version = self.version, "cannot serialise the full bundle");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
+
+    /// The delta that turns version `since` into this one, or `None` if the change log does not reach back to
+    /// `since` (then only the full bundle will do).
+    pub fn delta_bundle(&self, since: u64) -> Option<Result<Bytes, serde_json::Error>> {
+        if let Some(bytes) = self.cached_delta(since) {
+            return Some(Ok(bytes));
+        }
+        let Delta { put, delete } = self.log.fold(since, self.version)?;
+        let bytes = match serde_json::to_vec(&BundleView {
+            version: self.version,
+            since: Some(since),
+            issuers: &self.issuers,
+            api_keys: ChangesView { put, delete },
+        }) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(error) => return Some(Err(error)),
+        };
+        // A poisoned cache only costs recomputation.
+        if let Ok(mut cache) = self.deltas.lock() {
+            if !cache.iter().any(|(cached, _)| *cached == since) {
+                if cache.len() >= DELTA_CACHE_LEN {
+                    cache.pop_front();
+                }
+                cache.push_back((since, bytes.clone()));
+            }
+        }
+        Some(Ok(bytes))
+    }
+
+    fn cached_delta(&self, since: u64) -> Option<Bytes> {
+        let cache = self.deltas.lock().ok()?;
+        cache
+            .iter()
+            .find(|(cached, _)| *cached == since)
+            .map(|(_, bytes)| bytes.clone())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use keymesh_core::bundle::BundleDto;
+
+    use super::*;
+    use crate::changes::ChangeKind;
+
+    fn signing(version: u64) -> StoredKeySet {
+        let key = SigningKey::from_seed(&[3; 32], 0);
+        StoredKeySet {
+            version,
+            active_kid: Some(key.kid().to_owned()),
+            keys: vec![key],
+        }
+    }
+
+    fn dto(hash: &str) -> ApiKeyDto {
+        ApiKeyDto {
+            hash: hash.into(),
+            id: format!("ak_{hash}"),
+            owner: "o".into(),
+            resources: vec!["urn:a".into()],
+            scopes: vec!["read".into()],
+            expires_at: Some(2_000_000_000),
+        }
+    }
+
+    fn change(version: u64, put: &[&str], delete: &[&str]) -> Change {
+        Change {
+            version,
+            kind: ChangeKind::ApiKeyPut,
+            put: put.iter().map(|h| dto(h)).collect(),
+            delete: delete.iter().map(|h| (*h).to_owned()).collect(),
+        }
+    }
+
+    fn parse(bytes: &Bytes) -> BundleDto {
+        serde_json::from_slice(bytes).unwrap()
+    }
+
+    #[test]
+    fn full_and_delta_bundles_are_bundle_dtos() {
+        let first = Snapshot::full(signing(3), [dto("b"), dto("a")], "https://i", 100).unwrap();
+        let full = parse(&first.full_bundle().unwrap());
+        assert_eq!((full.version, full.since), (3, None));
+        assert_eq!(full.issuers[0].issuer, "https://i");
+        let hashes: Vec<&str> = full.api_keys.put.iter().map(|e| e.hash.as_str()).collect();
+        assert_eq!(hashes, ["a", "b"], "sorted by hash");
+        assert!(full.api_keys.delete.is_empty());
+        assert_eq!(full.api_keys.put[0], dto("a"));
+
+        let next = first
+            .apply(
+                signing(5),
+                vec![change(4, &["c"], &[]), change(5, &[], &["a"])],
+            )
+            .unwrap();
+        assert_eq!(next.version(), 5);
+        assert_eq!(next.api_key_count(), 2);
+        assert!(next.api_key("a").is_none() && next.api_key("c").is_some());
+        assert_eq!(first.api_key_count(), 2, "the older snapshot is unchanged");
+
+        let delta = parse(&next.delta_bundle(3).unwrap().unwrap());
+        assert_eq!((delta.version, delta.since), (5, Some(3)));
+        assert_eq!(delta.api_keys.put, vec![dto("c")]);
+        assert_eq!(delta.api_keys.delete, ["a"]);
+        assert_eq!(
+            delta.issuers, full.issuers,
+            "issuers are complete in a delta"
+        );
+        // Served twice, the same bytes (the second from the cache).
+        assert_eq!(
+            next.delta_bundle(3).unwrap().unwrap(),
+            next.delta_bundle(3).unwrap().unwrap()
+        );
+        assert!(next.delta_bundle(2).is_none(), "before the log");
+        let full = parse(&next.full_bundle().unwrap());
+        let hashes: Vec<&str> = full.api_keys.put.iter().map(|e| e.hash.as_str()).collect();
+        assert_eq!(hashes, ["b", "c"]);
     }
 }

@@ -1,12 +1,14 @@
-//! Shared application state: configuration, the key-set mirror and the request-path Redis connection.
+//! Shared application state: configuration, the bundle mirror, the request-path Redis connection and the
+//! shutdown signal that ends long polls.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 
+use crate::api_keys::ApiKeyStore;
 use crate::clients::ClientStore;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -45,12 +47,15 @@ struct Inner {
     config: Config,
     names: KeyNames,
     clients: ClientStore,
+    api_keys: ApiKeyStore,
     redis: redis::Client,
     /// Created on first use so the sidecar can start (and report 503) while Redis is still down; afterwards the
     /// manager reconnects by itself.
     conn: OnceCell<ConnectionManager>,
     mirror: Arc<Mirror>,
     clock: Clock,
+    /// `true` once shutdown has begun: long polls answer at once instead of holding the server open.
+    shutdown: watch::Sender<bool>,
     _mirror_task: AbortOnDrop,
 }
 
@@ -75,12 +80,14 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(Inner {
                 clients: ClientStore::new(names.clone()),
+                api_keys: ApiKeyStore::new(names.clone()),
                 config,
                 names,
                 redis,
                 conn: OnceCell::new(),
                 mirror,
                 clock,
+                shutdown: watch::Sender::new(false),
                 _mirror_task: mirror_task,
             }),
         })
@@ -109,6 +116,31 @@ impl AppState {
     /// The client records.
     pub fn clients(&self) -> &ClientStore {
         &self.inner.clients
+    }
+
+    /// The API key records.
+    pub fn api_keys(&self) -> &ApiKeyStore {
+        &self.inner.api_keys
+    }
+
+    /// Ends every held long poll (with `304`) and makes new ones answer at once. Call it when graceful shutdown
+    /// begins, so the server does not wait up to a minute for polls to time out.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Whether [`AppState::begin_shutdown`] has been called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown.borrow()
+    }
+
+    /// Completes once [`AppState::begin_shutdown`] has been called.
+    pub fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        async move {
+            // The sender lives in the state this future was made from; if it is gone, so is the server.
+            let _ = shutdown.wait_for(|down| *down).await;
+        }
     }
 
     /// The clock used for issued tokens.

@@ -1,4 +1,5 @@
-//! Syntax checks for protocol values: resource indicators, scope tokens and client identifiers.
+//! Syntax checks for protocol values: resource indicators, scope tokens, client identifiers, and API key ids and
+//! labels.
 //!
 //! Values are compared as exact strings elsewhere, so these checks only reject what the RFCs forbid; they never
 //! normalise.
@@ -83,6 +84,38 @@ pub fn is_client_id(value: &str) -> bool {
         && value.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
+/// Longest API key label accepted, in characters.
+pub const MAX_LABEL_CHARS: usize = 200;
+
+/// Whether `value` is an acceptable API key label: 1 to [`MAX_LABEL_CHARS`] printable characters. Control
+/// characters and the invisible formatting characters that can disguise text (zero-width and bidirectional
+/// controls) are refused, since labels are shown to people in listings and portals.
+pub fn is_label(value: &str) -> bool {
+    let count = value.chars().count();
+    (1..=MAX_LABEL_CHARS).contains(&count)
+        && value.chars().all(|c| {
+            !c.is_control()
+                && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+        })
+}
+
+/// Longest API key id accepted.
+const MAX_API_KEY_ID_LEN: usize = 64;
+
+/// Whether `value` has the shape of an API key id (`ak_` and base64url characters). Ids are generated, so this
+/// only keeps arbitrary input out of Redis key names.
+pub fn is_api_key_id(value: &str) -> bool {
+    value.len() <= MAX_API_KEY_ID_LEN
+        && value
+            .strip_prefix(keymesh_core::apikey::ID_PREFIX)
+            .is_some_and(|rest| {
+                !rest.is_empty()
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +167,45 @@ mod tests {
         assert!(!is_client_id(""));
         assert!(!is_client_id("has space"));
         assert!(!is_client_id(&"x".repeat(MAX_CLIENT_ID_LEN + 1)));
+    }
+
+    #[test]
+    fn labels() {
+        assert!(is_label("CI deploy key"));
+        assert!(is_label("Zugang f\u{fc}r M\u{fc}ller \u{2713}"));
+        assert!(is_label(&"\u{e9}".repeat(MAX_LABEL_CHARS)));
+        assert!(!is_label(""));
+        assert!(!is_label(&"x".repeat(MAX_LABEL_CHARS + 1)));
+        for bad in [
+            "tab\there",
+            "new\nline",
+            "nul\0",
+            "bell\u{7}",
+            "rtl\u{202e}txt",
+            "zero\u{200b}width",
+            "bom\u{feff}",
+        ] {
+            assert!(!is_label(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn api_key_ids() {
+        assert!(is_api_key_id("ak_3fZ-x_9"));
+        for bad in [
+            "",
+            "ak_",
+            "km_abc",
+            "ak_a b",
+            "ak_a*",
+            "ak_\u{e9}",
+            "AK_abc",
+        ] {
+            assert!(!is_api_key_id(bad), "{bad:?}");
+        }
+        assert!(!is_api_key_id(&format!(
+            "ak_{}",
+            "a".repeat(MAX_API_KEY_ID_LEN)
+        )));
     }
 }

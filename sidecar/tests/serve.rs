@@ -1,5 +1,5 @@
-//! The real binary on a real socket: `keymesh serve`, `keymesh client create --json`, a token over HTTP, and a
-//! clean exit on SIGTERM.
+//! The real binary on a real socket: `keymesh serve`, `keymesh client create --json`, a token over HTTP, API keys
+//! from the admin API and the CLI, and a clean, prompt exit on SIGTERM even with a long poll held open.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use support::{basic, free_port, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keymesh");
+const ADMIN_TOKEN: &str = "serve-admin-token-0123456789abcdef";
 
 /// A child process killed on drop, so a failing assertion does not leave it running.
 struct Running(Option<Child>);
@@ -70,7 +71,9 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
         ("KEYMESH_LISTEN", format!("127.0.0.1:{port}")),
         ("KEYMESH_ISSUER", base.clone()),
         ("KEYMESH_KEY_PREFIX", "serve:".to_owned()),
-        ("RUST_LOG", "info".to_owned()),
+        ("KEYMESH_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        // Debug for keymesh, so the most talkative logging is the one checked for secrets.
+        ("RUST_LOG", "info,keymesh=debug".to_owned()),
     ];
     let mut server = Running(Some(
         Command::new(BIN)
@@ -179,14 +182,103 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
     assert!(listed.starts_with("e2e\t"), "{listed}");
     assert!(!listed.contains(secret));
 
+    // API keys: one from the admin API, one from the CLI; both reach the bundle.
+    let mut response = http
+        .post(format!("{base}/v1/admin/apikeys"))
+        .header("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .header("Content-Type", "application/json")
+        .send(r#"{"owner":"portal-user","label":"from the portal","resources":["https://a.test"]}"#)
+        .unwrap();
+    let body = response.body_mut().read_to_string().unwrap();
+    assert_eq!(response.status(), 201, "{}", dump(&body));
+    let portal: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let portal_key = portal["key"].as_str().unwrap().to_owned();
+    let cli_key = keymesh(
+        &env,
+        &[
+            "apikey",
+            "create",
+            "--owner",
+            "ops",
+            "--label",
+            "cron",
+            "--resource",
+            "https://b.test",
+            "--json",
+        ],
+    );
+    assert!(
+        cli_key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli_key.stderr)
+    );
+    let cli_key: serde_json::Value = serde_json::from_slice(&cli_key.stdout).unwrap();
+    let cli_key = cli_key["key"].as_str().unwrap().to_owned();
+    let hashes = [&portal_key, &cli_key].map(|key| keymesh_core::apikey::hash_key(key));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let etag = loop {
+        let mut response = http
+            .get(format!("{base}/v1/bundle"))
+            .header("x-keymesh-proxy", "envoy-test")
+            .call()
+            .unwrap();
+        let etag = response
+            .headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let bundle = response.body_mut().read_to_string().unwrap();
+        if hashes.iter().all(|hash| bundle.contains(hash.as_str())) {
+            break etag;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            dump("api keys never reached the bundle")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    // A long poll held open does not hold up the shutdown: it is answered 304.
+    let poll = std::thread::spawn({
+        let (http, url) = (http.clone(), format!("{base}/v1/bundle?wait=60"));
+        move || {
+            http.get(url)
+                .header("If-None-Match", &etag)
+                .header("x-keymesh-proxy", "envoy-test")
+                .call()
+                .map(|response| response.status().as_u16())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !poll.is_finished(),
+        "{}",
+        dump("the long poll was not held")
+    );
+
     let terminated = Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
         .status()
         .unwrap();
     assert!(terminated.success());
+    let signalled = Instant::now();
     let status = server
         .wait_timeout(Duration::from_secs(10))
         .unwrap_or_else(|| panic!("{}", dump("no exit")));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "{}",
+        dump(&format!("shutdown took {:?}", signalled.elapsed()))
+    );
+    assert_eq!(
+        poll.join().unwrap().ok(),
+        Some(304),
+        "{}",
+        dump("long poll")
+    );
     assert!(
         status.success(),
         "{}",
@@ -198,6 +290,14 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
         !log.contains(secret) && !log.contains(token["access_token"].as_str().unwrap()),
         "secrets logged"
     );
+    assert!(log.contains("envoy-test"), "debug logging was on: {log}");
+    for (what, value) in [
+        ("admin token", ADMIN_TOKEN),
+        ("portal api key", portal_key.as_str()),
+        ("cli api key", cli_key.as_str()),
+    ] {
+        assert!(!log.contains(value), "{what} logged:\n{log}");
+    }
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! The HTTP surface: one file per endpoint, assembled by [`crate::app`].
 
+pub(crate) mod admin;
+pub(crate) mod admin_error;
 pub(crate) mod app_error;
 pub(crate) mod bundle;
 pub(crate) mod discovery;

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::Router;
 use base64ct::{Base64, Encoding};
 use http_body_util::BodyExt;
+use keymesh::api_keys::{ApiKeyStore, IssuedApiKey, NewApiKey};
 use keymesh::clients::{ClientStore, NewClient, RegisteredClient};
 use keymesh::names::KeyNames;
 use keymesh::{AppState, Clock, Config};
@@ -168,7 +169,11 @@ pub struct TestApp {
 
 /// Starts a state on `prefix` with the frozen clock and waits for its first snapshot.
 pub async fn start_app(redis: &RedisServer, prefix: &str) -> TestApp {
-    let config = config(redis, prefix);
+    start_app_with(config(redis, prefix)).await
+}
+
+/// Starts a state with `config` and the frozen clock and waits for its first snapshot.
+pub async fn start_app_with(config: Config) -> TestApp {
     let state = AppState::start(config.clone(), Clock::fixed(NOW)).unwrap();
     tokio::time::timeout(Duration::from_secs(10), state.ready())
         .await
@@ -307,4 +312,65 @@ pub async fn served_bundle(router: &Router) -> (u64, Vec<String>) {
         .map(|k| k["kid"].as_str().unwrap().to_owned())
         .collect();
     (bundle.version, kids)
+}
+
+/// Creates an API key the way `keymesh apikey create` does.
+pub async fn create_key(
+    redis: &RedisServer,
+    prefix: &str,
+    owner: &str,
+    resources: &[&str],
+) -> IssuedApiKey {
+    let new = NewApiKey {
+        owner: owner.to_owned(),
+        label: format!("key of {owner}"),
+        resources: resources.iter().map(|s| (*s).to_owned()).collect(),
+        scopes: vec!["read".to_owned()],
+        expires_in_secs: None,
+    };
+    ApiKeyStore::new(KeyNames::new(prefix))
+        .create(&mut redis.conn().await, new, NOW)
+        .await
+        .unwrap()
+}
+
+/// Waits until the app's mirror serves at least `version`; returns the version served.
+pub async fn mirrored(app: &TestApp, version: u64) -> u64 {
+    eventually(Duration::from_secs(5), || async {
+        let served = app.state.mirror().snapshot()?.version();
+        (served >= version).then_some(served)
+    })
+    .await
+    .unwrap_or_else(|| panic!("mirror never reached version {version}"))
+}
+
+/// The version counter in Redis.
+pub async fn redis_version(redis: &RedisServer, prefix: &str) -> u64 {
+    redis::cmd("GET")
+        .arg(format!("{prefix}version"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap()
+}
+
+/// Any request through the router, with headers and an optional body.
+pub async fn call(
+    router: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_owned()));
+    send(router, request.body(body).unwrap()).await
+}
+
+/// A `GET /v1/bundle` reply as a bundle.
+pub fn bundle_of(reply: &Reply) -> keymesh_core::bundle::BundleDto {
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    serde_json::from_slice(&reply.body).unwrap()
 }

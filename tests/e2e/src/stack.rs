@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+/// The admin API credential every test stack's sidecar is started with.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
 /// Where each part listens.
 #[derive(Debug, Clone, Copy)]
 pub struct StackPorts {
@@ -139,6 +142,7 @@ impl Stack {
                 "KEYMESH_ISSUER",
                 format!("http://127.0.0.1:{}", self.ports.sidecar),
             ),
+            ("KEYMESH_ADMIN_TOKEN", ADMIN_TOKEN.into()),
             ("RUST_LOG", "info,keymesh=debug".into()),
         ]
     }

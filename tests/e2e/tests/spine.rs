@@ -78,11 +78,11 @@ fn one_token_many_apis_on_real_envoy() {
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     assert_eq!(refused.json()["error"], "invalid_token");
 
-    // No token: a bare challenge.
+    // No credential: a bare challenge for each scheme the route accepts (tokens and API keys).
     let none = stack.responds_with(401, p.orders, "/orders/1", &[]);
     assert_eq!(
         none.header("www-authenticate"),
-        Some("Bearer realm=\"keymesh\"")
+        Some("Bearer realm=\"keymesh\", apikey realm=\"keymesh\"")
     );
 
     // Tampered signature.

@@ -1,0 +1,241 @@
+//! `keymesh apikey {create,list,revoke,regenerate}`: API keys from the command line.
+
+use std::io::Write;
+
+use clap::{Args, Subcommand};
+
+use super::{connect, CliError};
+use crate::api_keys::{ApiKeyInfo, ApiKeyStore, IssuedApiKey, NewApiKey};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::names::KeyNames;
+
+/// `keymesh apikey …`.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key and print it (the only time it is shown; only its hash is stored).
+    Create(CreateApiKeyArgs),
+    /// List an owner's API keys (never a key or its hash).
+    ///
+    /// Shows each key's id, label, prefix, resources, scopes, creation and expiry, oldest first. When a key was
+    /// last used is not tracked.
+    List {
+        /// The owner (subject) whose keys to list.
+        #[arg(long, value_name = "SUBJECT")]
+        owner: String,
+        /// Print JSON: an array of `{"id", "owner", "label", "prefix", "resources", "scopes", "created_at",
+        /// "expires_at"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key.
+    ///
+    /// Every proxy stops accepting it within moments. Fails if there is no such key.
+    Revoke {
+        /// The key's id (`ak_…`).
+        id: String,
+    },
+    /// Give an API key a new secret and print it (the only time it is shown).
+    ///
+    /// The id, owner, label, rights and expiry stay; the old key stops working at the moment the new one starts.
+    /// Fails if there is no such key.
+    Regenerate {
+        /// The key's id (`ak_…`).
+        id: String,
+        /// Print JSON, as `create --json` does.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Arguments of `keymesh apikey create`.
+#[derive(Debug, Args)]
+pub struct CreateApiKeyArgs {
+    /// The subject the key acts for (forwarded upstream as the caller's identity).
+    #[arg(long, value_name = "SUBJECT")]
+    pub owner: String,
+    /// A label to recognise the key by, such as where it is used (1 to 200 printable characters).
+    #[arg(long, value_name = "TEXT")]
+    pub label: String,
+    /// A resource (absolute URI of an API) the key is valid for; repeatable, at least one (a key without
+    /// resources would be valid for no API).
+    #[arg(long = "resource", value_name = "URI", required = true, num_args = 1..)]
+    pub resources: Vec<String>,
+    /// A scope the key grants; repeatable.
+    #[arg(long = "scope", value_name = "SCOPE", num_args = 1..)]
+    pub scopes: Vec<String>,
+    /// Lifetime, such as `30d`, `12h`, `90m` or `45s`; without it the key does not expire.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires_in: Option<u64>,
+    /// Print JSON: `{"id", "key", "owner", "label", "prefix", "resources", "scopes", "created_at",
+    /// "expires_at"}` (times in seconds since the Unix epoch, `expires_at` null if it never expires).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses a duration of whole days, hours, minutes or seconds (`30d`, `12h`, `90m`, `45s`) into seconds.
+pub fn parse_duration(value: &str) -> Result<u64, String> {
+    let value = value.trim();
+    let unit_at = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{value:?} has no unit: use s, m, h or d, as in 30d"))?;
+    let (number, unit) = value.split_at(unit_at);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number followed by s, m, h or d"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    };
+    match number.checked_mul(factor) {
+        Some(0) => Err("a duration must be longer than zero".to_owned()),
+        Some(secs) => Ok(secs),
+        None => Err(format!("{value:?} is too long")),
+    }
+}
+
+/// Runs an `apikey` subcommand against the configured Redis, writing its output to `out`.
+pub async fn run_apikey(
+    config: &Config,
+    command: ApiKeyCommand,
+    clock: &Clock,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let store = ApiKeyStore::new(KeyNames::new(config.key_prefix.clone()));
+    let mut conn = connect(config).await?;
+    match command {
+        ApiKeyCommand::Create(args) => {
+            let new = NewApiKey {
+                owner: args.owner,
+                label: args.label,
+                resources: args.resources,
+                scopes: args.scopes,
+                expires_in_secs: args.expires_in,
+            };
+            let issued = store.create(&mut conn, new, clock.now_secs()).await?;
+            write_issued(out, &issued, args.json)?;
+        }
+        ApiKeyCommand::List { owner, json } => {
+            let keys: Vec<ApiKeyInfo> = store
+                .list(&mut conn, &owner)
+                .await?
+                .into_iter()
+                .map(ApiKeyInfo::from)
+                .collect();
+            if json {
+                serde_json::to_writer(&mut *out, &keys)?;
+                writeln!(out)?;
+            } else {
+                for key in &keys {
+                    writeln!(
+                        out,
+                        "{}\tlabel={}\tprefix={}\tresources={}\tscopes={}\tcreated={}\texpires={}",
+                        key.id,
+                        key.label,
+                        key.prefix,
+                        key.resources.join(","),
+                        key.scopes.join(","),
+                        format_utc(key.created_at),
+                        key.expires_at.map_or("never".to_owned(), format_utc),
+                    )?;
+                }
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            if !store.revoke(&mut conn, &id).await? {
+                return Err(CliError::ApiKeyNotFound(id));
+            }
+            writeln!(out, "revoked api key {id}")?;
+        }
+        ApiKeyCommand::Regenerate { id, json } => {
+            let issued = store
+                .regenerate(&mut conn, &id)
+                .await?
+                .ok_or(CliError::ApiKeyNotFound(id))?;
+            write_issued(out, &issued, json)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_issued(out: &mut impl Write, issued: &IssuedApiKey, json: bool) -> Result<(), CliError> {
+    if json {
+        serde_json::to_writer(&mut *out, issued)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "id:        {}", issued.id)?;
+    writeln!(out, "key:       {}", issued.key)?;
+    writeln!(out, "owner:     {}", issued.owner)?;
+    writeln!(out, "label:     {}", issued.label)?;
+    writeln!(out, "resources: {}", issued.resources.join(" "))?;
+    writeln!(out, "scopes:    {}", issued.scopes.join(" "))?;
+    writeln!(
+        out,
+        "expires:   {}",
+        issued.expires_at.map_or("never".to_owned(), format_utc)
+    )?;
+    writeln!(
+        out,
+        "The key is stored only hashed and will not be shown again."
+    )?;
+    Ok(())
+}
+
+/// Seconds since the Unix epoch as an RFC 3339 UTC time (`2023-11-14T22:13:20Z`).
+fn format_utc(secs: u64) -> String {
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (hour, minute, second) = (rest / 3_600, rest % 3_600 / 60, rest % 60);
+    // Howard Hinnant's `civil_from_days`, for days since 1970-01-01 (never negative here).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30d"), Ok(30 * 86_400));
+        assert_eq!(parse_duration("12h"), Ok(12 * 3_600));
+        assert_eq!(parse_duration("90m"), Ok(5_400));
+        assert_eq!(parse_duration("45s"), Ok(45));
+        for bad in [
+            "",
+            "30",
+            "d",
+            "0d",
+            "1.5h",
+            "-1d",
+            "3w",
+            "1 d",
+            "10dd",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration(&format!("{}d", u64::MAX / 86_400 + 1)).is_err());
+    }
+
+    #[test]
+    fn utc_times() {
+        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(4_107_542_399), "2100-02-28T23:59:59Z");
+        assert_eq!(format_utc(253_402_300_799), "9999-12-31T23:59:59Z");
+    }
+}
