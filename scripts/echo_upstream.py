@@ -26,11 +26,14 @@ def make_handler(name):
                 "identity": identity,
                 "authorization_forwarded": "authorization" in {k.lower() for k in self.headers.keys()},
             }, indent=2).encode() + b"\n"
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            # One write for head and body: two small segments would let Nagle's algorithm hold the second until the
+            # client's delayed ACK, adding ~40 ms to responses proxied through Envoy.
+            head = (
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\n\r\n"
+            ).encode()
+            self.wfile.write(head + body)
+            self.wfile.flush()
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _answer
 

@@ -59,6 +59,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::warn!("the admin token is shorter than 32 characters: use a long random one");
     }
     let stopping = state.clone();
+    // Small responses (a long poll answered with a one-key delta) must leave at once: without TCP_NODELAY, Nagle's
+    // algorithm meets the peer's delayed ACK and adds ~40 ms to every change reaching a proxy.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
     axum::serve(listener, keymesh::app(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

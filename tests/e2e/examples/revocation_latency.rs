@@ -79,7 +79,9 @@ fn main() {
             resp.status,
             resp.body
         );
+        let mut polls = 0u32;
         loop {
+            polls += 1;
             if stack
                 .get(p.orders, "/x", &[("authorization", &auth)])
                 .status
@@ -93,6 +95,9 @@ fn main() {
             );
         }
         let done = Instant::now();
+        if std::env::var_os("KEYMESH_BENCH_TRACE").is_some() {
+            eprintln!("{id}: {polls} polls, {:?} after ack", done - acked);
+        }
         from_call.push(done - start);
         from_ack.push(done - acked);
     }

@@ -46,11 +46,50 @@ pub fn request(
         req.push_str(body);
     }
     stream.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let raw = read_response(&mut stream)?;
     parse(&raw).ok_or_else(|| {
         std::io::Error::other(format!("bad response: {}", String::from_utf8_lossy(&raw)))
     })
+}
+
+/// Reads one response, stopping at the end of its body rather than at EOF: Envoy waits up to its
+/// `delayed_close_timeout` (1 s) for the client to close first, so reading to EOF would add a second per request.
+fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = complete_length(&raw) {
+            raw.truncate(end);
+            return Ok(raw);
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The length of the whole response once `raw` holds all of it.
+fn complete_length(raw: &[u8]) -> Option<usize> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let header = |name: &str| {
+        head.split("\r\n").find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|v| v.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        })
+    };
+    if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        return (raw.len() >= split + len).then_some(split + len);
+    }
+    if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        let end = raw[split..].windows(5).position(|w| w == b"0\r\n\r\n")?;
+        return Some(split + end + 5);
+    }
+    let status = head.split(' ').nth(1).unwrap_or("");
+    (status == "204" || status == "304").then_some(split)
 }
 
 fn parse(raw: &[u8]) -> Option<Response> {

@@ -1,0 +1,239 @@
+//! What is measured: the Envoy variants, the credential workloads, and the interleaved order of the cells.
+//!
+//! Extension points: API-key comparisons add a `Variant::ApiKeyAuth` (native `api_key_auth`) plus a
+//! `Workload::ApiKey { .. }` and render them in `envoy.rs`; token-endpoint throughput is a different target (the
+//! sidecar, not Envoy) and gets its own subcommand next to `run`, reusing `wrk`, `process` and `report`.
+
+use keymesh_testkit::Alg;
+use serde::Serialize;
+use std::fmt;
+
+/// One Envoy configuration under test. Every variant runs on the same Envoy binary and the same upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Variant {
+    /// Only the router: the floor every filter is measured against.
+    None,
+    /// Envoy's native `jwt_authn`, no verified-token cache.
+    JwtAuthn,
+    /// Envoy's native `jwt_authn` with `jwt_cache_config`.
+    JwtAuthnCache,
+    /// The keymesh authn wasm filter (V8).
+    Keymesh,
+}
+
+impl Variant {
+    pub(crate) const ALL: [Variant; 4] = [
+        Variant::None,
+        Variant::JwtAuthn,
+        Variant::JwtAuthnCache,
+        Variant::Keymesh,
+    ];
+    /// The native filters keymesh is compared with, pair by pair.
+    pub(crate) const NATIVE: [Variant; 2] = [Variant::JwtAuthn, Variant::JwtAuthnCache];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Variant::None => "none",
+            Variant::JwtAuthn => "jwt_authn",
+            Variant::JwtAuthnCache => "jwt_authn_cache",
+            Variant::Keymesh => "keymesh",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// True when the variant checks tokens (so an invalid token must get 401).
+    pub(crate) fn authenticates(self) -> bool {
+        self != Variant::None
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which tokens a workload sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TokenCase {
+    /// One valid token on every request (what a verified-token cache helps with).
+    Cached,
+    /// A different valid token per request, cycling through a large pool (no cache can help).
+    Fresh,
+    /// A different invalid-signature token per request: the CPU an attacker costs per rejected request.
+    Invalid,
+}
+
+impl TokenCase {
+    pub(crate) const ALL: [TokenCase; 3] =
+        [TokenCase::Cached, TokenCase::Fresh, TokenCase::Invalid];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            TokenCase::Cached => "cached",
+            TokenCase::Fresh => "fresh",
+            TokenCase::Invalid => "invalid",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// What a correct filter answers.
+    pub(crate) fn expected_status(self) -> u16 {
+        match self {
+            TokenCase::Cached | TokenCase::Fresh => 200,
+            TokenCase::Invalid => 401,
+        }
+    }
+
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            TokenCase::Cached => "one token reused",
+            TokenCase::Fresh => "fresh valid token per request",
+            TokenCase::Invalid => "invalid signature per request",
+        }
+    }
+}
+
+/// The algorithms of the fixture, by the names used on the command line and in file names.
+pub(crate) const ALGS: [Alg; 3] = [Alg::EdDsa, Alg::Es256, Alg::Rs256];
+
+pub(crate) fn alg_slug(alg: Alg) -> &'static str {
+    match alg {
+        Alg::EdDsa => "eddsa",
+        Alg::Es256 => "es256",
+        Alg::Rs256 => "rs256",
+    }
+}
+
+pub(crate) fn parse_alg(s: &str) -> Option<Alg> {
+    ALGS.into_iter()
+        .find(|a| alg_slug(*a) == s.to_ascii_lowercase() || a.name() == s)
+}
+
+/// A credential workload: what wrk sends. API keys will be a second kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Workload {
+    pub(crate) alg: Alg,
+    pub(crate) case: TokenCase,
+}
+
+impl Workload {
+    /// The pool file (one token per line) this workload cycles through, relative to the prepared data dir.
+    pub(crate) fn pool_file(self) -> String {
+        format!("tokens/{}-{}.txt", alg_slug(self.alg), self.case.name())
+    }
+
+    pub(crate) fn label(self) -> String {
+        format!("{} {}", self.alg.name(), self.case.name())
+    }
+}
+
+/// One measurement: a variant under a workload, in one repetition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cell {
+    pub(crate) rep: usize,
+    pub(crate) variant: Variant,
+    pub(crate) workload: Workload,
+}
+
+/// True when `variant` is measured under `workload`: the unfiltered Envoy lets every token through, so it is
+/// only measured with valid single tokens (its floor does not depend on which token it forwards).
+pub(crate) fn applies(variant: Variant, workload: Workload) -> bool {
+    variant.authenticates() || workload.case == TokenCase::Cached
+}
+
+/// The order of every cell of every repetition. Each repetition rotates the workload order and, within each
+/// workload, the variant order, so that each variant takes each position and no variant always runs right after
+/// the same neighbour. The variants of one workload run back to back: the keymesh/native pairs of one repetition
+/// are measured seconds apart, under the same background load.
+pub(crate) fn schedule(reps: usize, variants: &[Variant], workloads: &[Workload]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for rep in 0..reps {
+        for workload in rotated(workloads, rep) {
+            let here: Vec<Variant> = variants
+                .iter()
+                .copied()
+                .filter(|v| applies(*v, workload))
+                .collect();
+            for variant in rotated(&here, rep) {
+                cells.push(Cell {
+                    rep,
+                    variant,
+                    workload,
+                });
+            }
+        }
+    }
+    cells
+}
+
+fn rotated<T: Copy>(items: &[T], by: usize) -> Vec<T> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let k = by % items.len();
+    items[k..].iter().chain(&items[..k]).copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workloads() -> Vec<Workload> {
+        ALGS.iter()
+            .flat_map(|&alg| TokenCase::ALL.map(|case| Workload { alg, case }))
+            .collect()
+    }
+
+    #[test]
+    fn schedule_covers_every_applicable_cell_once_per_rep() {
+        let cells = schedule(3, &Variant::ALL, &workloads());
+        // 3 filtering variants x 9 workloads + the unfiltered floor on the 3 cached workloads.
+        assert_eq!(cells.len(), 3 * (3 * 9 + 3));
+        for rep in 0..3 {
+            let mine: Vec<_> = cells.iter().filter(|c| c.rep == rep).collect();
+            assert_eq!(mine.len(), 30);
+            assert!(!mine
+                .iter()
+                .any(|c| c.variant == Variant::None && c.workload.case != TokenCase::Cached));
+        }
+    }
+
+    #[test]
+    fn each_rep_rotates_the_order() {
+        let w = workloads();
+        let cells = schedule(2, &Variant::ALL, &w);
+        let first: Vec<_> = cells.iter().filter(|c| c.rep == 0).collect();
+        let second: Vec<_> = cells.iter().filter(|c| c.rep == 1).collect();
+        assert_eq!(first[0].workload, w[0]);
+        assert_eq!(second[0].workload, w[1]);
+        // EdDSA cached runs none first in rep 0; in rep 1 (where it comes last) it starts one variant later.
+        assert_eq!(first[0].variant, Variant::None);
+        let last = second
+            .iter()
+            .filter(|c| c.workload == w[0])
+            .collect::<Vec<_>>();
+        assert_eq!(last[0].variant, Variant::JwtAuthn);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for v in Variant::ALL {
+            assert_eq!(Variant::parse(v.name()), Some(v));
+        }
+        for c in TokenCase::ALL {
+            assert_eq!(TokenCase::parse(c.name()), Some(c));
+        }
+        assert_eq!(parse_alg("RS256"), Some(Alg::Rs256));
+        assert_eq!(parse_alg("eddsa"), Some(Alg::EdDsa));
+        assert_eq!(parse_alg("hs256"), None);
+    }
+}

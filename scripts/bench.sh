@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# keymesh benchmark: keymesh authn vs Envoy's native jwt_authn (with and without jwt_cache_config) and no filter,
+# on the same Envoy binary, the same upstream and the same tokens, measured with wrk, in one interleaved run.
+#   scripts/bench.sh                 full run (about 11 min): 20000-token pools, 5 s cells after 1 s warm-up, 3 reps
+#   scripts/bench.sh --quick         smoke run (about 2 min): 2000-token pools, 1 s cells, no per-cell warm-up, 2 reps
+#   scripts/bench.sh [--quick] ARGS  ARGS go to `keymesh-bench run`, e.g. --pin, --reps 5, --concurrency 2
+# Results: bench/results/latest.md (also printed) and bench/results/latest.json; configs and logs in
+# $CARGO_TARGET_DIR/bench-data/run. Every process started here is stopped on exit, Ctrl-C included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m[bench]\033[0m %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+command_line="scripts/bench.sh${*:+ $*}"
+quick=0
+run_args=()
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) run_args+=("$arg") ;;
+  esac
+done
+
+if [ "$quick" = 1 ]; then
+  pool=2000
+  run_args=(--duration 1 --cell-warmup 0 --warmup 3 --reps 2 "${run_args[@]}")
+else
+  pool="${KEYMESH_BENCH_POOL:-20000}"
+fi
+
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+data="$target/bench-data"
+work="$data/run"
+bin="$target/release/keymesh-bench"
+pidfile="$work/pids"
+
+bench_pid=""
+cleanup() {
+  trap - EXIT INT TERM
+  if [ -n "$bench_pid" ] && kill -0 "$bench_pid" 2>/dev/null; then
+    kill -TERM "$bench_pid" 2>/dev/null || true
+    wait "$bench_pid" 2>/dev/null || true
+  fi
+  # keymesh-bench lists each child it has running (each in its own process group): stop what it left behind.
+  if [ -s "$pidfile" ]; then
+    while read -r pid name; do
+      if kill -0 "$pid" 2>/dev/null; then
+        log "stopping $name ($pid)"
+        kill -TERM -- "-$pid" 2>/dev/null || true
+      fi
+    done <"$pidfile"
+    sleep 1
+    while read -r pid _; do kill -KILL -- "-$pid" 2>/dev/null || true; done <"$pidfile"
+    : >"$pidfile"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+scripts/setup.sh
+if ! command -v wrk >/dev/null 2>&1; then
+  log "installing Debian's wrk"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
+fi
+
+log "building the filter (wasm32-wasip1, release) and keymesh-bench (release)"
+cargo build -q --release --target wasm32-wasip1 -p keymesh-authn
+cargo build -q --release -p keymesh-bench
+
+# Token pools are slow to sign (RS256): reuse them unless the size changed, the binary is newer, or they are a
+# week old (they are valid for 30 days).
+manifest="$data/manifest.json"
+if [ ! -f "$manifest" ] || ! grep -q "\"pool\": $pool," "$manifest" || [ "$bin" -nt "$manifest" ] \
+   || [ -n "$(find "$manifest" -mtime +7)" ]; then
+  log "preparing token pools ($pool per algorithm)"
+  "$bin" prepare --out "$data" --pool "$pool"
+fi
+
+mkdir -p "$work"
+log "running: keymesh-bench run ${run_args[*]}"
+"$bin" run --data "$data" --work "$work" --out bench/results \
+  --envoy "$PWD/.venv/bin/envoy" --wasm "$target/wasm32-wasip1/release/keymesh_authn.wasm" \
+  --command "$command_line" "${run_args[@]}" &
+bench_pid=$!
+wait "$bench_pid"
+bench_pid=""
