@@ -44,10 +44,14 @@ impl Context for AuthnHttp {}
 
 impl HttpContext for AuthnHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        // Identity headers from the client are never passed on, whatever the verdict.
+        let headers = host::request_headers();
+        // Identity headers from the client are never passed on, whatever the verdict. Only headers that are there
+        // are removed: a host call per absent header would cost every request.
         for name in IDENTITY_HEADERS {
-            if let Err(status) = host::remove_request_header(name) {
-                log::error!("cannot remove `{name}`: {status:?}");
+            if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                if let Err(status) = host::remove_request_header(name) {
+                    log::error!("cannot remove `{name}`: {status:?}");
+                }
             }
         }
         let Some(shared) = self.shared.clone() else {
@@ -55,7 +59,6 @@ impl HttpContext for AuthnHttp {
             let _ = host::send_response(500, &[], "keymesh filter is not configured");
             return Action::Pause;
         };
-        let headers = host::request_headers();
         let path = headers
             .iter()
             .find(|(n, _)| n == ":path")
@@ -80,6 +83,7 @@ impl HttpContext for AuthnHttp {
             keys: keys.as_deref(),
             age_secs: shared.store.age_ms(now_ms) / 1000,
             directory: &shared.store,
+            cache: Some(&shared.tokens),
         };
         match authorize(&shared.config, &request, &material, now) {
             Verdict::Allow(identity) => {

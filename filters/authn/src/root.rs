@@ -7,7 +7,7 @@ use crate::http::AuthnHttp;
 use crate::metrics::Metrics;
 use crate::store::{Applied, BundleStore};
 use keymesh_core::bundle::{etag, BundleDto};
-use keymesh_core::{FilterConfig, KeySet};
+use keymesh_core::{FilterConfig, KeySet, TokenCache};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::rc::Rc;
@@ -19,6 +19,8 @@ pub(crate) struct Shared {
     pub(crate) config: FilterConfig,
     pub(crate) store: BundleStore,
     pub(crate) metrics: Metrics,
+    /// This worker's verified-token cache (per VM: workers are separate V8 isolates).
+    pub(crate) tokens: TokenCache,
 }
 
 /// The root context of one plugin instance on one worker.
@@ -225,10 +227,12 @@ impl RootContext for AuthnRoot {
         let store = BundleStore::new(&config.sidecar.cluster, &config.sidecar.path);
         self.owner = store.register_root();
         self.proxy_id = host::node_id().unwrap_or_else(|| "unknown".into());
+        let tokens = TokenCache::new(config.token_cache_size);
         self.shared = Some(Rc::new(Shared {
             config,
             store,
             metrics: Metrics::define(),
+            tokens,
         }));
         self.in_flight = None;
         self.starting = true;

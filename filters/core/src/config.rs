@@ -25,6 +25,8 @@ struct ConfigDto {
     forward_token: bool,
     #[serde(default = "default_api_key_header")]
     api_key_header: Option<String>,
+    #[serde(default = "default_token_cache_size")]
+    token_cache_size: usize,
     routes: Vec<RouteDto>,
 }
 
@@ -94,6 +96,9 @@ impl CredentialMode {
 
 fn default_api_key_header() -> Option<String> {
     Some("x-api-key".into())
+}
+fn default_token_cache_size() -> usize {
+    4096
 }
 fn default_max_age_secs() -> u64 {
     600
@@ -196,6 +201,8 @@ pub struct FilterConfig {
     pub forward_token: bool,
     /// Header that may carry an API key besides `Authorization: apikey`; `None` disables it.
     pub api_key_header: Option<String>,
+    /// How many verified tokens each worker remembers (0: verify every request).
+    pub token_cache_size: usize,
     /// Route rules, in order.
     pub routes: Vec<Route>,
 }
@@ -310,6 +317,11 @@ impl TryFrom<ConfigDto> for FilterConfig {
             }
         }
         require(
+            dto.token_cache_size <= 1_000_000,
+            "token_cache_size",
+            "must be at most 1000000",
+        )?;
+        require(
             !dto.routes.is_empty(),
             "routes",
             "must have at least one rule",
@@ -360,6 +372,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
             trusted_issuers: dto.trusted_issuers,
             forward_token: dto.forward_token,
             api_key_header: dto.api_key_header,
+            token_cache_size: dto.token_cache_size,
             routes: dto
                 .routes
                 .into_iter()

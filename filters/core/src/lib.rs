@@ -17,6 +17,7 @@ pub mod jws;
 pub mod keyset;
 pub mod policy;
 mod strict_json;
+pub mod token_cache;
 pub mod verdict;
 
 pub use config::FilterConfig;
@@ -24,4 +25,5 @@ pub use error::{ConfigError, KeyError, TokenError};
 pub use extract::{Credential, RequestParts};
 pub use keyset::KeySet;
 pub use policy::{authorize, Directory, EmptyDirectory, KeyMaterial};
+pub use token_cache::TokenCache;
 pub use verdict::{Denial, DenyReason, Identity, Verdict};

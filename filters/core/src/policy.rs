@@ -7,7 +7,9 @@ use crate::error::TokenError;
 use crate::extract::{credential, Credential, RequestParts};
 use crate::jws;
 use crate::keyset::KeySet;
+use crate::token_cache::{Cached, TokenCache};
 use crate::verdict::{Denial, Identity, Verdict};
+use std::rc::Rc;
 
 /// What the adapter looks up per request, from wherever it keeps key material (Envoy shared data in the filter).
 pub trait Directory {
@@ -39,6 +41,8 @@ pub struct KeyMaterial<'a> {
     pub age_secs: u64,
     /// API keys and revocations.
     pub directory: &'a dyn Directory,
+    /// This worker's cache of signature verdicts, if caching is on.
+    pub cache: Option<&'a TokenCache>,
 }
 
 /// Decides one request; `now` is seconds since the epoch.
@@ -85,7 +89,7 @@ pub fn authorize(
         Credential::ApiKey(_) if !route.credential.accepts_api_key() => {
             not_accepted(route.credential)
         }
-        Credential::Bearer(token) => authorize_token(config, route, token, keys, directory, now),
+        Credential::Bearer(token) => authorize_token(config, route, token, keys, material, now),
         Credential::ApiKey(key) => authorize_api_key(route, key, directory, realm, now),
     }
 }
@@ -95,24 +99,23 @@ fn authorize_token(
     route: &Route,
     token: &str,
     keys: &KeySet,
-    directory: &dyn Directory,
+    material: &KeyMaterial<'_>,
     now: i64,
 ) -> Verdict {
     let realm = &config.realm;
-    let claims = match verify_jwt(
-        token,
-        keys,
-        config.trusted_issuers.as_deref(),
-        config.leeway_secs,
-        now,
-    ) {
+    let trusted = config.trusted_issuers.as_deref();
+    let verified = match material.cache {
+        Some(cache) => verify_jwt_cached(token, keys, trusted, config.leeway_secs, now, cache),
+        None => verify_jwt(token, keys, trusted, config.leeway_secs, now).map(Rc::new),
+    };
+    let claims = match verified {
         Ok(claims) => claims,
         Err(e) => return Verdict::Deny(Denial::token(e, realm)),
     };
     if claims
         .token_id
         .as_deref()
-        .is_some_and(|jti| directory.is_revoked(jti))
+        .is_some_and(|jti| material.directory.is_revoked(jti))
     {
         return Verdict::Deny(Denial::token(TokenError::Revoked, realm));
     }
@@ -130,10 +133,10 @@ fn authorize_token(
         ));
     }
     Verdict::Allow(Identity {
-        subject: claims.subject,
-        client_id: claims.client_id,
-        scopes: claims.scopes,
-        issuer: Some(claims.issuer),
+        subject: claims.subject.clone(),
+        client_id: claims.client_id.clone(),
+        scopes: claims.scopes.clone(),
+        issuer: Some(claims.issuer.clone()),
         credential: "jwt",
     })
 }
@@ -192,6 +195,47 @@ pub fn verify_jwt(
     leeway_secs: i64,
     now: i64,
 ) -> Result<AccessClaims, TokenError> {
+    let claims = verify_signed_claims(token, keys, trusted_issuers)?;
+    claims.check_time(now, leeway_secs)?;
+    Ok(claims)
+}
+
+/// [`verify_jwt`] through a cache of signature verdicts: the time-independent part is cached per key set
+/// version, `exp`/`nbf` are checked on every call.
+pub fn verify_jwt_cached(
+    token: &str,
+    keys: &KeySet,
+    trusted_issuers: Option<&[String]>,
+    leeway_secs: i64,
+    now: i64,
+    cache: &TokenCache,
+) -> Result<Rc<AccessClaims>, TokenError> {
+    let claims = match cache.get(token, keys.version()) {
+        Some(Cached::Valid(claims)) => claims,
+        Some(Cached::Invalid(e)) => return Err(e),
+        None => match verify_signed_claims(token, keys, trusted_issuers) {
+            Ok(claims) => {
+                let claims = Rc::new(claims);
+                cache.insert(token, keys.version(), Cached::Valid(claims.clone()));
+                claims
+            }
+            Err(e) => {
+                cache.insert(token, keys.version(), Cached::Invalid(e.clone()));
+                return Err(e);
+            }
+        },
+    };
+    claims.check_time(now, leeway_secs)?;
+    Ok(claims)
+}
+
+/// Everything about a token that does not depend on the time: signature by the key its `kid` names, `iss` equal
+/// to that key's issuer (and trusted), claims well formed and forwardable.
+fn verify_signed_claims(
+    token: &str,
+    keys: &KeySet,
+    trusted_issuers: Option<&[String]>,
+) -> Result<AccessClaims, TokenError> {
     let verified = jws::verify(token, keys)?;
     let claims = AccessClaims::parse(&verified.payload)?;
     if claims.issuer != verified.issuer {
@@ -202,7 +246,6 @@ pub fn verify_jwt(
             return Err(TokenError::WrongIssuer);
         }
     }
-    claims.check_time(now, leeway_secs)?;
     if !header_safe(&claims.subject) {
         return Err(TokenError::UnforwardableClaim("sub"));
     }

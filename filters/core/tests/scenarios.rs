@@ -4,7 +4,8 @@
 
 use keymesh_core::bundle::{ApiKeyDto, BundleDto};
 use keymesh_core::{
-    authorize, Directory, EmptyDirectory, FilterConfig, KeyMaterial, KeySet, RequestParts, Verdict,
+    authorize, Directory, EmptyDirectory, FilterConfig, KeyMaterial, KeySet, RequestParts,
+    TokenCache, Verdict,
 };
 use keymesh_testkit::{fixture, scenarios, NOW, SCENARIO_CONFIG};
 use std::collections::{HashMap, HashSet};
@@ -35,6 +36,7 @@ fn material<'a>(keys: Option<&'a KeySet>, directory: &'a dyn Directory) -> KeyMa
         keys,
         age_secs: 0,
         directory,
+        cache: None,
     }
 }
 
@@ -61,43 +63,65 @@ fn scenario_table_natively() {
     let table = scenarios();
     assert!(table.len() >= 40, "table has {} scenarios", table.len());
     let mut failures = Vec::new();
-    for s in &table {
-        let req = RequestParts {
-            path: s.path,
-            authorization: s.authorization.iter().map(String::as_str).collect(),
-            api_key: s.x_api_key.iter().map(String::as_str).collect(),
-        };
-        match authorize(&config, &req, &material(Some(&keys), &directory), NOW) {
-            Verdict::Allow(identity) => {
-                if s.status != 200 {
-                    failures.push(format!("{}: allowed, expected {}", s.name, s.status));
-                } else if Some(identity.subject.as_str()) != s.subject {
-                    failures.push(format!("{}: subject {}", s.name, identity.subject));
+    // Three passes: without a cache, then twice through one cache (the second pass is all hits). Every answer
+    // must be the same.
+    let cache = TokenCache::new(1024);
+    let passes: [(&str, Option<&TokenCache>); 3] = [
+        ("uncached", None),
+        ("cold cache", Some(&cache)),
+        ("warm cache", Some(&cache)),
+    ];
+    for (pass, cache) in passes {
+        for s in &table {
+            let req = RequestParts {
+                path: s.path,
+                authorization: s.authorization.iter().map(String::as_str).collect(),
+                api_key: s.x_api_key.iter().map(String::as_str).collect(),
+            };
+            let material = KeyMaterial {
+                cache,
+                ..material(Some(&keys), &directory)
+            };
+            match authorize(&config, &req, &material, NOW) {
+                Verdict::Allow(identity) => {
+                    if s.status != 200 {
+                        failures.push(format!(
+                            "{pass}: {}: allowed, expected {}",
+                            s.name, s.status
+                        ));
+                    } else if Some(identity.subject.as_str()) != s.subject {
+                        failures.push(format!("{pass}: {}: subject {}", s.name, identity.subject));
+                    }
                 }
-            }
-            Verdict::Deny(d) => {
-                let challenge = d
-                    .headers
-                    .iter()
-                    .find(|(n, _)| *n == "www-authenticate")
-                    .map(|(_, v)| v.as_str());
-                let error = challenge.and_then(challenge_error);
-                if d.status != s.status || error != s.error {
-                    failures.push(format!(
-                        "{}: got {} {:?} ({:?}), expected {} {:?}",
-                        s.name, d.status, error, d.reason, s.status, s.error
-                    ));
-                }
-                let expected = format!("{} realm=\"keymesh\"", s.scheme);
-                if d.status == 401 && !challenge.is_some_and(|c| c.starts_with(&expected)) {
-                    failures.push(format!(
-                        "{}: 401 challenge {challenge:?}, expected {expected}",
-                        s.name
-                    ));
+                Verdict::Deny(d) => {
+                    let challenge = d
+                        .headers
+                        .iter()
+                        .find(|(n, _)| *n == "www-authenticate")
+                        .map(|(_, v)| v.as_str());
+                    let error = challenge.and_then(challenge_error);
+                    if d.status != s.status || error != s.error {
+                        failures.push(format!(
+                            "{pass}: {}: got {} {:?} ({:?}), expected {} {:?}",
+                            s.name, d.status, error, d.reason, s.status, s.error
+                        ));
+                    }
+                    let expected = format!("{} realm=\"keymesh\"", s.scheme);
+                    if d.status == 401 && !challenge.is_some_and(|c| c.starts_with(&expected)) {
+                        failures.push(format!(
+                            "{pass}: {}: 401 challenge {challenge:?}, expected {expected}",
+                            s.name
+                        ));
+                    }
                 }
             }
         }
     }
+    assert!(
+        cache.len() > 20,
+        "the cache was not used: {} entries",
+        cache.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} scenarios failed:\n{}",
@@ -216,6 +240,7 @@ fn stale_key_material_fails_closed_unless_the_route_keeps_the_last_keys() {
             keys: Some(&keys),
             age_secs,
             directory: &EmptyDirectory,
+            cache: None,
         };
         match authorize(&config, &req, &material, NOW) {
             Verdict::Allow(_) => (200, String::new()),
@@ -227,4 +252,86 @@ fn stale_key_material_fails_closed_unless_the_route_keeps_the_last_keys() {
     assert_eq!(status, 503);
     assert!(body.contains("stale") && body.contains("61 s"), "{body}");
     assert_eq!(decide("/lenient", 3600).0, 200);
+}
+
+#[test]
+fn the_token_cache_never_outlives_what_it_cached() {
+    let config = FilterConfig::parse(SCENARIO_CONFIG.as_bytes()).unwrap();
+    let fx = fixture();
+    let (v1, _) = KeySet::parse_bundle(fx.bundle(1).as_bytes()).unwrap();
+    let claims = keymesh_testkit::claims(&["https://orders.local"], "orders:read");
+    let es = format!("Bearer {}", fx.token(keymesh_testkit::Alg::Es256, &claims));
+    let cache = TokenCache::new(16);
+    let decide = |keys: &KeySet, directory: &dyn Directory, now: i64| {
+        let req = RequestParts {
+            path: "/orders/1",
+            authorization: vec![&es],
+            api_key: vec![],
+        };
+        let material = KeyMaterial {
+            keys: Some(keys),
+            age_secs: 0,
+            directory,
+            cache: Some(&cache),
+        };
+        match authorize(&config, &req, &material, now) {
+            Verdict::Allow(_) => 200,
+            Verdict::Deny(d) => d.status,
+        }
+    };
+    assert_eq!(decide(&v1, &EmptyDirectory, NOW), 200);
+    assert_eq!(cache.len(), 1);
+    // Time is checked on every hit: the cached token expires like any other.
+    assert_eq!(decide(&v1, &EmptyDirectory, NOW + 3600), 401);
+    // Revocation is checked on every hit.
+    let revoking = Revoking("jti-1");
+    assert_eq!(decide(&v1, &revoking, NOW), 401);
+    // A new key set (here: the ES256 key retired) empties the cache: the token no longer verifies.
+    let only_ed = serde_json::json!({"version": 2, "issuers": [{"issuer": keymesh_testkit::ISSUER,
+        "jwks": {"keys": [fx.public_jwk(keymesh_testkit::Alg::EdDsa)]}}]});
+    let (v2, _) = KeySet::parse_bundle(only_ed.to_string().as_bytes()).unwrap();
+    assert_eq!(decide(&v2, &EmptyDirectory, NOW), 401);
+}
+
+#[test]
+fn failed_signatures_are_remembered() {
+    let config = FilterConfig::parse(SCENARIO_CONFIG.as_bytes()).unwrap();
+    let (keys, _) = KeySet::parse_bundle(fixture().bundle(1).as_bytes()).unwrap();
+    let claims = keymesh_testkit::claims(&["https://orders.local"], "orders:read");
+    let bad =
+        keymesh_testkit::tamper_signature(&fixture().token(keymesh_testkit::Alg::Rs256, &claims));
+    let auth = format!("Bearer {bad}");
+    let cache = TokenCache::new(16);
+    for _ in 0..3 {
+        let req = RequestParts {
+            path: "/orders/1",
+            authorization: vec![&auth],
+            api_key: vec![],
+        };
+        let material = KeyMaterial {
+            keys: Some(&keys),
+            age_secs: 0,
+            directory: &EmptyDirectory,
+            cache: Some(&cache),
+        };
+        let Verdict::Deny(d) = authorize(&config, &req, &material, NOW) else {
+            panic!("allowed a bad signature")
+        };
+        assert_eq!(
+            d.reason,
+            keymesh_core::DenyReason::Token(keymesh_core::TokenError::BadSignature)
+        );
+    }
+    assert_eq!(cache.len(), 1, "the failed token was not remembered");
+}
+
+struct Revoking(&'static str);
+
+impl Directory for Revoking {
+    fn api_key(&self, _: &str) -> Option<ApiKeyDto> {
+        None
+    }
+    fn is_revoked(&self, jti: &str) -> bool {
+        jti == self.0
+    }
 }
