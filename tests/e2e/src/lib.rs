@@ -14,7 +14,7 @@ mod stack;
 
 pub use http::{request, Response};
 pub use process::{free_port, Process};
-pub use stack::{Stack, StackPorts, ADMIN_TOKEN};
+pub use stack::{EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -24,6 +24,14 @@ pub struct StackPorts {
     pub admin: u16,
 }
 
+/// The listeners of one Envoy of the mesh.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyPorts {
+    pub orders: u16,
+    pub payments: u16,
+    pub admin: u16,
+}
+
 /// A running stack.
 pub struct Stack {
     pub ports: StackPorts,
@@ -99,6 +107,11 @@ impl Stack {
 
     /// Starts both echo upstreams and Envoy, and waits for Envoy's `/ready` (not for key material).
     pub fn start_mesh(&mut self) {
+        self.start_mesh_with(&[]);
+    }
+
+    /// [`Stack::start_mesh`] with textual edits applied to `envoy/demo.yaml` (e.g. filter settings).
+    pub fn start_mesh_with(&mut self, edits: &[(&str, &str)]) {
         let p = self.ports;
         for (name, port) in [
             ("orders", p.orders_upstream),
@@ -110,15 +123,40 @@ impl Stack {
                 .arg(name);
             self.spawn(&format!("{name}-upstream"), cmd);
         }
-        let config = self.render_demo_config();
+        let ports = EnvoyPorts {
+            orders: p.orders,
+            payments: p.payments,
+            admin: p.admin,
+        };
+        self.start_envoy("envoy", ports, edits);
+    }
+
+    /// Starts one more Envoy (another proxy of the same mesh: same sidecar, same upstreams) on fresh ports.
+    pub fn start_extra_envoy(&mut self, name: &str, edits: &[(&str, &str)]) -> EnvoyPorts {
+        let ports = EnvoyPorts {
+            orders: free_port(),
+            payments: free_port(),
+            admin: free_port(),
+        };
+        self.start_envoy(name, ports, edits);
+        ports
+    }
+
+    fn start_envoy(&mut self, name: &str, ports: EnvoyPorts, edits: &[(&str, &str)]) {
+        let config = self.render_demo_config(name, ports, edits);
         let mut envoy = Command::new(envoy_bin());
         envoy
             .arg("-c")
             .arg(&config)
             .args(["--concurrency", "2", "--disable-hot-restart"]);
-        self.spawn("envoy", envoy);
-        wait_for("Envoy /ready", Duration::from_secs(30), || {
-            (request("GET", p.admin, "/ready", &[], None).ok()?.status == 200).then_some(())
+        envoy.args(["--service-node", name, "--service-cluster", "keymesh-e2e"]);
+        self.spawn(name, envoy);
+        wait_for(&format!("{name} /ready"), Duration::from_secs(30), || {
+            (request("GET", ports.admin, "/ready", &[], None)
+                .ok()?
+                .status
+                == 200)
+                .then_some(())
         });
     }
 
@@ -147,17 +185,22 @@ impl Stack {
         ]
     }
 
-    /// `envoy/demo.yaml` with this stack's ports and the freshly built module.
-    pub fn render_demo_config(&self) -> PathBuf {
+    /// `envoy/demo.yaml` with this stack's ports, the freshly built module and `edits` applied.
+    pub fn render_demo_config(
+        &self,
+        name: &str,
+        envoy: EnvoyPorts,
+        edits: &[(&str, &str)],
+    ) -> PathBuf {
         let p = self.ports;
         let mut yaml = std::fs::read_to_string(workspace().join("envoy/demo.yaml")).unwrap();
         for (from, to) in [
-            (10001, p.orders),
-            (10002, p.payments),
+            (10001, envoy.orders),
+            (10002, envoy.payments),
             (8080, p.sidecar),
             (9001, p.orders_upstream),
             (9002, p.payments_upstream),
-            (9901, p.admin),
+            (9901, envoy.admin),
         ] {
             let needle = format!("port_value: {from} ");
             assert!(
@@ -170,7 +213,14 @@ impl Stack {
             "target/wasm32-wasip1/release/keymesh_authn.wasm",
             &authn_wasm().display().to_string(),
         );
-        let path = self.dir.path().join("envoy.yaml");
+        for (from, to) in edits {
+            assert!(
+                yaml.contains(from),
+                "envoy/demo.yaml has no `{from}` to edit"
+            );
+            yaml = yaml.replace(from, to);
+        }
+        let path = self.dir.path().join(format!("{name}.yaml"));
         std::fs::write(&path, yaml).unwrap();
         path
     }
