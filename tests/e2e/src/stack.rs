@@ -67,20 +67,19 @@ impl Stack {
         stack
     }
 
-    /// Starts Redis and waits for PING.
+    /// Starts Redis (no persistence) and waits for PING.
     pub fn start_redis(&mut self) {
+        self.start_redis_with(&["--save", "", "--appendonly", "no"]);
+    }
+
+    /// Starts Redis with extra arguments (e.g. persistence) in this stack's directory, and waits for PING. Calling
+    /// it again after stopping Redis restarts it on the same port with the same data directory.
+    pub fn start_redis_with(&mut self, extra: &[&str]) {
         let port = self.ports.redis;
         let mut redis = Command::new("redis-server");
-        redis.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
+        redis
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra);
         redis.arg("--dir").arg(self.dir.path());
         self.spawn("redis", redis);
         wait_for("redis", Duration::from_secs(10), || {
@@ -308,7 +307,8 @@ impl Stack {
 
     /// The process named `name`.
     pub fn process(&mut self, name: &str) -> &mut Process {
-        self.processes.iter_mut().find(|p| p.name == name).unwrap()
+        // The latest one: a restarted process is started again under the same name.
+        self.processes.iter_mut().rev().find(|p| p.name == name).unwrap()
     }
 
     /// Pids of every process started, for leak checks.
