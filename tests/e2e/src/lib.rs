@@ -43,12 +43,18 @@ fn cargo(args: &[&str]) {
     assert!(status.success(), "cargo {} failed", args.join(" "));
 }
 
-/// The sidecar binary, freshly built (once per test binary).
+/// The sidecar binary, freshly built (once per test binary). Tests use a debug build; benchmarks (examples run
+/// with `--release`) get a release build, so their figures are not those of unoptimised code.
 pub fn sidecar_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        cargo(&["build", "-q", "-p", "keymesh"]);
-        target_dir().join("debug/keymesh")
+        if cfg!(debug_assertions) {
+            cargo(&["build", "-q", "-p", "keymesh"]);
+            target_dir().join("debug/keymesh")
+        } else {
+            cargo(&["build", "-q", "--release", "-p", "keymesh"]);
+            target_dir().join("release/keymesh")
+        }
     })
 }
 
