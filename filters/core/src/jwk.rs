@@ -5,6 +5,8 @@
 //! what makes HS256-with-the-public-key confusion impossible.
 
 use crate::error::KeyError;
+use crate::es256_verify::Es256Verifier;
+use crate::rsa_verify::RsaVerifier;
 use jwt_compact::jwk::JsonWebKey;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -42,10 +44,10 @@ impl fmt::Display for Algorithm {
 pub enum PublicKey {
     /// An Ed25519 public key.
     EdDsa(ed25519_dalek::VerifyingKey),
-    /// A P-256 public key.
-    Es256(p256::ecdsa::VerifyingKey),
-    /// An RSA public key of an accepted size.
-    Rs256(rsa::RsaPublicKey),
+    /// A P-256 public key, prepared for verification.
+    Es256(Es256Verifier),
+    /// An RSA public key of an accepted size, prepared for verification.
+    Rs256(RsaVerifier),
 }
 
 impl fmt::Debug for PublicKey {
@@ -75,24 +77,8 @@ impl PublicKey {
                 )
                 .is_ok_and(|sig| alg.verify_signature(&sig, key, message))
             }
-            Self::Es256(key) => {
-                let alg = jwt_compact::alg::Es256;
-                <jwt_compact::alg::Es256 as jwt_compact::Algorithm>::Signature::try_from_slice(
-                    signature,
-                )
-                .is_ok_and(|sig| alg.verify_signature(&sig, key, message))
-            }
-            Self::Rs256(key) => {
-                // PKCS#1 v1.5 signatures are exactly the modulus length; anything else is not a signature.
-                if signature.len() != rsa::traits::PublicKeyParts::size(key) {
-                    return false;
-                }
-                let alg = jwt_compact::alg::Rsa::rs256();
-                <jwt_compact::alg::Rsa as jwt_compact::Algorithm>::Signature::try_from_slice(
-                    signature,
-                )
-                .is_ok_and(|sig| alg.verify_signature(&sig, key, message))
-            }
+            Self::Es256(key) => key.verify(message, signature),
+            Self::Rs256(key) => key.verify_pkcs1v15_sha256(message, signature),
         }
     }
 }
@@ -168,14 +154,16 @@ pub fn parse_jwk(jwk: &Map<String, Value>) -> Result<KeyEntry, KeyError> {
         Algorithm::EdDsa => PublicKey::EdDsa(
             ed25519_dalek::VerifyingKey::try_from(&parsed).map_err(|e| invalid(e.to_string()))?,
         ),
-        Algorithm::Es256 => PublicKey::Es256(
-            p256::ecdsa::VerifyingKey::try_from(&parsed).map_err(|e| invalid(e.to_string()))?,
-        ),
+        Algorithm::Es256 => PublicKey::Es256(Es256Verifier::new(
+            &p256::ecdsa::VerifyingKey::try_from(&parsed).map_err(|e| invalid(e.to_string()))?,
+        )),
         Algorithm::Rs256 => {
             let key = rsa::RsaPublicKey::try_from(&parsed).map_err(|e| invalid(e.to_string()))?;
             let strong = jwt_compact::alg::StrongKey::try_from(key)
                 .map_err(|_| invalid("RSA modulus must be 2048, 3072 or 4096 bits".into()))?;
-            PublicKey::Rs256(strong.into_inner())
+            PublicKey::Rs256(
+                RsaVerifier::new(&strong.into_inner()).map_err(|e| invalid(e.to_string()))?,
+            )
         }
     };
     Ok(KeyEntry { kid, key })
