@@ -1,15 +1,15 @@
 //! The mirror's bounded in-memory change log, from which bundle deltas are folded.
 //!
-//! It holds the API key changes of the last [`crate::changes::CHANGE_LOG_LEN`] versions, one entry per version
-//! (signing-key changes are entries without API key changes, so versions stay contiguous). Entries are shared
+//! It holds the API key changes and token revocations of the last [`crate::changes::CHANGE_LOG_LEN`] versions, one
+//! entry per version (signing-key changes are entries without either, so versions stay contiguous). Entries are shared
 //! between consecutive snapshots through `Arc`, so a new snapshot copies pointers, not entries.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use keymesh_core::bundle::ApiKeyDto;
+use keymesh_core::bundle::{ApiKeyDto, RevokedTokenDto};
 
-/// The API key changes of one version.
+/// The API key changes and token revocations of one version.
 #[derive(Debug, Default)]
 pub struct LoggedChange {
     /// The version the change produced.
@@ -18,6 +18,8 @@ pub struct LoggedChange {
     pub put: Vec<Arc<ApiKeyDto>>,
     /// Hashes that stopped working.
     pub delete: Vec<Arc<str>>,
+    /// Access tokens revoked.
+    pub revoked: Vec<Arc<RevokedTokenDto>>,
 }
 
 /// The changes after version `floor`, contiguous, at most `capacity` of them.
@@ -29,13 +31,15 @@ pub struct ChangeLog {
 }
 
 /// The changes between two versions, folded: each hash appears at most once, in `put` if it exists at the later
-/// version and in `delete` if it does not. Both lists are sorted by hash.
+/// version and in `delete` if it does not. Both lists are sorted by hash; `revoked` is sorted by `jti`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Delta<'a> {
     /// Entries to add or replace.
     pub put: Vec<&'a ApiKeyDto>,
     /// Hashes to remove.
     pub delete: Vec<&'a str>,
+    /// Access tokens revoked in the window.
+    pub revoked: Vec<&'a RevokedTokenDto>,
 }
 
 impl ChangeLog {
@@ -85,7 +89,11 @@ impl ChangeLog {
         let end = usize::try_from(upto - self.floor).ok()?;
         let mut put: BTreeMap<&str, &ApiKeyDto> = BTreeMap::new();
         let mut delete: BTreeSet<&str> = BTreeSet::new();
+        let mut revoked: BTreeMap<&str, &RevokedTokenDto> = BTreeMap::new();
         for change in self.entries.range(start..end) {
+            for token in &change.revoked {
+                revoked.insert(&token.jti, token);
+            }
             for hash in &change.delete {
                 put.remove(&**hash);
                 delete.insert(hash);
@@ -98,6 +106,7 @@ impl ChangeLog {
         Some(Delta {
             put: put.into_values().collect(),
             delete: delete.into_iter().collect(),
+            revoked: revoked.into_values().collect(),
         })
     }
 }
@@ -123,6 +132,7 @@ mod tests {
             version,
             put: put.iter().map(|(h, id)| dto(h, id)).collect(),
             delete: delete.iter().map(|h| Arc::from(*h)).collect(),
+            revoked: vec![],
         })
     }
 
@@ -174,6 +184,36 @@ mod tests {
         assert_eq!(log.fold(5, 9), None);
         assert!(log.fold(6, 9).is_some());
         assert_eq!(log.fold(9, 8), None);
+    }
+
+    #[test]
+    fn revocations_in_the_window_are_folded_by_jti() {
+        let revoke = |version: u64, jtis: &[&str]| {
+            Arc::new(LoggedChange {
+                version,
+                revoked: jtis
+                    .iter()
+                    .map(|jti| {
+                        Arc::new(RevokedTokenDto {
+                            jti: (*jti).into(),
+                            exp: 100,
+                        })
+                    })
+                    .collect(),
+                ..LoggedChange::default()
+            })
+        };
+        let mut log = ChangeLog::starting_at(0, 10);
+        log.push(revoke(1, &["b"]));
+        log.push(change(2, &[("x", "ak_x")], &[]));
+        log.push(revoke(3, &["a", "b"]));
+        let jtis = |delta: Delta<'_>| -> Vec<String> {
+            delta.revoked.iter().map(|r| r.jti.clone()).collect()
+        };
+        assert_eq!(jtis(log.fold(0, 3).unwrap()), ["a", "b"]);
+        assert_eq!(jtis(log.fold(1, 2).unwrap()), Vec::<String>::new());
+        assert_eq!(jtis(log.fold(0, 1).unwrap()), ["b"]);
+        assert_eq!(hashes(&log.fold(0, 3).unwrap()), (vec!["x"], vec![]));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The change log in Redis: how a change to the bundle is committed, and how sidecars read it back.
 //!
 //! Every change that affects the bundle (a signing key added or activated, an API key created, regenerated or
-//! revoked) runs as one Lua script that:
+//! revoked, an access token revoked) runs as one Lua script that:
 //!
 //! 1. `INCR {prefix}version`,
 //! 2. applies the data change,
@@ -18,14 +18,18 @@
 //! | `apikey_delete` | `hash` | the API key with this hash was revoked |
 //! | `apikey_regenerate` | `hash` (the old one), `data` (the new entry) | the old hash stops working as the new one starts |
 //! | `keys` | `kid` | the signing key set changed (readers reload it: it is small) |
+//! | `token_revoke` | `jti`, `exp` | the access token with this `jti` (valid until `exp`) was revoked |
+//!
+//! A script may commit several changes (one version each): revoking a grant revokes each of its live access
+//! tokens as its own `token_revoke` entry.
 
 use std::collections::HashMap;
 
-use keymesh_core::bundle::ApiKeyDto;
+use keymesh_core::bundle::{ApiKeyDto, RevokedTokenDto};
 use redis::aio::ConnectionLike;
 
 use crate::names::KeyNames;
-use crate::signing_keys::{self, StoredKeySet};
+use crate::signing_keys::{self, StoredKeySet, Unsealer};
 
 /// How many changes the Redis stream keeps (approximately: trimming is `MAXLEN ~`), and the mirror in memory.
 pub const CHANGE_LOG_LEN: usize = 100_000;
@@ -83,6 +87,8 @@ pub enum ChangeKind {
     ApiKeyRegenerate,
     /// The signing key set changed.
     Keys,
+    /// An access token was revoked.
+    TokenRevoke,
 }
 
 impl ChangeKind {
@@ -93,6 +99,7 @@ impl ChangeKind {
             Self::ApiKeyDelete => "apikey_delete",
             Self::ApiKeyRegenerate => "apikey_regenerate",
             Self::Keys => "keys",
+            Self::TokenRevoke => "token_revoke",
         }
     }
 
@@ -102,6 +109,7 @@ impl ChangeKind {
             Self::ApiKeyDelete,
             Self::ApiKeyRegenerate,
             Self::Keys,
+            Self::TokenRevoke,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == value)
@@ -119,6 +127,8 @@ pub struct Change {
     pub put: Vec<ApiKeyDto>,
     /// Hashes of API keys that stopped working.
     pub delete: Vec<String>,
+    /// Access tokens revoked.
+    pub revoked: Vec<RevokedTokenDto>,
 }
 
 /// Why a change log entry could not be used. The mirror answers every one of them with a full reload.
@@ -142,6 +152,12 @@ pub enum EntryError {
         version: u64,
         /// The field.
         field: &'static str,
+    },
+    /// The `exp` field of a token revocation is not a number of seconds.
+    #[error("change log entry {version} has a malformed exp")]
+    BadExp {
+        /// The entry's version.
+        version: u64,
     },
     /// The `data` field is not an API key entry.
     #[error("change log entry {version} has malformed data: {source}")]
@@ -180,6 +196,7 @@ pub struct ChangesSince {
 pub async fn read_since<C: ConnectionLike + Send>(
     conn: &mut C,
     names: &KeyNames,
+    unsealer: &Unsealer,
     after: u64,
     limit: usize,
 ) -> Result<ChangesSince, ReadError> {
@@ -210,7 +227,7 @@ pub async fn read_since<C: ConnectionLike + Send>(
     Ok(ChangesSince {
         version,
         changes,
-        signing: signing_keys::key_set(version, active_kid, &records),
+        signing: signing_keys::key_set(version, active_kid, &records, unsealer),
     })
 }
 
@@ -241,6 +258,7 @@ pub fn parse_entry(id: &str, fields: &[String]) -> Result<Change, EntryError> {
         serde_json::from_str::<ApiKeyDto>(json)
             .map_err(|source| EntryError::BadData { version, source })
     };
+    let mut revoked = Vec::new();
     let (put, delete) = match kind {
         ChangeKind::ApiKeyPut => (vec![entry(required("data")?)?], vec![]),
         ChangeKind::ApiKeyDelete => (vec![], vec![required("hash")?.to_owned()]),
@@ -249,12 +267,21 @@ pub fn parse_entry(id: &str, fields: &[String]) -> Result<Change, EntryError> {
             vec![required("hash")?.to_owned()],
         ),
         ChangeKind::Keys => (vec![], vec![]),
+        ChangeKind::TokenRevoke => {
+            let jti = required("jti")?.to_owned();
+            let exp = required("exp")?
+                .parse::<i64>()
+                .map_err(|_| EntryError::BadExp { version })?;
+            revoked.push(RevokedTokenDto { jti, exp });
+            (vec![], vec![])
+        }
     };
     Ok(Change {
         version,
         kind,
         put,
         delete,
+        revoked,
     })
 }
 
@@ -289,6 +316,20 @@ mod tests {
         assert_eq!(regenerate.put[0].hash, "h2");
         let keys = parse_entry("10-0", &fields(&["kind", "keys", "kid", "abc"])).unwrap();
         assert_eq!(keys.kind, ChangeKind::Keys);
+        let revoke = parse_entry(
+            "11-0",
+            &fields(&["kind", "token_revoke", "jti", "j1", "exp", "1700000300"]),
+        )
+        .unwrap();
+        assert_eq!(revoke.kind, ChangeKind::TokenRevoke);
+        assert_eq!(
+            revoke.revoked,
+            [RevokedTokenDto {
+                jti: "j1".into(),
+                exp: 1_700_000_300
+            }]
+        );
+        assert!(revoke.put.is_empty() && revoke.delete.is_empty());
     }
 
     #[test]
@@ -316,6 +357,17 @@ mod tests {
         assert!(matches!(
             parse_entry("7-0", &fields(&["kind", "apikey_put", "data", "{}"])),
             Err(EntryError::BadData { .. })
+        ));
+        assert!(matches!(
+            parse_entry("7-0", &fields(&["kind", "token_revoke", "exp", "1"])),
+            Err(EntryError::MissingField { field: "jti", .. })
+        ));
+        assert!(matches!(
+            parse_entry(
+                "7-0",
+                &fields(&["kind", "token_revoke", "jti", "j", "exp", "soon"])
+            ),
+            Err(EntryError::BadExp { version: 7 })
         ));
     }
 }

@@ -1,5 +1,5 @@
-//! The command line: `keymesh serve`, `keymesh client {create,list,delete}` and
-//! `keymesh apikey {create,list,revoke,regenerate}`.
+//! The command line: `keymesh serve`, `keymesh client {create,list,delete}`,
+//! `keymesh apikey {create,list,revoke,regenerate}` and `keymesh user {create,list,delete}`.
 //!
 //! Every subcommand loads the same [`Config`] as the server, so client and API key commands act on the Redis (and
 //! key prefix) the running sidecar uses.
@@ -13,14 +13,18 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use serde::Serialize;
 
-use crate::clients::{ClientError, ClientStore, NewClient};
+use crate::clients::{ClientError, ClientStore, GrantType, NewClient};
 use crate::clock::Clock;
 use crate::config::{Config, CONFIG_PATH_ENV};
 use crate::names::KeyNames;
 
 mod apikey;
+mod key;
+mod user;
 
 pub use apikey::{parse_duration, run_apikey, ApiKeyCommand, CreateApiKeyArgs};
+pub use key::{run_key, KeyCommand, KeyCommandError, RotateArgs};
+pub use user::{run_user, CreateUserArgs, UserCommand};
 
 const CLI_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -47,6 +51,12 @@ pub enum Command {
     /// Manage API keys (for callers that do not use OAuth).
     #[command(subcommand, name = "apikey")]
     ApiKey(ApiKeyCommand),
+    /// Manage the users who log in at the authorization page.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Rotate and list signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
 }
 
 /// `keymesh client …`.
@@ -73,19 +83,34 @@ pub struct CreateArgs {
     /// The client id.
     #[arg(long, value_name = "ID")]
     pub id: String,
+    /// A name to show users on the consent page (defaults to the id).
+    #[arg(long, value_name = "TEXT")]
+    pub name: Option<String>,
     /// Use this secret instead of generating one (stored as an Argon2id hash).
-    #[arg(long, value_name = "SECRET")]
+    #[arg(long, value_name = "SECRET", conflicts_with = "public")]
     pub secret: Option<String>,
+    /// A public client (a native or browser app): no secret, PKCE required, no client_credentials.
+    #[arg(long)]
+    pub public: bool,
     /// A resource (absolute URI) the client may get tokens for; repeatable.
     #[arg(long = "resource", value_name = "URI", required = true, num_args = 1..)]
     pub resources: Vec<String>,
     /// A scope the client may request; repeatable.
     #[arg(long = "scope", value_name = "SCOPE", num_args = 1..)]
     pub scopes: Vec<String>,
+    /// A redirect URI for the authorization code grant (compared as an exact string); repeatable.
+    #[arg(long = "redirect-uri", value_name = "URI", num_args = 1..)]
+    pub redirect_uris: Vec<String>,
+    /// A grant type the client may use (authorization_code, refresh_token, client_credentials); repeatable.
+    /// Default: authorization_code and refresh_token when redirect URIs are given, plus client_credentials for
+    /// confidential clients.
+    #[arg(long = "grant-type", value_name = "GRANT", num_args = 1.., value_parser = clap::value_parser!(GrantType))]
+    pub grant_types: Vec<GrantType>,
     /// Replace an existing client with the same id.
     #[arg(long)]
     pub force: bool,
-    /// Print JSON: `{"client_id", "client_secret", "resources", "scopes"}`.
+    /// Print JSON: `{"client_id", "client_secret", "public", "resources", "scopes", "redirect_uris",
+    /// "grant_types"}` (no `client_secret` for public clients).
     #[arg(long)]
     pub json: bool,
 }
@@ -108,6 +133,18 @@ pub enum CliError {
     /// `revoke` or `regenerate` named an API key that does not exist.
     #[error("no api key {0:?}")]
     ApiKeyNotFound(String),
+    /// The user operation failed.
+    #[error(transparent)]
+    User(#[from] crate::users::UserError),
+    /// A signing key command failed.
+    #[error(transparent)]
+    Key(#[from] KeyCommandError),
+    /// `user delete` named a user that does not exist.
+    #[error("no user {0:?}")]
+    UserNotFound(String),
+    /// The password could not be read from standard input.
+    #[error("cannot read the password from standard input: {0}")]
+    PasswordInput(std::io::Error),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
@@ -120,8 +157,13 @@ pub enum CliError {
 #[derive(Serialize)]
 struct ListedClient<'a> {
     client_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    public: bool,
     resources: &'a [String],
     scopes: &'a [String],
+    redirect_uris: &'a [String],
+    grant_types: &'a [GrantType],
     created_at: u64,
 }
 
@@ -138,9 +180,13 @@ pub async fn run_client(
         ClientCommand::Create(args) => {
             let new = NewClient {
                 client_id: args.id,
+                name: args.name,
                 secret: args.secret,
+                public: args.public,
                 resources: args.resources,
                 scopes: args.scopes,
+                redirect_uris: args.redirect_uris,
+                grant_types: args.grant_types,
                 force: args.force,
             };
             let registered = store.register(&mut conn, new, clock.now_secs()).await?;
@@ -148,14 +194,23 @@ pub async fn run_client(
                 serde_json::to_writer(&mut *out, &registered)?;
                 writeln!(out)?;
             } else {
+                let grants: Vec<&str> = registered.grant_types.iter().map(|g| g.as_str()).collect();
                 writeln!(out, "client_id:     {}", registered.client_id)?;
-                writeln!(out, "client_secret: {}", registered.client_secret)?;
+                if registered.public {
+                    writeln!(out, "client_secret: (none: public client, PKCE required)")?;
+                } else {
+                    writeln!(out, "client_secret: {}", registered.client_secret)?;
+                }
                 writeln!(out, "resources:     {}", registered.resources.join(" "))?;
                 writeln!(out, "scopes:        {}", registered.scopes.join(" "))?;
-                writeln!(
-                    out,
-                    "The secret is stored only hashed and will not be shown again."
-                )?;
+                writeln!(out, "redirect_uris: {}", registered.redirect_uris.join(" "))?;
+                writeln!(out, "grant_types:   {}", grants.join(" "))?;
+                if !registered.public {
+                    writeln!(
+                        out,
+                        "The secret is stored only hashed and will not be shown again."
+                    )?;
+                }
             }
         }
         ClientCommand::List { json } => {
@@ -164,8 +219,12 @@ pub async fn run_client(
                 .iter()
                 .map(|c| ListedClient {
                     client_id: &c.client_id,
+                    name: c.name.as_deref(),
+                    public: c.public,
                     resources: &c.resources,
                     scopes: &c.scopes,
+                    redirect_uris: &c.redirect_uris,
+                    grant_types: &c.grant_types,
                     created_at: c.created_at,
                 })
                 .collect();
@@ -174,12 +233,16 @@ pub async fn run_client(
                 writeln!(out)?;
             } else {
                 for c in &listed {
+                    let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
                     writeln!(
                         out,
-                        "{}\tresources={}\tscopes={}\tcreated_at={}",
+                        "{}\t{}\tresources={}\tscopes={}\tredirect_uris={}\tgrant_types={}\tcreated_at={}",
                         c.client_id,
+                        if c.public { "public" } else { "confidential" },
                         c.resources.join(","),
                         c.scopes.join(","),
+                        c.redirect_uris.join(","),
+                        grants.join(","),
                         c.created_at
                     )?;
                 }

@@ -15,17 +15,23 @@ use serde::Deserialize;
 use crate::admin_token::AdminToken;
 use crate::syntax;
 
+mod signing;
+
+pub use signing::SigningConfig;
+
 /// Environment variable naming the configuration file (the `--config` flag takes precedence).
 pub const CONFIG_PATH_ENV: &str = "KEYMESH_CONFIG";
 
 /// Environment variable holding the admin API's bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "KEYMESH_ADMIN_TOKEN";
 
-/// Longest token lifetime accepted: a day. Access tokens cannot be revoked before they expire.
+/// Longest token lifetime accepted: a day. Revoked access tokens are listed in every bundle until they expire.
 const MAX_TOKEN_TTL_SECS: u64 = 86_400;
+/// Longest refresh token (grant) lifetime accepted: a year.
+const MAX_REFRESH_TOKEN_TTL_SECS: u64 = 365 * 86_400;
 
-/// Validated runtime configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Validated runtime configuration. `Debug` masks the Redis password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// Redis connection URL (`KEYMESH_REDIS_URL`).
     pub redis_url: String,
@@ -35,10 +41,30 @@ pub struct Config {
     pub issuer: String,
     /// Lifetime of issued access tokens in seconds (`KEYMESH_TOKEN_TTL_SECS`).
     pub token_ttl_secs: u64,
+    /// Lifetime of a grant's refresh tokens in seconds, counted from the user's consent; rotation does not extend
+    /// it (`KEYMESH_REFRESH_TOKEN_TTL_SECS`).
+    pub refresh_token_ttl_secs: u64,
     /// Prefix of every Redis key and channel the sidecar uses (`KEYMESH_KEY_PREFIX`).
     pub key_prefix: String,
     /// Bearer token of the admin API (`KEYMESH_ADMIN_TOKEN`), kept only as a digest; `None` disables the API.
     pub admin_token: Option<AdminToken>,
+    /// Signing keys: the key-encryption key and the rotation schedule.
+    pub signing: SigningConfig,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("redis_url", &crate::redact::redact_url(&self.redis_url))
+            .field("listen", &self.listen)
+            .field("issuer", &self.issuer)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("refresh_token_ttl_secs", &self.refresh_token_ttl_secs)
+            .field("key_prefix", &self.key_prefix)
+            .field("admin_token", &self.admin_token)
+            .field("signing", &self.signing)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Config {
@@ -48,8 +74,10 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             issuer: "http://127.0.0.1:8080".to_owned(),
             token_ttl_secs: 300,
+            refresh_token_ttl_secs: 30 * 86_400,
             key_prefix: "keymesh:".to_owned(),
             admin_token: None,
+            signing: SigningConfig::default(),
         }
     }
 }
@@ -115,8 +143,14 @@ struct ConfigFile {
     listen: Option<String>,
     issuer: Option<String>,
     token_ttl_secs: Option<u64>,
+    refresh_token_ttl_secs: Option<u64>,
     key_prefix: Option<String>,
     admin_token: Option<String>,
+    kek_file: Option<PathBuf>,
+    key_algorithm: Option<String>,
+    key_publish_delay_secs: Option<u64>,
+    key_rotation_interval_secs: Option<u64>,
+    key_retire_leeway_secs: Option<u64>,
 }
 
 /// A raw value and where it came from, before validation.
@@ -178,16 +212,32 @@ impl Config {
             None => ConfigFile::default(),
         };
 
+        let signing = signing::from_sources(
+            signing::SigningFile {
+                kek_file: parsed.kek_file,
+                key_algorithm: parsed.key_algorithm,
+                key_publish_delay_secs: parsed.key_publish_delay_secs,
+                key_rotation_interval_secs: parsed.key_rotation_interval_secs,
+                key_retire_leeway_secs: parsed.key_retire_leeway_secs,
+            },
+            file.and_then(|(path, _)| path.parent()),
+            &env,
+        )?;
         let mut redis_url = Raw::new(defaults.redis_url);
         let mut listen = Raw::new(defaults.listen.to_string());
         let mut issuer = Raw::new(defaults.issuer);
         let mut ttl = Raw::new(defaults.token_ttl_secs.to_string());
+        let mut refresh_ttl = Raw::new(defaults.refresh_token_ttl_secs.to_string());
         let mut key_prefix = Raw::new(defaults.key_prefix);
 
         redis_url.set(parsed.redis_url, Origin::File);
         listen.set(parsed.listen, Origin::File);
         issuer.set(parsed.issuer, Origin::File);
         ttl.set(parsed.token_ttl_secs.map(|v| v.to_string()), Origin::File);
+        refresh_ttl.set(
+            parsed.refresh_token_ttl_secs.map(|v| v.to_string()),
+            Origin::File,
+        );
         key_prefix.set(parsed.key_prefix, Origin::File);
 
         let mut admin_token: Raw<Option<String>> = Raw::new(None);
@@ -199,6 +249,7 @@ impl Config {
             (&mut listen, "KEYMESH_LISTEN"),
             (&mut issuer, "KEYMESH_ISSUER"),
             (&mut ttl, "KEYMESH_TOKEN_TTL_SECS"),
+            (&mut refresh_ttl, "KEYMESH_REFRESH_TOKEN_TTL_SECS"),
             (&mut key_prefix, "KEYMESH_KEY_PREFIX"),
         ] {
             raw.set(env(name), Origin::Env(name));
@@ -211,6 +262,9 @@ impl Config {
             })?,
             issuer: validate("issuer", issuer, parse_issuer)?,
             token_ttl_secs: validate("token_ttl_secs", ttl, parse_ttl)?,
+            refresh_token_ttl_secs: validate("refresh_token_ttl_secs", refresh_ttl, |v| {
+                parse_secs(v, 60, MAX_REFRESH_TOKEN_TTL_SECS)
+            })?,
             key_prefix: validate("key_prefix", key_prefix, parse_key_prefix)?,
             admin_token: match admin_token.value {
                 None => None,
@@ -224,6 +278,7 @@ impl Config {
                     )
                 }
             },
+            signing,
         })
     }
 }
@@ -257,11 +312,13 @@ fn parse_issuer(value: &str) -> Result<String, String> {
 }
 
 fn parse_ttl(value: &str) -> Result<u64, String> {
+    parse_secs(value, 1, MAX_TOKEN_TTL_SECS)
+}
+
+fn parse_secs(value: &str, min: u64, max: u64) -> Result<u64, String> {
     let secs: u64 = value.trim().parse().map_err(|e| format!("{e}"))?;
-    if secs == 0 || secs > MAX_TOKEN_TTL_SECS {
-        return Err(format!(
-            "must be between 1 and {MAX_TOKEN_TTL_SECS} seconds"
-        ));
+    if secs < min || secs > max {
+        return Err(format!("must be between {min} and {max} seconds"));
     }
     Ok(secs)
 }
@@ -311,6 +368,7 @@ mod tests {
         );
         assert_eq!(config.issuer, "http://127.0.0.1:8080");
         assert_eq!(config.token_ttl_secs, 300);
+        assert_eq!(config.refresh_token_ttl_secs, 30 * 86_400);
         assert_eq!(config.key_prefix, "keymesh:");
         assert_eq!(config, Config::default());
     }
@@ -322,6 +380,7 @@ mod tests {
             listen = "0.0.0.0:9000"
             issuer = "https://auth.example.com"
             token_ttl_secs = 60
+            refresh_token_ttl_secs = 3600
             key_prefix = "staging:"
         "#;
         let config = Config::from_sources(file(text), env(&[])).unwrap();
@@ -329,6 +388,7 @@ mod tests {
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.issuer, "https://auth.example.com");
         assert_eq!(config.token_ttl_secs, 60);
+        assert_eq!(config.refresh_token_ttl_secs, 3600);
         assert_eq!(config.key_prefix, "staging:");
     }
 
@@ -376,6 +436,18 @@ mod tests {
                 &[("KEYMESH_TOKEN_TTL_SECS", "0")],
                 "token_ttl_secs",
                 "KEYMESH_TOKEN_TTL_SECS",
+            ),
+            (
+                None,
+                &[("KEYMESH_REFRESH_TOKEN_TTL_SECS", "59")],
+                "refresh_token_ttl_secs",
+                "KEYMESH_REFRESH_TOKEN_TTL_SECS",
+            ),
+            (
+                Some("refresh_token_ttl_secs = 40000000"),
+                &[],
+                "refresh_token_ttl_secs",
+                "config file",
             ),
             (
                 None,

@@ -1,5 +1,6 @@
 //! keymesh sidecar: the OAuth2 authorization server of a keymesh deployment, the manager of its API keys, and the
-//! mirror of its Redis that serves key material (signing keys and API key hashes) to the Envoy filters.
+//! mirror of its Redis that serves key material (signing keys, API key hashes and revoked tokens) to the Envoy
+//! filters.
 //!
 //! [`app`] builds the HTTP router from an [`AppState`]; the binary wraps it with configuration loading, the CLI
 //! and graceful shutdown.
@@ -15,13 +16,20 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 mod http;
+pub mod kek;
+pub mod key_lifecycle;
 pub mod mirror;
 pub mod names;
+pub mod oauth;
+pub mod redact;
+pub mod revocation;
 pub mod secret;
 pub mod signing_keys;
 pub mod snapshot;
 pub mod state;
 pub mod syntax;
+pub mod telemetry;
+pub mod users;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
@@ -41,7 +49,26 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(
             http::discovery::TOKEN_PATH,
-            post(http::token::token).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
+            post(http::token::token)
+                .layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    http::metrics::count_issued_tokens,
+                )),
+        )
+        .route(
+            http::authorize::AUTHORIZE_PATH,
+            get(http::authorize::authorize)
+                .post(http::authorize_form::submit)
+                .layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
+        )
+        .route(
+            http::discovery::REVOCATION_PATH,
+            post(http::revoke::revoke).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
+        )
+        .route(
+            http::discovery::INTROSPECTION_PATH,
+            post(http::introspect::introspect).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
         )
         .route(http::discovery::JWKS_PATH, get(http::discovery::jwks))
         .route(
@@ -50,6 +77,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/bundle", get(http::bundle::bundle))
         .route("/healthz", get(http::health::healthz))
+        .route("/v1/status", get(http::status::status))
+        .route("/metrics", get(http::metrics::metrics))
         .route(
             "/v1/admin/apikeys",
             post(http::admin::create)

@@ -35,6 +35,18 @@ async fn main() -> anyhow::Result<()> {
             keymesh::cli::run_apikey(&config, command, &Clock::system(), &mut stdout).await?;
             Ok(())
         }
+        Command::Key(command) => {
+            let mut stdout = std::io::stdout().lock();
+            keymesh::cli::run_key(&config, command, &Clock::system(), &mut stdout).await?;
+            Ok(())
+        }
+        Command::User(command) => {
+            let mut stdin = std::io::stdin().lock();
+            let mut stdout = std::io::stdout().lock();
+            keymesh::cli::run_user(&config, command, &Clock::system(), &mut stdin, &mut stdout)
+                .await?;
+            Ok(())
+        }
     }
 }
 
@@ -46,9 +58,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?,
         issuer = %config.issuer,
+        redis = %keymesh::redact::redact_url(&config.redis_url),
         key_prefix = %config.key_prefix,
         token_ttl_secs = config.token_ttl_secs,
         admin_api = if config.admin_token.is_some() { "enabled" } else { "disabled" },
+        key_algorithm = %config.signing.algorithm,
+        key_rotation_interval_secs = config.signing.rotation_interval_secs,
         "keymesh sidecar listening"
     );
     if config

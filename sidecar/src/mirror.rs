@@ -1,8 +1,8 @@
 //! The in-memory mirror of the bundle's content in Redis.
 //!
 //! Requests read the current [`Snapshot`] without touching Redis. A background task keeps it current: at the
-//! start of every Redis session (so after every reconnect) it does a full load (`SCAN` of the API key records,
-//! the signing keys). After that it follows the change log (see [`crate::changes`]): when a version is announced
+//! start of every Redis session (so after every reconnect) it does a full load (`SCAN` of the API key records and
+//! the revoked-token markers, the signing keys). After that it follows the change log (see [`crate::changes`]): when a version is announced
 //! on `{prefix}changes`, or a cheap `GET {prefix}version` (every [`GAP_REPAIR_INTERVAL`]) shows a change whose
 //! announcement was lost, it reads the entries after its version and applies them to a new snapshot. Only when the
 //! log does not reach back to its version (trimmed, or a writer that did not log) does it load everything again.
@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ use crate::api_keys::{ApiKeyError, ApiKeyStore};
 use crate::changes::{self, Change, ChangesSince, ReadError, CHANGE_LOG_LEN};
 use crate::clock::Clock;
 use crate::names::KeyNames;
-use crate::signing_keys::{self, KeyStoreError, SigningKey, StoredKeySet};
+use crate::revocation;
+use crate::signing_keys::{self, Alg, KeyStoreError, SigningKey, StoredKeySet, Unsealer};
 use crate::snapshot::Snapshot;
 
 /// How often the version counter is polled to repair missed notifications.
@@ -48,6 +49,7 @@ pub struct Mirror {
     loaded: watch::Sender<bool>,
     version: watch::Sender<u64>,
     full_loads: AtomicU64,
+    connected: AtomicBool,
 }
 
 impl Default for Mirror {
@@ -64,6 +66,7 @@ impl Mirror {
             loaded: watch::Sender::new(false),
             version: watch::Sender::new(0),
             full_loads: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
         }
     }
 
@@ -95,6 +98,11 @@ impl Mirror {
     /// each time the change log could not bridge a gap.
     pub fn full_loads(&self) -> u64 {
         self.full_loads.load(Ordering::Relaxed)
+    }
+
+    /// Whether the mirror's Redis session is up (loaded and following changes).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     fn install(&self, snapshot: Snapshot) -> Arc<Snapshot> {
@@ -150,6 +158,10 @@ pub(crate) struct MirrorTask {
     pub(crate) issuer: String,
     pub(crate) clock: Clock,
     pub(crate) mirror: Arc<Mirror>,
+    /// Unseals the active signing key.
+    pub(crate) unsealer: Unsealer,
+    /// Algorithm of the first key, if Redis has none.
+    pub(crate) algorithm: Alg,
 }
 
 impl MirrorTask {
@@ -158,6 +170,7 @@ impl MirrorTask {
         let mut backoff = MIN_BACKOFF;
         loop {
             let Err(error) = self.session(&mut backoff).await;
+            self.mirror.connected.store(false, Ordering::Relaxed);
             tracing::warn!(%error, retry_in = ?backoff, "redis mirror disconnected; serving the last snapshot");
             sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -177,12 +190,19 @@ impl MirrorTask {
             .await?;
 
         // Every session re-checks the active key: Redis may have been emptied while we were away.
-        let candidate = SigningKey::generate(self.clock.now_secs());
-        let active = signing_keys::ensure_active(&mut conn, &self.names, &candidate).await?;
-        if active == candidate.kid() {
-            tracing::info!(kid = %active, "generated and activated a new signing key");
+        let ensured = signing_keys::ensure_active(
+            &mut conn,
+            &self.names,
+            self.unsealer.kek(),
+            self.algorithm,
+            self.clock.now_secs(),
+        )
+        .await?;
+        if ensured.generated {
+            tracing::info!(kid = %ensured.active_kid, alg = %self.algorithm, "generated and activated a new signing key");
         }
         let mut version = self.full_load(&mut conn).await?;
+        self.mirror.connected.store(true, Ordering::Relaxed);
         *backoff = MIN_BACKOFF;
 
         let mut messages = pubsub.on_message();
@@ -223,7 +243,9 @@ impl MirrorTask {
                     return Ok(current.version());
                 }
                 let applied = changes.len();
-                let snapshot = current.apply(signing, changes)?;
+                let mut snapshot = current.apply(signing, changes)?;
+                snapshot
+                    .forget_revocations_until(revocation::listing_cutoff(self.clock.now_secs()));
                 tracing::debug!(
                     from = current.version(),
                     version = snapshot.version(),
@@ -255,7 +277,15 @@ impl MirrorTask {
         let mut changes = Vec::new();
         let mut next = after;
         loop {
-            let read = match changes::read_since(conn, &self.names, next, READ_BATCH).await {
+            let read = match changes::read_since(
+                conn,
+                &self.names,
+                &self.unsealer,
+                next,
+                READ_BATCH,
+            )
+            .await
+            {
                 Ok(read) => read,
                 Err(ReadError::Redis(error)) => return Err(error.into()),
                 Err(ReadError::Entry(error)) => {
@@ -309,6 +339,8 @@ impl MirrorTask {
                 .iter()
                 .map(|record| (record.hash.clone(), record.to_dto()))
                 .collect();
+            let mut revoked =
+                revocation::scan_revoked(conn, &self.names, self.clock.now_secs()).await?;
             let (signing, version) = match self.catch_up(conn, start).await? {
                 CatchUp::Complete(signing, changes) => {
                     for change in changes {
@@ -318,6 +350,7 @@ impl MirrorTask {
                         for entry in change.put {
                             keys.insert(entry.hash.clone(), entry);
                         }
+                        revoked.extend(change.revoked);
                     }
                     let version = signing.version;
                     (signing, version)
@@ -333,18 +366,24 @@ impl MirrorTask {
                 // Labelled with the version before the scan: the next refresh sees a newer one and loads again.
                 CatchUp::Gap(reason) => {
                     tracing::warn!(reason, version = start, "changes during the full load could not be ordered; serving it as the version before them");
-                    (signing_keys::load(conn, &self.names).await?, start)
+                    (
+                        signing_keys::load(conn, &self.names, &self.unsealer).await?,
+                        start,
+                    )
                 }
             };
             let signing = StoredKeySet { version, ..signing };
-            let snapshot =
-                Snapshot::full(signing, keys.into_values(), &self.issuer, CHANGE_LOG_LEN)?;
+            let mut snapshot =
+                Snapshot::full(signing, keys.into_values(), &self.issuer, CHANGE_LOG_LEN)?
+                    .with_revoked_tokens(revoked);
+            snapshot.forget_revocations_until(revocation::listing_cutoff(self.clock.now_secs()));
             let version = snapshot.version();
             tracing::info!(
                 version,
                 signing_keys = snapshot.kids().len(),
                 active_kid = snapshot.active_key().map(SigningKey::kid),
                 api_keys = snapshot.api_key_count(),
+                revoked_tokens = snapshot.revoked_token_count(),
                 "bundle content loaded"
             );
             let snapshot = self.mirror.install(snapshot);

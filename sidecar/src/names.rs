@@ -26,6 +26,12 @@ impl KeyNames {
         format!("{}signing:active", self.prefix)
     }
 
+    /// Hash of signing-key lifecycle states: kid → `next <activate at>`, `active <since>` or
+    /// `retiring <remove at>` (seconds since the Unix epoch).
+    pub fn signing_states(&self) -> String {
+        format!("{}signing:state", self.prefix)
+    }
+
     /// Counter incremented on every change that affects the key bundle.
     pub fn version(&self) -> String {
         format!("{}version", self.prefix)
@@ -74,5 +80,75 @@ impl KeyNames {
     /// Recovers the client id from a client record key, if `key` is one.
     pub fn client_id_of<'a>(&self, key: &'a str) -> Option<&'a str> {
         key.strip_prefix(&self.prefix)?.strip_prefix("client:")
+    }
+
+    /// Key of one user's record.
+    pub fn user(&self, username: &str) -> String {
+        format!("{}user:{username}", self.prefix)
+    }
+
+    /// `SCAN MATCH` pattern covering every user record.
+    pub fn user_pattern(&self) -> String {
+        format!("{}user:*", self.prefix)
+    }
+
+    /// Recovers the username from a user record key, if `key` is one.
+    pub fn username_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(&self.prefix)?.strip_prefix("user:")
+    }
+
+    /// Key marking an access token as revoked until shortly after it expires; holds the token's `exp`.
+    pub fn revoked_token(&self, jti: &str) -> String {
+        format!("{}revoked:{jti}", self.prefix)
+    }
+
+    /// `SCAN MATCH` pattern covering every revoked-token marker.
+    pub fn revoked_token_pattern(&self) -> String {
+        format!("{}revoked:*", self.prefix)
+    }
+
+    /// Recovers the `jti` from a revoked-token marker key, if `key` is one.
+    pub fn revoked_jti_of<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(&self.prefix)?.strip_prefix("revoked:")
+    }
+
+    /// Hash holding one authorization code (by the SHA-256 of the code): its grant and whether it was used.
+    pub fn auth_code(&self, digest: &str) -> String {
+        format!("{}authcode:{digest}", self.prefix)
+    }
+
+    /// Hash holding one grant (the family of tokens issued from one authorization code).
+    pub fn grant(&self, grant_id: &str) -> String {
+        format!("{}grant:{grant_id}", self.prefix)
+    }
+
+    /// Sorted set of the access tokens issued from one grant: `jti` scored by `exp`.
+    pub fn grant_tokens(&self, grant_id: &str) -> String {
+        format!("{}grant:{grant_id}:tokens", self.prefix)
+    }
+
+    /// Key of one refresh token (by the SHA-256 of the token): the grant it belongs to.
+    pub fn refresh_token(&self, digest: &str) -> String {
+        format!("{}refresh:{digest}", self.prefix)
+    }
+
+    /// Key of one login session of the authorization page (by the SHA-256 of the session cookie).
+    pub fn login_session(&self, digest: &str) -> String {
+        format!("{}session:{digest}", self.prefix)
+    }
+
+    /// Key of one authorization request waiting for the user to log in and consent.
+    pub fn pending_authorization(&self, id: &str) -> String {
+        format!("{}authreq:{id}", self.prefix)
+    }
+
+    /// Counter of recent failed authentications of one client.
+    pub fn client_auth_failures(&self, client_id: &str) -> String {
+        format!("{}authfail:client:{client_id}", self.prefix)
+    }
+
+    /// Counter of recent failed logins of one user.
+    pub fn login_failures(&self, username: &str) -> String {
+        format!("{}authfail:user:{username}", self.prefix)
     }
 }

@@ -1,160 +1,26 @@
-//! Signing keys: generation, the stored record, and the Redis operations on the key set.
+//! Signing keys: their material, the stored record, and the Redis operations on the key set.
 //!
-//! This is the only module that reads or writes private key material in Redis, so encrypting it at rest is a
-//! change to [`encode_record`] and [`decode_record`] alone.
+//! This is the only module that reads or writes private key material in Redis. Private halves are sealed under
+//! the key-encryption key ([`crate::kek`]) before they are written ([`encode_record`]) and opened only to sign
+//! ([`decode_record`]); the public halves are stored beside them in clear, so publishing, listing and reporting on
+//! keys never needs the KEK. How keys come and go over time is [`crate::key_lifecycle`].
 
 use std::collections::HashMap;
-use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 
-use base64ct::{Base64UrlUnpadded, Encoding};
 use redis::aio::ConnectionLike;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::changes;
+use crate::kek::Kek;
 use crate::names::KeyNames;
 
-/// The JWS algorithm of every key this sidecar generates.
-pub const ALG: &str = "EdDSA";
+mod material;
+mod record;
 
-/// An Ed25519 signing key with its key id.
-#[derive(Clone)]
-pub struct SigningKey {
-    kid: String,
-    key: ed25519_dalek::SigningKey,
-    created_at: u64,
-}
-
-impl SigningKey {
-    /// Generates a fresh key from the operating system's random source.
-    pub fn generate(created_at: u64) -> Self {
-        Self::from_key(
-            ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng),
-            created_at,
-        )
-    }
-
-    /// Rebuilds a key from its 32-byte seed.
-    pub fn from_seed(seed: &[u8; 32], created_at: u64) -> Self {
-        Self::from_key(ed25519_dalek::SigningKey::from_bytes(seed), created_at)
-    }
-
-    fn from_key(key: ed25519_dalek::SigningKey, created_at: u64) -> Self {
-        let kid = thumbprint(&key.verifying_key());
-        Self {
-            kid,
-            key,
-            created_at,
-        }
-    }
-
-    /// The key id: the RFC 7638 JWK thumbprint of the public key, so every replica derives the same id.
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// When the key was created (seconds since the Unix epoch).
-    pub fn created_at(&self) -> u64 {
-        self.created_at
-    }
-
-    /// The key in the form jwt-compact signs with.
-    pub fn signing_key(&self) -> &ed25519_dalek::SigningKey {
-        &self.key
-    }
-
-    /// The public half.
-    pub fn verifying_key(&self) -> ed25519_dalek::VerifyingKey {
-        self.key.verifying_key()
-    }
-
-    /// The public key as a JWK (RFC 8037): no private member is ever included.
-    pub fn public_jwk(&self) -> serde_json::Map<String, serde_json::Value> {
-        let mut jwk = serde_json::Map::new();
-        jwk.insert("kty".into(), "OKP".into());
-        jwk.insert("crv".into(), "Ed25519".into());
-        jwk.insert(
-            "x".into(),
-            Base64UrlUnpadded::encode_string(self.verifying_key().as_bytes()).into(),
-        );
-        jwk.insert("kid".into(), self.kid.clone().into());
-        jwk.insert("alg".into(), ALG.into());
-        jwk.insert("use".into(), "sig".into());
-        jwk
-    }
-}
-
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never print the seed.
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("created_at", &self.created_at)
-            .finish()
-    }
-}
-
-/// RFC 7638 thumbprint of an Ed25519 public key: SHA-256 over the canonical `{"crv","kty","x"}` JSON.
-fn thumbprint(key: &ed25519_dalek::VerifyingKey) -> String {
-    let x = Base64UrlUnpadded::encode_string(key.as_bytes());
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    Base64UrlUnpadded::encode_string(&Sha256::digest(canonical.as_bytes()))
-}
-
-/// The stored form of a signing key (value of the `signing:keys` hash).
-#[derive(Serialize, Deserialize)]
-struct StoredKey {
-    kid: String,
-    alg: String,
-    /// The 32-byte Ed25519 seed, base64url without padding.
-    seed: String,
-    created_at: u64,
-}
-
-/// Why a stored key record could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyRecordError {
-    /// The record is not the expected JSON.
-    #[error("malformed key record: {0}")]
-    Json(#[from] serde_json::Error),
-    /// The record names an algorithm this sidecar cannot sign with.
-    #[error("unsupported key algorithm {0:?}")]
-    UnsupportedAlg(String),
-    /// The seed is not 32 bytes of base64url.
-    #[error("malformed key seed")]
-    BadSeed,
-    /// The record's kid differs from the hash field it is stored under.
-    #[error("key record kid does not match its hash field")]
-    KidMismatch,
-}
-
-/// Serialises a key for storage in Redis.
-pub fn encode_record(key: &SigningKey) -> Result<String, serde_json::Error> {
-    serde_json::to_string(&StoredKey {
-        kid: key.kid.clone(),
-        alg: ALG.to_owned(),
-        seed: Base64UrlUnpadded::encode_string(key.key.as_bytes()),
-        created_at: key.created_at,
-    })
-}
-
-/// Parses a key stored under hash field `kid`.
-pub fn decode_record(kid: &str, record: &str) -> Result<SigningKey, KeyRecordError> {
-    let stored: StoredKey = serde_json::from_str(record)?;
-    if stored.alg != ALG {
-        return Err(KeyRecordError::UnsupportedAlg(stored.alg));
-    }
-    let seed: [u8; 32] = Base64UrlUnpadded::decode_vec(&stored.seed)
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .ok_or(KeyRecordError::BadSeed)?;
-    let key = SigningKey::from_seed(&seed, stored.created_at);
-    if stored.kid != kid || key.kid != kid {
-        return Err(KeyRecordError::KidMismatch);
-    }
-    Ok(key)
-}
+pub use material::{Alg, MaterialError, PublishedKey, SigningKey, VerifyingKey};
+pub use record::{
+    decode_public, decode_record, encode_record, is_plaintext, KeyRecordError, RecordInfo,
+};
 
 /// Why a key-set operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -162,26 +28,91 @@ pub enum KeyStoreError {
     /// Redis refused or could not be reached.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The key could not be serialised.
-    #[error("cannot encode key record: {0}")]
-    Encode(#[from] serde_json::Error),
+    /// A key record could not be written or read.
+    #[error(transparent)]
+    Record(#[from] KeyRecordError),
+    /// A key could not be generated.
+    #[error(transparent)]
+    Material(#[from] MaterialError),
+    /// The key generation task failed.
+    #[error("key generation task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The key set as read from Redis in one atomic step.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StoredKeySet {
     /// The bundle version the keys belong to (0 if never set).
     pub version: u64,
     /// The kid that signs new tokens, if any.
     pub active_kid: Option<String>,
-    /// All usable keys, oldest first. Unusable records are logged and left out.
-    pub keys: Vec<SigningKey>,
+    /// The public half of every published key, oldest first. Unusable records are logged and left out.
+    pub keys: Vec<PublishedKey>,
+    /// The active key with its private half, if it could be unsealed (the reason it could not is logged).
+    pub active: Option<SigningKey>,
+}
+
+/// Unseals active keys with the KEK, remembering the last record it opened (or failed to), so that the mirror,
+/// which rebuilds the key set on every change, neither decrypts nor reports the same record again and again.
+#[derive(Debug)]
+pub struct Unsealer {
+    kek: Kek,
+    last: Mutex<Option<LastUnsealed>>,
+}
+
+#[derive(Debug)]
+struct LastUnsealed {
+    kid: String,
+    record: String,
+    key: Option<SigningKey>,
+}
+
+impl Unsealer {
+    /// An unsealer with `kek`.
+    pub fn new(kek: Kek) -> Self {
+        Self {
+            kek,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The KEK.
+    pub fn kek(&self) -> &Kek {
+        &self.kek
+    }
+
+    /// The key stored as `record` under `kid`, unsealed; `None` (logged once per record) if it cannot be.
+    pub fn unseal(&self, kid: &str, record: &str) -> Option<SigningKey> {
+        // A poisoned memo only costs a decryption.
+        let mut last = self.last.lock().ok();
+        if let Some(Some(seen)) = last.as_deref() {
+            if seen.kid == kid && seen.record == record {
+                return seen.key.clone();
+            }
+        }
+        let key = match decode_record(kid, record, &self.kek) {
+            Ok(key) => Some(key),
+            Err(error) => {
+                tracing::error!(kid = %kid, %error, "cannot use the active signing key: token requests will fail");
+                None
+            }
+        };
+        if let Some(last) = last.as_deref_mut() {
+            *last = Some(LastUnsealed {
+                kid: kid.to_owned(),
+                record: record.to_owned(),
+                key: key.clone(),
+            });
+        }
+        key
+    }
 }
 
 /// Reads the version, the active kid and every key in one `MULTI`, so the version matches the content.
 pub async fn load<C: ConnectionLike + Send>(
     conn: &mut C,
     names: &KeyNames,
+    unsealer: &Unsealer,
 ) -> Result<StoredKeySet, KeyStoreError> {
     let (version, active_kid, records): (Option<u64>, Option<String>, HashMap<String, String>) =
         redis::pipe()
@@ -191,93 +122,186 @@ pub async fn load<C: ConnectionLike + Send>(
             .hgetall(names.signing_keys())
             .query_async(conn)
             .await?;
-    Ok(key_set(version.unwrap_or(0), active_kid, &records))
+    Ok(key_set(
+        version.unwrap_or(0),
+        active_kid,
+        &records,
+        unsealer,
+    ))
 }
 
-/// Builds the key set from what Redis holds: the version, the active kid and the `signing:keys` hash.
+/// Builds the key set from what Redis holds: the version, the active kid and the `signing:keys` hash. Only the
+/// active key is unsealed: the others are only published.
 pub fn key_set(
     version: u64,
     active_kid: Option<String>,
     records: &HashMap<String, String>,
+    unsealer: &Unsealer,
 ) -> StoredKeySet {
-    let mut keys: Vec<SigningKey> = records
+    let mut keys: Vec<PublishedKey> = records
         .iter()
-        .filter_map(|(kid, record)| match decode_record(kid, record) {
-            Ok(key) => Some(key),
+        .filter_map(|(kid, record)| match decode_public(kid, record) {
+            Ok(info) => Some(info.public),
             Err(error) => {
                 tracing::warn!(kid = %kid, %error, "ignoring unusable signing key record");
                 None
             }
         })
         .collect();
-    keys.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
+    keys.sort_by(|a, b| (a.created_at(), a.kid()).cmp(&(b.created_at(), b.kid())));
+    let active = active_kid
+        .as_deref()
+        .and_then(|kid| records.get(kid).map(|record| (kid, record)))
+        .and_then(|(kid, record)| unsealer.unseal(kid, record));
     StoredKeySet {
         version,
         active_kid,
         keys,
+        active,
     }
 }
 
-/// Stores a key, activating it if `ARGV[5]` is "1" and no key is active yet.
+/// Stores a key and activates it, unless a key is already active.
 ///
-/// `KEYS[3]` = the key hash, `KEYS[4]` = the active kid; `ARGV[3]` = kid, `ARGV[4]` = record. Returns
-/// `{active kid, version}`; the version is 0 when nothing was written because a key is already active.
-const STORE_KEY: &str = r"
+/// `KEYS[3]` = the key hash, `KEYS[4]` = the active kid, `KEYS[5]` = the lifecycle states; `ARGV[3]` = kid,
+/// `ARGV[4]` = record, `ARGV[5]` = now. Returns `{active kid, version}`; the version is 0 when nothing was written.
+const ACTIVATE_FIRST_KEY: &str = r"
 local active = redis.call('GET', KEYS[4])
-if ARGV[5] == '1' and active then return {active, 0} end
+if active then return {active, 0} end
 local version = begin_change()
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-if ARGV[5] == '1' then
-  redis.call('SET', KEYS[4], ARGV[3])
-  active = ARGV[3]
-end
+redis.call('SET', KEYS[4], ARGV[3])
+redis.call('HSET', KEYS[5], ARGV[3], 'active ' .. ARGV[5])
 log_change(version, 'kind', 'keys', 'kid', ARGV[3])
-return {active or '', version}
+return {ARGV[3], version}
 ";
 
-static STORE_KEY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(STORE_KEY));
+/// Stores a key without activating it. `KEYS[3]` = the key hash; `ARGV[3]` = kid, `ARGV[4]` = record.
+const ADD_KEY: &str = r"
+local version = begin_change()
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+log_change(version, 'kind', 'keys', 'kid', ARGV[3])
+return version
+";
 
-/// Runs [`STORE_KEY`]; returns the active kid (empty if none) and the version of the change (0 if none).
-async fn store_key<C: ConnectionLike + Send>(
-    conn: &mut C,
-    names: &KeyNames,
-    key: &SigningKey,
-    activate_if_none: bool,
-) -> Result<(String, u64), KeyStoreError> {
-    let record = encode_record(key)?;
-    let mut invocation = changes::invocation(&STORE_KEY_SCRIPT, names);
-    invocation
-        .key(names.signing_keys())
-        .key(names.signing_active())
-        .arg(key.kid())
-        .arg(record)
-        .arg(if activate_if_none { "1" } else { "0" });
-    Ok(invocation.invoke_async(conn).await?)
+/// Replaces a record holding its private key in clear by its sealed form, if it is still the same record. Not a
+/// bundle change: the published key is the same. `KEYS[1]` = the key hash; `ARGV` = kid, old record, new record.
+const SEAL_IN_PLACE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+";
+
+static ACTIVATE_FIRST_KEY_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| changes::script(ACTIVATE_FIRST_KEY));
+static ADD_KEY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(ADD_KEY));
+static SEAL_IN_PLACE_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(SEAL_IN_PLACE));
+
+/// What [`ensure_active`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ensured {
+    /// The active kid.
+    pub active_kid: String,
+    /// Whether this call generated and activated it.
+    pub generated: bool,
+    /// How many records holding a private key in clear were sealed.
+    pub sealed: usize,
 }
 
-/// Installs `candidate` as the active key unless one is already active; returns the active kid.
+/// Makes the key set usable: seals any record still holding its private key in clear, and generates and activates
+/// a key of `alg` if none is active.
 ///
-/// One Lua script stores the key material, activates it, bumps the version, logs a `keys` change and publishes
-/// the version atomically (see [`crate::changes`]), so replicas starting together on an empty Redis all end up
-/// with the first one's key, and no reader ever sees an active kid without its key or a version that does not
-/// describe the content.
+/// Activation is one Lua script that stores the key material, activates it, bumps the version, logs a `keys`
+/// change and publishes the version atomically (see [`crate::changes`]), so replicas starting together on an empty
+/// Redis all end up with the first one's key, and no reader ever sees an active kid without its key.
 pub async fn ensure_active<C: ConnectionLike + Send>(
     conn: &mut C,
     names: &KeyNames,
-    candidate: &SigningKey,
-) -> Result<String, KeyStoreError> {
-    let (active, _) = store_key(conn, names, candidate, true).await?;
-    Ok(active)
+    kek: &Kek,
+    alg: Alg,
+    now: u64,
+) -> Result<Ensured, KeyStoreError> {
+    let sealed = seal_plaintext_records(conn, names, kek).await?;
+    let active: Option<String> = redis::cmd("GET")
+        .arg(names.signing_active())
+        .query_async(conn)
+        .await?;
+    if let Some(active_kid) = active {
+        return Ok(Ensured {
+            active_kid,
+            generated: false,
+            sealed,
+        });
+    }
+    let candidate = generate(alg, now).await?;
+    let record = encode_record(&candidate, kek)?;
+    let mut invocation = changes::invocation(&ACTIVATE_FIRST_KEY_SCRIPT, names);
+    invocation
+        .key(names.signing_keys())
+        .key(names.signing_active())
+        .key(names.signing_states())
+        .arg(candidate.kid())
+        .arg(record)
+        .arg(now);
+    let (active_kid, _version): (String, u64) = invocation.invoke_async(conn).await?;
+    Ok(Ensured {
+        generated: active_kid == candidate.kid(),
+        active_kid,
+        sealed,
+    })
 }
 
-/// Adds a key to the published set without activating it (the first step of a rotation); returns the new version.
+/// Generates a key of `alg` on a blocking thread (RSA generation takes a while).
+pub async fn generate(alg: Alg, now: u64) -> Result<SigningKey, KeyStoreError> {
+    Ok(tokio::task::spawn_blocking(move || SigningKey::generate_with(alg, now)).await??)
+}
+
+/// Adds a key to the published set without activating it or giving it a lifecycle state (the lifecycle then
+/// treats it as retiring); returns the new version. Rotations use [`crate::key_lifecycle::rotate`].
 pub async fn add<C: ConnectionLike + Send>(
     conn: &mut C,
     names: &KeyNames,
+    kek: &Kek,
     key: &SigningKey,
 ) -> Result<u64, KeyStoreError> {
-    let (_, version) = store_key(conn, names, key, false).await?;
-    Ok(version)
+    let record = encode_record(key, kek)?;
+    let mut invocation = changes::invocation(&ADD_KEY_SCRIPT, names);
+    invocation
+        .key(names.signing_keys())
+        .arg(key.kid())
+        .arg(record);
+    Ok(invocation.invoke_async(conn).await?)
+}
+
+/// Seals every record that still holds its private key in clear (written before encryption at rest); returns how
+/// many it sealed.
+pub async fn seal_plaintext_records<C: ConnectionLike + Send>(
+    conn: &mut C,
+    names: &KeyNames,
+    kek: &Kek,
+) -> Result<usize, KeyStoreError> {
+    let records: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(names.signing_keys())
+        .query_async(conn)
+        .await?;
+    let mut sealed = 0;
+    for (kid, record) in records.iter().filter(|(_, record)| is_plaintext(record)) {
+        let key = decode_record(kid, record, kek)?;
+        let replacement = encode_record(&key, kek)?;
+        let replaced: u32 = SEAL_IN_PLACE_SCRIPT
+            .key(names.signing_keys())
+            .arg(kid)
+            .arg(record)
+            .arg(replacement)
+            .invoke_async(conn)
+            .await?;
+        if replaced == 1 {
+            tracing::info!(kid = %kid, "sealed a signing key that was stored in clear");
+            sealed += 1;
+        }
+    }
+    Ok(sealed)
 }
 
 #[cfg(test)]
@@ -286,60 +310,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_round_trips_and_kid_is_thumbprint() {
-        let key = SigningKey::from_seed(&[7; 32], 1_700_000_000);
-        let record = encode_record(&key).unwrap();
-        let back = decode_record(key.kid(), &record).unwrap();
-        assert_eq!(back.kid(), key.kid());
-        assert_eq!(back.verifying_key(), key.verifying_key());
-        assert_eq!(back.created_at(), 1_700_000_000);
-        assert_eq!(key.kid().len(), 43, "base64url of 32 bytes");
-    }
-
-    #[test]
-    fn rfc8037_thumbprint_vector() {
-        // RFC 8037 Appendix A.3: thumbprint of the A.2 public key.
-        let x =
-            Base64UrlUnpadded::decode_vec("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo").unwrap();
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
-        assert_eq!(
-            thumbprint(&key),
-            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    fn key_set_publishes_every_key_and_unseals_only_the_active_one() {
+        let kek = Kek::generate();
+        let old = SigningKey::from_seed(&[1; 32], 1);
+        let active = SigningKey::from_seed(&[2; 32], 2);
+        let records: HashMap<String, String> = [&old, &active]
+            .into_iter()
+            .map(|key| (key.kid().to_owned(), encode_record(key, &kek).unwrap()))
+            .chain([("broken".to_owned(), "{".to_owned())])
+            .collect();
+        let set = key_set(
+            7,
+            Some(active.kid().to_owned()),
+            &records,
+            &Unsealer::new(kek),
         );
-    }
+        let kids: Vec<&str> = set.keys.iter().map(PublishedKey::kid).collect();
+        assert_eq!(
+            kids,
+            [old.kid(), active.kid()],
+            "oldest first, the broken record left out"
+        );
+        assert_eq!(set.active.as_ref().map(SigningKey::kid), Some(active.kid()));
 
-    #[test]
-    fn bad_records_are_rejected() {
-        let key = SigningKey::from_seed(&[1; 32], 0);
-        let record = encode_record(&key).unwrap();
-        assert!(matches!(
-            decode_record("other", &record),
-            Err(KeyRecordError::KidMismatch)
-        ));
-        assert!(matches!(
-            decode_record(key.kid(), "{"),
-            Err(KeyRecordError::Json(_))
-        ));
-        let rsa = record.replace("EdDSA", "RS256");
-        assert!(matches!(
-            decode_record(key.kid(), &rsa),
-            Err(KeyRecordError::UnsupportedAlg(_))
-        ));
-        let short =
-            serde_json::json!({"kid": key.kid(), "alg": "EdDSA", "seed": "AAAA", "created_at": 0});
-        assert!(matches!(
-            decode_record(key.kid(), &short.to_string()),
-            Err(KeyRecordError::BadSeed)
-        ));
-    }
-
-    #[test]
-    fn public_jwk_has_no_private_member() {
-        let jwk = SigningKey::from_seed(&[9; 32], 0).public_jwk();
-        assert!(!jwk.contains_key("d"));
-        assert_eq!(jwk["kty"], "OKP");
-        assert_eq!(jwk["crv"], "Ed25519");
-        assert_eq!(jwk["alg"], "EdDSA");
-        assert_eq!(jwk["use"], "sig");
+        // Under another KEK the keys are still published, but nothing can sign.
+        let other = key_set(
+            7,
+            Some(active.kid().to_owned()),
+            &records,
+            &Unsealer::new(Kek::generate()),
+        );
+        assert_eq!(other.keys.len(), 2);
+        assert!(other.active.is_none());
     }
 }

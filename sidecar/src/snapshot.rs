@@ -1,22 +1,26 @@
-//! An immutable copy of the bundle's content at one version: the signing keys, the API keys, and the recent
-//! changes that lead to it, with the documents built from them serialised once and kept, ready to serve.
+//! An immutable copy of the bundle's content at one version: the signing keys, the API keys, the revoked access
+//! tokens, and the recent changes that lead to it, with the documents built from them serialised once and kept,
+//! ready to serve.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
-use keymesh_core::bundle::{ApiKeyDto, IssuerKeysDto, JwksDto};
+use keymesh_core::bundle::{ApiKeyDto, IssuerKeysDto, JwksDto, RevokedTokenDto};
 use serde::Serialize;
 
 use crate::change_log::{ChangeLog, Delta, LoggedChange};
 use crate::changes::Change;
-use crate::signing_keys::{SigningKey, StoredKeySet};
+use crate::signing_keys::{PublishedKey, SigningKey, StoredKeySet, VerifyingKey};
 
 /// How many serialised deltas a snapshot keeps: filters mostly ask from one or two recent versions.
 const DELTA_CACHE_LEN: usize = 8;
 
 /// The API keys of a snapshot by hash. Keys and values are shared with the previous snapshot and the change log.
 type ApiKeySet = HashMap<Arc<str>, Arc<ApiKeyDto>>;
+
+/// The revoked access tokens of a snapshot by `jti`, shared like [`ApiKeySet`].
+type RevokedSet = BTreeMap<String, Arc<RevokedTokenDto>>;
 
 /// One version of the bundle's content as the sidecar serves it.
 #[derive(Debug)]
@@ -28,6 +32,9 @@ pub struct Snapshot {
     issuers: Vec<IssuerKeysDto>,
     jwks_json: Bytes,
     api_keys: Arc<ApiKeySet>,
+    revoked: Arc<RevokedSet>,
+    /// The public half of every published key, by kid, to verify tokens this sidecar issued.
+    verifying_keys: Vec<(String, VerifyingKey)>,
     log: ChangeLog,
     /// The full bundle, serialised on first request (`None` if that failed): with many API keys it is large, and
     /// most filters only ever need deltas.
@@ -43,6 +50,7 @@ struct BundleView<'a> {
     since: Option<u64>,
     issuers: &'a [IssuerKeysDto],
     api_keys: ChangesView<'a>,
+    revoked_tokens: Vec<&'a RevokedTokenDto>,
 }
 
 #[derive(Serialize)]
@@ -66,7 +74,33 @@ impl Snapshot {
             .map(|entry| (Arc::from(entry.hash.as_str()), Arc::new(entry)))
             .collect();
         let log = ChangeLog::starting_at(signing.version, log_capacity);
-        Self::assemble(signing, Arc::from(issuer), Arc::new(api_keys), log)
+        Self::assemble(
+            signing,
+            Arc::from(issuer),
+            Arc::new(api_keys),
+            Arc::default(),
+            log,
+        )
+    }
+
+    /// This snapshot with `tokens` as its revoked access tokens (for a full load, before the snapshot is served).
+    pub fn with_revoked_tokens(self, tokens: impl IntoIterator<Item = RevokedTokenDto>) -> Self {
+        let revoked = tokens
+            .into_iter()
+            .map(|token| (token.jti.clone(), Arc::new(token)))
+            .collect();
+        Self {
+            revoked: Arc::new(revoked),
+            ..self
+        }
+    }
+
+    /// Forgets revoked tokens whose `exp` is at or before `cutoff`: they fail on their own by then. Call it before
+    /// the snapshot is served (the full bundle is built on first use).
+    pub fn forget_revocations_until(&mut self, cutoff: i64) {
+        if self.revoked.values().any(|token| token.exp <= cutoff) {
+            Arc::make_mut(&mut self.revoked).retain(|_, token| token.exp > cutoff);
+        }
     }
 
     /// The snapshot after `changes`, which must be the contiguous changes after this snapshot's version up to
@@ -78,12 +112,20 @@ impl Snapshot {
     ) -> Result<Self, serde_json::Error> {
         let mut log = self.log.clone();
         let mut api_keys = Arc::clone(&self.api_keys);
+        let mut revoked = Arc::clone(&self.revoked);
         for change in changes {
             let logged = LoggedChange {
                 version: change.version,
                 put: change.put.into_iter().map(Arc::new).collect(),
                 delete: change.delete.into_iter().map(Arc::from).collect(),
+                revoked: change.revoked.into_iter().map(Arc::new).collect(),
             };
+            if !logged.revoked.is_empty() {
+                let set = Arc::make_mut(&mut revoked);
+                for token in &logged.revoked {
+                    set.insert(token.jti.clone(), Arc::clone(token));
+                }
+            }
             if !logged.put.is_empty() || !logged.delete.is_empty() {
                 // Copies the map's pointers once per batch, the first time it changes.
                 let set = Arc::make_mut(&mut api_keys);
@@ -96,24 +138,28 @@ impl Snapshot {
             }
             log.push(Arc::new(logged));
         }
-        Self::assemble(signing, Arc::clone(&self.issuer), api_keys, log)
+        Self::assemble(signing, Arc::clone(&self.issuer), api_keys, revoked, log)
     }
 
     fn assemble(
         signing: StoredKeySet,
         issuer: Arc<str>,
         api_keys: Arc<ApiKeySet>,
+        revoked: Arc<RevokedSet>,
         log: ChangeLog,
     ) -> Result<Self, serde_json::Error> {
         let jwks = JwksDto {
-            keys: signing.keys.iter().map(SigningKey::public_jwk).collect(),
+            keys: signing.keys.iter().map(PublishedKey::public_jwk).collect(),
         };
         let jwks_json = Bytes::from(serde_json::to_vec(&jwks)?);
-        let active = signing
-            .active_kid
-            .as_deref()
-            .and_then(|kid| signing.keys.iter().find(|key| key.kid() == kid))
-            .cloned();
+        // Only a key this snapshot also publishes may sign.
+        let active = signing.active.clone().filter(|key| {
+            signing.active_kid.as_deref() == Some(key.kid())
+                && signing
+                    .keys
+                    .iter()
+                    .any(|published| published.kid() == key.kid())
+        });
         if active.is_none() {
             tracing::warn!(active_kid = ?signing.active_kid, "no usable active signing key: token requests will fail");
         }
@@ -121,6 +167,11 @@ impl Snapshot {
             .keys
             .iter()
             .map(|key| key.kid().to_owned())
+            .collect();
+        let verifying_keys = signing
+            .keys
+            .iter()
+            .map(|key| (key.kid().to_owned(), key.verifying_key()))
             .collect();
         Ok(Self {
             version: signing.version,
@@ -133,6 +184,8 @@ impl Snapshot {
             kids,
             jwks_json,
             api_keys,
+            revoked,
+            verifying_keys,
             log,
             full_bundle: OnceLock::new(),
             deltas: Mutex::new(VecDeque::new()),
@@ -169,6 +222,24 @@ impl Snapshot {
         self.api_keys.get(hash).map(|entry| &**entry)
     }
 
+    /// The public key published under `kid`, if any.
+    pub fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.verifying_keys
+            .iter()
+            .find(|(id, _)| id == kid)
+            .map(|(_, key)| key)
+    }
+
+    /// How many revoked, not yet forgotten access tokens the bundle lists.
+    pub fn revoked_token_count(&self) -> usize {
+        self.revoked.len()
+    }
+
+    /// Whether the access token with this `jti` is listed as revoked.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked.contains_key(jti)
+    }
+
     /// The oldest version a delta can start from.
     pub fn log_floor(&self) -> u64 {
         self.log.floor()
@@ -195,6 +266,7 @@ impl Snapshot {
                     since: None,
                     issuers: &self.issuers,
                     api_keys: ChangesView { put, delete: vec![] },
+                    revoked_tokens: self.revoked.values().map(|token| &**token).collect(),
                 };
                 match serde_json::to_vec(&view) {
                     Ok(bytes) => Some(Bytes::from(bytes)),
@@ -213,12 +285,19 @@ impl Snapshot {
         if let Some(bytes) = self.cached_delta(since) {
             return Some(Ok(bytes));
         }
-        let Delta { put, delete } = self.log.fold(since, self.version)?;
+        let Delta {
+            put,
+            delete,
+            mut revoked,
+        } = self.log.fold(since, self.version)?;
+        // Revocations already forgotten (their tokens have expired) are left out, as from the full bundle.
+        revoked.retain(|token| self.revoked.contains_key(&token.jti));
         let bytes = match serde_json::to_vec(&BundleView {
             version: self.version,
             since: Some(since),
             issuers: &self.issuers,
             api_keys: ChangesView { put, delete },
+            revoked_tokens: revoked,
         }) {
             Ok(bytes) => Bytes::from(bytes),
             Err(error) => return Some(Err(error)),
@@ -257,7 +336,8 @@ mod tests {
         StoredKeySet {
             version,
             active_kid: Some(key.kid().to_owned()),
-            keys: vec![key],
+            keys: vec![key.published()],
+            active: Some(key),
         }
     }
 
@@ -278,6 +358,7 @@ mod tests {
             kind: ChangeKind::ApiKeyPut,
             put: put.iter().map(|h| dto(h)).collect(),
             delete: delete.iter().map(|h| (*h).to_owned()).collect(),
+            revoked: vec![],
         }
     }
 
@@ -324,5 +405,56 @@ mod tests {
         let full = parse(&next.full_bundle().unwrap());
         let hashes: Vec<&str> = full.api_keys.put.iter().map(|e| e.hash.as_str()).collect();
         assert_eq!(hashes, ["b", "c"]);
+        assert!(full.revoked_tokens.is_empty());
+    }
+
+    fn revoked(jti: &str, exp: i64) -> RevokedTokenDto {
+        RevokedTokenDto {
+            jti: jti.into(),
+            exp,
+        }
+    }
+
+    fn revocation(version: u64, jti: &str, exp: i64) -> Change {
+        Change {
+            version,
+            kind: ChangeKind::TokenRevoke,
+            put: vec![],
+            delete: vec![],
+            revoked: vec![revoked(jti, exp)],
+        }
+    }
+
+    #[test]
+    fn revoked_tokens_are_listed_in_full_and_in_the_delta_window_until_forgotten() {
+        let first = Snapshot::full(signing(3), [], "https://i", 100)
+            .unwrap()
+            .with_revoked_tokens([revoked("old", 500)]);
+        assert!(first.is_revoked("old"));
+        let mut next = first
+            .apply(
+                signing(5),
+                vec![revocation(4, "a", 900), revocation(5, "b", 1_000)],
+            )
+            .unwrap();
+        let full = parse(&next.full_bundle().unwrap());
+        assert_eq!(
+            full.revoked_tokens,
+            [revoked("a", 900), revoked("b", 1_000), revoked("old", 500)]
+        );
+        let delta = parse(&next.delta_bundle(4).unwrap().unwrap());
+        assert_eq!(delta.revoked_tokens, [revoked("b", 1_000)]);
+
+        // Forgetting happens before a snapshot is served; a forgotten revocation leaves deltas too.
+        let mut later = next.apply(signing(6), vec![change(6, &[], &[])]).unwrap();
+        later.forget_revocations_until(900);
+        assert_eq!(later.revoked_token_count(), 1);
+        assert!(!later.is_revoked("a") && later.is_revoked("b"));
+        let full = parse(&later.full_bundle().unwrap());
+        assert_eq!(full.revoked_tokens, [revoked("b", 1_000)]);
+        let delta = parse(&later.delta_bundle(3).unwrap().unwrap());
+        assert_eq!(delta.revoked_tokens, [revoked("b", 1_000)]);
+        next.forget_revocations_until(0);
+        assert_eq!(next.revoked_token_count(), 3, "nothing expired at 0");
     }
 }

@@ -12,8 +12,11 @@ use crate::api_keys::ApiKeyStore;
 use crate::clients::ClientStore;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::kek::KekError;
+use crate::key_lifecycle::{LifecycleTask, Schedule};
 use crate::mirror::{Mirror, MirrorTask};
 use crate::names::KeyNames;
+use crate::telemetry::Telemetry;
 
 /// Limit on request-path Redis operations, so a hung Redis turns into an error response rather than a hang.
 const REQUEST_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,6 +30,9 @@ pub enum StartError {
     /// Called outside a Tokio runtime, so the mirror task cannot be started.
     #[error("no tokio runtime to run the key-set mirror on")]
     NoRuntime,
+    /// No key-encryption key: the sidecar could neither sign nor create a key.
+    #[error(transparent)]
+    Kek(#[from] KekError),
 }
 
 /// Everything the handlers share. Cloning is cheap; the mirror task stops when the last clone is dropped.
@@ -56,16 +62,20 @@ struct Inner {
     clock: Clock,
     /// `true` once shutdown has begun: long polls answer at once instead of holding the server open.
     shutdown: watch::Sender<bool>,
+    telemetry: Telemetry,
     _mirror_task: AbortOnDrop,
+    _lifecycle_task: AbortOnDrop,
 }
 
 impl AppState {
     /// Creates the state and starts mirroring the key set from Redis in the background.
     ///
     /// Returns at once; [`AppState::ready`] completes when the first snapshot is loaded (which also generates the
-    /// first signing key if Redis has none). Must be called within a Tokio runtime.
+    /// first signing key if Redis has none), and moves signing keys along their lifecycle in the background (see
+    /// [`crate::key_lifecycle`]). Fails without a key-encryption key. Must be called within a Tokio runtime.
     pub fn start(config: Config, clock: Clock) -> Result<Self, StartError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let kek = crate::kek::resolve(config.signing.kek.as_ref())?;
         let redis = redis::Client::open(config.redis_url.as_str()).map_err(StartError::RedisUrl)?;
         let names = KeyNames::new(config.key_prefix.clone());
         let mirror = Arc::new(Mirror::new());
@@ -75,8 +85,18 @@ impl AppState {
             issuer: config.issuer.clone(),
             clock: clock.clone(),
             mirror: Arc::clone(&mirror),
+            unsealer: crate::signing_keys::Unsealer::new(kek.clone()),
+            algorithm: config.signing.algorithm,
         };
         let mirror_task = AbortOnDrop(runtime.spawn(task.run()));
+        let lifecycle = LifecycleTask {
+            client: redis.clone(),
+            names: names.clone(),
+            kek,
+            schedule: Schedule::from_config(&config),
+            clock: clock.clone(),
+        };
+        let lifecycle_task = AbortOnDrop(runtime.spawn(lifecycle.run()));
         Ok(Self {
             inner: Arc::new(Inner {
                 clients: ClientStore::new(names.clone()),
@@ -88,7 +108,9 @@ impl AppState {
                 mirror,
                 clock,
                 shutdown: watch::Sender::new(false),
+                telemetry: Telemetry::new(),
                 _mirror_task: mirror_task,
+                _lifecycle_task: lifecycle_task,
             }),
         })
     }
@@ -141,6 +163,11 @@ impl AppState {
             // The sender lives in the state this future was made from; if it is gone, so is the server.
             let _ = shutdown.wait_for(|down| *down).await;
         }
+    }
+
+    /// Proxy freshness and request counters.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.inner.telemetry
     }
 
     /// The clock used for issued tokens.

@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use base64ct::Encoding;
 use keymesh::{AppState, Clock};
 use keymesh_core::bundle::{etag, BundleDto};
-use serde_json::Value;
 use support::*;
 
 #[tokio::test]
@@ -48,12 +48,10 @@ async fn jwks_publishes_only_the_public_half_of_the_stored_key() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let stored = keymesh::signing_keys::decode_record(&active, &record).unwrap();
+    let stored = keymesh::signing_keys::decode_record(&active, &record, &test_kek()).unwrap();
     assert_eq!(jwk.get("x"), stored.public_jwk().get("x"));
-    let seed = serde_json::from_str::<Value>(&record).unwrap()["seed"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let seed = base64ct::Base64UrlUnpadded::encode_string(&stored.private_bytes().unwrap());
+    assert!(!record.contains(&seed), "seed stored in clear");
     assert!(
         !reply.body.windows(seed.len()).any(|w| w == seed.as_bytes()),
         "seed leaked into JWKS"
@@ -75,13 +73,17 @@ async fn metadata_describes_the_token_endpoint() {
     );
     assert_eq!(
         metadata["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
+        serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
     );
     assert_eq!(
         metadata["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["client_secret_basic", "client_secret_post"])
+        serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
     );
-    assert_eq!(metadata["response_types_supported"], serde_json::json!([]));
+    // The rest of the authorization server's metadata: tests/oauth_server.rs.
+    assert_eq!(
+        metadata["response_types_supported"],
+        serde_json::json!(["code"])
+    );
 }
 
 #[tokio::test]

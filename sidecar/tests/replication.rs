@@ -28,6 +28,10 @@ async fn a_client_created_by_the_cli_after_start_can_get_a_token() {
         scopes: vec!["read".into()],
         force: false,
         json: true,
+        name: None,
+        public: false,
+        redirect_uris: vec![],
+        grant_types: vec![],
     };
     let mut out = Vec::new();
     keymesh::cli::run_client(
@@ -60,6 +64,10 @@ async fn a_client_created_by_the_cli_after_start_can_get_a_token() {
         scopes: vec![],
         force: false,
         json: true,
+        name: None,
+        public: false,
+        redirect_uris: vec![],
+        grant_types: vec![],
     };
     let err = keymesh::cli::run_client(
         &app.config,
@@ -109,7 +117,12 @@ async fn a_key_added_by_another_replica_is_published_via_pubsub() {
     assert_eq!(kids_before.len(), 1);
 
     let new_key = SigningKey::generate(NOW);
-    let version = signing_keys::add(&mut redis.conn().await, &KeyNames::new("r:"), &new_key)
+    let version = signing_keys::add(
+        &mut redis.conn().await,
+        &KeyNames::new("r:"),
+        &test_kek(),
+        &new_key,
+    )
         .await
         .unwrap();
     assert!(version > before);
@@ -145,7 +158,7 @@ async fn a_change_whose_notification_was_lost_is_picked_up_by_gap_repair() {
 
     // Write exactly what `add` writes, but never PUBLISH.
     let new_key = SigningKey::generate(NOW);
-    let record = signing_keys::encode_record(&new_key).unwrap();
+    let record = signing_keys::encode_record(&new_key, &test_kek()).unwrap();
     let mut conn = redis.conn().await;
     let (): () = redis::pipe()
         .atomic()

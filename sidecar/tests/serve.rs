@@ -72,6 +72,7 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
         ("KEYMESH_ISSUER", base.clone()),
         ("KEYMESH_KEY_PREFIX", "serve:".to_owned()),
         ("KEYMESH_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("KEYMESH_KEK", support::TEST_KEK.to_owned()),
         // Debug for keymesh, so the most talkative logging is the one checked for secrets.
         ("RUST_LOG", "info,keymesh=debug".to_owned()),
     ];

@@ -20,6 +20,7 @@ use keymesh_core::bundle::{etag, parse_etag};
 use super::app_error::AppError;
 use crate::snapshot::Snapshot;
 use crate::state::AppState;
+use crate::telemetry::{BundleAnswer, ProxySeen};
 
 /// Header carrying the polling proxy's id.
 pub(crate) const PROXY_HEADER: &str = "x-keymesh-proxy";
@@ -67,6 +68,14 @@ impl Held {
         }
     }
 
+    /// The version the caller holds, for the proxy table: the newest it names, 0 for none or `*`.
+    fn held_version(&self) -> u64 {
+        match self {
+            Self::Versions(versions) => versions.iter().copied().max().unwrap_or(0),
+            Self::Nothing | Self::Any => 0,
+        }
+    }
+
     /// The version a delta can start from: only when the caller names exactly one.
     fn base(&self) -> Option<u64> {
         match self {
@@ -90,11 +99,17 @@ pub(crate) async fn bundle(
     let mut snapshot = state.mirror().snapshot().ok_or(AppError::NotReady)?;
     if let Some(proxy) = proxy {
         tracing::debug!(proxy, held = ?held, current = snapshot.version(), wait_secs = wait.as_secs(), "bundle poll");
+        let seen = ProxySeen {
+            version: held.held_version(),
+            last_seen: state.clock().now_secs(),
+            long_poll: !wait.is_zero(),
+        };
+        state.telemetry().proxy_polled(proxy, seen);
     }
 
     if held.matches(snapshot.version()) {
         if wait.is_zero() || state.is_shutting_down() {
-            return Ok(not_modified(snapshot.version()));
+            return Ok(not_modified(&state, snapshot.version()));
         }
         let waiting_on = snapshot.version();
         let changed = tokio::select! {
@@ -104,13 +119,18 @@ pub(crate) async fn bundle(
         };
         snapshot = state.mirror().snapshot().ok_or(AppError::NotReady)?;
         if !changed || held.matches(snapshot.version()) {
-            return Ok(not_modified(snapshot.version()));
+            return Ok(not_modified(&state, snapshot.version()));
         }
     }
 
     let version = snapshot.version();
     let delta_base = held.base().filter(|since| *since < version);
     let (body, since) = render(snapshot, delta_base).await?;
+    state.telemetry().bundle_answered(if since.is_some() {
+        BundleAnswer::Delta
+    } else {
+        BundleAnswer::Full
+    });
     if let Some(proxy) = proxy {
         tracing::debug!(proxy, version, since, bytes = body.len(), "bundle sent");
     }
@@ -158,7 +178,8 @@ async fn render(
     Ok((full, None))
 }
 
-fn not_modified(version: u64) -> Response {
+fn not_modified(state: &AppState, version: u64) -> Response {
+    state.telemetry().bundle_answered(BundleAnswer::NotModified);
     (StatusCode::NOT_MODIFIED, cache_headers(version)).into_response()
 }
 

@@ -1,4 +1,4 @@
-//! Token endpoint errors and their RFC 6749 §5.2 responses.
+//! Errors of the token, revocation and introspection endpoints and their RFC 6749 §5.2 responses.
 //!
 //! What the client sees is fixed per variant; the specifics go to the log where the error is raised.
 
@@ -19,9 +19,19 @@ pub(crate) enum TokenError {
     /// Client authentication failed: unknown client, wrong secret, no or unsupported authentication.
     #[error("invalid_client")]
     InvalidClient,
-    /// The grant type is not `client_credentials`.
+    /// The code or refresh token is unknown, expired, used, revoked, issued to another client, or does not match
+    /// the redirect URI or PKCE verifier.
+    #[error("invalid_grant")]
+    InvalidGrant,
+    /// The client is not registered for this grant type.
+    #[error("unauthorized_client")]
+    UnauthorizedClient,
+    /// The grant type is not one this server supports (the password and implicit grants never are).
     #[error("unsupported_grant_type")]
     UnsupportedGrantType,
+    /// Too many failed authentications of this client recently: refused for this many more seconds.
+    #[error("too many failed client authentications")]
+    Throttled(u64),
     /// A requested scope is malformed or not allowed for the client.
     #[error("invalid_scope")]
     InvalidScope,
@@ -57,6 +67,12 @@ pub(crate) enum RequestProblem {
     /// `client_id` in the body differs from the one in the Authorization header.
     #[error("client_id does not match the Authorization header")]
     ClientIdMismatch,
+    /// A parameter the grant (or endpoint) needs is missing.
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// `code_verifier` is not 43 to 128 characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1).
+    #[error("code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~")]
+    MalformedCodeVerifier,
 }
 
 impl TokenError {
@@ -64,7 +80,11 @@ impl TokenError {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
             Self::UnsupportedGrantType => "unsupported_grant_type",
+            // RFC 6749 has no code for throttling; this one tells clients to come back later.
+            Self::Throttled(_) => "temporarily_unavailable",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
             Self::Unavailable => "temporarily_unavailable",
@@ -75,6 +95,7 @@ impl TokenError {
     fn status(self) -> StatusCode {
         match self {
             Self::InvalidClient => StatusCode::UNAUTHORIZED,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
@@ -85,7 +106,20 @@ impl TokenError {
         match self {
             Self::InvalidRequest(problem) => problem.to_string(),
             Self::InvalidClient => "client authentication failed".to_owned(),
-            Self::UnsupportedGrantType => "only client_credentials is supported".to_owned(),
+            Self::InvalidGrant => {
+                "the code or refresh token is invalid, expired, revoked or was issued to another client"
+                    .to_owned()
+            }
+            Self::UnauthorizedClient => {
+                "the client is not registered for this grant type".to_owned()
+            }
+            Self::UnsupportedGrantType => {
+                "supported grant types: authorization_code, refresh_token, client_credentials"
+                    .to_owned()
+            }
+            Self::Throttled(secs) => {
+                format!("too many failed client authentications; retry in {secs} s")
+            }
             Self::InvalidScope => {
                 "requested scope is invalid or not allowed for this client".to_owned()
             }
@@ -116,6 +150,9 @@ impl IntoResponse for TokenError {
         }
         if self == Self::Unavailable {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::Throttled(secs) = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

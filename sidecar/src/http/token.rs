@@ -1,4 +1,6 @@
-//! `POST /oauth/token`: the client-credentials grant (RFC 6749 §4.4) with resource indicators (RFC 8707).
+//! `POST /oauth/token`: the client credentials (RFC 6749 §4.4), authorization code (§4.1.3, with PKCE) and
+//! refresh token (§6) grants, with resource indicators (RFC 8707). The password and implicit grants are not
+//! supported (RFC 9700 §2.4).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -8,25 +10,55 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use super::client_auth;
 use super::oauth_error::{RequestProblem, TokenError};
-use super::token_request::{self, Credentials, TokenRequest};
-use crate::access_token::{self, Grant};
-use crate::clients::{ClientError, ClientRecord};
-use crate::secret;
+use super::token_grants;
+use super::token_request::{self, TokenRequest};
+use crate::access_token::{self, Grant, IssuedToken};
+use crate::clients::{ClientRecord, GrantType};
+use crate::oauth;
 use crate::state::AppState;
-use crate::syntax;
-
-/// The only grant type supported so far.
-const CLIENT_CREDENTIALS: &str = "client_credentials";
 
 /// RFC 6749 §5.1 success response.
 #[derive(Serialize)]
-struct TokenResponse {
+pub(crate) struct TokenResponse {
     access_token: String,
     token_type: &'static str,
     expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+}
+
+impl TokenResponse {
+    /// The response for `issued` with `scopes`, and a refresh token if one was issued.
+    pub(crate) fn new(
+        issued: IssuedToken,
+        scopes: &[String],
+        refresh_token: Option<String>,
+    ) -> Self {
+        Self {
+            access_token: issued.token,
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            refresh_token,
+            scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+        }
+    }
+}
+
+impl IntoResponse for TokenResponse {
+    fn into_response(self) -> Response {
+        let mut response = Json(self).into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+            .headers_mut()
+            .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        response
+    }
 }
 
 /// Handles a token request.
@@ -40,22 +72,60 @@ pub(crate) async fn token(
     }
     let body = body.map_err(|_| TokenError::InvalidRequest(RequestProblem::MalformedBody))?;
     let request = token_request::parse_form(&body).map_err(TokenError::InvalidRequest)?;
-    let credentials = token_request::credentials(&headers, &request)?;
-    if request.grant_type != CLIENT_CREDENTIALS {
-        return Err(TokenError::UnsupportedGrantType);
+    let credentials = token_request::credentials(
+        &headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )?;
+    let grant: GrantType = request
+        .grant_type
+        .parse()
+        .map_err(|_| TokenError::UnsupportedGrantType)?;
+    let client = client_auth::authenticate(&state, credentials).await?;
+    if !client.allows(grant) {
+        tracing::info!(client_id = %client.client_id, %grant, "grant type not allowed for the client");
+        return Err(TokenError::UnauthorizedClient);
     }
-    let client = authenticate(&state, credentials).await?;
-    let audience = audience(&client, &request)?;
-    let scopes = scopes(&client, &request)?;
+    let response = match grant {
+        GrantType::ClientCredentials => client_credentials(&state, &client, &request)?,
+        GrantType::AuthorizationCode => {
+            token_grants::authorization_code(&state, &client, request).await?
+        }
+        GrantType::RefreshToken => token_grants::refresh_token(&state, &client, request).await?,
+    };
+    Ok(response.into_response())
+}
 
+/// The client credentials grant: a token about the client itself.
+fn client_credentials(
+    state: &AppState,
+    client: &ClientRecord,
+    request: &TokenRequest,
+) -> Result<TokenResponse, TokenError> {
+    let audience =
+        oauth::select_resources(&client.resources, &request.resources).ok_or_else(|| {
+            tracing::info!(client_id = %client.client_id, "no acceptable audience");
+            TokenError::InvalidTarget
+        })?;
+    let scopes = oauth::select_scopes(&client.scopes, request.scope.as_deref())
+        .ok_or(TokenError::InvalidScope)?;
+    let issued = sign(
+        state,
+        Grant {
+            client_id: &client.client_id,
+            subject: &client.client_id,
+            audience: &audience,
+            scopes: &scopes,
+        },
+    )?;
+    Ok(TokenResponse::new(issued, &scopes, None))
+}
+
+/// Signs an access token for `grant` with the active key, now.
+pub(crate) fn sign(state: &AppState, grant: Grant<'_>) -> Result<IssuedToken, TokenError> {
     let snapshot = state.mirror().snapshot().ok_or(TokenError::Unavailable)?;
     let key = snapshot.active_key().ok_or(TokenError::Unavailable)?;
     let config = state.config();
-    let grant = Grant {
-        client_id: &client.client_id,
-        audience: &audience,
-        scopes: &scopes,
-    };
     let issued = access_token::issue(
         key,
         &config.issuer,
@@ -67,107 +137,7 @@ pub(crate) async fn token(
         tracing::error!(%error, "cannot sign access token");
         TokenError::ServerError
     })?;
-    tracing::info!(client_id = %client.client_id, jti = %issued.jti, kid = %key.kid(), aud = ?audience,
-        scope = %scopes.join(" "), "issued access token");
-
-    let body = TokenResponse {
-        access_token: issued.token,
-        token_type: "Bearer",
-        expires_in: issued.expires_in,
-        scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
-    };
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-        .headers_mut()
-        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(response)
-}
-
-/// Looks the client up in Redis and checks its secret.
-async fn authenticate(
-    state: &AppState,
-    credentials: Credentials,
-) -> Result<ClientRecord, TokenError> {
-    let mut conn = state.redis().await.map_err(|error| {
-        tracing::warn!(%error, "cannot reach redis to authenticate a client");
-        TokenError::Unavailable
-    })?;
-    let client = match state.clients().get(&mut conn, &credentials.client_id).await {
-        Ok(Some(client)) => client,
-        Ok(None) => {
-            tracing::info!(client_id = %credentials.client_id, method = ?credentials.method, "unknown client");
-            return Err(TokenError::InvalidClient);
-        }
-        Err(ClientError::Redis(error)) => {
-            tracing::warn!(%error, "cannot read client record");
-            return Err(TokenError::Unavailable);
-        }
-        Err(error) => {
-            tracing::error!(%error, "cannot use client record");
-            return Err(TokenError::ServerError);
-        }
-    };
-    // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-    let stored = client.secret_hash.clone();
-    let presented = credentials.secret;
-    let matches = tokio::task::spawn_blocking(move || secret::verify(&presented, &stored))
-        .await
-        .map_err(|error| {
-            tracing::error!(%error, "secret verification task failed");
-            TokenError::ServerError
-        })?;
-    if !matches {
-        tracing::info!(client_id = %client.client_id, method = ?credentials.method, "wrong client secret");
-        return Err(TokenError::InvalidClient);
-    }
-    Ok(client)
-}
-
-/// The token's audience: the requested resources (each allowed for the client), or all allowed ones.
-fn audience(client: &ClientRecord, request: &TokenRequest) -> Result<Vec<String>, TokenError> {
-    if request.resources.is_empty() {
-        if client.resources.is_empty() {
-            tracing::warn!(client_id = %client.client_id, "client has no resources: no audience for its tokens");
-            return Err(TokenError::InvalidTarget);
-        }
-        return Ok(client.resources.clone());
-    }
-    let mut audience: Vec<String> = Vec::with_capacity(request.resources.len());
-    for resource in &request.resources {
-        if !syntax::is_absolute_uri_without_fragment(resource)
-            || !client.resources.contains(resource)
-        {
-            tracing::info!(client_id = %client.client_id, %resource, "resource refused");
-            return Err(TokenError::InvalidTarget);
-        }
-        if !audience.contains(resource) {
-            audience.push(resource.clone());
-        }
-    }
-    Ok(audience)
-}
-
-/// The granted scopes: the requested ones (each allowed for the client), or all allowed ones.
-fn scopes(client: &ClientRecord, request: &TokenRequest) -> Result<Vec<String>, TokenError> {
-    let Some(requested) = &request.scope else {
-        return Ok(client.scopes.clone());
-    };
-    let mut granted: Vec<String> = Vec::new();
-    for scope in requested.split(' ').filter(|s| !s.is_empty()) {
-        if !syntax::is_scope_token(scope) || !client.scopes.iter().any(|allowed| allowed == scope) {
-            tracing::info!(client_id = %client.client_id, %scope, "scope refused");
-            return Err(TokenError::InvalidScope);
-        }
-        if !granted.iter().any(|g| g == scope) {
-            granted.push(scope.to_owned());
-        }
-    }
-    if granted.is_empty() {
-        // Only spaces: not a scope list at all.
-        return Err(TokenError::InvalidScope);
-    }
-    Ok(granted)
+    tracing::info!(client_id = %grant.client_id, sub = %grant.subject, jti = %issued.jti, kid = %key.kid(),
+        aud = ?grant.audience, scope = %grant.scopes.join(" "), "issued access token");
+    Ok(issued)
 }

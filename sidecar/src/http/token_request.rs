@@ -1,4 +1,5 @@
-//! Parsing of token requests: the form body (RFC 6749 Appendix B) and the client credentials (§2.3.1).
+//! Parsing of token, revocation and introspection requests: the form body (RFC 6749 Appendix B) and the client
+//! credentials (§2.3.1, and `client_id` alone for public clients).
 
 use std::collections::HashMap;
 
@@ -16,6 +17,29 @@ pub(crate) struct TokenRequest {
     pub(crate) scope: Option<String>,
     /// RFC 8707 resource indicators, in request order (the only parameter that may repeat).
     pub(crate) resources: Vec<String>,
+    /// `authorization_code`: the code.
+    pub(crate) code: Option<String>,
+    /// `authorization_code`: the redirect URI the code was sent to.
+    pub(crate) redirect_uri: Option<String>,
+    /// `authorization_code`: the PKCE verifier.
+    pub(crate) code_verifier: Option<String>,
+    /// `refresh_token`: the refresh token.
+    pub(crate) refresh_token: Option<String>,
+}
+
+/// A form (or query string) as name → value, with `resource` kept apart because it alone may repeat.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Params {
+    single: HashMap<String, String>,
+    /// Every `resource` value, in order.
+    pub(crate) resources: Vec<String>,
+}
+
+impl Params {
+    /// Removes and returns a parameter.
+    pub(crate) fn take(&mut self, name: &str) -> Option<String> {
+        self.single.remove(name)
+    }
 }
 
 impl std::fmt::Debug for TokenRequest {
@@ -30,6 +54,16 @@ impl std::fmt::Debug for TokenRequest {
             )
             .field("scope", &self.scope)
             .field("resources", &self.resources)
+            .field("code", &self.code.as_ref().map(|_| "<redacted>"))
+            .field("redirect_uri", &self.redirect_uri)
+            .field(
+                "code_verifier",
+                &self.code_verifier.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -41,13 +75,16 @@ pub(crate) enum AuthMethod {
     Basic,
     /// Body parameters (`client_secret_post`).
     Post,
+    /// `client_id` alone (`none`): a public client.
+    None,
 }
 
 /// A client's claimed identity and secret, not yet verified.
 #[derive(PartialEq, Eq)]
 pub(crate) struct Credentials {
     pub(crate) client_id: String,
-    pub(crate) secret: String,
+    /// The secret; `None` for a public client's `client_id`-only identification.
+    pub(crate) secret: Option<String>,
     pub(crate) method: AuthMethod,
 }
 
@@ -74,8 +111,28 @@ pub(crate) fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Parses the form body. Empty values count as absent (RFC 6749 §3.1); repeats are refused except `resource`.
+/// Parses a token request's form body. Empty values count as absent (RFC 6749 §3.1); repeats are refused except
+/// `resource`; unknown parameters are ignored.
 pub(crate) fn parse_form(body: &[u8]) -> Result<TokenRequest, RequestProblem> {
+    let mut params = parse_params(body)?;
+    Ok(TokenRequest {
+        grant_type: params
+            .take("grant_type")
+            .ok_or(RequestProblem::MissingGrantType)?,
+        client_id: params.take("client_id"),
+        client_secret: params.take("client_secret"),
+        scope: params.take("scope"),
+        code: params.take("code"),
+        redirect_uri: params.take("redirect_uri"),
+        code_verifier: params.take("code_verifier"),
+        refresh_token: params.take("refresh_token"),
+        resources: params.resources,
+    })
+}
+
+/// Parses `application/x-www-form-urlencoded` parameters (a body or a query string) by the rules of
+/// [`parse_form`].
+pub(crate) fn parse_params(body: &[u8]) -> Result<Params, RequestProblem> {
     let mut single: HashMap<String, String> = HashMap::new();
     let mut resources = Vec::new();
     for pair in body.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
@@ -97,55 +154,49 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<TokenRequest, RequestProblem> {
             return Err(RequestProblem::RepeatedParameter);
         }
     }
-    Ok(TokenRequest {
-        grant_type: single
-            .remove("grant_type")
-            .ok_or(RequestProblem::MissingGrantType)?,
-        client_id: single.remove("client_id"),
-        client_secret: single.remove("client_secret"),
-        scope: single.remove("scope"),
-        resources,
-    })
+    Ok(Params { single, resources })
 }
 
-/// Extracts the client's credentials from the Authorization header or the body, refusing a mix of both.
+/// Extracts the client's credentials from the Authorization header or the body (`client_id` and
+/// `client_secret`), refusing a mix of both. `client_id` alone identifies a public client.
 pub(crate) fn credentials(
     headers: &HeaderMap,
-    request: &TokenRequest,
+    client_id: Option<&str>,
+    client_secret: Option<&str>,
 ) -> Result<Credentials, TokenError> {
     let mut authorization = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = authorization.next() else {
-        return match (&request.client_id, &request.client_secret) {
+        return match (client_id, client_secret) {
             (Some(client_id), Some(secret)) => Ok(Credentials {
-                client_id: client_id.clone(),
-                secret: secret.clone(),
+                client_id: client_id.to_owned(),
+                secret: Some(secret.to_owned()),
                 method: AuthMethod::Post,
             }),
-            // A secret without an id cannot be checked; an id alone is an unauthenticated (public) client, which
-            // this server does not accept.
-            _ => Err(TokenError::InvalidClient),
+            (Some(client_id), None) => Ok(Credentials {
+                client_id: client_id.to_owned(),
+                secret: None,
+                method: AuthMethod::None,
+            }),
+            // A secret without an id cannot be checked.
+            (None, _) => Err(TokenError::InvalidClient),
         };
     };
-    if authorization.next().is_some() || request.client_secret.is_some() {
+    if authorization.next().is_some() || client_secret.is_some() {
         return Err(TokenError::InvalidRequest(
             RequestProblem::MultipleAuthMethods,
         ));
     }
-    let (client_id, secret) = value
+    let (basic_id, secret) = value
         .to_str()
         .ok()
         .and_then(parse_basic)
         .ok_or(TokenError::InvalidClient)?;
-    if request
-        .client_id
-        .as_ref()
-        .is_some_and(|body_id| *body_id != client_id)
-    {
+    if client_id.is_some_and(|body_id| body_id != basic_id) {
         return Err(TokenError::InvalidRequest(RequestProblem::ClientIdMismatch));
     }
     Ok(Credentials {
-        client_id,
-        secret,
+        client_id: basic_id,
+        secret: Some(secret),
         method: AuthMethod::Basic,
     })
 }
@@ -265,39 +316,80 @@ mod tests {
         );
     }
 
+    fn creds(headers: &HeaderMap, body: &[u8]) -> Result<Credentials, TokenError> {
+        let request = parse_form(body).unwrap();
+        credentials(
+            headers,
+            request.client_id.as_deref(),
+            request.client_secret.as_deref(),
+        )
+    }
+
     #[test]
     fn basic_credentials_are_form_decoded() {
-        let request = parse_form(b"grant_type=client_credentials").unwrap();
-        let creds = credentials(&basic("svc%3Aa", "p%40ss+word"), &request).unwrap();
+        let creds = creds(
+            &basic("svc%3Aa", "p%40ss+word"),
+            b"grant_type=client_credentials",
+        )
+        .unwrap();
         assert_eq!(creds.client_id, "svc:a");
-        assert_eq!(creds.secret, "p@ss word");
+        assert_eq!(creds.secret.as_deref(), Some("p@ss word"));
         assert_eq!(creds.method, AuthMethod::Basic);
     }
 
     #[test]
-    fn credential_conflicts() {
-        let both =
-            parse_form(b"grant_type=client_credentials&client_id=a&client_secret=s").unwrap();
+    fn code_and_refresh_parameters_are_read() {
+        let request = parse_form(
+            b"grant_type=authorization_code&code=c&redirect_uri=https%3A%2F%2Fa.example%2Fcb&code_verifier=v&refresh_token=r",
+        )
+        .unwrap();
+        assert_eq!(request.code.as_deref(), Some("c"));
         assert_eq!(
-            credentials(&basic("a", "s"), &both),
+            request.redirect_uri.as_deref(),
+            Some("https://a.example/cb")
+        );
+        assert_eq!(request.code_verifier.as_deref(), Some("v"));
+        assert_eq!(request.refresh_token.as_deref(), Some("r"));
+        let debug = format!("{request:?}");
+        assert!(
+            !debug.contains("\"c\"") && !debug.contains("\"v\""),
+            "{debug}"
+        );
+        let mut params = parse_params(b"token=t&resource=a&resource=b").unwrap();
+        assert_eq!(params.take("token").as_deref(), Some("t"));
+        assert_eq!(params.take("token"), None);
+        assert_eq!(params.resources, ["a", "b"]);
+    }
+
+    #[test]
+    fn credential_conflicts() {
+        let both: &[u8] = b"grant_type=client_credentials&client_id=a&client_secret=s";
+        assert_eq!(
+            creds(&basic("a", "s"), both),
             Err(TokenError::InvalidRequest(
                 RequestProblem::MultipleAuthMethods
             ))
         );
-        let other_id = parse_form(b"grant_type=client_credentials&client_id=b").unwrap();
         assert_eq!(
-            credentials(&basic("a", "s"), &other_id),
+            creds(
+                &basic("a", "s"),
+                b"grant_type=client_credentials&client_id=b"
+            ),
             Err(TokenError::InvalidRequest(RequestProblem::ClientIdMismatch))
         );
-        let id_only = parse_form(b"grant_type=client_credentials&client_id=a").unwrap();
+        let id_only: &[u8] = b"grant_type=client_credentials&client_id=a";
+        let public = creds(&HeaderMap::new(), id_only).unwrap();
+        assert_eq!((public.method, public.secret), (AuthMethod::None, None));
         assert_eq!(
-            credentials(&HeaderMap::new(), &id_only),
-            Err(TokenError::InvalidClient)
+            creds(
+                &HeaderMap::new(),
+                b"grant_type=client_credentials&client_secret=s"
+            ),
+            Err(TokenError::InvalidClient),
+            "a secret without an id"
         );
-        let post =
-            parse_form(b"grant_type=client_credentials&client_id=a&client_secret=s").unwrap();
         assert_eq!(
-            credentials(&HeaderMap::new(), &post).unwrap().method,
+            creds(&HeaderMap::new(), both).unwrap().method,
             AuthMethod::Post
         );
         let mut bearer = HeaderMap::new();
@@ -305,15 +397,20 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer abc"),
         );
-        assert_eq!(
-            credentials(&bearer, &id_only),
-            Err(TokenError::InvalidClient)
-        );
+        assert_eq!(creds(&bearer, id_only), Err(TokenError::InvalidClient));
         let mut garbage = HeaderMap::new();
         garbage.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
+        assert_eq!(creds(&garbage, id_only), Err(TokenError::InvalidClient));
+        let mut two = basic("a", "s");
+        two.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YTpz"),
+        );
         assert_eq!(
-            credentials(&garbage, &id_only),
-            Err(TokenError::InvalidClient)
+            creds(&two, b"grant_type=client_credentials"),
+            Err(TokenError::InvalidRequest(
+                RequestProblem::MultipleAuthMethods
+            ))
         );
     }
 }

@@ -1,6 +1,8 @@
 //! Shared test fixtures: a real redis-server per test, an app state on a chosen key prefix, request helpers.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
 
+pub mod oauth;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +14,8 @@ use base64ct::{Base64, Encoding};
 use http_body_util::BodyExt;
 use keymesh::api_keys::{ApiKeyStore, IssuedApiKey, NewApiKey};
 use keymesh::clients::{ClientStore, NewClient, RegisteredClient};
+use keymesh::config::SigningConfig;
+use keymesh::kek::{Kek, KekSource};
 use keymesh::names::KeyNames;
 use keymesh::{AppState, Clock, Config};
 use tower::ServiceExt;
@@ -20,6 +24,14 @@ use tower::ServiceExt;
 pub const NOW: u64 = 1_700_000_000;
 /// The issuer of router tests.
 pub const ISSUER: &str = "https://issuer.test";
+
+/// The key-encryption key of tests, in the base64 form `KEYMESH_KEK` takes.
+pub const TEST_KEK: &str = "a2V5bWVzaCB0ZXN0IGtleS1lbmNyeXB0aW9uIGtleSE=";
+
+/// [`TEST_KEK`] decoded.
+pub fn test_kek() -> Kek {
+    Kek::from_base64(TEST_KEK).unwrap()
+}
 
 /// A port that was free a moment ago (bind to port 0, read it, release it).
 pub fn free_port() -> u16 {
@@ -35,16 +47,28 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `--requirepass`, if any.
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// Starts redis-server on a free port and waits until it answers PING.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts redis-server requiring `password` (`--requirepass`).
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> Self {
         for _ in 0..5 {
             let mut server = Self {
                 child: None,
                 port: free_port(),
                 dir: tempfile::tempdir().unwrap(),
+                password: password.clone(),
             };
             // Another process may grab the port between `free_port` and redis binding it: then try another.
             if server.spawn() {
@@ -69,6 +93,11 @@ impl RedisServer {
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|password| ["--requirepass", password.as_str()]),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -103,9 +132,12 @@ impl RedisServer {
             .is_ok_and(|pong| pong == "PONG")
     }
 
-    /// `redis://127.0.0.1:PORT/`.
+    /// `redis://127.0.0.1:PORT/`, with `:PASSWORD@` if the server requires one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
     }
 
     /// Kills the server (its data is gone: persistence is off).
@@ -156,6 +188,10 @@ pub fn config(redis: &RedisServer, prefix: &str) -> Config {
         redis_url: redis.url(),
         issuer: ISSUER.to_owned(),
         key_prefix: prefix.to_owned(),
+        signing: SigningConfig {
+            kek: Some(KekSource::Inline(test_kek())),
+            ..SigningConfig::default()
+        },
         ..Config::default()
     }
 }
@@ -201,7 +237,7 @@ pub async fn register(
         secret: secret.map(str::to_owned),
         resources: resources.iter().map(|s| (*s).to_owned()).collect(),
         scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-        force: false,
+        ..NewClient::default()
     };
     store
         .register(&mut redis.conn().await, new, NOW)
