@@ -4,7 +4,7 @@
 //! entry per version (signing-key changes are entries without either, so versions stay contiguous). Entries are shared
 //! between consecutive snapshots through `Arc`, so a new snapshot copies pointers, not entries.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use keymesh_core::bundle::{ApiKeyDto, RevokedTokenDto};
@@ -26,7 +26,7 @@ pub struct LoggedChange {
 #[derive(Debug, Clone)]
 pub struct ChangeLog {
     floor: u64,
-    entries: VecDeque<Arc<LoggedChange>>,
+    entries: imbl::Vector<Arc<LoggedChange>>,
     capacity: usize,
 }
 
@@ -47,7 +47,7 @@ impl ChangeLog {
     pub fn starting_at(version: u64, capacity: usize) -> Self {
         Self {
             floor: version,
-            entries: VecDeque::new(),
+            entries: imbl::Vector::new(),
             capacity: capacity.max(1),
         }
     }
@@ -90,7 +90,8 @@ impl ChangeLog {
         let mut put: BTreeMap<&str, &ApiKeyDto> = BTreeMap::new();
         let mut delete: BTreeSet<&str> = BTreeSet::new();
         let mut revoked: BTreeMap<&str, &RevokedTokenDto> = BTreeMap::new();
-        for change in self.entries.range(start..end) {
+        // A focus narrowed to the window walks only the changes asked for.
+        for change in self.entries.focus().narrow(start..end) {
             for token in &change.revoked {
                 revoked.insert(&token.jti, token);
             }

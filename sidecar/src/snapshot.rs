@@ -2,7 +2,7 @@
 //! tokens, and the recent changes that lead to it, with the documents built from them serialised once and kept,
 //! ready to serve.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
@@ -17,10 +17,10 @@ use crate::signing_keys::{PublishedKey, SigningKey, StoredKeySet, VerifyingKey};
 const DELTA_CACHE_LEN: usize = 8;
 
 /// The API keys of a snapshot by hash. Keys and values are shared with the previous snapshot and the change log.
-type ApiKeySet = HashMap<Arc<str>, Arc<ApiKeyDto>>;
+type ApiKeySet = imbl::HashMap<Arc<str>, Arc<ApiKeyDto>>;
 
 /// The revoked access tokens of a snapshot by `jti`, shared like [`ApiKeySet`].
-type RevokedSet = BTreeMap<String, Arc<RevokedTokenDto>>;
+type RevokedSet = imbl::OrdMap<String, Arc<RevokedTokenDto>>;
 
 /// One version of the bundle's content as the sidecar serves it.
 #[derive(Debug)]
@@ -99,7 +99,13 @@ impl Snapshot {
     /// the snapshot is served (the full bundle is built on first use).
     pub fn forget_revocations_until(&mut self, cutoff: i64) {
         if self.revoked.values().any(|token| token.exp <= cutoff) {
-            Arc::make_mut(&mut self.revoked).retain(|_, token| token.exp > cutoff);
+            let kept: RevokedSet = self
+                .revoked
+                .iter()
+                .filter(|(_, token)| token.exp > cutoff)
+                .map(|(jti, token)| (jti.clone(), Arc::clone(token)))
+                .collect();
+            self.revoked = Arc::new(kept);
         }
     }
 
