@@ -372,25 +372,7 @@ impl ClientStore {
         &self,
         conn: &mut C,
     ) -> Result<Vec<ClientRecord>, ClientError> {
-        let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(self.names.client_pattern())
-                .arg("COUNT")
-                .arg(200)
-                .query_async(conn)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        keys.sort();
-        keys.dedup();
+        let keys = crate::redis_scan::scan_keys(conn, &self.names.client_pattern()).await?;
         let mut clients = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(client_id) = self.names.client_id_of(&key) else {

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod access_token;
+mod redis_scan;
 pub mod admin_token;
 pub mod api_keys;
 pub mod change_log;

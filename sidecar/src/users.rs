@@ -202,25 +202,7 @@ impl UserStore {
         &self,
         conn: &mut C,
     ) -> Result<Vec<UserRecord>, UserError> {
-        let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(self.names.user_pattern())
-                .arg("COUNT")
-                .arg(200)
-                .query_async(conn)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        keys.sort();
-        keys.dedup();
+        let keys = crate::redis_scan::scan_keys(conn, &self.names.user_pattern()).await?;
         let mut users = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(username) = self.names.username_of(&key) else {

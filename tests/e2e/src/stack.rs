@@ -313,12 +313,22 @@ impl Stack {
     /// The process named `name`.
     pub fn process(&mut self, name: &str) -> &mut Process {
         // The latest one: a restarted process is started again under the same name.
-        self.processes.iter_mut().rev().find(|p| p.name == name).unwrap()
+        self.processes
+            .iter_mut()
+            .rev()
+            .find(|p| p.name == name)
+            .unwrap()
     }
 
     /// Pids of every process started, for leak checks.
     pub fn pids(&self) -> Vec<u32> {
         self.processes.iter().map(Process::pid).collect()
+    }
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -1,5 +1,6 @@
 //! Every Envoy config keymesh ships passes `envoy --mode validate` (which also loads the wasm module and runs
 //! its `on_configure`), and a broken filter configuration is refused with a log line naming the field.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use keymesh_e2e::{authn_wasm, envoy_bin, workspace};
 use std::process::Command;

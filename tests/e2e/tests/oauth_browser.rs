@@ -2,6 +2,7 @@
 //! from tests/e2e/python/browser_consent.py): log in, approve, land on the app's redirect URI with a code and the
 //! original state; deny, land there with error=access_denied. The code then buys a token that works at Envoy. The
 //! consent page's screenshot is kept in target/test-artifacts/consent.png.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod oauth_support;
 

@@ -1,5 +1,6 @@
 //! The spine end to end: one token from the sidecar accepted by two APIs' Envoys, key material delivered from
 //! Redis through the sidecar, on real Envoy, real Redis and the real sidecar.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use keymesh_e2e::{wait_for, Stack};
 use std::time::Duration;
