@@ -4,6 +4,9 @@
 #   scripts/bench.sh                 full run (about 11 min): 20000-token pools, 5 s cells after 1 s warm-up, 3 reps
 #   scripts/bench.sh --quick         smoke run (about 2 min): 2000-token pools, 1 s cells, no per-cell warm-up, 2 reps
 #   scripts/bench.sh [--quick] ARGS  ARGS go to `keymesh-bench run`, e.g. --pin, --reps 5, --concurrency 2
+#   scripts/bench.sh --api-keys [--quick] [ARGS]  API keys instead: keymesh vs Envoy's api_key_auth holding the same
+#                                    keys ($KEYMESH_BENCH_KEYS, default 100000): delivery time, memory at
+#                                    --concurrency 2, throughput; ARGS go to `keymesh-bench run-api-keys`
 # Results: bench/results/latest.md (also printed) and bench/results/latest.json; configs and logs in
 # $CARGO_TARGET_DIR/bench-data/run. Every process started here is stopped on exit, Ctrl-C included.
 set -euo pipefail
@@ -14,16 +17,23 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 command_line="scripts/bench.sh${*:+ $*}"
 quick=0
+api_keys=0
 run_args=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --api-keys) api_keys=1 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) run_args+=("$arg") ;;
   esac
 done
 
-if [ "$quick" = 1 ]; then
+if [ "$api_keys" = 1 ]; then
+  keys="${KEYMESH_BENCH_KEYS:-100000}"
+  if [ "$quick" = 1 ]; then
+    run_args=(--duration 1 --cell-warmup 0 --warmup 2 --reps 2 "${run_args[@]}")
+  fi
+elif [ "$quick" = 1 ]; then
   pool=2000
   run_args=(--duration 1 --cell-warmup 0 --warmup 3 --reps 2 "${run_args[@]}")
 else
@@ -70,6 +80,24 @@ fi
 log "building the filter (wasm32-wasip1, release) and keymesh-bench (release)"
 cargo build -q --release --target wasm32-wasip1 -p keymesh-authn
 cargo build -q --release -p keymesh-bench
+
+if [ "$api_keys" = 1 ]; then
+  keydata="$data/api-keys"
+  if [ ! -f "$keydata/manifest.json" ] || ! grep -q "\"keys\": $keys," "$keydata/manifest.json" \
+     || [ "$bin" -nt "$keydata/manifest.json" ]; then
+    log "preparing $keys API keys"
+    "$bin" prepare-api-keys --out "$keydata" --keys "$keys"
+  fi
+  mkdir -p "$work"
+  log "running: keymesh-bench run-api-keys ${run_args[*]}"
+  "$bin" run-api-keys --data "$keydata" --work "$work" --out bench/results \
+    --envoy "$PWD/.venv/bin/envoy" --wasm "$target/wasm32-wasip1/release/keymesh_authn.wasm" \
+    --command "$command_line" "${run_args[@]}" &
+  bench_pid=$!
+  wait "$bench_pid"
+  bench_pid=""
+  exit 0
+fi
 
 # Token pools are slow to sign (RS256): reuse them unless the size changed, the binary is newer, or they are a
 # week old (they are valid for 30 days).

@@ -38,14 +38,14 @@ pub(crate) struct ProxyInputs<'a> {
     pub(crate) upstream: UpstreamPorts,
 }
 
-const HCM: &str =
+pub(crate) const HCM: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
-fn admin(port: u16) -> Value {
+pub(crate) fn admin(port: u16) -> Value {
     json!({"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}})
 }
 
-fn static_cluster(name: &str, port: u16) -> Value {
+pub(crate) fn static_cluster(name: &str, port: u16) -> Value {
     json!({
         "name": name, "type": "STATIC", "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
@@ -54,7 +54,12 @@ fn static_cluster(name: &str, port: u16) -> Value {
     })
 }
 
-fn listener(name: &str, port: u16, route_config: Value, http_filters: Vec<Value>) -> Value {
+pub(crate) fn listener(
+    name: &str,
+    port: u16,
+    route_config: Value,
+    http_filters: Vec<Value>,
+) -> Value {
     json!({
         "name": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
@@ -73,7 +78,7 @@ fn listener(name: &str, port: u16, route_config: Value, http_filters: Vec<Value>
     })
 }
 
-fn router() -> Value {
+pub(crate) fn router() -> Value {
     json!({"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
 }

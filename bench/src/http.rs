@@ -7,11 +7,22 @@ use std::time::{Duration, Instant};
 
 /// GET `path` on `127.0.0.1:port` with an optional bearer token; returns the status and the raw head.
 pub(crate) fn get(port: u16, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
+    let auth = bearer.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
+    get_with(port, path, &headers)
+}
+
+/// GET `path` on `127.0.0.1:port` with extra request headers; returns the status and the raw head.
+pub(crate) fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut req = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
-    if let Some(token) = bearer {
-        req.push_str(&format!("authorization: Bearer {token}\r\n"));
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;

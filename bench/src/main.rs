@@ -1,6 +1,7 @@
 //! keymesh-bench: keymesh authn against Envoy's native jwt_authn, on the same Envoy binary, upstream and tokens,
 //! measured with wrk. `scripts/bench.sh` builds everything and runs `prepare` then `run`.
 
+mod apikeys;
 mod envoy;
 mod http;
 mod launch;
@@ -45,6 +46,24 @@ enum Cmd {
     },
     /// Runs the benchmark on prepared data and writes `latest.md` and `latest.json`.
     Run(Box<RunArgs>),
+    /// Writes K API keys (seeded), the keymesh bundle holding them, the native `api_key_auth` credentials and the
+    /// wrk key pools.
+    PrepareApiKeys {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Keys in the set.
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// Distinct keys in each wrk pool (valid: the first of the set; unknown: as many keys not in it).
+        #[arg(long, default_value_t = 20_000)]
+        pool: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// API keys: keymesh vs native `api_key_auth` (delivery time, memory, throughput); writes
+    /// `api-keys-latest.md` and `api-keys-latest.json`.
+    RunApiKeys(Box<KeyRunArgs>),
     /// Prints the Envoy bootstrap of one variant (ports are placeholders), for reading or debugging.
     Render {
         #[arg(long)]
@@ -125,6 +144,85 @@ struct RunArgs {
     /// The command to record in the report [default: this command line].
     #[arg(long)]
     command: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct KeyRunArgs {
+    /// Prepared data directory (`prepare-api-keys --out`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Envoy binary [default: $KEYMESH_ENVOY, else .venv/bin/envoy].
+    #[arg(long)]
+    envoy: Option<PathBuf>,
+    #[arg(long)]
+    wasm: Option<PathBuf>,
+    /// Where rendered configs and logs go [default: DATA/run].
+    #[arg(long)]
+    work: Option<PathBuf>,
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Warm-up seconds of each Envoy (valid pool) before measuring it, and before reading RSS.
+    #[arg(long, default_value_t = 4)]
+    warmup: u64,
+    #[arg(long, default_value_t = 1)]
+    cell_warmup: u64,
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Envoy `--concurrency` of the throughput proxies and the upstream.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Envoy `--concurrency` of the delivery/memory starts.
+    #[arg(long, default_value_t = 2)]
+    memory_concurrency: u32,
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+    #[arg(long, default_value_t = 5)]
+    timeout: u64,
+    /// Seconds a proxy may take to accept the last key of the set.
+    #[arg(long, default_value_t = 120)]
+    deliver_timeout: u64,
+    #[arg(long)]
+    command: Option<String>,
+}
+
+fn default_envoy(envoy: Option<PathBuf>) -> PathBuf {
+    envoy.unwrap_or_else(|| {
+        std::env::var_os("KEYMESH_ENVOY")
+            .map_or_else(|| repo().join(".venv/bin/envoy"), PathBuf::from)
+    })
+}
+
+fn key_run_options(args: Box<KeyRunArgs>) -> Result<apikeys::KeyRunOptions> {
+    let data = std::path::absolute(&args.data)?;
+    Ok(apikeys::KeyRunOptions {
+        work: args
+            .work
+            .map_or_else(|| Ok(data.join("run")), |w| std::path::absolute(&w))?,
+        wasm: std::path::absolute(args.wasm.unwrap_or_else(default_wasm))?,
+        envoy: default_envoy(args.envoy),
+        repo: repo(),
+        duration: Duration::from_secs(args.duration.max(1)),
+        warmup: Duration::from_secs(args.warmup),
+        cell_warmup: Duration::from_secs(args.cell_warmup),
+        reps: args.reps.max(1),
+        concurrency: args.concurrency.max(1),
+        memory_concurrency: args.memory_concurrency.max(1),
+        wrk: wrk::WrkSettings {
+            threads: args.threads.max(1),
+            connections: args.connections.max(args.threads.max(1)),
+            timeout_secs: args.timeout.max(1),
+            cpus: None,
+        },
+        deliver_timeout: Duration::from_secs(args.deliver_timeout.max(1)),
+        command: args
+            .command
+            .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" ")),
+        data,
+    })
 }
 
 fn repo() -> PathBuf {
@@ -213,6 +311,37 @@ fn main() -> Result<()> {
             println!("{md}");
             eprintln!(
                 "[run] wrote {0}/latest.md and {0}/latest.json",
+                out.display()
+            );
+        }
+        Cmd::PrepareApiKeys {
+            out,
+            keys,
+            pool,
+            seed,
+        } => {
+            let m = apikeys::prepare(&out, keys, pool, seed)?;
+            eprintln!(
+                "[prepare-api-keys] wrote {} keys to {} (bundle {} bytes, native credentials {} bytes)",
+                m.keys,
+                out.display(),
+                m.bundle_bytes,
+                m.native_config_bytes
+            );
+        }
+        Cmd::RunApiKeys(args) => {
+            let out = args.out.clone();
+            let results = apikeys::run(key_run_options(args)?)?;
+            std::fs::create_dir_all(&out)?;
+            let md = results.markdown();
+            std::fs::write(out.join("api-keys-latest.md"), &md)?;
+            std::fs::write(
+                out.join("api-keys-latest.json"),
+                serde_json::to_string_pretty(&results)?,
+            )?;
+            println!("{md}");
+            eprintln!(
+                "[run-api-keys] wrote {0}/api-keys-latest.md and {0}/api-keys-latest.json",
                 out.display()
             );
         }

@@ -1,8 +1,10 @@
 //! What is measured: the Envoy variants, the credential workloads, and the interleaved order of the cells.
 //!
-//! Extension points: API-key comparisons add a `Variant::ApiKeyAuth` (native `api_key_auth`) plus a
-//! `Workload::ApiKey { .. }` and render them in `envoy.rs`; token-endpoint throughput is a different target (the
-//! sidecar, not Envoy) and gets its own subcommand next to `run`, reusing `wrk`, `process` and `report`.
+//! API keys are measured by their own subcommand (`run-api-keys`, `apikeys.rs`), with their own variants
+//! (`none`, `api_key_auth`, `keymesh`, `keymesh_0`) and cases (`valid`, `unknown`): they share no workload with the
+//! JWT matrix, and keeping them apart leaves this run's defaults and report unchanged. Token-endpoint throughput is
+//! a different target (the sidecar, not Envoy) and gets its own subcommand next to `run`, reusing `wrk`, `process`
+//! and `report`.
 
 use keymesh_testkit::Alg;
 use serde::Serialize;
