@@ -7,7 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod access_token;
-mod redis_scan;
 pub mod admin_token;
 pub mod api_keys;
 pub mod change_log;
@@ -23,6 +22,7 @@ pub mod mirror;
 pub mod names;
 pub mod oauth;
 pub mod redact;
+mod redis_scan;
 pub mod revocation;
 pub mod secret;
 pub mod signing_keys;

@@ -102,7 +102,10 @@ async fn an_untrusted_client_or_redirect_uri_gets_an_error_page_never_a_redirect
     assert!(text(&reply).contains("Sign in"));
     // A confidential client's loopback URI matches exactly.
     let exact = AuthorizeRequest::new("local-web", "http://127.0.0.1:8000/callback", None);
-    assert_eq!(browser.authorize(&exact.query()).await.status, StatusCode::OK);
+    assert_eq!(
+        browser.authorize(&exact.query()).await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

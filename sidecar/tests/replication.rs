@@ -123,8 +123,8 @@ async fn a_key_added_by_another_replica_is_published_via_pubsub() {
         &test_kek(),
         &new_key,
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert!(version > before);
 
     // Well under the gap-repair interval: only the notification can explain it.
