@@ -351,25 +351,10 @@ impl Drop for Stack {
 }
 
 pub fn basic_auth(id: &str, secret: &str) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{}:{}", form_encode(id), form_encode(secret));
-    let mut out = String::new();
-    for chunk in input.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    format!("Basic {out}")
+    use base64ct::{Base64, Encoding};
+    // RFC 6749 §2.3.1: id and secret are form-encoded before they are joined and base64-encoded.
+    let pair = format!("{}:{}", form_encode(id), form_encode(secret));
+    format!("Basic {}", Base64::encode_string(pair.as_bytes()))
 }
 
 /// application/x-www-form-urlencoded encoding of one value.
