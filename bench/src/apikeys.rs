@@ -728,7 +728,7 @@ impl KeyCtx {
         }
         proxy.process.ensure_running()?;
         let pid = proxy.process.pid();
-        let before = counters(proxy.admin)?;
+        let before = crate::run::filter_counters(proxy.admin, "api_key_auth")?;
         let cpu_before = cpu_ticks(pid)?;
         let log = format!(
             "wrk-apikeys-r{}-{}-{}",
@@ -739,7 +739,7 @@ impl KeyCtx {
         let report = self.wrk(self.opts.duration, cell.case, proxy.listen, &log)?;
         let cpu_after = cpu_ticks(pid)?;
         let rss_end_kib = rss_kib(pid)?;
-        let after = counters(proxy.admin)?;
+        let after = crate::run::filter_counters(proxy.admin, "api_key_auth")?;
         let deltas: BTreeMap<String, u64> = after
             .iter()
             .filter_map(|(k, &v)| {
@@ -775,27 +775,6 @@ impl KeyCtx {
             wrk: report,
         })
     }
-}
-
-/// keymesh's and api_key_auth's own counters.
-fn counters(admin: u16) -> Result<BTreeMap<String, u64>> {
-    let stats = http::stats(
-        admin,
-        r"^(wasmcustom\.keymesh\.authn|http\.bench\.api_key_auth)\.",
-    )?;
-    Ok(stats
-        .into_iter()
-        .filter_map(|(name, v)| {
-            let short = name
-                .strip_prefix("wasmcustom.keymesh.authn.")
-                .map(|n| format!("keymesh.{n}"))
-                .or_else(|| {
-                    name.strip_prefix("http.bench.api_key_auth.")
-                        .map(|n| format!("api_key_auth.{n}"))
-                })?;
-            Some((short, v))
-        })
-        .collect())
 }
 
 pub(crate) fn load_key_manifest(data: &Path) -> Result<KeyManifest> {

@@ -223,7 +223,7 @@ impl Ctx {
         }
         proxy.envoy.process.ensure_running()?;
         let pid = proxy.envoy.pid();
-        let counters_before = filter_counters(proxy.admin)?;
+        let counters_before = filter_counters(proxy.admin, "jwt_authn")?;
         let rss_warm_kib = rss_kib(pid)?;
         let cpu_before = cpu_ticks(pid)?;
         let log = format!(
@@ -236,7 +236,10 @@ impl Ctx {
         let report = self.wrk(self.opts.duration, w, proxy.listen, &log)?;
         let cpu_after = cpu_ticks(pid)?;
         let rss_end_kib = rss_kib(pid)?;
-        let counters = counter_deltas(&counters_before, &filter_counters(proxy.admin)?);
+        let counters = counter_deltas(
+            &counters_before,
+            &filter_counters(proxy.admin, "jwt_authn")?,
+        );
         let expected = if cell.variant.authenticates() {
             w.case.expected_status()
         } else {
@@ -331,12 +334,13 @@ struct Proxy {
 }
 
 /// The filters' own counters, named without their prefixes (`keymesh.denied.bad_signature`,
-/// `jwt_authn.jwt_cache_hit`).
-fn filter_counters(admin: u16) -> Result<BTreeMap<String, u64>> {
+/// `jwt_authn.jwt_cache_hit`): keymesh's and those of the native filter whose stats prefix is `native`.
+pub(crate) fn filter_counters(admin: u16, native: &str) -> Result<BTreeMap<String, u64>> {
     let stats = http::stats(
         admin,
-        r"^(wasmcustom\.keymesh\.authn|http\.bench\.jwt_authn)\.",
+        &format!(r"^(wasmcustom\.keymesh\.authn|http\.bench\.{native})\."),
     )?;
+    let native_prefix = format!("http.bench.{native}.");
     Ok(stats
         .into_iter()
         .filter_map(|(name, v)| {
@@ -344,8 +348,8 @@ fn filter_counters(admin: u16) -> Result<BTreeMap<String, u64>> {
                 .strip_prefix("wasmcustom.keymesh.authn.")
                 .map(|n| format!("keymesh.{n}"))
                 .or_else(|| {
-                    name.strip_prefix("http.bench.jwt_authn.")
-                        .map(|n| format!("jwt_authn.{n}"))
+                    name.strip_prefix(&native_prefix)
+                        .map(|n| format!("{native}.{n}"))
                 })?;
             Some((short, v))
         })
