@@ -50,6 +50,22 @@ pub(crate) fn dispatch_get(
     hostcalls::dispatch_http_call(cluster, headers, None, vec![], timeout)
 }
 
+pub(crate) fn dispatch_post_form(
+    cluster: &str,
+    authority: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    let headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", authority),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    hostcalls::dispatch_http_call(cluster, headers, Some(body.as_bytes()), vec![], timeout)
+}
+
 pub(crate) fn call_response_status() -> Option<u16> {
     hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
         .ok()

@@ -2,8 +2,9 @@
 
 use crate::host;
 use crate::root::Shared;
+use keymesh_core::policy::unknown_external_kid;
 use keymesh_core::verdict::IDENTITY_HEADERS;
-use keymesh_core::{authorize, Denial, DenyReason, KeyMaterial, RequestParts, Verdict};
+use keymesh_core::{authorize, Denial, DenyReason, KeyMaterial, RequestParts, TokenError, Verdict};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -103,7 +104,17 @@ impl HttpContext for AuthnHttp {
                 host::increment(shared.metrics.allowed);
                 Action::Continue
             }
-            Verdict::Deny(denial) => Self::deny(&shared, &denial),
+            Verdict::Deny(denial) => {
+                if matches!(denial.reason, DenyReason::Token(TokenError::UnknownKid)) {
+                    if let Some(kid) = keys
+                        .as_deref()
+                        .and_then(|keys| unknown_external_kid(&shared.config, &request, keys))
+                    {
+                        shared.refetch_hint.replace(Some(kid));
+                    }
+                }
+                Self::deny(&shared, &denial)
+            }
         }
     }
 }

@@ -10,6 +10,8 @@ use keymesh_core::bundle::{etag, BundleDto};
 use keymesh_core::{FilterConfig, KeySet, TokenCache};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -21,6 +23,9 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// This worker's verified-token cache (per VM: workers are separate V8 isolates).
     pub(crate) tokens: TokenCache,
+    /// A `kid` a request named that no external issuer's keys have: sent to the sidecar on the next tick, so
+    /// that a key an identity provider has just rolled out is fetched without waiting for its schedule.
+    pub(crate) refetch_hint: RefCell<Option<String>>,
 }
 
 /// The root context of one plugin instance on one worker.
@@ -31,6 +36,8 @@ pub(crate) struct AuthnRoot {
     owner: u64,
     /// Token of the bundle fetch in flight, if any.
     in_flight: Option<u32>,
+    /// Token of the refetch request in flight, if any.
+    refetch_in_flight: Option<u32>,
     /// Ticking fast until the first bundle is in shared data.
     starting: bool,
     /// The last delta did not fit the version held: ask for a full bundle.
@@ -41,6 +48,9 @@ pub(crate) struct AuthnRoot {
 
 /// Tick period before the first bundle arrives: requests fail closed until then, so don't wait a full interval.
 const STARTUP_TICK: Duration = Duration::from_millis(200);
+
+/// One refetch request per Envoy at most this often; the sidecar throttles per issuer on top.
+const REFETCH_EVERY_MS: u64 = 5_000;
 
 impl AuthnRoot {
     /// Fetches changes if this root holds (or can take) the Envoy-wide fetch lease.
@@ -108,6 +118,39 @@ impl AuthnRoot {
         }
     }
 
+    /// Asks the sidecar to refetch external issuers' keys if a request named an unknown `kid` since the last
+    /// tick and no worker of this Envoy has asked recently. The request that named it has been refused already;
+    /// tokens signed with the new key pass once the sidecar has fetched it and the bundle has reached the proxy.
+    fn maybe_refetch(&mut self) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        if self.refetch_in_flight.is_some() {
+            return;
+        }
+        let Some(kid) = shared.refetch_hint.borrow_mut().take() else {
+            return;
+        };
+        if !shared
+            .store
+            .try_refetch_slot(host::now_ms(), REFETCH_EVERY_MS)
+        {
+            return;
+        }
+        let sidecar = &shared.config.sidecar;
+        let body = format!("kid={}", form_encode(&kid));
+        match host::dispatch_post_form(
+            &sidecar.cluster,
+            &sidecar.authority,
+            &sidecar.refetch_path,
+            &body,
+            Duration::from_millis(sidecar.timeout_ms),
+        ) {
+            Ok(token) => self.refetch_in_flight = Some(token),
+            Err(status) => log::warn!("cannot ask the sidecar to refetch keys: {status:?}"),
+        }
+    }
+
     /// Validates and stores a bundle; true when something new was stored.
     fn accept_bundle(&mut self, shared: &Shared, body: &[u8]) -> bool {
         let parsed = serde_json::from_slice::<BundleDto>(body)
@@ -166,6 +209,14 @@ impl Context for AuthnRoot {
         body_size: usize,
         _trailers: usize,
     ) {
+        if self.refetch_in_flight == Some(token) {
+            self.refetch_in_flight = None;
+            match host::call_response_status() {
+                Some(202) => log::debug!("sidecar accepted the key refetch request"),
+                other => log::warn!("key refetch request answered {other:?}"),
+            }
+            return;
+        }
         if self.in_flight != Some(token) {
             return;
         }
@@ -233,8 +284,10 @@ impl RootContext for AuthnRoot {
             store,
             metrics: Metrics::define(),
             tokens,
+            refetch_hint: RefCell::new(None),
         }));
         self.in_flight = None;
+        self.refetch_in_flight = None;
         self.starting = true;
         true
     }
@@ -258,6 +311,7 @@ impl RootContext for AuthnRoot {
             }
         }
         self.maybe_fetch();
+        self.maybe_refetch();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -267,4 +321,18 @@ impl RootContext for AuthnRoot {
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// `application/x-www-form-urlencoded` value encoding: unreserved characters as they are, the rest as `%XX`.
+fn form_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }

@@ -25,6 +25,8 @@ pub(crate) struct BundleStore {
     bundle_key: String,
     version_key: String,
     lease_key: String,
+    /// When this Envoy last asked the sidecar to refetch external keys (ms since the epoch).
+    refetch_key: String,
     fresh_key: String,
     floor_key: String,
     sequence_key: String,
@@ -61,6 +63,7 @@ impl BundleStore {
             bundle_key: format!("{base}/bundle"),
             version_key: format!("{base}/version"),
             lease_key: format!("{base}/lease"),
+            refetch_key: format!("{base}/refetch_at"),
             fresh_key: format!("{base}/fresh_at"),
             floor_key: format!("{base}/ak_floor"),
             sequence_key: format!("{base}/roots"),
@@ -237,6 +240,16 @@ impl BundleStore {
             cas,
         )
         .is_ok()
+    }
+
+    /// Claims the Envoy-wide right to ask the sidecar to refetch external keys now, if no worker of this Envoy
+    /// has asked within the last `every_ms`.
+    pub(crate) fn try_refetch_slot(&self, now_ms: u64, every_ms: u64) -> bool {
+        let (last, cas) = host::shared_get(&self.refetch_key);
+        if parse_u64(last).is_some_and(|last| now_ms < last.saturating_add(every_ms)) {
+            return false;
+        }
+        host::shared_set(&self.refetch_key, now_ms.to_string().as_bytes(), cas).is_ok()
     }
 }
 

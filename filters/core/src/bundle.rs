@@ -77,6 +77,14 @@ pub struct IssuerKeysDto {
     pub issuer: String,
     /// The issuer's public keys (RFC 7517 JWK Set).
     pub jwks: JwksDto,
+    /// The APIs (audiences) this issuer's tokens may be used at; absent means every API. An operator lists them
+    /// for an external identity provider, so that its tokens are only good where it is trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<String>>,
+    /// An external identity provider whose keys the sidecar fetches: a token naming a `kid` none of the bundle's
+    /// keys has may be signed by a key it has just rolled out, so the filter asks the sidecar to look again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// A JWK Set (RFC 7517 §5), kept as raw JSON objects: each key is validated when the key set is built, so one

@@ -46,6 +46,8 @@ struct SidecarDto {
     long_poll_secs: u64,
     #[serde(default = "default_max_age_secs")]
     max_age_secs: u64,
+    #[serde(default = "default_refetch_path")]
+    refetch_path: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +123,9 @@ fn default_authority() -> String {
 fn default_bundle_path() -> String {
     "/v1/bundle".into()
 }
+fn default_refetch_path() -> String {
+    "/v1/issuers/refetch".into()
+}
 fn default_refresh_ms() -> u64 {
     1000
 }
@@ -145,6 +150,9 @@ pub struct SidecarConfig {
     pub long_poll_secs: u64,
     /// After this long without a successful answer from the sidecar, key material is stale.
     pub max_age_secs: u64,
+    /// Path the filter posts a `kid` to when a token names one no external issuer's keys have
+    /// (`POST` form `kid=…`; the sidecar refetches, throttled).
+    pub refetch_path: String,
 }
 
 /// One per-route rule: requests whose path starts with `prefix` need a token for `audience` with `scopes`.
@@ -240,6 +248,11 @@ impl TryFrom<ConfigDto> for FilterConfig {
         require(
             s.path.starts_with('/') && header_safe(&s.path),
             "sidecar.path",
+            "must start with '/'",
+        )?;
+        require(
+            s.refetch_path.starts_with('/') && header_safe(&s.refetch_path),
+            "sidecar.refetch_path",
             "must start with '/'",
         )?;
         require(
@@ -364,6 +377,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
                 timeout_ms: s.timeout_ms,
                 long_poll_secs: s.long_poll_secs,
                 max_age_secs: s.max_age_secs,
+                refetch_path: s.refetch_path,
             },
             realm: dto.realm,
             leeway_secs: i64::try_from(dto.leeway_secs).unwrap_or(300),

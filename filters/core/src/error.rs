@@ -67,6 +67,9 @@ pub enum TokenError {
     /// The token's `aud` does not name this API.
     #[error("token not valid for this audience")]
     WrongAudience,
+    /// The token names this API, but its issuer is only trusted at other APIs.
+    #[error("issuer not trusted for this API")]
+    IssuerNotAllowed,
     /// An identity claim cannot be forwarded as an HTTP header value.
     #[error("claim `{0}` holds characters not allowed in a header")]
     UnforwardableClaim(&'static str),

@@ -27,6 +27,17 @@ pub struct VerifiedJws<'k> {
     pub typ: Option<String>,
 }
 
+/// The `kid` a compact JWS's header names, without verifying anything: a hint for fetching keys, never a
+/// reason to trust the token.
+pub fn unverified_kid(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let bytes = decode(header).ok()?;
+    match strict_json::parse_object(&bytes).ok()?.get("kid") {
+        Some(Value::String(kid)) => Some(kid.clone()),
+        _ => None,
+    }
+}
+
 /// Verifies a compact JWS against a key set.
 pub fn verify<'k>(token: &str, keys: &'k KeySet) -> Result<VerifiedJws<'k>, TokenError> {
     let mut parts = token.split('.');

@@ -23,8 +23,16 @@ impl TrustedKey {
 #[derive(Debug, Clone, Default)]
 pub struct KeySet {
     version: u64,
-    issuers: Vec<String>,
+    issuers: Vec<Issuer>,
     by_kid: HashMap<String, Vec<TrustedKey>>,
+}
+
+/// A trusted issuer: its `iss`, where its tokens may be used, and whether its keys come from outside.
+#[derive(Debug, Clone)]
+struct Issuer {
+    name: String,
+    audiences: Option<Vec<String>>,
+    external: bool,
 }
 
 /// What was left out of a key set, and why; a filter logs these, it does not fail on them.
@@ -49,13 +57,17 @@ impl KeySet {
         };
         let mut skipped = Vec::new();
         for entry in &dto.issuers {
-            if set.issuers.contains(&entry.issuer) {
+            if set.issuers.iter().any(|known| known.name == entry.issuer) {
                 return Err(KeyError::DuplicateIssuer(entry.issuer.clone()));
             }
             match issuer_keys(&entry.jwks, &mut skipped) {
                 Ok(keys) => {
                     let issuer = set.issuers.len();
-                    set.issuers.push(entry.issuer.clone());
+                    set.issuers.push(Issuer {
+                        name: entry.issuer.clone(),
+                        audiences: entry.audiences.clone(),
+                        external: entry.external,
+                    });
                     for (kid, key) in keys {
                         set.by_kid
                             .entry(kid)
@@ -85,7 +97,11 @@ impl KeySet {
         }
         Ok(Self {
             version,
-            issuers: vec![issuer.to_owned()],
+            issuers: vec![Issuer {
+                name: issuer.to_owned(),
+                audiences: None,
+                external: false,
+            }],
             by_kid,
         })
     }
@@ -102,7 +118,29 @@ impl KeySet {
 
     /// The issuer a key belongs to.
     pub fn issuer_of(&self, key: &TrustedKey) -> &str {
-        self.issuers.get(key.issuer).map_or("", String::as_str)
+        self.issuers
+            .get(key.issuer)
+            .map_or("", |issuer| &issuer.name)
+    }
+
+    /// Whether tokens of `issuer` may be used at the API `audience`: an issuer listed with allowed audiences is
+    /// trusted only at those, one without at every API. An issuer not in the set allows nothing.
+    pub fn issuer_allows(&self, issuer: &str, audience: &str) -> bool {
+        self.issuers
+            .iter()
+            .find(|known| known.name == issuer)
+            .is_some_and(|known| {
+                known
+                    .audiences
+                    .as_ref()
+                    .is_none_or(|allowed| allowed.iter().any(|a| a == audience))
+            })
+    }
+
+    /// Whether any issuer's keys are fetched from an external identity provider, which may roll out a key before
+    /// this set has it.
+    pub fn has_external_issuers(&self) -> bool {
+        self.issuers.iter().any(|issuer| issuer.external)
     }
 
     /// Number of keys across all issuers.

@@ -94,6 +94,37 @@ pub fn authorize(
     }
 }
 
+/// The longest `kid` passed on as a refetch hint; real ones are far shorter.
+const MAX_HINT_KID_LEN: usize = 128;
+
+/// The `kid` of the request's bearer token when no key in `keys` has it and `keys` has external issuers: the
+/// identity provider may have rolled out a key the bundle does not have yet, so the adapter asks the sidecar to
+/// fetch again (the sidecar throttles that). `None` for anything else, including a `kid` too long or with
+/// characters that could not be sent on as a form value safely.
+pub fn unknown_external_kid(
+    config: &FilterConfig,
+    req: &RequestParts<'_>,
+    keys: &KeySet,
+) -> Option<String> {
+    if !keys.has_external_issuers() {
+        return None;
+    }
+    let Ok(Credential::Bearer(token)) = credential(
+        req,
+        config.token_query_param.as_deref(),
+        config.max_token_bytes,
+    ) else {
+        return None;
+    };
+    let kid = jws::unverified_kid(token)?;
+    let printable = kid.bytes().all(|b| b.is_ascii_graphic());
+    (printable
+        && !kid.is_empty()
+        && kid.len() <= MAX_HINT_KID_LEN
+        && keys.candidates(&kid).is_empty())
+    .then_some(kid)
+}
+
 fn authorize_token(
     config: &FilterConfig,
     route: &Route,
@@ -121,6 +152,10 @@ fn authorize_token(
     }
     if !claims.has_audience(&route.audience) {
         return Verdict::Deny(Denial::token(TokenError::WrongAudience, realm));
+    }
+    // The token names this API, but its issuer may only be trusted at others.
+    if !keys.issuer_allows(&claims.issuer, &route.audience) {
+        return Verdict::Deny(Denial::token(TokenError::IssuerNotAllowed, realm));
     }
     let missing = claims.missing_scopes(&route.scopes);
     if !missing.is_empty() {

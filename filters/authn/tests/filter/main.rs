@@ -5,6 +5,7 @@
 mod api_keys;
 mod bundle;
 mod config;
+mod external;
 mod scenarios;
 mod workers;
 
