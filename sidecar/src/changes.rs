@@ -19,6 +19,7 @@
 //! | `apikey_regenerate` | `hash` (the old one), `data` (the new entry) | the old hash stops working as the new one starts |
 //! | `keys` | `kid` | the signing key set changed (readers reload it: it is small) |
 //! | `token_revoke` | `jti`, `exp` | the access token with this `jti` (valid until `exp`) was revoked |
+//! | `issuers` | `issuer` | an external provider was added, removed, or its keys changed (readers reload them) |
 //!
 //! A script may commit several changes (one version each): revoking a grant revokes each of its live access
 //! tokens as its own `token_revoke` entry.
@@ -28,6 +29,7 @@ use std::collections::HashMap;
 use keymesh_core::bundle::{ApiKeyDto, RevokedTokenDto};
 use redis::aio::ConnectionLike;
 
+use crate::external_issuers;
 use crate::names::KeyNames;
 use crate::signing_keys::{self, StoredKeySet, Unsealer};
 
@@ -89,6 +91,8 @@ pub enum ChangeKind {
     Keys,
     /// An access token was revoked.
     TokenRevoke,
+    /// The external identity providers changed.
+    Issuers,
 }
 
 impl ChangeKind {
@@ -100,6 +104,7 @@ impl ChangeKind {
             Self::ApiKeyRegenerate => "apikey_regenerate",
             Self::Keys => "keys",
             Self::TokenRevoke => "token_revoke",
+            Self::Issuers => "issuers",
         }
     }
 
@@ -110,6 +115,7 @@ impl ChangeKind {
             Self::ApiKeyRegenerate,
             Self::Keys,
             Self::TokenRevoke,
+            Self::Issuers,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == value)
@@ -201,12 +207,14 @@ pub async fn read_since<C: ConnectionLike + Send>(
     limit: usize,
 ) -> Result<ChangesSince, ReadError> {
     type RawEntry = (String, Vec<String>);
-    let (version, entries, active_kid, records): (
+    type Read = (
         Option<u64>,
         Vec<RawEntry>,
         Option<String>,
         HashMap<String, String>,
-    ) = redis::pipe()
+        HashMap<String, String>,
+    );
+    let (version, entries, active_kid, records, external): Read = redis::pipe()
         .atomic()
         .get(names.version())
         .cmd("XRANGE")
@@ -217,6 +225,7 @@ pub async fn read_since<C: ConnectionLike + Send>(
         .arg(limit)
         .get(names.signing_active())
         .hgetall(names.signing_keys())
+        .hgetall(names.external_issuers())
         .query_async(conn)
         .await?;
     let version = version.unwrap_or(0);
@@ -227,7 +236,10 @@ pub async fn read_since<C: ConnectionLike + Send>(
     Ok(ChangesSince {
         version,
         changes,
-        signing: signing_keys::key_set(version, active_kid, &records, unsealer),
+        signing: StoredKeySet {
+            external: external_issuers::parse_records(&external),
+            ..signing_keys::key_set(version, active_kid, &records, unsealer)
+        },
     })
 }
 
@@ -266,7 +278,7 @@ pub fn parse_entry(id: &str, fields: &[String]) -> Result<Change, EntryError> {
             vec![entry(required("data")?)?],
             vec![required("hash")?.to_owned()],
         ),
-        ChangeKind::Keys => (vec![], vec![]),
+        ChangeKind::Keys | ChangeKind::Issuers => (vec![], vec![]),
         ChangeKind::TokenRevoke => {
             let jti = required("jti")?.to_owned();
             let exp = required("exp")?
@@ -316,6 +328,13 @@ mod tests {
         assert_eq!(regenerate.put[0].hash, "h2");
         let keys = parse_entry("10-0", &fields(&["kind", "keys", "kid", "abc"])).unwrap();
         assert_eq!(keys.kind, ChangeKind::Keys);
+        let issuers = parse_entry(
+            "10-0",
+            &fields(&["kind", "issuers", "issuer", "https://idp"]),
+        )
+        .unwrap();
+        assert_eq!(issuers.kind, ChangeKind::Issuers);
+        assert!(issuers.put.is_empty() && issuers.delete.is_empty() && issuers.revoked.is_empty());
         let revoke = parse_entry(
             "11-0",
             &fields(&["kind", "token_revoke", "jti", "j1", "exp", "1700000300"]),

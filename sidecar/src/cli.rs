@@ -1,5 +1,6 @@
 //! The command line: `keymesh serve`, `keymesh client {create,list,delete}`,
-//! `keymesh apikey {create,list,revoke,regenerate}` and `keymesh user {create,list,delete}`.
+//! `keymesh apikey {create,list,revoke,regenerate}`, `keymesh user {create,list,delete}`, `keymesh key …` and
+//! `keymesh issuer {add,list,remove,refresh}`.
 //!
 //! Every subcommand loads the same [`Config`] as the server, so client and API key commands act on the Redis (and
 //! key prefix) the running sidecar uses.
@@ -19,10 +20,12 @@ use crate::config::{Config, CONFIG_PATH_ENV};
 use crate::names::KeyNames;
 
 mod apikey;
+mod issuer;
 mod key;
 mod user;
 
 pub use apikey::{parse_duration, run_apikey, ApiKeyCommand, CreateApiKeyArgs};
+pub use issuer::{run_issuer, AddIssuerArgs, IssuerCommand, IssuerCommandError};
 pub use key::{run_key, KeyCommand, KeyCommandError, RotateArgs};
 pub use user::{run_user, CreateUserArgs, UserCommand};
 
@@ -57,6 +60,9 @@ pub enum Command {
     /// Rotate and list signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Manage the external identity providers whose tokens the filters accept.
+    #[command(subcommand)]
+    Issuer(IssuerCommand),
 }
 
 /// `keymesh client …`.
@@ -139,6 +145,9 @@ pub enum CliError {
     /// A signing key command failed.
     #[error(transparent)]
     Key(#[from] KeyCommandError),
+    /// An external issuer command failed.
+    #[error(transparent)]
+    Issuer(#[from] IssuerCommandError),
     /// `user delete` named a user that does not exist.
     #[error("no user {0:?}")]
     UserNotFound(String),

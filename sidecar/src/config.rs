@@ -13,6 +13,7 @@ use redis::IntoConnectionInfo;
 use serde::Deserialize;
 
 use crate::admin_token::AdminToken;
+use crate::external_issuers::IssuerSettings;
 use crate::syntax;
 
 mod signing;
@@ -50,6 +51,9 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// Signing keys: the key-encryption key and the rotation schedule.
     pub signing: SigningConfig,
+    /// How external identity providers' keys are fetched (`KEYMESH_ISSUER_REFRESH_SECS`,
+    /// `KEYMESH_ISSUER_REFETCH_MIN_SECS`, `KEYMESH_ISSUER_FETCH_TIMEOUT_MS`).
+    pub external_issuers: IssuerSettings,
 }
 
 impl fmt::Debug for Config {
@@ -63,6 +67,7 @@ impl fmt::Debug for Config {
             .field("key_prefix", &self.key_prefix)
             .field("admin_token", &self.admin_token)
             .field("signing", &self.signing)
+            .field("external_issuers", &self.external_issuers)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +83,7 @@ impl Default for Config {
             key_prefix: "keymesh:".to_owned(),
             admin_token: None,
             signing: SigningConfig::default(),
+            external_issuers: IssuerSettings::default(),
         }
     }
 }
@@ -151,6 +157,9 @@ struct ConfigFile {
     key_publish_delay_secs: Option<u64>,
     key_rotation_interval_secs: Option<u64>,
     key_retire_leeway_secs: Option<u64>,
+    issuer_refresh_secs: Option<u64>,
+    issuer_refetch_min_secs: Option<u64>,
+    issuer_fetch_timeout_ms: Option<u64>,
 }
 
 /// A raw value and where it came from, before validation.
@@ -229,6 +238,26 @@ impl Config {
         let mut ttl = Raw::new(defaults.token_ttl_secs.to_string());
         let mut refresh_ttl = Raw::new(defaults.refresh_token_ttl_secs.to_string());
         let mut key_prefix = Raw::new(defaults.key_prefix);
+        let issuer_defaults = defaults.external_issuers;
+        let mut issuer_refresh = Raw::new(issuer_defaults.refresh_secs.to_string());
+        let mut issuer_refetch = Raw::new(issuer_defaults.refetch_min_secs.to_string());
+        let mut issuer_timeout = Raw::new(
+            u64::try_from(issuer_defaults.fetch_timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .to_string(),
+        );
+        issuer_refresh.set(
+            parsed.issuer_refresh_secs.map(|v| v.to_string()),
+            Origin::File,
+        );
+        issuer_refetch.set(
+            parsed.issuer_refetch_min_secs.map(|v| v.to_string()),
+            Origin::File,
+        );
+        issuer_timeout.set(
+            parsed.issuer_fetch_timeout_ms.map(|v| v.to_string()),
+            Origin::File,
+        );
 
         redis_url.set(parsed.redis_url, Origin::File);
         listen.set(parsed.listen, Origin::File);
@@ -251,6 +280,9 @@ impl Config {
             (&mut ttl, "KEYMESH_TOKEN_TTL_SECS"),
             (&mut refresh_ttl, "KEYMESH_REFRESH_TOKEN_TTL_SECS"),
             (&mut key_prefix, "KEYMESH_KEY_PREFIX"),
+            (&mut issuer_refresh, "KEYMESH_ISSUER_REFRESH_SECS"),
+            (&mut issuer_refetch, "KEYMESH_ISSUER_REFETCH_MIN_SECS"),
+            (&mut issuer_timeout, "KEYMESH_ISSUER_FETCH_TIMEOUT_MS"),
         ] {
             raw.set(env(name), Origin::Env(name));
         }
@@ -279,6 +311,21 @@ impl Config {
                 }
             },
             signing,
+            external_issuers: IssuerSettings {
+                refresh_secs: validate("issuer_refresh_secs", issuer_refresh, |v| {
+                    parse_secs(v, 10, 86_400)
+                })?,
+                refetch_min_secs: validate("issuer_refetch_min_secs", issuer_refetch, |v| {
+                    parse_secs(v, 1, 3_600)
+                })?,
+                fetch_timeout: validate("issuer_fetch_timeout_ms", issuer_timeout, |v| {
+                    let ms: u64 = v.trim().parse().map_err(|e| format!("{e}"))?;
+                    if !(100..=60_000).contains(&ms) {
+                        return Err("must be between 100 and 60000 milliseconds".to_owned());
+                    }
+                    Ok(std::time::Duration::from_millis(ms))
+                })?,
+            },
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod external_issuers;
 mod http;
 pub mod kek;
 pub mod key_lifecycle;
@@ -44,6 +45,7 @@ pub use state::{AppState, StartError};
 const TOKEN_BODY_LIMIT: usize = 16 * 1024;
 /// Admin requests carry one small JSON object.
 const ADMIN_BODY_LIMIT: usize = 16 * 1024;
+const REFETCH_BODY_LIMIT: usize = 1024;
 
 /// The sidecar's HTTP API.
 pub fn app(state: AppState) -> Router {
@@ -77,6 +79,10 @@ pub fn app(state: AppState) -> Router {
             get(http::discovery::metadata),
         )
         .route("/v1/bundle", get(http::bundle::bundle))
+        .route(
+            "/v1/issuers/refetch",
+            post(http::refetch::refetch).layer(DefaultBodyLimit::max(REFETCH_BODY_LIMIT)),
+        )
         .route("/healthz", get(http::health::healthz))
         .route("/v1/status", get(http::status::status))
         .route("/metrics", get(http::metrics::metrics))

@@ -40,6 +40,11 @@ async fn main() -> anyhow::Result<()> {
             keymesh::cli::run_key(&config, command, &Clock::system(), &mut stdout).await?;
             Ok(())
         }
+        Command::Issuer(command) => {
+            let mut stdout = std::io::stdout().lock();
+            keymesh::cli::run_issuer(&config, command, &Clock::system(), &mut stdout).await?;
+            Ok(())
+        }
         Command::User(command) => {
             let mut stdin = std::io::stdin().lock();
             let mut stdout = std::io::stdout().lock();

@@ -47,6 +47,24 @@ impl KeyNames {
         format!("{}changelog", self.prefix)
     }
 
+    /// Hash of the registered external identity providers: issuer → record (JSON).
+    pub fn external_issuers(&self) -> String {
+        format!("{}issuers:external", self.prefix)
+    }
+
+    /// Hash of the external providers' fetch status: issuer → status (JSON).
+    pub fn external_issuer_status(&self) -> String {
+        format!("{}issuers:status", self.prefix)
+    }
+
+    /// Lock held by the replica fetching one provider's keys (named by a digest: issuers are URLs).
+    pub fn external_issuer_lock(&self, issuer: &str) -> String {
+        use base64ct::{Base64UrlUnpadded, Encoding};
+        use sha2::{Digest, Sha256};
+        let digest = Base64UrlUnpadded::encode_string(&Sha256::digest(issuer.as_bytes()));
+        format!("{}issuers:lock:{digest}", self.prefix)
+    }
+
     /// Key of one API key's record.
     pub fn api_key(&self, id: &str) -> String {
         format!("{}apikey:{id}", self.prefix)

@@ -50,6 +50,8 @@ pub struct StoredKeySet {
     pub keys: Vec<PublishedKey>,
     /// The active key with its private half, if it could be unsealed (the reason it could not is logged).
     pub active: Option<SigningKey>,
+    /// The registered external identity providers at `version`, sorted by issuer.
+    pub external: Vec<crate::external_issuers::ExternalIssuer>,
 }
 
 /// Unseals active keys with the KEK, remembering the last record it opened (or failed to), so that the mirror,
@@ -114,20 +116,24 @@ pub async fn load<C: ConnectionLike + Send>(
     names: &KeyNames,
     unsealer: &Unsealer,
 ) -> Result<StoredKeySet, KeyStoreError> {
-    let (version, active_kid, records): (Option<u64>, Option<String>, HashMap<String, String>) =
-        redis::pipe()
-            .atomic()
-            .get(names.version())
-            .get(names.signing_active())
-            .hgetall(names.signing_keys())
-            .query_async(conn)
-            .await?;
-    Ok(key_set(
-        version.unwrap_or(0),
-        active_kid,
-        &records,
-        unsealer,
-    ))
+    type Read = (
+        Option<u64>,
+        Option<String>,
+        HashMap<String, String>,
+        HashMap<String, String>,
+    );
+    let (version, active_kid, records, external): Read = redis::pipe()
+        .atomic()
+        .get(names.version())
+        .get(names.signing_active())
+        .hgetall(names.signing_keys())
+        .hgetall(names.external_issuers())
+        .query_async(conn)
+        .await?;
+    Ok(StoredKeySet {
+        external: crate::external_issuers::parse_records(&external),
+        ..key_set(version.unwrap_or(0), active_kid, &records, unsealer)
+    })
 }
 
 /// Builds the key set from what Redis holds: the version, the active kid and the `signing:keys` hash. Only the
@@ -158,6 +164,7 @@ pub fn key_set(
         active_kid,
         keys,
         active,
+        external: Vec::new(),
     }
 }
 

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::change_log::{ChangeLog, Delta, LoggedChange};
 use crate::changes::Change;
+use crate::external_issuers::ExternalIssuer;
 use crate::signing_keys::{PublishedKey, SigningKey, StoredKeySet, VerifyingKey};
 
 /// How many serialised deltas a snapshot keeps: filters mostly ask from one or two recent versions.
@@ -33,6 +34,8 @@ pub struct Snapshot {
     jwks_json: Bytes,
     api_keys: Arc<ApiKeySet>,
     revoked: Arc<RevokedSet>,
+    /// The registered external identity providers, sorted by issuer.
+    external: Vec<ExternalIssuer>,
     /// The public half of every published key, by kid, to verify tokens this sidecar issued.
     verifying_keys: Vec<(String, VerifyingKey)>,
     log: ChangeLog,
@@ -179,12 +182,27 @@ impl Snapshot {
             .iter()
             .map(|key| (key.kid().to_owned(), key.verifying_key()))
             .collect();
+        // The sidecar's own keys first, then each external provider that has keys, bound to its audiences. A
+        // provider registered under the sidecar's own issuer would make the bundle ambiguous: it is left out.
+        let own = IssuerKeysDto {
+            issuer: issuer.to_string(),
+            jwks,
+            audiences: None,
+            external: false,
+        };
+        let issuers = std::iter::once(own)
+            .chain(
+                signing
+                    .external
+                    .iter()
+                    .filter(|record| record.issuer != *issuer)
+                    .filter_map(ExternalIssuer::bundle_entry),
+            )
+            .collect();
         Ok(Self {
             version: signing.version,
-            issuers: vec![IssuerKeysDto {
-                issuer: issuer.to_string(),
-                jwks,
-            }],
+            issuers,
+            external: signing.external,
             issuer,
             active,
             kids,
@@ -216,6 +234,11 @@ impl Snapshot {
     /// The public JWK Set (RFC 7517), serialised.
     pub fn jwks_json(&self) -> &Bytes {
         &self.jwks_json
+    }
+
+    /// The registered external identity providers, sorted by issuer.
+    pub fn external_issuers(&self) -> &[ExternalIssuer] {
+        &self.external
     }
 
     /// How many API keys the bundle holds.
@@ -344,6 +367,7 @@ mod tests {
             active_kid: Some(key.kid().to_owned()),
             keys: vec![key.published()],
             active: Some(key),
+            external: vec![],
         }
     }
 

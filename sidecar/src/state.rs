@@ -12,6 +12,8 @@ use crate::api_keys::ApiKeyStore;
 use crate::clients::ClientStore;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::external_issuers::task::IssuerTask;
+use crate::external_issuers::RefetchRequests;
 use crate::kek::KekError;
 use crate::key_lifecycle::{LifecycleTask, Schedule};
 use crate::mirror::{Mirror, MirrorTask};
@@ -63,8 +65,11 @@ struct Inner {
     /// `true` once shutdown has begun: long polls answer at once instead of holding the server open.
     shutdown: watch::Sender<bool>,
     telemetry: Telemetry,
+    /// Unknown kids reported by filters, for the external issuer task.
+    refetch: Arc<RefetchRequests>,
     _mirror_task: AbortOnDrop,
     _lifecycle_task: AbortOnDrop,
+    _issuer_task: AbortOnDrop,
 }
 
 impl AppState {
@@ -97,6 +102,17 @@ impl AppState {
             clock: clock.clone(),
         };
         let lifecycle_task = AbortOnDrop(runtime.spawn(lifecycle.run()));
+        let refetch = Arc::new(RefetchRequests::default());
+        let issuers = IssuerTask {
+            client: redis.clone(),
+            names: names.clone(),
+            mirror: Arc::clone(&mirror),
+            settings: config.external_issuers,
+            clock: clock.clone(),
+            requests: Arc::clone(&refetch),
+            replica: crate::external_issuers::task::replica_id(),
+        };
+        let issuer_task = AbortOnDrop(runtime.spawn(issuers.run()));
         Ok(Self {
             inner: Arc::new(Inner {
                 clients: ClientStore::new(names.clone()),
@@ -109,10 +125,17 @@ impl AppState {
                 clock,
                 shutdown: watch::Sender::new(false),
                 telemetry: Telemetry::new(),
+                refetch,
                 _mirror_task: mirror_task,
                 _lifecycle_task: lifecycle_task,
+                _issuer_task: issuer_task,
             }),
         })
+    }
+
+    /// Where filters' reports of unknown kids go.
+    pub fn refetch_requests(&self) -> &RefetchRequests {
+        &self.inner.refetch
     }
 
     /// Completes once the first snapshot of the key set is loaded.

@@ -14,6 +14,7 @@ pub(crate) mod introspect;
 pub(crate) mod metrics;
 pub(crate) mod oauth_error;
 pub(crate) mod pages;
+pub(crate) mod refetch;
 pub(crate) mod revoke;
 pub(crate) mod status;
 pub(crate) mod token;

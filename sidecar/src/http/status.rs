@@ -2,8 +2,13 @@
 //!
 //! ```json
 //! {"sidecar_version": "0.1.0", "redis_connected": true, "bundle_version": 42, "active_kid": "…",
-//!  "proxies": [{"id": "envoy-orders-1", "version": 41, "behind_by": 1, "last_seen": 1700000000, "long_poll": true}]}
+//!  "proxies": [{"id": "envoy-orders-1", "version": 41, "behind_by": 1, "last_seen": 1700000000, "long_poll": true}],
+//!  "external_issuers": [{"issuer": "https://idp.example.com", "kids": ["k1"], "audiences": ["urn:orders"],
+//!                        "keys_changed_at": 1700000000}]}
 //! ```
+//!
+//! `external_issuers` lists the keys this sidecar delivers for each registered provider; how fetching them has
+//! gone (last success, failures, last error) is in `keymesh issuer list`.
 //!
 //! `version` is what the proxy held at its last bundle request (`If-None-Match`), `behind_by` how many versions
 //! that is behind this sidecar's. Proxies not seen for ten minutes are left out.
@@ -23,6 +28,15 @@ struct Status {
     bundle_version: Option<u64>,
     active_kid: Option<String>,
     proxies: Vec<ProxyStatus>,
+    external_issuers: Vec<ExternalStatus>,
+}
+
+#[derive(Serialize)]
+struct ExternalStatus {
+    issuer: String,
+    kids: Vec<String>,
+    audiences: Vec<String>,
+    keys_changed_at: u64,
 }
 
 #[derive(Serialize)]
@@ -59,6 +73,21 @@ pub(crate) async fn status(State(state): State<AppState>) -> Response {
             .as_ref()
             .and_then(|snapshot| snapshot.active_key().map(|key| key.kid().to_owned())),
         proxies,
+        external_issuers: snapshot
+            .as_ref()
+            .map(|snapshot| {
+                snapshot
+                    .external_issuers()
+                    .iter()
+                    .map(|record| ExternalStatus {
+                        issuer: record.issuer.clone(),
+                        kids: record.kids().into_iter().map(str::to_owned).collect(),
+                        audiences: record.audiences.clone(),
+                        keys_changed_at: record.keys_changed_at,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     };
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
