@@ -9,10 +9,12 @@
 )]
 
 mod http;
+mod idp;
 mod process;
 mod stack;
 
 pub use http::{request, Response};
+pub use idp::TestIdp;
 pub use process::{free_port, Process};
 pub use stack::{EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
 

@@ -95,9 +95,17 @@ impl Stack {
 
     /// Starts the sidecar and waits for `/healthz`.
     pub fn start_sidecar(&mut self) {
+        self.start_sidecar_with(&[]);
+    }
+
+    /// [`Stack::start_sidecar`] with extra environment (settings for this test).
+    pub fn start_sidecar_with(&mut self, extra_env: &[(&str, &str)]) {
         let port = self.ports.sidecar;
         let mut sidecar = Command::new(sidecar_bin());
-        sidecar.arg("serve").envs(self.sidecar_env());
+        sidecar
+            .arg("serve")
+            .envs(self.sidecar_env())
+            .envs(extra_env.iter().copied());
         self.spawn("sidecar", sidecar);
         wait_for("the sidecar's /healthz", Duration::from_secs(20), || {
             (request("GET", port, "/healthz", &[], None).ok()?.status == 200).then_some(())
@@ -244,6 +252,22 @@ impl Stack {
             String::from_utf8_lossy(&out.stderr)
         );
         out
+    }
+
+    /// Runs the `keymesh` CLI expecting it to fail; returns what it printed on stderr.
+    pub fn keymesh_fails(&self, args: &[&str]) -> String {
+        let out = Command::new(sidecar_bin())
+            .args(args)
+            .envs(self.sidecar_env())
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "keymesh {} succeeded: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// Creates a client with a fixed secret.
