@@ -8,11 +8,13 @@
     unreachable_pub
 )]
 
+mod fault_proxy;
 mod http;
 mod idp;
 mod process;
 mod stack;
 
+pub use fault_proxy::{Fault, FaultProxy};
 pub use http::{request, Response};
 pub use idp::TestIdp;
 pub use process::{free_port, Process};

@@ -2,7 +2,7 @@
 //! proxies keep working on the key material they hold, fail closed once it is too old, and recover by themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use keymesh_e2e::{wait_for, Stack};
+use keymesh_e2e::{wait_for, Fault, FaultProxy, Stack};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -182,5 +182,76 @@ fn no_revocation_is_lost_across_redis_and_sidecar_restarts() {
             Duration::from_secs(10),
             || (status(&stack, &auth) == 401).then_some(()),
         );
+    }
+}
+
+/// `wasmcustom.keymesh.authn.<name>` from Envoy's admin stats (summed over the plugin's instances).
+fn filter_counter(stack: &Stack, name: &str) -> u64 {
+    let stats = stack.get(
+        stack.ports.admin,
+        &format!("/stats?filter=keymesh.authn.{name}$"),
+        &[],
+    );
+    stats
+        .body
+        .lines()
+        .filter_map(|line| line.rsplit_once(": ")?.1.trim().parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_damaged_bundle_response_is_counted_and_the_last_good_bundle_kept() {
+    let mut stack = Stack::new();
+    stack.start_redis();
+    stack.start_sidecar();
+    // Envoy reaches the sidecar through a relay that can damage bundle responses on their way.
+    let relay = FaultProxy::start(stack.ports.sidecar);
+    let to_relay = format!("port_value: {} ", relay.port);
+    let to_sidecar = format!("port_value: {} ", stack.ports.sidecar);
+    stack.start_mesh_with(&[FAST, (to_sidecar.as_str(), to_relay.as_str())]);
+
+    let (_, good_key) = new_key(&stack, "before");
+    let good = format!("apikey {good_key}");
+    wait_for("the first bundle", Duration::from_secs(15), || {
+        (status(&stack, &good) == 200).then_some(())
+    });
+    assert_eq!(filter_counter(&stack, "bundle_rejected"), 0);
+
+    for fault in [Fault::Truncate, Fault::WrongShape] {
+        relay.set(fault);
+        let damaged_before = relay.damaged();
+        let rejected_before = filter_counter(&stack, "bundle_rejected");
+        // A change is written; the bundle carrying it arrives damaged.
+        let (_, new_key) = new_key(&stack, "during");
+        let new = format!("apikey {new_key}");
+        wait_for(
+            "the damaged bundle to be counted",
+            Duration::from_secs(10),
+            || (filter_counter(&stack, "bundle_rejected") > rejected_before).then_some(()),
+        );
+        assert!(
+            relay.damaged() > damaged_before,
+            "{fault:?}: nothing was damaged"
+        );
+        // The last good bundle is kept: the old key works, the new one has not arrived, nothing is 503.
+        assert_eq!(
+            status(&stack, &good),
+            200,
+            "{fault:?}: last good bundle lost"
+        );
+        assert_eq!(
+            status(&stack, &new),
+            401,
+            "{fault:?}: damaged bundle applied"
+        );
+
+        // The path heals: the change arrives with the next fetch, without an Envoy restart.
+        relay.set(Fault::None);
+        wait_for(
+            "the change after the relay heals",
+            Duration::from_secs(10),
+            || (status(&stack, &new) == 200).then_some(()),
+        );
+        assert_eq!(status(&stack, &good), 200);
     }
 }
