@@ -7,6 +7,8 @@
 #   scripts/bench.sh --api-keys [--quick] [ARGS]  API keys instead: keymesh vs Envoy's api_key_auth holding the same
 #                                    keys ($KEYMESH_BENCH_KEYS, default 100000): delivery time, memory at
 #                                    --concurrency 2, throughput; ARGS go to `keymesh-bench run-api-keys`
+#   scripts/bench.sh --token-endpoint [SECONDS] [CONNECTIONS...]  client_credentials tokens/s and latency at the
+#                                    release sidecar with real Redis (default 10 s at 16 and 64 connections)
 # Results: bench/results/latest.md (also printed) and bench/results/latest.json; configs and logs in
 # $CARGO_TARGET_DIR/bench-data/run. Every process started here is stopped on exit, Ctrl-C included.
 set -euo pipefail
@@ -18,12 +20,14 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 command_line="scripts/bench.sh${*:+ $*}"
 quick=0
 api_keys=0
+token_endpoint=0
 run_args=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     --api-keys) api_keys=1 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --token-endpoint) token_endpoint=1 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) run_args+=("$arg") ;;
   esac
 done
@@ -75,6 +79,12 @@ if ! command -v wrk >/dev/null 2>&1; then
   log "installing Debian's wrk"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
+fi
+
+if [ "$token_endpoint" = 1 ]; then
+  log "token endpoint: cargo run --release -p keymesh-e2e --example token_endpoint -- ${run_args[*]}"
+  cargo run -q --release -p keymesh-e2e --example token_endpoint -- "${run_args[@]}"
+  exit 0
 fi
 
 log "building the filter (wasm32-wasip1, release) and keymesh-bench (release)"

@@ -18,7 +18,7 @@ pub use fault_proxy::{Fault, FaultProxy};
 pub use http::{request, Response};
 pub use idp::TestIdp;
 pub use process::{free_port, Process};
-pub use stack::{EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
+pub use stack::{basic_auth, EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
