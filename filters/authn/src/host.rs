@@ -112,6 +112,12 @@ pub(crate) fn increment(id: Option<u32>) {
     }
 }
 
+pub(crate) fn add(id: Option<u32>, value: u64) {
+    if let (Some(id), Ok(value @ 1..)) = (id, i64::try_from(value)) {
+        let _ = hostcalls::increment_metric(id, value);
+    }
+}
+
 pub(crate) fn record(id: Option<u32>, value: u64) {
     if let Some(id) = id {
         let _ = hostcalls::record_metric(id, value);

@@ -77,13 +77,13 @@ impl HttpContext for AuthnHttp {
             authorization: values("authorization"),
             api_key: api_key_header.map(values).unwrap_or_default(),
         };
-        let keys = shared.store.current();
+        let view = shared.store.view();
         let now_ms = host::now_ms();
         let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
         let material = KeyMaterial {
-            keys: keys.as_deref(),
-            age_secs: shared.store.age_ms(now_ms) / 1000,
-            directory: &shared.store,
+            keys: view.keys(),
+            age_secs: view.age_ms(now_ms) / 1000,
+            directory: &view,
             cache: Some(&shared.tokens),
         };
         match authorize(&shared.config, &request, &material, now) {
@@ -101,13 +101,13 @@ impl HttpContext for AuthnHttp {
                         log::error!("cannot set `{name}`: {status:?}");
                     }
                 }
-                host::increment(shared.metrics.allowed);
+                shared.metrics.allowed();
                 Action::Continue
             }
             Verdict::Deny(denial) => {
                 if matches!(denial.reason, DenyReason::Token(TokenError::UnknownKid)) {
-                    if let Some(kid) = keys
-                        .as_deref()
+                    if let Some(kid) = view
+                        .keys()
                         .and_then(|keys| unknown_external_kid(&shared.config, &request, keys))
                     {
                         shared.refetch_hint.replace(Some(kid));

@@ -174,7 +174,7 @@ impl AuthnRoot {
         }
         let (version, delta) = (dto.version, dto.since.is_some());
         let (puts, deletes) = (dto.api_keys.put.len(), dto.api_keys.delete.len());
-        match shared.store.apply(dto, keys) {
+        match shared.store.apply(dto, keys, host::now_ms()) {
             Applied::Stored => {
                 self.need_full = false;
                 host::record(shared.metrics.bundle_version, version);
@@ -294,6 +294,7 @@ impl RootContext for AuthnRoot {
 
     fn on_tick(&mut self) {
         if let Some(shared) = &self.shared {
+            shared.metrics.flush();
             host::record(
                 shared.metrics.bundle_age_ms,
                 shared.store.age_ms(host::now_ms()),

@@ -5,7 +5,10 @@
 //!   re-reads and parses it only when the version moves;
 //! - every API key as its own entry `…/ak/<hash>`, so a lookup is one small read whatever the number of keys, and
 //!   a revocation rewrites one entry instead of the whole set;
-//! - every revoked access token as `…/jti/<jti>` (holding its `exp`), checked after a token verifies.
+//! - the revoked access tokens not yet expired, as one list under `…/revoked`; each worker keeps a parsed copy and
+//!   re-reads it only when the list changes;
+//! - `…/state`: the version, the API-key floor, when the sidecar last answered, and the generation of the revoked
+//!   list, in one value, so that a request costs one shared-data read before its own lookups.
 //!
 //! ABI 0.2.1 cannot list or remove shared-data keys, so an entry carries the generation (bundle version) that
 //! wrote it, and a full resync at version F raises a floor to F: entries older than the floor — keys deleted while
@@ -13,26 +16,70 @@
 //! value.
 
 use crate::host;
-use keymesh_core::bundle::{ApiKeyChangesDto, ApiKeyDto, BundleDto};
+use keymesh_core::bundle::{ApiKeyChangesDto, ApiKeyDto, BundleDto, RevokedTokenDto};
 use keymesh_core::{Directory, KeySet};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
+
+/// Revocations are kept this long past their token's `exp`: longer than any filter's `leeway_secs` (at most 300).
+const REVOKED_KEEP_SECS: i64 = 600;
+
+/// Attempts at a compare-and-swap update of `…/state` before giving up (only the fetching root writes it, so a
+/// conflict is rare).
+const STATE_CAS_ATTEMPTS: usize = 8;
 
 /// Shared-data keys of one sidecar endpoint (two filters pointing at the same sidecar share everything).
 #[derive(Debug)]
 pub(crate) struct BundleStore {
     bundle_key: String,
     version_key: String,
+    state_key: String,
+    revoked_key: String,
     lease_key: String,
     /// When this Envoy last asked the sidecar to refetch external keys (ms since the epoch).
     refetch_key: String,
-    fresh_key: String,
-    floor_key: String,
     sequence_key: String,
     entry_prefix: String,
-    revoked_prefix: String,
+    /// This worker's parsed signing keys.
     cached: RefCell<Option<Rc<KeySet>>>,
+    /// This worker's copy of the revoked list, with the generation it was read at.
+    revoked: RefCell<Option<(u64, Rc<HashSet<String>>)>>,
+}
+
+/// What every request needs to know about the key material, read from `…/state` in one go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct State {
+    /// The bundle version stored.
+    pub(crate) version: u64,
+    /// API key entries written before this version are dead.
+    floor: u64,
+    /// When the sidecar last answered (ms since the epoch).
+    fresh_at: u64,
+    /// The version that last changed the revoked list.
+    revoked_gen: u64,
+}
+
+impl State {
+    fn parse(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut fields = text.split(' ').map(str::parse::<u64>);
+        let mut next = || fields.next()?.ok();
+        Some(Self {
+            version: next()?,
+            floor: next()?,
+            fresh_at: next()?,
+            revoked_gen: next()?,
+        })
+    }
+
+    fn encode(self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.version, self.floor, self.fresh_at, self.revoked_gen
+        )
+    }
 }
 
 /// An API key entry as stored: the wire entry plus the generation that wrote it.
@@ -56,20 +103,58 @@ pub(crate) enum Applied {
     Failed,
 }
 
+/// The key material as one request sees it: the state read once, the worker's keys for that version.
+pub(crate) struct View<'s> {
+    store: &'s BundleStore,
+    state: Option<State>,
+    keys: Option<Rc<KeySet>>,
+}
+
+impl View<'_> {
+    /// The signing keys, if any bundle has arrived.
+    pub(crate) fn keys(&self) -> Option<&KeySet> {
+        self.keys.as_deref()
+    }
+
+    /// Milliseconds since the sidecar last answered; 0 before any bundle (there are no keys to be stale then).
+    pub(crate) fn age_ms(&self, now_ms: u64) -> u64 {
+        self.state
+            .map_or(0, |state| now_ms.saturating_sub(state.fresh_at))
+    }
+}
+
+impl Directory for View<'_> {
+    /// The live API key entry with this hash, if any.
+    fn api_key(&self, hash: &str) -> Option<ApiKeyDto> {
+        let bytes = host::shared_get(&format!("{}{hash}", self.store.entry_prefix)).0?;
+        if bytes.is_empty() {
+            return None;
+        }
+        let stored: StoredKey = serde_json::from_slice(&bytes).ok()?;
+        let floor = self.state.map_or(0, |state| state.floor);
+        (stored.g >= floor && stored.key.hash == hash).then_some(stored.key)
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        let generation = self.state.map_or(0, |state| state.revoked_gen);
+        self.store.revoked_set(generation).contains(jti)
+    }
+}
+
 impl BundleStore {
     pub(crate) fn new(cluster: &str, path: &str) -> Self {
         let base = format!("keymesh.authn.v1/{cluster}{path}");
         Self {
             bundle_key: format!("{base}/bundle"),
             version_key: format!("{base}/version"),
+            state_key: format!("{base}/state"),
+            revoked_key: format!("{base}/revoked"),
             lease_key: format!("{base}/lease"),
             refetch_key: format!("{base}/refetch_at"),
-            fresh_key: format!("{base}/fresh_at"),
-            floor_key: format!("{base}/ak_floor"),
             sequence_key: format!("{base}/roots"),
             entry_prefix: format!("{base}/ak/"),
-            revoked_prefix: format!("{base}/jti/"),
             cached: RefCell::new(None),
+            revoked: RefCell::new(None),
         }
     }
 
@@ -78,14 +163,25 @@ impl BundleStore {
         parse_u64(host::shared_get(&self.version_key).0)
     }
 
-    /// This worker's signing keys, refreshed from shared data when a newer version is there.
-    pub(crate) fn current(&self) -> Option<Rc<KeySet>> {
-        let shared = self.shared_version();
+    fn state(&self) -> (Option<State>, Option<u32>) {
+        let (bytes, cas) = host::shared_get(&self.state_key);
+        (bytes.as_deref().and_then(State::parse), cas)
+    }
+
+    /// The key material for one request: one shared-data read, plus a reload of the signing keys if a newer
+    /// version has been stored since this worker last looked.
+    pub(crate) fn view(&self) -> View<'_> {
+        let state = self.state().0;
         let cached = self.cached.borrow().clone();
-        match (cached, shared) {
-            (Some(keys), Some(v)) if keys.version() >= v => Some(keys),
+        let keys = match (cached, state) {
+            (Some(keys), Some(state)) if keys.version() >= state.version => Some(keys),
             (cached, Some(_)) => self.reload().or(cached),
             (cached, None) => cached,
+        };
+        View {
+            store: self,
+            state,
+            keys,
         }
     }
 
@@ -104,30 +200,47 @@ impl BundleStore {
             }
         }
     }
+
+    /// This worker's copy of the revoked list at `generation`, re-read from shared data when it moved.
+    fn revoked_set(&self, generation: u64) -> Rc<HashSet<String>> {
+        if let Some((held, set)) = self.revoked.borrow().as_ref() {
+            if *held == generation {
+                return Rc::clone(set);
+            }
+        }
+        let set: HashSet<String> = read_revoked(&self.revoked_key)
+            .into_iter()
+            .map(|token| token.jti)
+            .collect();
+        let set = Rc::new(set);
+        *self.revoked.borrow_mut() = Some((generation, Rc::clone(&set)));
+        set
+    }
+
+    /// Updates `…/state` with compare-and-swap; false if shared data kept refusing.
+    fn update_state(&self, change: impl Fn(Option<State>) -> State) -> bool {
+        for _ in 0..STATE_CAS_ATTEMPTS {
+            let (current, cas) = self.state();
+            let next = change(current);
+            if host::shared_set(&self.state_key, next.encode().as_bytes(), cas).is_ok() {
+                return true;
+            }
+        }
+        log::error!("cannot update the key material state in shared data");
+        false
+    }
 }
 
-impl Directory for BundleStore {
-    /// The live API key entry with this hash, if any.
-    fn api_key(&self, hash: &str) -> Option<ApiKeyDto> {
-        let bytes = host::shared_get(&format!("{}{hash}", self.entry_prefix)).0?;
-        if bytes.is_empty() {
-            return None;
-        }
-        let stored: StoredKey = serde_json::from_slice(&bytes).ok()?;
-        let floor = parse_u64(host::shared_get(&self.floor_key).0).unwrap_or(0);
-        (stored.g >= floor && stored.key.hash == hash).then_some(stored.key)
-    }
-
-    fn is_revoked(&self, jti: &str) -> bool {
-        host::shared_get(&format!("{}{jti}", self.revoked_prefix))
-            .0
-            .is_some_and(|v| !v.is_empty())
-    }
+fn read_revoked(key: &str) -> Vec<RevokedTokenDto> {
+    host::shared_get(key)
+        .0
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }
 
 impl BundleStore {
     /// Stores a validated bundle (full or delta) for every worker.
-    pub(crate) fn apply(&self, dto: BundleDto, keys: KeySet) -> Applied {
+    pub(crate) fn apply(&self, dto: BundleDto, keys: KeySet, now_ms: u64) -> Applied {
         let (current, cas) = host::shared_get(&self.version_key);
         let current = parse_u64(current);
         let version = dto.version;
@@ -155,18 +268,27 @@ impl BundleStore {
                 return Applied::Failed;
             }
         }
-        // Revocations only ever accumulate (a revoked token never becomes valid again), so a full bundle needs no
-        // floor for them; entries outlive their token's `exp` harmlessly.
-        for revoked in &dto.revoked_tokens {
-            if !self.write(
-                &format!("{}{}", self.revoked_prefix, revoked.jti),
-                revoked.exp.to_string().as_bytes(),
-            ) {
+        // A full bundle lists every revocation still in force; a delta adds to the list held. Either way, tokens
+        // long expired are dropped, which keeps the list (and each worker's copy) small.
+        let full = dto.since.is_none();
+        let revoked_changed = full || !dto.revoked_tokens.is_empty();
+        if revoked_changed {
+            let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+            let mut list = if full {
+                Vec::new()
+            } else {
+                read_revoked(&self.revoked_key)
+            };
+            list.extend(dto.revoked_tokens.iter().cloned());
+            list.retain(|token| token.exp.saturating_add(REVOKED_KEEP_SECS) > now);
+            list.sort_by(|a, b| a.jti.cmp(&b.jti));
+            list.dedup_by(|a, b| a.jti == b.jti);
+            let Ok(bytes) = serde_json::to_vec(&list) else {
+                return Applied::Failed;
+            };
+            if !self.write(&self.revoked_key, &bytes) {
                 return Applied::Failed;
             }
-        }
-        if dto.since.is_none() && !self.write(&self.floor_key, version.to_string().as_bytes()) {
-            return Applied::Failed;
         }
         let issuers = BundleDto {
             version,
@@ -184,6 +306,23 @@ impl BundleStore {
         if let Err(e) = host::shared_set(&self.version_key, version.to_string().as_bytes(), cas) {
             log::warn!("bundle version v{version} raced with another writer: {e:?}");
         }
+        // Last: requests see the new version (and floor, and revoked list) only once everything is in place.
+        let stated = self.update_state(|held| {
+            let held = held.unwrap_or_default();
+            State {
+                version: version.max(held.version),
+                floor: if full { version } else { held.floor },
+                fresh_at: held.fresh_at.max(now_ms),
+                revoked_gen: if revoked_changed {
+                    version
+                } else {
+                    held.revoked_gen
+                },
+            }
+        });
+        if !stated {
+            return Applied::Failed;
+        }
         *self.cached.borrow_mut() = Some(Rc::new(keys));
         Applied::Stored
     }
@@ -198,14 +337,25 @@ impl BundleStore {
         }
     }
 
-    /// Records that the sidecar answered (200 or 304) at `now_ms`.
+    /// Records that the sidecar answered (200 or 304) at `now_ms`. Before the first bundle there is nothing to
+    /// be fresh: the first [`BundleStore::apply`] records the time.
     pub(crate) fn mark_fresh(&self, now_ms: u64) {
-        self.write(&self.fresh_key, now_ms.to_string().as_bytes());
+        if self.state().0.is_some() {
+            self.update_state(|held| {
+                let held = held.unwrap_or_default();
+                State {
+                    fresh_at: held.fresh_at.max(now_ms),
+                    ..held
+                }
+            });
+        }
     }
 
-    /// Milliseconds since the sidecar last answered; 0 before any answer (there are no keys to be stale then).
+    /// Milliseconds since the sidecar last answered; 0 before any bundle.
     pub(crate) fn age_ms(&self, now_ms: u64) -> u64 {
-        parse_u64(host::shared_get(&self.fresh_key).0).map_or(0, |at| now_ms.saturating_sub(at))
+        self.state()
+            .0
+            .map_or(0, |state| now_ms.saturating_sub(state.fresh_at))
     }
 
     /// A number unique to this root context among all workers of this Envoy, for the fetch lease.

@@ -223,6 +223,7 @@ fn a_token_revoked_in_a_delta_is_refused_by_every_worker() -> Result<(), HostErr
         .challenge()
         .unwrap_or_default()
         .contains("token revoked"));
+    crate::flush_metrics(&mut other)?;
     assert_eq!(other.counter("keymesh.authn.denied.revoked"), Some(1));
     crate::finish(fetcher)?;
     crate::finish(other)

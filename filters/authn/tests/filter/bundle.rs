@@ -20,6 +20,7 @@ fn fails_closed_with_503_before_the_first_bundle() -> Result<(), HostError> {
     )?;
     assert_eq!(out.status(), 503);
     assert!(out.body().contains("key material"), "{}", out.body());
+    crate::flush_metrics(&mut vm)?;
     assert_eq!(vm.counter("keymesh.authn.denied.no_key_material"), Some(1));
     crate::finish(vm)
 }

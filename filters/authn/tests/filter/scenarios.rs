@@ -91,6 +91,7 @@ fn scenario_table_on_the_compiled_filter() -> Result<(), HostError> {
         table.len(),
         failures.join("\n")
     );
+    crate::flush_metrics(&mut vm)?;
     assert_eq!(
         vm.counter("keymesh.authn.allowed"),
         Some(table.iter().filter(|s| s.status == 200).count() as u64)
@@ -191,8 +192,14 @@ fn denials_are_counted_by_reason() -> Result<(), HostError> {
         "/orders/1",
         &[("authorization", &bearer(&expired))],
     )?;
+    // Counted in the worker, handed to Envoy on its next tick.
+    assert_eq!(vm.counter("keymesh.authn.denied.missing"), Some(0));
+    crate::flush_metrics(&mut vm)?;
     assert_eq!(vm.counter("keymesh.authn.denied.missing"), Some(2));
     assert_eq!(vm.counter("keymesh.authn.denied.expired"), Some(1));
     assert_eq!(vm.counter("keymesh.authn.allowed"), Some(0));
+    // Handed over once: another tick adds nothing.
+    crate::flush_metrics(&mut vm)?;
+    assert_eq!(vm.counter("keymesh.authn.denied.missing"), Some(2));
     crate::finish(vm)
 }
