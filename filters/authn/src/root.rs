@@ -109,6 +109,9 @@ impl AuthnRoot {
         ) {
             Ok(token) => self.in_flight = Some(token),
             Err(status) => {
+                // Nothing is in flight: let any worker try on its next tick instead of holding the lease for a
+                // whole fetch timeout (at startup this root may be one Envoy does not yet let dispatch).
+                shared.store.release_lease(self.owner);
                 host::increment(shared.metrics.bundle_fetch_failures);
                 log::warn!(
                     "cannot dispatch bundle fetch to cluster `{}`: {status:?}",

@@ -392,6 +392,19 @@ impl BundleStore {
         .is_ok()
     }
 
+    /// Gives the fetch lease up, if this root holds it.
+    pub(crate) fn release_lease(&self, owner: u64) {
+        let (holder, cas) = host::shared_get(&self.lease_key);
+        let ours = holder
+            .as_deref()
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .and_then(|holder| holder.split_once(':'))
+            .is_some_and(|(_, who)| who.parse::<u64>().ok() == Some(owner));
+        if ours {
+            let _ = host::shared_set(&self.lease_key, format!("0:{owner}").as_bytes(), cas);
+        }
+    }
+
     /// Claims the Envoy-wide right to ask the sidecar to refetch external keys now, if no worker of this Envoy
     /// has asked within the last `every_ms`.
     pub(crate) fn try_refetch_slot(&self, now_ms: u64, every_ms: u64) -> bool {

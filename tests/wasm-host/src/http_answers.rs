@@ -16,6 +16,12 @@ impl Vm {
             .collect()
     }
 
+    /// Refuses (or again accepts) every `proxy_http_call` with `BadArgument`, as Envoy 1.40 does while its
+    /// cluster manager is not ready (during `on_configure`, and on a worker's first ticks at startup).
+    pub fn refuse_http_calls(&mut self, refuse: bool) {
+        self.state_mut().http.refusing = refuse;
+    }
+
     /// Every HTTP call the filter dispatched, answered or not, oldest first.
     pub fn http_call_history(&self) -> &[HttpCall] {
         &self.state().http.history

@@ -69,3 +69,34 @@ fn a_worker_picks_up_a_new_version_on_its_next_request() -> Result<(), HostError
     crate::finish(fetcher)?;
     crate::finish(idle)
 }
+
+#[test]
+fn a_worker_that_cannot_dispatch_does_not_keep_the_others_from_fetching() -> Result<(), HostError> {
+    // At startup Envoy may refuse one worker's calls (its cluster manager is not ready yet). That worker must not
+    // sit on the fetch lease for a whole fetch timeout while the others could fetch.
+    let shared = SharedStore::new();
+    let mut refused = vm(SCENARIO_CONFIG, &shared)?;
+    let mut other = vm(SCENARIO_CONFIG, &shared)?;
+    refused.refuse_http_calls(true);
+    refused.advance_time(STARTUP_TICK)?;
+    assert!(refused.pending_http_calls().is_empty());
+    assert_eq!(
+        refused.counter("keymesh.authn.bundle_fetch_failures"),
+        Some(1)
+    );
+    // The other worker's next startup tick fetches.
+    other.advance_time(STARTUP_TICK)?;
+    let call = other.expect_http_call(SIDECAR)?;
+    other.respond_to_http_call(call.token, HttpResponse::new(200).body(fixture().bundle(1)))?;
+    let token = bearer(&fixture().token(
+        Alg::EdDsa,
+        &claims(&["https://orders.local"], "orders:read"),
+    ));
+    refused.refuse_http_calls(false);
+    assert_eq!(
+        request(&mut refused, "/orders/1", &[("authorization", &token)])?.status(),
+        200
+    );
+    crate::finish(refused)?;
+    crate::finish(other)
+}

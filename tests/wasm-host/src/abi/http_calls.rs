@@ -133,6 +133,8 @@ pub(crate) struct HttpCalls {
     pub(crate) pending: Vec<u32>,
     /// The response being delivered (`None` outside delivery and for a failed call).
     pub(crate) delivering: Option<HttpResponse>,
+    /// Dispatches are refused with `BadArgument`, as Envoy does before its cluster manager is ready.
+    pub(crate) refusing: bool,
 }
 
 impl HttpCalls {
@@ -199,6 +201,9 @@ fn http_call(
         return Ok(Status::BadArgument.raw());
     }
     let state = caller.data_mut();
+    if state.http.refusing {
+        return Ok(Status::BadArgument.raw());
+    }
     let token = state.http.next_token();
     let context_id = state.current_context;
     let timeout = Duration::from_millis(u64::from(timeout_ms));
