@@ -10,11 +10,13 @@
 
 mod http;
 mod process;
+mod redis_cluster;
 mod stack;
 
 pub use http::{request, Response};
 pub use process::{free_port, Process};
-pub use stack::{EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
+pub use redis_cluster::{ClusterNode, RedisCluster};
+pub use stack::{basic_auth, form_encode, EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
