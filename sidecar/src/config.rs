@@ -9,15 +9,16 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use redis::IntoConnectionInfo;
 use serde::Deserialize;
 
 use crate::admin_token::AdminToken;
 use crate::external_issuers::IssuerSettings;
 use crate::syntax;
 
+mod redis_settings;
 mod signing;
 
+pub(crate) use redis_settings::url_list;
 pub use signing::SigningConfig;
 
 /// Environment variable naming the configuration file (the `--config` flag takes precedence).
@@ -34,8 +35,11 @@ const MAX_REFRESH_TOKEN_TTL_SECS: u64 = 365 * 86_400;
 /// Validated runtime configuration. `Debug` masks the Redis password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Redis connection URL (`KEYMESH_REDIS_URL`).
+    /// Redis connection URL (`KEYMESH_REDIS_URL`); in cluster mode, the comma-separated URLs of seed nodes.
     pub redis_url: String,
+    /// Whether Redis is a Redis Cluster (`KEYMESH_REDIS_CLUSTER`). The key prefix then carries a hash tag, so that
+    /// every key is in one slot.
+    pub redis_cluster: bool,
     /// Address the HTTP server binds (`KEYMESH_LISTEN`).
     pub listen: SocketAddr,
     /// The `iss` of issued tokens and the base URL of the published endpoints (`KEYMESH_ISSUER`).
@@ -60,6 +64,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("redis_url", &crate::redact::redact_url(&self.redis_url))
+            .field("redis_cluster", &self.redis_cluster)
             .field("listen", &self.listen)
             .field("issuer", &self.issuer)
             .field("token_ttl_secs", &self.token_ttl_secs)
@@ -76,6 +81,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             redis_url: "redis://127.0.0.1:6380/".to_owned(),
+            redis_cluster: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             issuer: "http://127.0.0.1:8080".to_owned(),
             token_ttl_secs: 300,
@@ -146,6 +152,7 @@ impl fmt::Display for Origin {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     redis_url: Option<String>,
+    redis_cluster: Option<bool>,
     listen: Option<String>,
     issuer: Option<String>,
     token_ttl_secs: Option<u64>,
@@ -233,6 +240,7 @@ impl Config {
             &env,
         )?;
         let mut redis_url = Raw::new(defaults.redis_url);
+        let mut redis_cluster = Raw::new(defaults.redis_cluster.to_string());
         let mut listen = Raw::new(defaults.listen.to_string());
         let mut issuer = Raw::new(defaults.issuer);
         let mut ttl = Raw::new(defaults.token_ttl_secs.to_string());
@@ -260,6 +268,7 @@ impl Config {
         );
 
         redis_url.set(parsed.redis_url, Origin::File);
+        redis_cluster.set(parsed.redis_cluster.map(|v| v.to_string()), Origin::File);
         listen.set(parsed.listen, Origin::File);
         issuer.set(parsed.issuer, Origin::File);
         ttl.set(parsed.token_ttl_secs.map(|v| v.to_string()), Origin::File);
@@ -275,6 +284,7 @@ impl Config {
 
         for (raw, name) in [
             (&mut redis_url, "KEYMESH_REDIS_URL"),
+            (&mut redis_cluster, "KEYMESH_REDIS_CLUSTER"),
             (&mut listen, "KEYMESH_LISTEN"),
             (&mut issuer, "KEYMESH_ISSUER"),
             (&mut ttl, "KEYMESH_TOKEN_TTL_SECS"),
@@ -287,8 +297,13 @@ impl Config {
             raw.set(env(name), Origin::Env(name));
         }
 
-        Ok(Self {
-            redis_url: validate("redis_url", redis_url, parse_redis_url)?,
+        let redis_cluster = validate("redis_cluster", redis_cluster, redis_settings::parse_bool)?;
+        let key_prefix_origin = key_prefix.origin.clone();
+        let config = Self {
+            redis_url: validate("redis_url", redis_url, |v| {
+                redis_settings::parse_redis_url(v, redis_cluster)
+            })?,
+            redis_cluster,
             listen: validate("listen", listen, |v| {
                 v.trim().parse::<SocketAddr>().map_err(|e| e.to_string())
             })?,
@@ -326,7 +341,18 @@ impl Config {
                     Ok(std::time::Duration::from_millis(ms))
                 })?,
             },
-        })
+        };
+        redis_settings::check_key_prefix(&config, key_prefix_origin)?;
+        Ok(config)
+    }
+
+    /// The Redis URLs: the one server's, or every seed node of a cluster.
+    pub fn redis_urls(&self) -> Vec<&str> {
+        if self.redis_cluster {
+            redis_settings::url_list(&self.redis_url)
+        } else {
+            vec![self.redis_url.as_str()]
+        }
     }
 }
 
@@ -340,11 +366,6 @@ fn validate<T>(
         origin: raw.origin,
         reason,
     })
-}
-
-fn parse_redis_url(value: &str) -> Result<String, String> {
-    value.into_connection_info().map_err(|e| e.to_string())?;
-    Ok(value.to_owned())
 }
 
 fn parse_issuer(value: &str) -> Result<String, String> {

@@ -16,8 +16,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::AsyncConnectionConfig;
+use redis::aio::ConnectionLike;
 use serde::Serialize;
 
 use crate::changes;
@@ -25,6 +24,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::kek::Kek;
 use crate::names::KeyNames;
+use crate::redis_connection::{RedisConnection, RedisTarget};
 use crate::signing_keys::{self, Alg, KeyStoreError, SigningKey};
 
 /// How often each replica checks whether a key's time has come.
@@ -420,7 +420,7 @@ fn list_order(key: &ListedKey) -> (u64, u8, u64, &str) {
 /// The background task of `keymesh serve` that calls [`advance`] every [`LIFECYCLE_TICK`] and starts scheduled
 /// rotations.
 pub(crate) struct LifecycleTask {
-    pub(crate) client: redis::Client,
+    pub(crate) client: RedisTarget,
     pub(crate) names: KeyNames,
     pub(crate) kek: Kek,
     pub(crate) schedule: Schedule,
@@ -448,21 +448,12 @@ impl LifecycleTask {
         }
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, LifecycleError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(OP_TIMEOUT)
-            .set_response_timeout(OP_TIMEOUT);
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
+    async fn connect(&self) -> Result<RedisConnection, LifecycleError> {
+        Ok(self.client.connect(OP_TIMEOUT).await?)
     }
 
     /// One round: advance, and rotate if due.
-    pub(crate) async fn tick(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<(), LifecycleError> {
+    pub(crate) async fn tick(&self, conn: &mut RedisConnection) -> Result<(), LifecycleError> {
         let now = self.clock.now_secs();
         let advanced = bounded(advance(conn, &self.names, now, &self.schedule)).await?;
         for transition in &advanced.transitions {

@@ -23,6 +23,7 @@ pub mod mirror;
 pub mod names;
 pub mod oauth;
 pub mod redact;
+pub mod redis_connection;
 mod redis_scan;
 pub mod revocation;
 pub mod secret;

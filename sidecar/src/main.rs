@@ -64,6 +64,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listen = %listener.local_addr()?,
         issuer = %config.issuer,
         redis = %keymesh::redact::redact_url(&config.redis_url),
+        redis_cluster = config.redis_cluster,
         key_prefix = %config.key_prefix,
         token_ttl_secs = config.token_ttl_secs,
         admin_api = if config.admin_token.is_some() { "enabled" } else { "disabled" },

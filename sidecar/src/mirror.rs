@@ -18,15 +18,14 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
 use keymesh_core::bundle::ApiKeyDto;
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use tokio::sync::watch;
-use tokio::time::{interval_at, sleep, timeout, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep, Instant, MissedTickBehavior};
 
 use crate::api_keys::{ApiKeyError, ApiKeyStore};
 use crate::changes::{self, Change, ChangesSince, ReadError, CHANGE_LOG_LEN};
 use crate::clock::Clock;
 use crate::names::KeyNames;
+use crate::redis_connection::{RedisConnection, RedisTarget};
 use crate::revocation;
 use crate::signing_keys::{self, Alg, KeyStoreError, SigningKey, StoredKeySet, Unsealer};
 use crate::snapshot::Snapshot;
@@ -131,9 +130,6 @@ enum SessionError {
     /// Reading the API key records failed.
     #[error(transparent)]
     ApiKeys(#[from] ApiKeyError),
-    /// Redis did not answer in time.
-    #[error("redis did not answer within {OP_TIMEOUT:?}")]
-    Timeout,
     /// The subscription connection closed.
     #[error("change subscription closed")]
     SubscriptionClosed,
@@ -153,7 +149,7 @@ enum CatchUp {
 
 /// The background task that keeps a [`Mirror`] in step with Redis.
 pub(crate) struct MirrorTask {
-    pub(crate) client: redis::Client,
+    pub(crate) client: RedisTarget,
     pub(crate) names: KeyNames,
     pub(crate) issuer: String,
     pub(crate) clock: Clock,
@@ -179,15 +175,11 @@ impl MirrorTask {
 
     async fn session(&self, backoff: &mut Duration) -> Result<Infallible, SessionError> {
         // Subscribe before the full load, so no change can fall between the two.
-        let mut pubsub = bounded(self.client.get_async_pubsub()).await?;
-        bounded(pubsub.subscribe(self.names.changes())).await?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(OP_TIMEOUT)
-            .set_response_timeout(OP_TIMEOUT);
-        let mut conn = self
+        let mut pubsub = self
             .client
-            .get_multiplexed_async_connection_with_config(&config)
+            .subscribe(&self.names.changes(), OP_TIMEOUT)
             .await?;
+        let mut conn = self.client.connect(OP_TIMEOUT).await?;
 
         // Every session re-checks the active key: Redis may have been emptied while we were away.
         let ensured = signing_keys::ensure_active(
@@ -233,7 +225,7 @@ impl MirrorTask {
 
     /// Brings the mirror from its snapshot's version to Redis's current version through the change log, or with a
     /// full load if the log cannot; returns the version installed.
-    async fn refresh(&self, conn: &mut MultiplexedConnection) -> Result<u64, SessionError> {
+    async fn refresh(&self, conn: &mut RedisConnection) -> Result<u64, SessionError> {
         let Some(current) = self.mirror.snapshot() else {
             return self.full_load(conn).await;
         };
@@ -271,7 +263,7 @@ impl MirrorTask {
     /// Reads the change log after `after` up to Redis's current version, in batches.
     async fn catch_up(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConnection,
         after: u64,
     ) -> Result<CatchUp, SessionError> {
         let mut changes = Vec::new();
@@ -322,7 +314,7 @@ impl MirrorTask {
     ///
     /// `SCAN` is not atomic, so the records read are brought to one exact version with the change log entries
     /// written while scanning (re-applying a change the scan already saw is harmless: entries are keyed by hash).
-    async fn full_load(&self, conn: &mut MultiplexedConnection) -> Result<u64, SessionError> {
+    async fn full_load(&self, conn: &mut RedisConnection) -> Result<u64, SessionError> {
         self.mirror.full_loads.fetch_add(1, Ordering::Relaxed);
         let store = ApiKeyStore::new(self.names.clone());
         let mut attempt = 0;
@@ -393,10 +385,4 @@ impl MirrorTask {
             return Ok(version);
         }
     }
-}
-
-async fn bounded<T>(op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, SessionError> {
-    Ok(timeout(OP_TIMEOUT, op)
-        .await
-        .map_err(|_| SessionError::Timeout)??)
 }

@@ -5,8 +5,24 @@ const MASK: &str = "***";
 
 /// `url` with the password of its userinfo (`scheme://user:password@host…`) replaced by `***`. Anything that is
 /// not a URL with userinfo comes back unchanged; a userinfo without `:` is masked whole, since some clients take a
-/// lone userinfo as the password.
+/// lone userinfo as the password. A comma-separated list of URLs (a cluster's seed nodes) is redacted URL by URL.
 pub fn redact_url(url: &str) -> String {
+    let urls = crate::config::url_list(url);
+    if urls.len() > 1 {
+        return urls
+            .into_iter()
+            .map(redact_one)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    // Not a clean list, yet several URLs: their userinfo cannot be told apart from the rest, so show nothing.
+    if url.matches("://").count() > 1 {
+        return MASK.to_owned();
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -45,6 +61,17 @@ mod tests {
             ("redis://127.0.0.1:6380/", "redis://127.0.0.1:6380/"),
             ("redis://h/?x=a@b", "redis://h/?x=a@b"),
             ("not a url", "not a url"),
+            (
+                "redis://:s3cret@10.0.0.1:7000,redis://:s3cret@10.0.0.2:7000/",
+                "redis://:***@10.0.0.1:7000,redis://:***@10.0.0.2:7000/",
+            ),
+            (
+                "redis://a:s3cret@h1/, rediss://b:s3cret@h2/,redis://h3/",
+                "redis://a:***@h1/,rediss://b:***@h2/,redis://h3/",
+            ),
+            // A literal comma in a password does not make a list.
+            ("redis://:pa,ss@h:1/", "redis://:***@h:1/"),
+            ("redis://:pa,ss@h1,redis://:pa,ss@h2", "***"),
         ];
         for (url, redacted) in cases {
             assert_eq!(redact_url(url), redacted, "{url}");

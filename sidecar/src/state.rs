@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 
@@ -18,6 +17,7 @@ use crate::kek::KekError;
 use crate::key_lifecycle::{LifecycleTask, Schedule};
 use crate::mirror::{Mirror, MirrorTask};
 use crate::names::KeyNames;
+use crate::redis_connection::{RedisConnection, RedisTarget};
 use crate::telemetry::Telemetry;
 
 /// Limit on request-path Redis operations, so a hung Redis turns into an error response rather than a hang.
@@ -26,8 +26,8 @@ const REQUEST_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why the state could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The Redis URL was rejected.
-    #[error("invalid redis url: {0}")]
+    /// The Redis URL (or, in cluster mode, the key prefix) was rejected.
+    #[error("invalid redis configuration: {0}")]
     RedisUrl(#[source] redis::RedisError),
     /// Called outside a Tokio runtime, so the mirror task cannot be started.
     #[error("no tokio runtime to run the key-set mirror on")]
@@ -56,10 +56,10 @@ struct Inner {
     names: KeyNames,
     clients: ClientStore,
     api_keys: ApiKeyStore,
-    redis: redis::Client,
+    redis: RedisTarget,
     /// Created on first use so the sidecar can start (and report 503) while Redis is still down; afterwards the
-    /// manager reconnects by itself.
-    conn: OnceCell<ConnectionManager>,
+    /// connection reconnects by itself.
+    conn: OnceCell<RedisConnection>,
     mirror: Arc<Mirror>,
     clock: Clock,
     /// `true` once shutdown has begun: long polls answer at once instead of holding the server open.
@@ -81,7 +81,7 @@ impl AppState {
     pub fn start(config: Config, clock: Clock) -> Result<Self, StartError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let kek = crate::kek::resolve(config.signing.kek.as_ref())?;
-        let redis = redis::Client::open(config.redis_url.as_str()).map_err(StartError::RedisUrl)?;
+        let redis = RedisTarget::from_config(&config).map_err(StartError::RedisUrl)?;
         let names = KeyNames::new(config.key_prefix.clone());
         let mirror = Arc::new(Mirror::new());
         let task = MirrorTask {
@@ -199,20 +199,11 @@ impl AppState {
     }
 
     /// A handle on the shared request-path Redis connection, connecting on first use.
-    pub async fn redis(&self) -> redis::RedisResult<ConnectionManager> {
+    pub async fn redis(&self) -> redis::RedisResult<RedisConnection> {
         let conn = self
             .inner
             .conn
-            .get_or_try_init(|| {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(REQUEST_REDIS_TIMEOUT)
-                    .set_response_timeout(REQUEST_REDIS_TIMEOUT)
-                    // Fail fast: a request should not wait out a reconnect backoff (the defaults can take
-                    // minutes); the next request tries again.
-                    .set_number_of_retries(0)
-                    .set_max_delay(200);
-                ConnectionManager::new_with_config(self.inner.redis.clone(), config)
-            })
+            .get_or_try_init(|| self.inner.redis.connect_reconnecting(REQUEST_REDIS_TIMEOUT))
             .await?;
         Ok(conn.clone())
     }

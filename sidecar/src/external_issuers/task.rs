@@ -15,14 +15,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
 use tokio::sync::Notify;
 
 use super::{ExternalIssuer, FetchStatus, Fetcher, IssuerError, IssuerStore};
 use crate::clock::Clock;
 use crate::mirror::Mirror;
 use crate::names::KeyNames;
+use crate::redis_connection::{RedisConnection, RedisTarget};
 
 /// How often each replica looks for due fetches when nothing asks sooner.
 const ROUND: Duration = Duration::from_secs(1);
@@ -124,7 +123,7 @@ pub fn due(
 
 /// Fetches external providers' keys in the background.
 pub(crate) struct IssuerTask {
-    pub(crate) client: redis::Client,
+    pub(crate) client: RedisTarget,
     pub(crate) names: KeyNames,
     pub(crate) mirror: Arc<Mirror>,
     pub(crate) settings: IssuerSettings,
@@ -159,19 +158,13 @@ impl IssuerTask {
         }
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, IssuerError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(OP_TIMEOUT)
-            .set_response_timeout(OP_TIMEOUT);
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
+    async fn connect(&self) -> Result<RedisConnection, IssuerError> {
+        Ok(self.client.connect(OP_TIMEOUT).await?)
     }
 
     async fn round(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConnection,
         fetcher: &Fetcher,
     ) -> Result<(), IssuerError> {
         let reported = self.requests.take();
@@ -235,11 +228,7 @@ impl IssuerTask {
     }
 
     /// Takes this replica's short lock on fetching `issuer`; false if another replica holds it.
-    async fn lock(
-        &self,
-        conn: &mut MultiplexedConnection,
-        issuer: &str,
-    ) -> Result<bool, IssuerError> {
+    async fn lock(&self, conn: &mut RedisConnection, issuer: &str) -> Result<bool, IssuerError> {
         let taken: Option<String> = redis::cmd("SET")
             .arg(self.names.external_issuer_lock(issuer))
             .arg(&self.replica)

@@ -4,17 +4,16 @@
 //! clients present `client_id` alone. Failed secrets are counted per client in Redis, and a client with too many
 //! recent failures is refused with 429 for the rest of the window (see [`crate::oauth::throttle`]).
 
-use redis::aio::ConnectionManager;
-
 use super::oauth_error::TokenError;
 use super::token_request::Credentials;
 use crate::clients::{ClientError, ClientRecord};
 use crate::oauth::throttle;
+use crate::redis_connection::RedisConnection;
 use crate::secret;
 use crate::state::AppState;
 
 /// The request path's Redis connection, or 503.
-pub(crate) async fn redis(state: &AppState) -> Result<ConnectionManager, TokenError> {
+pub(crate) async fn redis(state: &AppState) -> Result<RedisConnection, TokenError> {
     state.redis().await.map_err(|error| {
         tracing::warn!(%error, "cannot reach redis");
         TokenError::Unavailable

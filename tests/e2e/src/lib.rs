@@ -12,13 +12,15 @@ mod fault_proxy;
 mod http;
 mod idp;
 mod process;
+mod redis_cluster;
 mod stack;
 
 pub use fault_proxy::{Fault, FaultProxy};
 pub use http::{request, Response};
 pub use idp::TestIdp;
 pub use process::{free_port, Process};
-pub use stack::{basic_auth, EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
+pub use redis_cluster::{ClusterNode, RedisCluster};
+pub use stack::{basic_auth, form_encode, EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! (ports and the wasm path rewritten). Dropping it stops everything; if the test is failing, every log is
 //! printed first.
 
+use crate::redis_cluster::{ClusterNode, RedisCluster};
 use crate::{
     authn_wasm, envoy_bin, free_port, request, sidecar_bin, wait_for, workspace, Process, Response,
 };
@@ -37,6 +38,8 @@ pub struct Stack {
     pub ports: StackPorts,
     pub dir: tempfile::TempDir,
     processes: Vec<Process>,
+    /// Environment of every `keymesh` run, over the defaults of [`Stack::sidecar_env`].
+    env: Vec<(&'static str, String)>,
 }
 
 impl Stack {
@@ -55,6 +58,7 @@ impl Stack {
             ports,
             dir: tempfile::tempdir().unwrap(),
             processes: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -91,6 +95,95 @@ impl Stack {
                 .contains("PONG")
                 .then_some(())
         });
+    }
+
+    /// Starts a Redis Cluster of `masters` masters (no replicas) on free ports, each with `requirepass` and
+    /// `masterauth` if a `password` is given, joins them with `redis-cli --cluster create` and waits until every
+    /// node reports `cluster_state:ok`. The sidecar is not pointed at it: see [`Stack::set_env`].
+    pub fn start_redis_cluster(&mut self, masters: usize, password: Option<&str>) -> RedisCluster {
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            password: password.map(str::to_owned),
+        };
+        for i in 0..masters {
+            let (port, bus_port) = (free_port(), free_port());
+            let dir = self.dir.path().join(format!("redis-cluster-{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut redis = Command::new("redis-server");
+            redis
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &bus_port.to_string(),
+                ])
+                .args(["--cluster-config-file", "nodes.conf"])
+                // Failures are noticed in 2 s, and the slots of a failed master do not stop the others.
+                .args([
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--cluster-require-full-coverage",
+                    "no",
+                ])
+                .args(["--save", "", "--appendonly", "no"]);
+            if let Some(password) = password {
+                redis.args(["--requirepass", password, "--masterauth", password]);
+            }
+            redis.arg("--dir").arg(&dir);
+            let process = format!("redis-cluster-{i}");
+            self.spawn(&process, redis);
+            wait_for(&process, Duration::from_secs(10), || {
+                cluster
+                    .try_cli(port, &["PING"])
+                    .is_some_and(|pong| pong == "PONG")
+                    .then_some(())
+            });
+            cluster.nodes.push(ClusterNode {
+                port,
+                id: cluster.cli(port, &["CLUSTER", "MYID"]),
+                process,
+            });
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        if let Some(password) = password {
+            create.env("REDISCLI_AUTH", password);
+        }
+        let out = create.output().unwrap();
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for(
+            "cluster_state:ok on every node",
+            Duration::from_secs(20),
+            || {
+                cluster
+                    .nodes
+                    .iter()
+                    .all(|node| {
+                        cluster
+                            .try_cli(node.port, &["CLUSTER", "INFO"])
+                            .is_some_and(|info| info.contains("cluster_state:ok"))
+                    })
+                    .then_some(())
+            },
+        );
+        cluster
+    }
+
+    /// Sets `name` to `value` in the environment of every `keymesh` run from now on (the sidecar and the CLI),
+    /// over the default of [`Stack::sidecar_env`].
+    pub fn set_env(&mut self, name: &'static str, value: impl Into<String>) {
+        self.env.retain(|(n, _)| *n != name);
+        self.env.push((name, value.into()));
     }
 
     /// Starts the sidecar and waits for `/healthz`.
@@ -174,7 +267,7 @@ impl Stack {
 
     /// The environment every `keymesh` invocation of this stack gets.
     pub fn sidecar_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             (
                 "KEYMESH_REDIS_URL",
                 format!("redis://127.0.0.1:{}/", self.ports.redis),
@@ -194,7 +287,10 @@ impl Stack {
                 "ZTJlIHN0YWNrIGtleS1lbmNyeXB0aW9uIGtleSAzMmI=".into(),
             ),
             ("RUST_LOG", "info,keymesh=debug".into()),
-        ]
+        ];
+        env.retain(|(name, _)| !self.env.iter().any(|(set, _)| set == name));
+        env.extend(self.env.iter().cloned());
+        env
     }
 
     /// `envoy/demo.yaml` with this stack's ports, the freshly built module and `edits` applied.
