@@ -134,6 +134,17 @@ impl Fe {
         t19.pow2k(5).mul(&t3)
     }
 
+    /// The inverse of a public value, in variable time (see [`super::invert`]). One multiplication checks it;
+    /// should that ever fail, Fermat's inversion answers instead.
+    pub(super) fn invert_vartime(&self) -> Fe {
+        let inverse = super::invert::invert_vartime(self);
+        if inverse.mul(self).equals(&Fe::ONE) {
+            inverse
+        } else {
+            self.invert()
+        }
+    }
+
     /// `self^((p − 5)/8)`.
     fn pow_p58(&self) -> Fe {
         let (t19, _) = self.pow22501();

@@ -165,7 +165,7 @@ impl Extended {
         if canonical != *bytes || !y.mul(&self.z).equals(&self.y) {
             return false;
         }
-        let x = self.x.mul(&self.z.invert());
+        let x = self.x.mul(&self.z.invert_vartime());
         x.is_negative() == (bytes[31] >> 7 == 1)
     }
 
@@ -226,7 +226,7 @@ pub(super) fn batch_to_affine_niels(points: &[Extended]) -> Vec<AffineNiels> {
         acc = acc.mul(&point.z);
     }
     // Every z is non-zero: extended coordinates of a curve point never have Z = 0.
-    let mut inverse = acc.invert();
+    let mut inverse = acc.invert_vartime();
     let mut niels = vec![
         AffineNiels {
             y_plus_x: Fe::ONE,
