@@ -3,10 +3,10 @@
 //! ed25519-dalek computes `[s]B − [k]A` with a double-scalar ladder: 253 doublings shared by both scalars, a small
 //! table of A rebuilt for every signature, and, without curve25519-dalek's `precomputed-tables` feature (keymesh's
 //! build), one of B as well. Here A and B each have a fixed-base table, A's built on the key's first verification and
-//! B's once per process. A scalar is read as 43 signed base-64 digits; digit `i = 4q + r` of both scalars is added
-//! from row `q` of its table during round `r`, and 6 doublings separate the 4 rounds. That is about 86 additions and
-//! 18 doublings where ed25519-dalek spends ~70 additions and 253 doublings. The final comparison with R inverts a
-//! field element by divsteps ([`invert`]) rather than by a 254-squaring exponentiation.
+//! B's once per process (per wasm VM). A scalar is read as 43 signed base-64 digits; digit `i = 4q + r` of both
+//! scalars is added from row `q` of its table during round `r`, and 6 doublings separate the 4 rounds. That is about
+//! 86 additions and 18 doublings where ed25519-dalek spends ~70 additions and 253 doublings. The final comparison
+//! with R inverts a field element by divsteps (`invert.rs`) rather than by a 254-squaring exponentiation.
 //!
 //! The accept/reject rules are exactly ed25519-dalek's `verify` (not `verify_strict`):
 //! - the signature is 64 bytes and its `s` is canonical (`s < ℓ`);
@@ -15,7 +15,7 @@
 //! - the check is cofactorless: the encoding of `[s]B − [k]A` must equal R byte for byte, so a non-canonical R
 //!   never verifies.
 //!
-//! Field arithmetic is fiat-crypto's (see [`field`]); point formulas are curve25519-dalek's (see [`point`]). Only
+//! Field arithmetic is fiat-crypto's (`field.rs`); point formulas are curve25519-dalek's (`point.rs`). Only
 //! the order of operations is ours; everything here handles public values, so it is variable-time.
 
 mod field;
@@ -48,7 +48,7 @@ const BASEPOINT: [u8; 32] = [
     0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
 ];
 
-/// Bytes of one fixed-base table: [`ROWS`] × [`ROW_LEN`] affine points of three field elements.
+/// Bytes of one fixed-base table (one per key): 11 rows of 32 affine points of three field elements.
 pub const TABLE_BYTES: usize = ROWS * ROW_LEN * std::mem::size_of::<AffineNiels>();
 
 /// An Ed25519 verifying key with a fixed-base table of −A.
@@ -99,8 +99,8 @@ impl Ed25519Verifier {
             .chain_update(message)
             .finalize();
         let k = Scalar::from_bytes_mod_order_wide(&hash.into());
-        let minus_a = self.table.get_or_init(|| FixedBaseTable::new(self.minus_a));
-        let point = double_scalar_mul(&s, basepoint_table(), &k.to_bytes(), minus_a);
+        let a_table = self.table.get_or_init(|| FixedBaseTable::new(self.minus_a));
+        let point = double_scalar_mul(&s, basepoint_table(), &k.to_bytes(), a_table);
         point.has_encoding(r)
     }
 }
@@ -135,7 +135,7 @@ impl FixedBaseTable {
     }
 }
 
-/// B's table, computed on first use and shared by every key of the process.
+/// B's table, computed on first use and shared by every key of the process (of the wasm VM, in a filter).
 fn basepoint_table() -> &'static FixedBaseTable {
     static TABLE: OnceLock<FixedBaseTable> = OnceLock::new();
     TABLE.get_or_init(|| {
@@ -224,6 +224,12 @@ mod tests {
             let magnitude = Scalar::from(u64::from(d.unsigned_abs()));
             acc * radix + if d < 0 { -magnitude } else { magnitude }
         })
+    }
+
+    #[test]
+    fn shape_matches_the_documentation() {
+        assert_eq!((DIGITS, ROWS, ROW_LEN), (43, 11, 32));
+        assert_eq!(TABLE_BYTES, 11 * 32 * 3 * 40);
     }
 
     #[test]
