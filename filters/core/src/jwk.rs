@@ -4,6 +4,7 @@
 //! only has to agree with it. Symmetric (`oct`) keys are never accepted: a key set holds public keys only, which is
 //! what makes HS256-with-the-public-key confusion impossible.
 
+use crate::ed25519_verify::Ed25519Verifier;
 use crate::error::KeyError;
 use crate::es256_verify::Es256Verifier;
 use crate::rsa_verify::RsaVerifier;
@@ -42,8 +43,8 @@ impl fmt::Display for Algorithm {
 /// A validated public key; the variant fixes the algorithm.
 #[derive(Clone)]
 pub enum PublicKey {
-    /// An Ed25519 public key.
-    EdDsa(ed25519_dalek::VerifyingKey),
+    /// An Ed25519 public key, prepared for verification.
+    EdDsa(Ed25519Verifier),
     /// A P-256 public key, prepared for verification.
     Es256(Es256Verifier),
     /// An RSA public key of an accepted size, prepared for verification.
@@ -68,15 +69,8 @@ impl PublicKey {
 
     /// Verifies `signature` over `message` with this key's algorithm. Malformed signatures are simply invalid.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        use jwt_compact::{Algorithm as _, AlgorithmSignature};
         match self {
-            Self::EdDsa(key) => {
-                let alg = jwt_compact::alg::Ed25519;
-                <jwt_compact::alg::Ed25519 as jwt_compact::Algorithm>::Signature::try_from_slice(
-                    signature,
-                )
-                .is_ok_and(|sig| alg.verify_signature(&sig, key, message))
-            }
+            Self::EdDsa(key) => key.verify(message, signature),
             Self::Es256(key) => key.verify(message, signature),
             Self::Rs256(key) => key.verify_pkcs1v15_sha256(message, signature),
         }
@@ -151,9 +145,14 @@ pub fn parse_jwk(jwk: &Map<String, Value>) -> Result<KeyEntry, KeyError> {
     let parsed: JsonWebKey<'_> = serde_json::from_value(Value::Object(jwk.clone()))
         .map_err(|e| invalid(format!("malformed JWK: {e}")))?;
     let key = match algorithm {
-        Algorithm::EdDsa => PublicKey::EdDsa(
-            ed25519_dalek::VerifyingKey::try_from(&parsed).map_err(|e| invalid(e.to_string()))?,
-        ),
+        Algorithm::EdDsa => {
+            let key = ed25519_dalek::VerifyingKey::try_from(&parsed)
+                .map_err(|e| invalid(e.to_string()))?;
+            PublicKey::EdDsa(
+                Ed25519Verifier::from_bytes(key.as_bytes())
+                    .ok_or_else(|| invalid("not a point of Ed25519".into()))?,
+            )
+        }
         Algorithm::Es256 => PublicKey::Es256(Es256Verifier::new(
             &p256::ecdsa::VerifyingKey::try_from(&parsed).map_err(|e| invalid(e.to_string()))?,
         )),

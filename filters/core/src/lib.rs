@@ -10,6 +10,7 @@ pub mod apikey;
 pub mod bundle;
 pub mod claims;
 pub mod config;
+pub mod ed25519_verify;
 pub mod error;
 pub mod es256_verify;
 pub mod extract;
