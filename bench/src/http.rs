@@ -26,8 +26,7 @@ pub(crate) fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Resul
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let raw = read_response(&mut stream)?;
     let text = String::from_utf8_lossy(&raw);
     let head = text.split("\r\n\r\n").next().unwrap_or_default().to_owned();
     let status = head
@@ -36,6 +35,34 @@ pub(crate) fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Resul
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no status line in {head:?}"))?;
     Ok((status, head))
+}
+
+/// Reads one response: the head, then `content-length` bytes of body (or up to EOF without one). It does not wait
+/// for Envoy to close the connection: after a local reply Envoy holds it open for `delayed_close_timeout` (1 s), and
+/// a client that reads to EOF measures that second, not the proxy.
+fn read_response(stream: &mut TcpStream) -> Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|line| {
+                line.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            if let Some(length) = length {
+                if raw.len() >= end + 4 + length {
+                    raw.truncate(end + 4 + length);
+                    return Ok(raw);
+                }
+            }
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// Polls `GET path` until it answers `status`, or fails after `timeout` naming `what`.
