@@ -18,6 +18,27 @@ use crate::syntax;
 mod redis_settings;
 mod signing;
 
+/// Helpers shared by the configuration tests.
+#[cfg(test)]
+mod test_support {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    /// An environment lookup holding exactly `pairs`.
+    pub(super) fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    /// A configuration file named `keymesh.toml` holding `text`.
+    pub(super) fn file(text: &str) -> Option<(&Path, &str)> {
+        Some((Path::new("keymesh.toml"), text))
+    }
+}
+
 pub(crate) use redis_settings::url_list;
 pub use signing::SigningConfig;
 
@@ -410,21 +431,8 @@ fn parse_key_prefix(value: &str) -> Result<String, String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::HashMap;
-
+    use super::test_support::{env, file};
     use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
-
-    fn file(text: &str) -> Option<(&Path, &str)> {
-        Some((Path::new("keymesh.toml"), text))
-    }
 
     #[test]
     fn defaults_are_the_demo_stack() {

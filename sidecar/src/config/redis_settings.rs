@@ -82,22 +82,10 @@ pub(super) fn check_key_prefix(config: &Config, origin: Origin) -> Result<(), Co
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::HashMap;
-    use std::path::Path;
 
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
-
-    fn file(text: &str) -> Option<(&Path, &str)> {
-        Some((Path::new("keymesh.toml"), text))
-    }
+    use super::super::test_support::{env, file};
 
     #[test]
     fn cluster_mode_takes_seed_nodes_and_needs_a_hash_tag() {

@@ -168,18 +168,11 @@ fn secs(value: &str, min: u64, max: u64) -> Result<u64, String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
     use crate::config::Config;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
+    use super::super::test_support::env;
 
     fn load(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_sources(

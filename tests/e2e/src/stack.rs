@@ -333,13 +333,17 @@ impl Stack {
         path
     }
 
-    /// Runs the `keymesh` CLI against this stack; fails the test if it fails.
-    pub fn keymesh(&self, args: &[&str]) -> Output {
-        let out = Command::new(sidecar_bin())
+    fn run_keymesh(&self, args: &[&str]) -> Output {
+        Command::new(sidecar_bin())
             .args(args)
             .envs(self.sidecar_env())
             .output()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Runs the `keymesh` CLI against this stack; fails the test if it fails.
+    pub fn keymesh(&self, args: &[&str]) -> Output {
+        let out = self.run_keymesh(args);
         assert!(
             out.status.success(),
             "keymesh {} failed: {}{}",
@@ -352,11 +356,7 @@ impl Stack {
 
     /// Runs the `keymesh` CLI expecting it to fail; returns what it printed on stderr.
     pub fn keymesh_fails(&self, args: &[&str]) -> String {
-        let out = Command::new(sidecar_bin())
-            .args(args)
-            .envs(self.sidecar_env())
-            .output()
-            .unwrap();
+        let out = self.run_keymesh(args);
         assert!(
             !out.status.success(),
             "keymesh {} succeeded: {}",
