@@ -20,41 +20,17 @@ use jwt_compact::{Algorithm as _, AlgorithmSignature as _};
 use keymesh_core::jwk::{parse_jwk, PublicKey};
 use sha2::{Digest, Sha512};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 5;
+#[path = "support/timing.rs"]
+mod timing;
 
-/// Per-operation time of `op`: (fastest round, median round).
-fn time(iterations: u32, mut op: impl FnMut() -> bool) -> (Duration, Duration) {
-    for _ in 0..iterations.div_ceil(10) {
-        assert!(op());
-    }
-    let mut rounds: Vec<Duration> = (0..ROUNDS)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iterations {
-                assert!(black_box(op()));
-            }
-            start.elapsed() / iterations
-        })
-        .collect();
-    rounds.sort();
-    (rounds[0], rounds[ROUNDS / 2])
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
+use timing::{micros, time, ROUNDS};
 
 fn main() {
     let iterations: u32 = std::env::args()
         .nth(1)
         .map_or(1000, |n| n.parse().expect("iterations"));
-    let target = if cfg!(target_family = "wasm") {
-        "wasm32"
-    } else {
-        "native"
-    };
+    let target = timing::target();
     println!("EdDSA verification, {target}, {iterations} per round, {ROUNDS} rounds (µs per verification: fastest / median)");
     let signing = SigningKey::from_bytes(&[5u8; 32]);
     let verifying = signing.verifying_key();

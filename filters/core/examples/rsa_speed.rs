@@ -23,7 +23,6 @@ use rsa::rand_core::{CryptoRng, RngCore};
 use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 /// SplitMix64, seeded so every run (native or wasm) times the same keys. Not a cryptographic generator.
 struct SeededRng(u64);
@@ -53,29 +52,10 @@ impl RngCore for SeededRng {
 
 impl CryptoRng for SeededRng {}
 
-const ROUNDS: usize = 5;
+#[path = "support/timing.rs"]
+mod timing;
 
-/// Per-operation time of `op`: (fastest round, median round).
-fn time(iterations: u32, mut op: impl FnMut() -> bool) -> (Duration, Duration) {
-    for _ in 0..iterations.div_ceil(10) {
-        assert!(op());
-    }
-    let mut rounds: Vec<Duration> = (0..ROUNDS)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..iterations {
-                assert!(black_box(op()));
-            }
-            start.elapsed() / iterations
-        })
-        .collect();
-    rounds.sort();
-    (rounds[0], rounds[ROUNDS / 2])
-}
-
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
+use timing::{micros, time, ROUNDS};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -86,11 +66,7 @@ fn main() {
         .iter()
         .map(|b| b.parse().expect("modulus bits"))
         .collect();
-    let target = if cfg!(target_family = "wasm") {
-        "wasm32"
-    } else {
-        "native"
-    };
+    let target = timing::target();
     println!("RS256 verification, {target}, {iterations} per round, {ROUNDS} rounds (µs per verification: fastest / median)");
     // Seeds chosen for quick key generation.
     for (bits, seed) in [(2048, 1), (3072, 8), (4096, 6)] {
