@@ -87,12 +87,16 @@ impl ExternalIssuer {
 
     /// The kids of the keys held.
     pub fn kids(&self) -> Vec<&str> {
-        self.jwks
-            .iter()
-            .flat_map(|jwks| jwks.keys.iter())
-            .filter_map(|key| key.get("kid").and_then(|kid| kid.as_str()))
-            .collect()
+        self.jwks.as_ref().map(jwks_kids).unwrap_or_default()
     }
+}
+
+/// The kids of a JWK Set's keys, in order (keys without one are left out).
+pub fn jwks_kids(jwks: &JwksDto) -> Vec<&str> {
+    jwks.keys
+        .iter()
+        .filter_map(|key| key.get("kid").and_then(|kid| kid.as_str()))
+        .collect()
 }
 
 /// How fetching an issuer's keys has gone, shared by the replicas.

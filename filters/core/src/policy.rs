@@ -95,7 +95,13 @@ pub fn authorize(
 }
 
 /// The longest `kid` passed on as a refetch hint; real ones are far shorter.
-const MAX_HINT_KID_LEN: usize = 128;
+pub const MAX_HINT_KID_LEN: usize = 128;
+
+/// Whether `kid` may be passed on as a refetch hint: 1 to [`MAX_HINT_KID_LEN`] printable ASCII characters, so it
+/// can be sent as a form value and logged safely. The filter sends only such kids; the sidecar accepts only them.
+pub fn is_kid_hint(kid: &str) -> bool {
+    !kid.is_empty() && kid.len() <= MAX_HINT_KID_LEN && kid.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// The `kid` of the request's bearer token when no key in `keys` has it and `keys` has external issuers: the
 /// identity provider may have rolled out a key the bundle does not have yet, so the adapter asks the sidecar to
@@ -117,12 +123,7 @@ pub fn unknown_external_kid(
         return None;
     };
     let kid = jws::unverified_kid(token)?;
-    let printable = kid.bytes().all(|b| b.is_ascii_graphic());
-    (printable
-        && !kid.is_empty()
-        && kid.len() <= MAX_HINT_KID_LEN
-        && keys.candidates(&kid).is_empty())
-    .then_some(kid)
+    (is_kid_hint(&kid) && keys.candidates(&kid).is_empty()).then_some(kid)
 }
 
 fn authorize_token(

@@ -8,10 +8,9 @@ use serde::Serialize;
 use super::{connect, CliError};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::external_issuers::task::status_of;
 use crate::external_issuers::{
-    ExternalIssuer, FetchError, FetchStatus, Fetched, Fetcher, IssuerError, IssuerStore, KeySource,
-    NewIssuer,
+    jwks_kids, ExternalIssuer, FetchError, FetchStatus, Fetched, Fetcher, IssuerError, IssuerStore,
+    KeySource, NewIssuer,
 };
 use crate::names::KeyNames;
 
@@ -154,15 +153,16 @@ pub async fn run_issuer(
                 .statuses(&mut conn)
                 .await
                 .map_err(IssuerCommandError::from)?;
-            let listed: Vec<Listed<'_>> = status_of(&records, &statuses)
-                .into_iter()
-                .map(|(record, status)| Listed {
+            // Every registered issuer, with a default status for one never tried.
+            let listed: Vec<Listed<'_>> = records
+                .iter()
+                .map(|record| Listed {
                     issuer: &record.issuer,
                     source: &record.source,
                     audiences: &record.audiences,
                     kids: record.kids(),
                     keys_changed_at: record.keys_changed_at,
-                    status,
+                    status: statuses.get(&record.issuer).cloned().unwrap_or_default(),
                 })
                 .collect();
             if json {
@@ -216,12 +216,7 @@ pub async fn run_issuer(
                 .set_status(&mut conn, &issuer, &FetchStatus::succeeded(now, &fetched))
                 .await
                 .map_err(IssuerCommandError::from)?;
-            let kids: Vec<&str> = fetched
-                .jwks
-                .keys
-                .iter()
-                .filter_map(|key| key.get("kid").and_then(|kid| kid.as_str()))
-                .collect();
+            let kids = jwks_kids(&fetched.jwks);
             let what = if changed {
                 "keys changed"
             } else {

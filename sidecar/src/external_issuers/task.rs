@@ -11,13 +11,13 @@
 //!
 //! A replica takes a short lock per provider before fetching, so replicas do not fetch the same provider at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::{ExternalIssuer, FetchStatus, Fetcher, IssuerError, IssuerStore};
+use super::{jwks_kids, ExternalIssuer, FetchStatus, Fetcher, IssuerError, IssuerStore};
 use crate::clock::Clock;
 use crate::mirror::Mirror;
 use crate::names::KeyNames;
@@ -200,7 +200,7 @@ impl IssuerTask {
                     }
                     let changed = store.store_keys(conn, record, &fetched.jwks, now).await?;
                     if changed {
-                        tracing::info!(issuer = %record.issuer, kids = ?kids_of(&fetched), reason,
+                        tracing::info!(issuer = %record.issuer, kids = ?jwks_kids(&fetched.jwks), reason,
                             "external issuer keys changed");
                     }
                     store
@@ -257,31 +257,6 @@ pub(crate) fn replica_id() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
-}
-
-fn kids_of(fetched: &super::Fetched) -> Vec<&str> {
-    fetched
-        .jwks
-        .keys
-        .iter()
-        .filter_map(|key| key.get("kid").and_then(|kid| kid.as_str()))
-        .collect()
-}
-
-/// The statuses of `records`, for reporting: every registered issuer, with a default for those never tried.
-pub fn status_of<'a>(
-    records: &'a [ExternalIssuer],
-    statuses: &HashMap<String, FetchStatus>,
-) -> Vec<(&'a ExternalIssuer, FetchStatus)> {
-    records
-        .iter()
-        .map(|record| {
-            (
-                record,
-                statuses.get(&record.issuer).cloned().unwrap_or_default(),
-            )
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -9,11 +9,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use keymesh_core::policy::is_kid_hint;
+
 use super::token_request::{is_form, parse_params};
 use crate::state::AppState;
-
-/// Longest `kid` accepted, as in the filter.
-const MAX_KID_LEN: usize = 128;
 
 /// Accepts a report with 202, or refuses a malformed one with an RFC 6749 style error.
 pub(crate) async fn refetch(
@@ -30,7 +29,7 @@ pub(crate) async fn refetch(
     let Some(kid) = params.take("kid") else {
         return invalid("missing kid");
     };
-    if kid.len() > MAX_KID_LEN || !kid.bytes().all(|b| b.is_ascii_graphic()) {
+    if !is_kid_hint(&kid) {
         return invalid("kid must be at most 128 printable characters");
     }
     if !state.refetch_requests().report(&kid) {
