@@ -74,6 +74,11 @@ impl State {
         })
     }
 
+    /// Milliseconds since the sidecar last answered, by `state`; 0 before any bundle (no keys to be stale).
+    fn age_ms(state: Option<Self>, now_ms: u64) -> u64 {
+        state.map_or(0, |state| now_ms.saturating_sub(state.fresh_at))
+    }
+
     fn encode(self) -> String {
         format!(
             "{} {} {} {}",
@@ -118,8 +123,7 @@ impl View<'_> {
 
     /// Milliseconds since the sidecar last answered; 0 before any bundle (there are no keys to be stale then).
     pub(crate) fn age_ms(&self, now_ms: u64) -> u64 {
-        self.state
-            .map_or(0, |state| now_ms.saturating_sub(state.fresh_at))
+        State::age_ms(self.state, now_ms)
     }
 }
 
@@ -217,11 +221,14 @@ impl BundleStore {
         set
     }
 
-    /// Updates `…/state` with compare-and-swap; false if shared data kept refusing.
-    fn update_state(&self, change: impl Fn(Option<State>) -> State) -> bool {
+    /// Updates `…/state` with compare-and-swap (`change` returning `None` leaves it as it is); false if shared data
+    /// kept refusing.
+    fn update_state(&self, change: impl Fn(Option<State>) -> Option<State>) -> bool {
         for _ in 0..STATE_CAS_ATTEMPTS {
             let (current, cas) = self.state();
-            let next = change(current);
+            let Some(next) = change(current) else {
+                return true;
+            };
             if host::shared_set(&self.state_key, next.encode().as_bytes(), cas).is_ok() {
                 return true;
             }
@@ -229,16 +236,7 @@ impl BundleStore {
         log::error!("cannot update the key material state in shared data");
         false
     }
-}
 
-fn read_revoked(key: &str) -> Vec<RevokedTokenDto> {
-    host::shared_get(key)
-        .0
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
-}
-
-impl BundleStore {
     /// Stores a validated bundle (full or delta) for every worker.
     pub(crate) fn apply(&self, dto: BundleDto, keys: KeySet, now_ms: u64) -> Applied {
         let (current, cas) = host::shared_get(&self.version_key);
@@ -309,7 +307,7 @@ impl BundleStore {
         // Last: requests see the new version (and floor, and revoked list) only once everything is in place.
         let stated = self.update_state(|held| {
             let held = held.unwrap_or_default();
-            State {
+            Some(State {
                 version: version.max(held.version),
                 floor: if full { version } else { held.floor },
                 fresh_at: held.fresh_at.max(now_ms),
@@ -318,7 +316,7 @@ impl BundleStore {
                 } else {
                     held.revoked_gen
                 },
-            }
+            })
         });
         if !stated {
             return Applied::Failed;
@@ -340,22 +338,17 @@ impl BundleStore {
     /// Records that the sidecar answered (200 or 304) at `now_ms`. Before the first bundle there is nothing to
     /// be fresh: the first [`BundleStore::apply`] records the time.
     pub(crate) fn mark_fresh(&self, now_ms: u64) {
-        if self.state().0.is_some() {
-            self.update_state(|held| {
-                let held = held.unwrap_or_default();
-                State {
-                    fresh_at: held.fresh_at.max(now_ms),
-                    ..held
-                }
-            });
-        }
+        self.update_state(|held| {
+            held.map(|held| State {
+                fresh_at: held.fresh_at.max(now_ms),
+                ..held
+            })
+        });
     }
 
     /// Milliseconds since the sidecar last answered; 0 before any bundle.
     pub(crate) fn age_ms(&self, now_ms: u64) -> u64 {
-        self.state()
-            .0
-            .map_or(0, |state| now_ms.saturating_sub(state.fresh_at))
+        State::age_ms(self.state().0, now_ms)
     }
 
     /// A number unique to this root context among all workers of this Envoy, for the fetch lease.
@@ -418,4 +411,11 @@ impl BundleStore {
 
 fn parse_u64(bytes: Option<Vec<u8>>) -> Option<u64> {
     std::str::from_utf8(&bytes?).ok()?.parse().ok()
+}
+
+fn read_revoked(key: &str) -> Vec<RevokedTokenDto> {
+    host::shared_get(key)
+        .0
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }
