@@ -5,7 +5,7 @@
 //! Records live under `{prefix}apikey:{id}`, and `{prefix}apikeys:owner:{owner}` indexes them by owner.
 //!
 //! Every write is one Lua script that also bumps the version, logs the change and publishes it (see
-//! [`crate::changes`]), so the mirrors and the filters see it atomically. Revocation and regeneration are
+//! [`crate::store::commit`]), so the mirrors and the filters see it atomically. Revocation and regeneration are
 //! compare-and-swap on the whole record: a concurrent change makes the script do nothing, and the operation
 //! re-reads and tries again.
 
@@ -17,10 +17,10 @@ use rand::RngCore;
 use redis::aio::ConnectionLike;
 use serde::Serialize;
 
-use crate::changes;
 use crate::clients::dedup;
-use crate::names::KeyNames;
-use crate::syntax;
+use crate::store::commit;
+use crate::store::names::KeyNames;
+use crate::support::syntax;
 
 mod records;
 
@@ -123,9 +123,9 @@ log_change(version, 'kind', 'apikey_regenerate', 'hash', ARGV[5], 'data', ARGV[6
 return version
 ";
 
-static CREATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(CREATE));
-static REVOKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(REVOKE));
-static REGENERATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(REGENERATE));
+static CREATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(CREATE));
+static REVOKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(REVOKE));
+static REGENERATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(REGENERATE));
 
 /// API key records in Redis under one key prefix.
 #[derive(Debug, Clone)]
@@ -186,7 +186,7 @@ impl ApiKeyStore {
                 created_at: now,
                 expires_at,
             };
-            let mut invocation = changes::invocation(&CREATE_SCRIPT, &self.names);
+            let mut invocation = commit::invocation(&CREATE_SCRIPT, &self.names);
             invocation
                 .key(self.names.api_key(&record.id))
                 .key(self.names.api_keys_of_owner(&record.owner))
@@ -267,7 +267,7 @@ impl ApiKeyStore {
             let Some((raw, record)) = self.get_raw(conn, id).await? else {
                 return Ok(false);
             };
-            let mut invocation = changes::invocation(&REVOKE_SCRIPT, &self.names);
+            let mut invocation = commit::invocation(&REVOKE_SCRIPT, &self.names);
             invocation
                 .key(self.names.api_key(id))
                 .key(self.names.api_keys_of_owner(&record.owner))
@@ -299,7 +299,7 @@ impl ApiKeyStore {
                 prefix: apikey::public_prefix(&key),
                 ..old.clone()
             };
-            let mut invocation = changes::invocation(&REGENERATE_SCRIPT, &self.names);
+            let mut invocation = commit::invocation(&REGENERATE_SCRIPT, &self.names);
             invocation
                 .key(self.names.api_key(id))
                 .arg(raw)

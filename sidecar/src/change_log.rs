@@ -1,6 +1,6 @@
 //! The mirror's bounded in-memory change log, from which bundle deltas are folded.
 //!
-//! It holds the API key changes and token revocations of the last [`crate::changes::CHANGE_LOG_LEN`] versions, one
+//! It holds the API key changes and token revocations of the last [`crate::store::commit::CHANGE_LOG_LEN`] versions, one
 //! entry per version (signing-key changes are entries without either, so versions stay contiguous). Entries are shared
 //! between consecutive snapshots through `Arc`, so a new snapshot copies pointers, not entries.
 

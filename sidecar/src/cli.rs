@@ -13,10 +13,10 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::clients::{ClientError, ClientStore, GrantType, NewClient};
-use crate::clock::Clock;
 use crate::config::{Config, CONFIG_PATH_ENV};
-use crate::names::KeyNames;
-use crate::redis_connection::{RedisConnection, RedisTarget};
+use crate::store::connection::{RedisConnection, RedisTarget};
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
 
 mod apikey;
 mod issuer;

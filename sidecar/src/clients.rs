@@ -13,10 +13,10 @@ use std::str::FromStr;
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
-use crate::names::KeyNames;
 use crate::oauth::redirect_uri::{self, RedirectUriError};
-use crate::secret::{self, SecretError};
-use crate::syntax;
+use crate::store::names::KeyNames;
+use crate::support::secret::{self, SecretError};
+use crate::support::syntax;
 
 /// An OAuth grant type a client may be registered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,7 +82,7 @@ pub struct ClientRecord {
     /// A name to show users on the consent page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The hashed secret (see [`crate::secret`]); the plaintext is never stored. Empty for public clients.
+    /// The hashed secret (see [`crate::support::secret`]); the plaintext is never stored. Empty for public clients.
     #[serde(default)]
     pub secret_hash: String,
     /// A public client has no secret: it identifies itself by `client_id` and must use PKCE.
@@ -372,7 +372,7 @@ impl ClientStore {
         &self,
         conn: &mut C,
     ) -> Result<Vec<ClientRecord>, ClientError> {
-        let keys = crate::redis_scan::scan_keys(conn, &self.names.client_pattern()).await?;
+        let keys = crate::store::scan::scan_keys(conn, &self.names.client_pattern()).await?;
         let mut clients = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(client_id) = self.names.client_id_of(&key) else {

@@ -26,15 +26,15 @@ use keymesh_core::bundle::{IssuerKeysDto, JwksDto};
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
-use crate::changes;
-use crate::names::KeyNames;
-use crate::syntax;
+use crate::store::commit;
+use crate::store::names::KeyNames;
+use crate::support::syntax;
 
 pub mod fetch;
 pub mod task;
 
 pub use fetch::{FetchError, Fetched, Fetcher};
-pub use task::{IssuerSettings, RefetchRequests};
+pub use task::RefetchRequests;
 
 /// Where a provider's keys are found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,7 +177,7 @@ log_change(version, 'kind', 'issuers', 'issuer', ARGV[3])
 return version
 ";
 
-static PUT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(PUT));
+static PUT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(PUT));
 
 /// Checks a URL keymesh will fetch: https, or http to a loopback host (a provider on the same machine, as in
 /// tests); no credentials in it (they would end up in logs and status output).
@@ -191,7 +191,7 @@ pub fn check_fetch_url(url: &str) -> Result<(), String> {
     if authority.as_str().contains('@') {
         return Err(format!(
             "{:?} must not carry credentials",
-            crate::redact::redact_url(url)
+            crate::support::redact::redact_url(url)
         ));
     }
     match uri.scheme_str() {
@@ -429,7 +429,7 @@ impl IssuerStore {
             Some(record) => serde_json::to_string(record).map_err(IssuerError::Encode)?,
             None => String::new(),
         };
-        let version: u64 = changes::invocation(&PUT_SCRIPT, &self.names)
+        let version: u64 = commit::invocation(&PUT_SCRIPT, &self.names)
             .key(self.names.external_issuers())
             .arg(issuer)
             .arg(expected.unwrap_or_default())

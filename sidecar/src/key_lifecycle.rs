@@ -8,7 +8,7 @@
 //!
 //! States live in the hash `{prefix}signing:state` (kid → `next <activate at>`, `active <since>`, `retiring <remove
 //! at>`, seconds since the Unix epoch). A rotation ([`rotate`]) adds a `next` key; [`advance`] moves keys along
-//! when their time has come. Both are Lua scripts that commit through the change log ([`crate::changes`]) when the
+//! when their time has come. Both are Lua scripts that commit through the change log ([`crate::store::commit`]) when the
 //! published set or the active key changes, so every replica runs [`advance`] on a timer (and starts scheduled
 //! rotations) and whichever gets there first does the work: the others find nothing left to do.
 
@@ -19,13 +19,13 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use serde::Serialize;
 
-use crate::changes;
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::kek::Kek;
-use crate::names::KeyNames;
-use crate::redis_connection::{RedisConnection, RedisTarget};
 use crate::signing_keys::{self, Alg, KeyStoreError, SigningKey};
+use crate::store::commit;
+use crate::store::connection::{RedisConnection, RedisTarget};
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
+use crate::support::kek::Kek;
 
 /// How often each replica checks whether a key's time has come.
 pub const LIFECYCLE_TICK: Duration = Duration::from_secs(1);
@@ -221,8 +221,8 @@ end
 return {version or 0, rotation_due, unpack(events)}
 ";
 
-static ROTATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(ROTATE));
-static ADVANCE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(ADVANCE));
+static ROTATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(ROTATE));
+static ADVANCE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(ADVANCE));
 
 /// What [`rotate`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,7 +258,7 @@ pub async fn rotate<C: ConnectionLike + Send>(
 ) -> Result<Rotation, LifecycleError> {
     let record = signing_keys::encode_record(key, kek).map_err(KeyStoreError::from)?;
     let activate_at = now.saturating_add(publish_delay_secs);
-    let mut invocation = changes::invocation(&ROTATE_SCRIPT, names);
+    let mut invocation = commit::invocation(&ROTATE_SCRIPT, names);
     invocation
         .key(names.signing_keys())
         .key(names.signing_active())
@@ -313,7 +313,7 @@ pub async fn advance<C: ConnectionLike + Send>(
     now: u64,
     schedule: &Schedule,
 ) -> Result<Advanced, LifecycleError> {
-    let mut invocation = changes::invocation(&ADVANCE_SCRIPT, names);
+    let mut invocation = commit::invocation(&ADVANCE_SCRIPT, names);
     invocation
         .key(names.signing_keys())
         .key(names.signing_active())

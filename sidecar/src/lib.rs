@@ -7,30 +7,22 @@
 #![warn(missing_docs)]
 
 pub mod access_token;
-pub mod admin_token;
 pub mod api_keys;
 pub mod change_log;
-pub mod changes;
 pub mod cli;
 pub mod clients;
-pub mod clock;
 pub mod config;
 pub mod external_issuers;
 mod http;
-pub mod kek;
 pub mod key_lifecycle;
 pub mod mirror;
-pub mod names;
 pub mod oauth;
-pub mod redact;
-pub mod redis_connection;
-mod redis_scan;
 pub mod revocation;
-pub mod secret;
 pub mod signing_keys;
 pub mod snapshot;
 pub mod state;
-pub mod syntax;
+pub mod store;
+pub mod support;
 pub mod telemetry;
 pub mod users;
 
@@ -38,9 +30,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
-pub use clock::Clock;
 pub use config::{Config, ConfigError};
 pub use state::{AppState, StartError};
+pub use support::clock::Clock;
 
 /// Token requests are a handful of short parameters; anything larger is not one.
 const TOKEN_BODY_LIMIT: usize = 16 * 1024;

@@ -63,7 +63,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?,
         issuer = %config.issuer,
-        redis = %keymesh::redact::redact_url(&config.redis_url),
+        redis = %keymesh::support::redact::redact_url(&config.redis_url),
         redis_cluster = config.redis_cluster,
         key_prefix = %config.key_prefix,
         token_ttl_secs = config.token_ttl_secs,

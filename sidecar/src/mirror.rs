@@ -2,7 +2,7 @@
 //!
 //! Requests read the current [`Snapshot`] without touching Redis. A background task keeps it current: at the
 //! start of every Redis session (so after every reconnect) it does a full load (`SCAN` of the API key records and
-//! the revoked-token markers, the signing keys). After that it follows the change log (see [`crate::changes`]): when a version is announced
+//! the revoked-token markers, the signing keys). After that it follows the change log (see [`crate::store::commit`]): when a version is announced
 //! on `{prefix}changes`, or a cheap `GET {prefix}version` (every [`GAP_REPAIR_INTERVAL`]) shows a change whose
 //! announcement was lost, it reads the entries after its version and applies them to a new snapshot. Only when the
 //! log does not reach back to its version (trimmed, or a writer that did not log) does it load everything again.
@@ -22,13 +22,13 @@ use tokio::sync::watch;
 use tokio::time::{interval_at, sleep, Instant, MissedTickBehavior};
 
 use crate::api_keys::{ApiKeyError, ApiKeyStore};
-use crate::changes::{self, Change, ChangesSince, ReadError, CHANGE_LOG_LEN};
-use crate::clock::Clock;
-use crate::names::KeyNames;
-use crate::redis_connection::{RedisConnection, RedisTarget};
 use crate::revocation;
 use crate::signing_keys::{self, Alg, KeyStoreError, SigningKey, StoredKeySet, Unsealer};
 use crate::snapshot::Snapshot;
+use crate::store::commit::{self, Change, ChangesSince, ReadError, CHANGE_LOG_LEN};
+use crate::store::connection::{RedisConnection, RedisTarget};
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
 
 /// How often the version counter is polled to repair missed notifications.
 pub const GAP_REPAIR_INTERVAL: Duration = Duration::from_secs(2);
@@ -269,14 +269,8 @@ impl MirrorTask {
         let mut changes = Vec::new();
         let mut next = after;
         loop {
-            let read = match changes::read_since(
-                conn,
-                &self.names,
-                &self.unsealer,
-                next,
-                READ_BATCH,
-            )
-            .await
+            let read = match commit::read_since(conn, &self.names, &self.unsealer, next, READ_BATCH)
+                .await
             {
                 Ok(read) => read,
                 Err(ReadError::Redis(error)) => return Err(error.into()),

@@ -1,7 +1,7 @@
 //! Revoked access tokens: the Redis markers, the Lua that writes them as bundle changes, and the full-load scan.
 //!
 //! Access tokens are self-contained JWTs checked inside the proxies, so revoking one means telling every proxy its
-//! `jti`. A revocation is one change-log entry (`kind token_revoke`, `jti`, `exp`, see [`crate::changes`]) written
+//! `jti`. A revocation is one change-log entry (`kind token_revoke`, `jti`, `exp`, see [`crate::store::commit`]) written
 //! by the same script that sets the marker `{prefix}revoked:{jti}` (holding `exp`), so the mirrors deliver it in
 //! the next bundle delta. The marker expires [`REVOCATION_GRACE_SECS`] after the token does: the filters accept a
 //! token up to their `leeway_secs` (at most 300) past `exp`, and a proxy that starts later must still learn of
@@ -12,15 +12,15 @@ use std::sync::LazyLock;
 use keymesh_core::bundle::RevokedTokenDto;
 use redis::aio::ConnectionLike;
 
-use crate::changes;
-use crate::names::KeyNames;
+use crate::store::commit;
+use crate::store::names::KeyNames;
 
 /// How long after its `exp` a revoked token stays listed: the largest clock-skew leeway a filter may be given.
 pub const REVOCATION_GRACE_SECS: u64 = 300;
 /// Markers fetched per `MGET` during a full load.
 const MGET_BATCH: usize = 500;
 
-/// Lua functions for scripts built with [`changes::script`], which provides `begin_change` and `log_change`.
+/// Lua functions for scripts built with [`commit::script`], which provides `begin_change` and `log_change`.
 ///
 /// `revoke_jti` marks one token revoked and commits it as its own change (nothing if it is already marked or long
 /// expired). `revoke_grant` marks a grant revoked (creating the marker if the grant does not exist yet, so a grant
@@ -54,7 +54,7 @@ end
 const REVOKE_TOKEN: &str = "return revoke_jti(ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])";
 
 static REVOKE_TOKEN_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| changes::script(&format!("{REVOKE_LUA}\n{REVOKE_TOKEN}")));
+    LazyLock::new(|| commit::script(&format!("{REVOKE_LUA}\n{REVOKE_TOKEN}")));
 
 /// Revokes the access token `jti` (valid until `exp`); returns whether this call revoked it (`false` if it was
 /// revoked already or expired more than [`REVOCATION_GRACE_SECS`] ago).
@@ -65,7 +65,7 @@ pub async fn revoke_access_token<C: ConnectionLike + Send>(
     exp: u64,
     now: u64,
 ) -> redis::RedisResult<bool> {
-    let mut invocation = changes::invocation(&REVOKE_TOKEN_SCRIPT, names);
+    let mut invocation = commit::invocation(&REVOKE_TOKEN_SCRIPT, names);
     invocation
         .arg(names.revoked_token(""))
         .arg(jti)

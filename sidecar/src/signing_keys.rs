@@ -1,7 +1,7 @@
 //! Signing keys: their material, the stored record, and the Redis operations on the key set.
 //!
 //! This is the only module that reads or writes private key material in Redis. Private halves are sealed under
-//! the key-encryption key ([`crate::kek`]) before they are written ([`encode_record`]) and opened only to sign
+//! the key-encryption key ([`crate::support::kek`]) before they are written ([`encode_record`]) and opened only to sign
 //! ([`decode_record`]); the public halves are stored beside them in clear, so publishing, listing and reporting on
 //! keys never needs the KEK. How keys come and go over time is [`crate::key_lifecycle`].
 
@@ -10,9 +10,9 @@ use std::sync::{LazyLock, Mutex};
 
 use redis::aio::ConnectionLike;
 
-use crate::changes;
-use crate::kek::Kek;
-use crate::names::KeyNames;
+use crate::store::commit;
+use crate::store::names::KeyNames;
+use crate::support::kek::Kek;
 
 mod material;
 mod record;
@@ -200,8 +200,8 @@ return 1
 ";
 
 static ACTIVATE_FIRST_KEY_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| changes::script(ACTIVATE_FIRST_KEY));
-static ADD_KEY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| changes::script(ADD_KEY));
+    LazyLock::new(|| commit::script(ACTIVATE_FIRST_KEY));
+static ADD_KEY_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(ADD_KEY));
 static SEAL_IN_PLACE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(SEAL_IN_PLACE));
 
@@ -220,7 +220,7 @@ pub struct Ensured {
 /// a key of `alg` if none is active.
 ///
 /// Activation is one Lua script that stores the key material, activates it, bumps the version, logs a `keys`
-/// change and publishes the version atomically (see [`crate::changes`]), so replicas starting together on an empty
+/// change and publishes the version atomically (see [`crate::store::commit`]), so replicas starting together on an empty
 /// Redis all end up with the first one's key, and no reader ever sees an active kid without its key.
 pub async fn ensure_active<C: ConnectionLike + Send>(
     conn: &mut C,
@@ -243,7 +243,7 @@ pub async fn ensure_active<C: ConnectionLike + Send>(
     }
     let candidate = generate(alg, now).await?;
     let record = encode_record(&candidate, kek)?;
-    let mut invocation = changes::invocation(&ACTIVATE_FIRST_KEY_SCRIPT, names);
+    let mut invocation = commit::invocation(&ACTIVATE_FIRST_KEY_SCRIPT, names);
     invocation
         .key(names.signing_keys())
         .key(names.signing_active())
@@ -273,7 +273,7 @@ pub async fn add<C: ConnectionLike + Send>(
     key: &SigningKey,
 ) -> Result<u64, KeyStoreError> {
     let record = encode_record(key, kek)?;
-    let mut invocation = changes::invocation(&ADD_KEY_SCRIPT, names);
+    let mut invocation = commit::invocation(&ADD_KEY_SCRIPT, names);
     invocation
         .key(names.signing_keys())
         .arg(key.kid())

@@ -10,9 +10,9 @@ use keymesh_core::bundle::{ApiKeyDto, IssuerKeysDto, JwksDto, RevokedTokenDto};
 use serde::Serialize;
 
 use crate::change_log::{ChangeLog, Delta, LoggedChange};
-use crate::changes::Change;
 use crate::external_issuers::ExternalIssuer;
 use crate::signing_keys::{PublishedKey, SigningKey, StoredKeySet, VerifyingKey};
+use crate::store::commit::Change;
 
 /// How many serialised deltas a snapshot keeps: filters mostly ask from one or two recent versions.
 const DELTA_CACHE_LEN: usize = 8;
@@ -358,7 +358,7 @@ mod tests {
     use keymesh_core::bundle::BundleDto;
 
     use super::*;
-    use crate::changes::ChangeKind;
+    use crate::store::commit::ChangeKind;
 
     fn signing(version: u64) -> StoredKeySet {
         let key = SigningKey::from_seed(&[3; 32], 0);

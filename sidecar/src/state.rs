@@ -9,15 +9,15 @@ use tokio::task::JoinHandle;
 
 use crate::api_keys::ApiKeyStore;
 use crate::clients::ClientStore;
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::external_issuers::task::IssuerTask;
 use crate::external_issuers::RefetchRequests;
-use crate::kek::KekError;
 use crate::key_lifecycle::{LifecycleTask, Schedule};
 use crate::mirror::{Mirror, MirrorTask};
-use crate::names::KeyNames;
-use crate::redis_connection::{RedisConnection, RedisTarget};
+use crate::store::connection::{RedisConnection, RedisTarget};
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
+use crate::support::kek::KekError;
 use crate::telemetry::Telemetry;
 
 /// Limit on request-path Redis operations, so a hung Redis turns into an error response rather than a hang.
@@ -80,7 +80,7 @@ impl AppState {
     /// [`crate::key_lifecycle`]). Fails without a key-encryption key. Must be called within a Tokio runtime.
     pub fn start(config: Config, clock: Clock) -> Result<Self, StartError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
-        let kek = crate::kek::resolve(config.signing.kek.as_ref())?;
+        let kek = crate::support::kek::resolve(config.signing.kek.as_ref())?;
         let redis = RedisTarget::from_config(&config).map_err(StartError::RedisUrl)?;
         let names = KeyNames::new(config.key_prefix.clone());
         let mirror = Arc::new(Mirror::new());

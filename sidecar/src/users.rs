@@ -1,7 +1,7 @@
 //! Users who log in at the authorization page: the stored record, the password rules, and the Redis operations.
 //!
 //! A user is stored under `{prefix}user:{username}` with an Argon2id hash of the password (see
-//! [`crate::secret::hash_chosen`]); the plaintext is never stored or logged. Users are created with
+//! [`crate::support::secret::hash_chosen`]); the plaintext is never stored or logged. Users are created with
 //! `keymesh user create`.
 
 use std::fmt;
@@ -10,9 +10,9 @@ use std::sync::LazyLock;
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
-use crate::names::KeyNames;
-use crate::secret::{self, SecretError};
-use crate::syntax;
+use crate::store::names::KeyNames;
+use crate::support::secret::{self, SecretError};
+use crate::support::syntax;
 
 /// Shortest password accepted.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -202,7 +202,7 @@ impl UserStore {
         &self,
         conn: &mut C,
     ) -> Result<Vec<UserRecord>, UserError> {
-        let keys = crate::redis_scan::scan_keys(conn, &self.names.user_pattern()).await?;
+        let keys = crate::store::scan::scan_keys(conn, &self.names.user_pattern()).await?;
         let mut users = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(username) = self.names.username_of(&key) else {

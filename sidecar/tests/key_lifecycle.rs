@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use keymesh::cli::{run_key, KeyCommand, RotateArgs};
-use keymesh::kek::{Kek, KekSource};
 use keymesh::key_lifecycle::{self, KeyState, ListedKey, Rotation, Schedule};
-use keymesh::names::KeyNames;
 use keymesh::signing_keys::{self, Alg, SigningKey};
+use keymesh::store::names::KeyNames;
+use keymesh::support::kek::{Kek, KekSource};
 use keymesh::{AppState, Clock, Config};
 use keymesh_core::KeySet;
 use support::*;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use keymesh::cli::{ClientCommand, CreateArgs};
 use keymesh::mirror::GAP_REPAIR_INTERVAL;
-use keymesh::names::KeyNames;
 use keymesh::signing_keys::{self, SigningKey};
+use keymesh::store::names::KeyNames;
 use keymesh::{AppState, Clock};
 use support::*;
 

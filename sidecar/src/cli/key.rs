@@ -6,12 +6,12 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{connect, CliError};
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::kek::{self, KekError};
 use crate::key_lifecycle::{self, KeyState, LifecycleError, Rotation};
-use crate::names::KeyNames;
 use crate::signing_keys::{self, Alg, KeyStoreError};
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
+use crate::support::kek::{self, KekError};
 
 /// `keymesh key …`.
 #[derive(Debug, Subcommand)]

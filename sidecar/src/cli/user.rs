@@ -6,9 +6,9 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{connect, CliError};
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::names::KeyNames;
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
 use crate::users::{NewUser, UserStore};
 
 /// `keymesh user …`.

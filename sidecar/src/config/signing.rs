@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use super::{validate, ConfigError, Origin, Raw};
-use crate::kek::{Kek, KekSource, KEK_ENV, KEK_FILE_ENV};
-use crate::signing_keys::Alg;
+use crate::support::alg::Alg;
+use crate::support::kek::{Kek, KekSource, KEK_ENV, KEK_FILE_ENV};
 
 /// Longest publish delay accepted: a day.
 const MAX_PUBLISH_DELAY_SECS: u64 = 86_400;

@@ -18,10 +18,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::{jwks_kids, ExternalIssuer, FetchStatus, Fetcher, IssuerError, IssuerStore};
-use crate::clock::Clock;
+use crate::config::IssuerSettings;
 use crate::mirror::Mirror;
-use crate::names::KeyNames;
-use crate::redis_connection::{RedisConnection, RedisTarget};
+use crate::store::connection::{RedisConnection, RedisTarget};
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
 
 /// How often each replica looks for due fetches when nothing asks sooner.
 const ROUND: Duration = Duration::from_secs(1);
@@ -32,27 +33,6 @@ const FIRST_BACKOFF_SECS: u64 = 2;
 /// Most reported kids kept between rounds; more are dropped (a flood of made-up kids must not grow memory).
 const MAX_PENDING_KIDS: usize = 64;
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How often providers' keys are fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IssuerSettings {
-    /// Keys are refetched this often (`issuer_refresh_secs`).
-    pub refresh_secs: u64,
-    /// An unknown `kid` triggers a refetch of a provider at most this often (`issuer_refetch_min_secs`).
-    pub refetch_min_secs: u64,
-    /// Each HTTP request of a fetch gives up after this long (`issuer_fetch_timeout_ms`).
-    pub fetch_timeout: Duration,
-}
-
-impl Default for IssuerSettings {
-    fn default() -> Self {
-        Self {
-            refresh_secs: 300,
-            refetch_min_secs: 30,
-            fetch_timeout: Duration::from_secs(5),
-        }
-    }
-}
 
 /// Kids the filters reported as unknown, waiting for the next round.
 #[derive(Debug, Default)]

@@ -128,7 +128,7 @@ pub(crate) async fn regenerate(
     Ok(issued_response(StatusCode::OK, &issued))
 }
 
-async fn redis(state: &AppState) -> Result<crate::redis_connection::RedisConnection, AdminError> {
+async fn redis(state: &AppState) -> Result<crate::store::connection::RedisConnection, AdminError> {
     state.redis().await.map_err(|error| {
         tracing::warn!(%error, "cannot reach redis for an admin request");
         AdminError::Unavailable

@@ -145,7 +145,7 @@ async fn login(
         })?;
     let Some(user) = user else {
         tracing::info!(%username, client_id = %form.client.client_id, "failed login");
-        if crate::syntax::is_client_id(username) {
+        if crate::support::syntax::is_client_id(username) {
             throttle::record_failure(&mut conn, &failures)
                 .await
                 .map_err(|_| page(PageError::Unavailable))?;

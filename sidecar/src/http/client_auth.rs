@@ -8,9 +8,9 @@ use super::oauth_error::TokenError;
 use super::token_request::Credentials;
 use crate::clients::{ClientError, ClientRecord};
 use crate::oauth::throttle;
-use crate::redis_connection::RedisConnection;
-use crate::secret;
 use crate::state::AppState;
+use crate::store::connection::RedisConnection;
+use crate::support::secret;
 
 /// The request path's Redis connection, or 503.
 pub(crate) async fn redis(state: &AppState) -> Result<RedisConnection, TokenError> {

@@ -17,9 +17,9 @@ use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
 use super::digest;
-use crate::changes;
-use crate::names::KeyNames;
 use crate::revocation::{REVOCATION_GRACE_SECS, REVOKE_LUA};
+use crate::store::commit;
+use crate::store::names::KeyNames;
 
 /// How long a revoked grant that was never created is remembered (so a creation racing its revocation fails).
 const REVOKED_GRANT_MEMORY_SECS: u64 = 86_400;
@@ -157,9 +157,9 @@ const REVOKE: &str = "return revoke_grant(KEYS[3], KEYS[4], ARGV[3], ARGV[4], AR
 
 static CREATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CREATE));
 static ROTATE_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| changes::script(&format!("{REVOKE_LUA}\n{ROTATE}")));
+    LazyLock::new(|| commit::script(&format!("{REVOKE_LUA}\n{ROTATE}")));
 static REVOKE_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| changes::script(&format!("{REVOKE_LUA}\n{REVOKE}")));
+    LazyLock::new(|| commit::script(&format!("{REVOKE_LUA}\n{REVOKE}")));
 
 /// Grants and refresh tokens in Redis under one key prefix.
 #[derive(Debug, Clone)]
@@ -255,7 +255,7 @@ impl GrantStore {
             grant_id: grant_id.to_owned(),
             client_id: client_id.to_owned(),
         };
-        let mut invocation = changes::invocation(&ROTATE_SCRIPT, &self.names);
+        let mut invocation = commit::invocation(&ROTATE_SCRIPT, &self.names);
         invocation
             .key(self.names.refresh_token(&old))
             .key(self.names.grant(grant_id))
@@ -286,7 +286,7 @@ impl GrantStore {
         grant_id: &str,
         now: u64,
     ) -> Result<u64, GrantError> {
-        let mut invocation = changes::invocation(&REVOKE_SCRIPT, &self.names);
+        let mut invocation = commit::invocation(&REVOKE_SCRIPT, &self.names);
         invocation
             .key(self.names.grant(grant_id))
             .key(self.names.grant_tokens(grant_id))

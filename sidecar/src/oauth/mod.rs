@@ -39,7 +39,7 @@ pub fn select_scopes(allowed: &[String], requested: Option<&str>) -> Option<Vec<
     };
     let mut granted: Vec<String> = Vec::new();
     for scope in requested.split(' ').filter(|s| !s.is_empty()) {
-        if !crate::syntax::is_scope_token(scope) || !allowed.iter().any(|a| a == scope) {
+        if !crate::support::syntax::is_scope_token(scope) || !allowed.iter().any(|a| a == scope) {
             tracing::info!(%scope, "scope refused");
             return None;
         }
@@ -59,7 +59,8 @@ pub fn select_resources(allowed: &[String], requested: &[String]) -> Option<Vec<
     }
     let mut granted: Vec<String> = Vec::with_capacity(requested.len());
     for resource in requested {
-        if !crate::syntax::is_absolute_uri_without_fragment(resource) || !allowed.contains(resource)
+        if !crate::support::syntax::is_absolute_uri_without_fragment(resource)
+            || !allowed.contains(resource)
         {
             tracing::info!(%resource, "resource refused");
             return None;

@@ -1,9 +1,9 @@
 //! Key material: the algorithms keymesh signs with, key generation, public JWKs, thumbprints and signing.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
+use base64ct::{Base64UrlUnpadded, Encoding};
 use jwt_compact::alg::{Ed25519, Es256, Rsa};
 use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{AlgorithmExt, Claims, CreationError, Header, Token, UntrustedToken};
@@ -13,54 +13,10 @@ use serde::Serialize;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use base64ct::{Base64UrlUnpadded, Encoding};
+pub use crate::support::alg::Alg;
 
 /// Modulus size of generated RSA keys.
 const RSA_BITS: usize = 2048;
-
-/// A JWS algorithm keymesh signs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Alg {
-    /// Ed25519 (RFC 8037): the default.
-    #[default]
-    EdDsa,
-    /// ECDSA on P-256 with SHA-256.
-    Es256,
-    /// RSASSA-PKCS1-v1_5 with SHA-256, 2048-bit keys.
-    Rs256,
-}
-
-impl Alg {
-    /// Every algorithm, for messages.
-    pub const ALL: [Self; 3] = [Self::EdDsa, Self::Es256, Self::Rs256];
-
-    /// The JWS `alg` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EdDsa => "EdDSA",
-            Self::Es256 => "ES256",
-            Self::Rs256 => "RS256",
-        }
-    }
-}
-
-impl fmt::Display for Alg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Alg {
-    type Err = String;
-
-    /// The JWS name, case-insensitively.
-    fn from_str(value: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|alg| alg.as_str().eq_ignore_ascii_case(value.trim()))
-            .ok_or_else(|| "must be one of EdDSA, ES256, RS256".to_owned())
-    }
-}
 
 /// Why key material could not be generated or rebuilt.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use serde::{Deserialize, Serialize};
 
 use super::material::{Alg, MaterialError, PublishedKey, SigningKey};
-use crate::kek::{Kek, SealError, Sealed, AEAD};
+use crate::support::kek::{Kek, SealError, Sealed, AEAD};
 
 /// The stored form. No `Debug`: a legacy record holds a seed in clear.
 #[derive(Serialize, Deserialize)]

@@ -15,8 +15,8 @@ use http_body_util::BodyExt;
 use keymesh::api_keys::{ApiKeyStore, IssuedApiKey, NewApiKey};
 use keymesh::clients::{ClientStore, NewClient, RegisteredClient};
 use keymesh::config::SigningConfig;
-use keymesh::kek::{Kek, KekSource};
-use keymesh::names::KeyNames;
+use keymesh::store::names::KeyNames;
+use keymesh::support::kek::{Kek, KekSource};
 use keymesh::{AppState, Clock, Config};
 use tower::ServiceExt;
 

@@ -10,8 +10,8 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use axum::http::StatusCode;
 use axum::Router;
 use keymesh::clients::{ClientStore, GrantType, NewClient, RegisteredClient};
-use keymesh::names::KeyNames;
 use keymesh::oauth::pkce;
+use keymesh::store::names::KeyNames;
 use keymesh::{AppState, Clock};
 
 use super::*;

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::admin_token::AdminToken;
-use crate::external_issuers::IssuerSettings;
-use crate::syntax;
+use crate::support::admin_token::AdminToken;
+use crate::support::syntax;
 
+mod issuers;
 mod redis_settings;
 mod signing;
 
@@ -39,7 +39,7 @@ mod test_support {
     }
 }
 
-pub(crate) use redis_settings::url_list;
+pub use issuers::IssuerSettings;
 pub use signing::SigningConfig;
 
 /// Environment variable naming the configuration file (the `--config` flag takes precedence).
@@ -84,7 +84,10 @@ pub struct Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("redis_url", &crate::redact::redact_url(&self.redis_url))
+            .field(
+                "redis_url",
+                &crate::support::redact::redact_url(&self.redis_url),
+            )
             .field("redis_cluster", &self.redis_cluster)
             .field("listen", &self.listen)
             .field("issuer", &self.issuer)
@@ -370,7 +373,7 @@ impl Config {
     /// The Redis URLs: the one server's, or every seed node of a cluster.
     pub fn redis_urls(&self) -> Vec<&str> {
         if self.redis_cluster {
-            redis_settings::url_list(&self.redis_url)
+            crate::support::redact::url_list(&self.redis_url)
         } else {
             vec![self.redis_url.as_str()]
         }

@@ -1,6 +1,6 @@
 //! One connection type for the two Redis deployments keymesh supports: one server, or a Redis Cluster.
 //!
-//! In a cluster every keymesh key carries the hash tag of the key prefix (see [`crate::names::hash_tag`]), so they
+//! In a cluster every keymesh key carries the hash tag of the key prefix (see [`crate::support::syntax::hash_tag`]), so they
 //! all live in one hash slot, on one master. The cluster client sends each keyed command (and each Lua script, by
 //! its first key) to that master and follows `MOVED`/`ASK` redirections by itself. The few commands keymesh sends
 //! without a key (`SCAN`, `SCRIPT LOAD`) would go to any node; [`RedisConnection`] sends them to the master of
@@ -78,7 +78,7 @@ impl RedisTarget {
             return Ok(Self::Node(redis::Client::open(config.redis_url.as_str())?));
         }
         let urls = config.redis_urls();
-        let tag = crate::names::hash_tag(&config.key_prefix).ok_or_else(|| {
+        let tag = crate::support::syntax::hash_tag(&config.key_prefix).ok_or_else(|| {
             RedisError::from((
                 ErrorKind::InvalidClientConfig,
                 "in a Redis Cluster the key prefix needs a hash tag",

@@ -18,9 +18,9 @@ impl KeyNames {
         }
     }
 
-    /// The hash tag of the prefix (see [`hash_tag`]), if it has one.
+    /// The hash tag of the prefix (see [`crate::support::syntax::hash_tag`]), if it has one.
     pub fn hash_tag(&self) -> Option<&str> {
-        hash_tag(&self.prefix)
+        crate::support::syntax::hash_tag(&self.prefix)
     }
 
     /// Hash of signing keys: kid → stored key record (JSON).
@@ -175,37 +175,5 @@ impl KeyNames {
     /// Counter of recent failed logins of one user.
     pub fn login_failures(&self, username: &str) -> String {
         format!("{}authfail:user:{username}", self.prefix)
-    }
-}
-
-/// The hash tag Redis Cluster hashes, instead of the whole key, for every key that starts with `prefix`: the text
-/// between the prefix's first `{` and the first `}` after it. `None` when that text is empty or the `}` is not in the
-/// prefix (the slot would then depend on the rest of each key).
-pub fn hash_tag(prefix: &str) -> Option<&str> {
-    let (_, after_open) = prefix.split_once('{')?;
-    let (tag, _) = after_open.split_once('}')?;
-    (!tag.is_empty()).then_some(tag)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_tags_follow_the_cluster_rule() {
-        let cases = [
-            ("{keymesh}:", Some("keymesh")),
-            ("prod:{km}:", Some("km")),
-            ("{a}{b}:", Some("a")),
-            ("{{x}}:", Some("{x")),
-            ("keymesh:", None),
-            ("{}:", None),
-            ("{}{a}:", None),
-            ("{open:", None),
-            ("close}:", None),
-        ];
-        for (prefix, tag) in cases {
-            assert_eq!(hash_tag(prefix), tag, "{prefix}");
-        }
     }
 }

@@ -30,8 +30,8 @@ use keymesh_core::bundle::{ApiKeyDto, RevokedTokenDto};
 use redis::aio::ConnectionLike;
 
 use crate::external_issuers;
-use crate::names::KeyNames;
 use crate::signing_keys::{self, StoredKeySet, Unsealer};
+use crate::store::names::KeyNames;
 
 /// How many changes the Redis stream keeps (approximately: trimming is `MAXLEN ~`), and the mirror in memory.
 pub const CHANGE_LOG_LEN: usize = 100_000;

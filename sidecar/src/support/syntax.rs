@@ -116,6 +116,15 @@ pub fn is_api_key_id(value: &str) -> bool {
             })
 }
 
+/// The hash tag Redis Cluster hashes, instead of the whole key, for every key that starts with `prefix`: the text
+/// between the prefix's first `{` and the first `}` after it. `None` when that text is empty or the `}` is not in the
+/// prefix (the slot would then depend on the rest of each key).
+pub fn hash_tag(prefix: &str) -> Option<&str> {
+    let (_, after_open) = prefix.split_once('{')?;
+    let (tag, _) = after_open.split_once('}')?;
+    (!tag.is_empty()).then_some(tag)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +216,23 @@ mod tests {
             "ak_{}",
             "a".repeat(MAX_API_KEY_ID_LEN)
         )));
+    }
+
+    #[test]
+    fn hash_tags_follow_the_cluster_rule() {
+        let cases = [
+            ("{keymesh}:", Some("keymesh")),
+            ("prod:{km}:", Some("km")),
+            ("{a}{b}:", Some("a")),
+            ("{{x}}:", Some("{x")),
+            ("keymesh:", None),
+            ("{}:", None),
+            ("{}{a}:", None),
+            ("{open:", None),
+            ("close}:", None),
+        ];
+        for (prefix, tag) in cases {
+            assert_eq!(hash_tag(prefix), tag, "{prefix}");
+        }
     }
 }

@@ -7,7 +7,7 @@ const MASK: &str = "***";
 /// not a URL with userinfo comes back unchanged; a userinfo without `:` is masked whole, since some clients take a
 /// lone userinfo as the password. A comma-separated list of URLs (a cluster's seed nodes) is redacted URL by URL.
 pub fn redact_url(url: &str) -> String {
-    let urls = crate::config::url_list(url);
+    let urls = url_list(url);
     if urls.len() > 1 {
         return urls
             .into_iter()
@@ -20,6 +20,21 @@ pub fn redact_url(url: &str) -> String {
         return MASK.to_owned();
     }
     redact_one(url)
+}
+
+/// The URLs of a comma-separated list; a value that is not a list of URLs (a piece without `scheme://`, as when
+/// a password holds a literal comma) is one URL.
+pub fn url_list(value: &str) -> Vec<&str> {
+    let pieces: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|piece| !piece.is_empty())
+        .collect();
+    if !pieces.is_empty() && pieces.iter().all(|piece| piece.contains("://")) {
+        pieces
+    } else {
+        vec![value.trim()]
+    }
 }
 
 fn redact_one(url: &str) -> String {
