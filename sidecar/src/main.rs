@@ -57,6 +57,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::start(config.clone(), Clock::system())?;
+    // Key rotation and issuer refresh run for as long as the server does.
+    let _background = keymesh::spawn_background(&state)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{connect, CliError};
 use crate::config::Config;
-use crate::external_issuers::{
+use crate::issuers::{
     jwks_kids, ExternalIssuer, FetchError, FetchStatus, Fetched, Fetcher, IssuerError, IssuerStore,
     KeySource, NewIssuer,
 };

@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::{connect, CliError};
 use crate::config::Config;
+use crate::oauth::users::{NewUser, UserStore};
 use crate::store::names::KeyNames;
 use crate::support::clock::Clock;
-use crate::users::{NewUser, UserStore};
 
 /// `keymesh user …`.
 #[derive(Debug, Subcommand)]

@@ -120,7 +120,7 @@ impl Default for Config {
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum ConfigLoadError {
     /// The configuration file could not be read.
     #[error("cannot read config file {}: {source}", path.display())]
     Read {
@@ -217,11 +217,11 @@ impl<T> Raw<T> {
 
 impl Config {
     /// Loads the configuration from `file` (if any) and the process environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigLoadError> {
         let text = match file {
             Some(path) => Some((
                 path,
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                std::fs::read_to_string(path).map_err(|source| ConfigLoadError::Read {
                     path: path.to_owned(),
                     source,
                 })?,
@@ -240,11 +240,11 @@ impl Config {
     pub fn from_sources(
         file: Option<(&Path, &str)>,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ConfigLoadError> {
         let defaults = Self::default();
         let parsed = match file {
             Some((path, text)) => {
-                toml::from_str::<ConfigFile>(text).map_err(|source| ConfigError::Syntax {
+                toml::from_str::<ConfigFile>(text).map_err(|source| ConfigLoadError::Syntax {
                     path: path.to_owned(),
                     source,
                 })?
@@ -323,49 +323,48 @@ impl Config {
 
         let redis_cluster = validate("redis_cluster", redis_cluster, redis_settings::parse_bool)?;
         let key_prefix_origin = key_prefix.origin.clone();
-        let config = Self {
-            redis_url: validate("redis_url", redis_url, |v| {
-                redis_settings::parse_redis_url(v, redis_cluster)
-            })?,
-            redis_cluster,
-            listen: validate("listen", listen, |v| {
-                v.trim().parse::<SocketAddr>().map_err(|e| e.to_string())
-            })?,
-            issuer: validate("issuer", issuer, parse_issuer)?,
-            token_ttl_secs: validate("token_ttl_secs", ttl, parse_ttl)?,
-            refresh_token_ttl_secs: validate("refresh_token_ttl_secs", refresh_ttl, |v| {
-                parse_secs(v, 60, MAX_REFRESH_TOKEN_TTL_SECS)
-            })?,
-            key_prefix: validate("key_prefix", key_prefix, parse_key_prefix)?,
-            admin_token: match admin_token.value {
-                None => None,
-                Some(token) => {
-                    Some(
-                        AdminToken::new(&token).map_err(|reason| ConfigError::Invalid {
+        let config =
+            Self {
+                redis_url: validate("redis_url", redis_url, |v| {
+                    redis_settings::parse_redis_url(v, redis_cluster)
+                })?,
+                redis_cluster,
+                listen: validate("listen", listen, |v| {
+                    v.trim().parse::<SocketAddr>().map_err(|e| e.to_string())
+                })?,
+                issuer: validate("issuer", issuer, parse_issuer)?,
+                token_ttl_secs: validate("token_ttl_secs", ttl, parse_ttl)?,
+                refresh_token_ttl_secs: validate("refresh_token_ttl_secs", refresh_ttl, |v| {
+                    parse_secs(v, 60, MAX_REFRESH_TOKEN_TTL_SECS)
+                })?,
+                key_prefix: validate("key_prefix", key_prefix, parse_key_prefix)?,
+                admin_token: match admin_token.value {
+                    None => None,
+                    Some(token) => Some(AdminToken::new(&token).map_err(|reason| {
+                        ConfigLoadError::Invalid {
                             field: "admin_token",
                             origin: admin_token.origin,
                             reason,
-                        })?,
-                    )
-                }
-            },
-            signing,
-            external_issuers: IssuerSettings {
-                refresh_secs: validate("issuer_refresh_secs", issuer_refresh, |v| {
-                    parse_secs(v, 10, 86_400)
-                })?,
-                refetch_min_secs: validate("issuer_refetch_min_secs", issuer_refetch, |v| {
-                    parse_secs(v, 1, 3_600)
-                })?,
-                fetch_timeout: validate("issuer_fetch_timeout_ms", issuer_timeout, |v| {
-                    let ms: u64 = v.trim().parse().map_err(|e| format!("{e}"))?;
-                    if !(100..=60_000).contains(&ms) {
-                        return Err("must be between 100 and 60000 milliseconds".to_owned());
-                    }
-                    Ok(std::time::Duration::from_millis(ms))
-                })?,
-            },
-        };
+                        }
+                    })?),
+                },
+                signing,
+                external_issuers: IssuerSettings {
+                    refresh_secs: validate("issuer_refresh_secs", issuer_refresh, |v| {
+                        parse_secs(v, 10, 86_400)
+                    })?,
+                    refetch_min_secs: validate("issuer_refetch_min_secs", issuer_refetch, |v| {
+                        parse_secs(v, 1, 3_600)
+                    })?,
+                    fetch_timeout: validate("issuer_fetch_timeout_ms", issuer_timeout, |v| {
+                        let ms: u64 = v.trim().parse().map_err(|e| format!("{e}"))?;
+                        if !(100..=60_000).contains(&ms) {
+                            return Err("must be between 100 and 60000 milliseconds".to_owned());
+                        }
+                        Ok(std::time::Duration::from_millis(ms))
+                    })?,
+                },
+            };
         redis_settings::check_key_prefix(&config, key_prefix_origin)?;
         Ok(config)
     }
@@ -384,8 +383,8 @@ fn validate<T>(
     field: &'static str,
     raw: Raw<String>,
     parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, ConfigError> {
-    parse(&raw.value).map_err(|reason| ConfigError::Invalid {
+) -> Result<T, ConfigLoadError> {
+    parse(&raw.value).map_err(|reason| ConfigLoadError::Invalid {
         field,
         origin: raw.origin,
         reason,
@@ -570,7 +569,7 @@ mod tests {
             let err = Config::from_sources(text.and_then(file), env(vars)).unwrap_err();
             let message = err.to_string();
             assert!(
-                matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
+                matches!(&err, ConfigLoadError::Invalid { field: f, .. } if f == field),
                 "{vars:?}: {message}"
             );
             assert!(
@@ -626,7 +625,7 @@ mod tests {
     #[test]
     fn file_errors_point_at_the_key() {
         let err = Config::from_sources(file("listne = \"127.0.0.1:1\""), env(&[])).unwrap_err();
-        assert!(matches!(err, ConfigError::Syntax { .. }));
+        assert!(matches!(err, ConfigLoadError::Syntax { .. }));
         assert!(err.to_string().contains("listne"), "{err}");
 
         let err = Config::from_sources(file("token_ttl_secs = \"five\""), env(&[])).unwrap_err();
@@ -636,7 +635,7 @@ mod tests {
     #[test]
     fn missing_file_is_a_read_error() {
         let err = Config::load(Some(Path::new("/nonexistent/keymesh.toml"))).unwrap_err();
-        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(matches!(err, ConfigLoadError::Read { .. }));
         assert!(err.to_string().contains("/nonexistent/keymesh.toml"));
     }
 }

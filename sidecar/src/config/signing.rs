@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{validate, ConfigError, Origin, Raw};
+use super::{validate, ConfigLoadError, Origin, Raw};
 use crate::support::alg::Alg;
 use crate::support::kek::{Kek, KekSource, KEK_ENV, KEK_FILE_ENV};
 
@@ -69,7 +69,7 @@ pub(super) fn from_sources(
     file: SigningFile,
     file_dir: Option<&Path>,
     env: &impl Fn(&str) -> Option<String>,
-) -> Result<SigningConfig, ConfigError> {
+) -> Result<SigningConfig, ConfigLoadError> {
     let defaults = SigningConfig::default();
     let mut algorithm = Raw::new(defaults.algorithm.to_string());
     let mut delay = Raw::new(defaults.publish_delay_secs.to_string());
@@ -125,8 +125,8 @@ fn kek_source(
     file_value: Option<PathBuf>,
     file_dir: Option<&Path>,
     env: &impl Fn(&str) -> Option<String>,
-) -> Result<Option<KekSource>, ConfigError> {
-    let invalid = |origin: Origin, reason: String| ConfigError::Invalid {
+) -> Result<Option<KekSource>, ConfigLoadError> {
+    let invalid = |origin: Origin, reason: String| ConfigLoadError::Invalid {
         field: "kek",
         origin,
         reason,
@@ -174,7 +174,7 @@ mod tests {
 
     use super::super::test_support::env;
 
-    fn load(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn load(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Config, ConfigLoadError> {
         Config::from_sources(
             file.map(|text| (Path::new("/etc/keymesh/keymesh.toml"), text)),
             env(vars),
@@ -289,7 +289,7 @@ mod tests {
             let err = load(*text, vars).unwrap_err();
             let message = err.to_string();
             assert!(
-                matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
+                matches!(&err, ConfigLoadError::Invalid { field: f, .. } if f == field),
                 "{vars:?}: {message}"
             );
             assert!(message.contains(origin), "{message}");

@@ -3,7 +3,7 @@
 //! Redeeming an authorization code creates the grant `{prefix}grant:{id}`, a hash with the [`GrantRecord`] in
 //! `data`, the SHA-256 of the current refresh token in `refresh`, and `revoked` once revoked. Every access token
 //! issued from the grant is recorded in the sorted set `{prefix}grant:{id}:tokens` (`jti` scored by `exp`), so
-//! revoking the grant revokes them all (see [`crate::revocation`]). Refresh tokens are opaque, 256 random bits,
+//! revoking the grant revokes them all (see [`crate::oauth::revocation`]). Refresh tokens are opaque, 256 random bits,
 //! stored as `{prefix}refresh:{sha256(token)}` → [`RefreshRecord`] until the grant expires.
 //!
 //! Refresh tokens rotate on every use: the grant's `refresh` moves to the new token, and the old one stays known
@@ -17,7 +17,7 @@ use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
 use super::digest;
-use crate::revocation::{REVOCATION_GRACE_SECS, REVOKE_LUA};
+use crate::oauth::revocation::{REVOCATION_GRACE_SECS, REVOKE_LUA};
 use crate::store::commit;
 use crate::store::names::KeyNames;
 

@@ -1,16 +1,20 @@
-//! The authorization server's state beyond clients: PKCE and redirect URI rules, authorization codes, grants and
-//! their refresh tokens, the login sessions of the authorization page, and the throttling of failed
-//! authentications.
+//! The OAuth2 authorization server's domain: clients and users, PKCE and redirect URI rules, authorization codes,
+//! grants and their refresh tokens, the login sessions of the authorization page, the throttling of failed
+//! authentications, access tokens and their revocation.
 //!
 //! Every secret handed out here (codes, refresh tokens, session cookies) is 256 random bits, and Redis keeps only
 //! its SHA-256, so a copy of Redis cannot be replayed.
 
+pub mod access_token;
+pub mod clients;
 pub mod codes;
 pub mod grants;
 pub mod pkce;
 pub mod redirect_uri;
+pub mod revocation;
 pub mod sessions;
 pub mod throttle;
+pub mod users;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use rand::RngCore;

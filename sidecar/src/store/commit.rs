@@ -1,4 +1,5 @@
-//! The change log in Redis: how a change to the bundle is committed, and how sidecars read it back.
+//! The commit protocol: how a change to the bundle is committed in Redis (version bump, change-log append,
+//! publish), and the format of a change-log entry. Reading the log back is the mirror's ([`crate::mirror::load`]).
 //!
 //! Every change that affects the bundle (a signing key added or activated, an API key created, regenerated or
 //! revoked, an access token revoked) runs as one Lua script that:
@@ -24,13 +25,8 @@
 //! A script may commit several changes (one version each): revoking a grant revokes each of its live access
 //! tokens as its own `token_revoke` entry.
 
-use std::collections::HashMap;
-
 use keymesh_core::bundle::{ApiKeyDto, RevokedTokenDto};
-use redis::aio::ConnectionLike;
 
-use crate::external_issuers;
-use crate::signing_keys::{self, StoredKeySet, Unsealer};
 use crate::store::names::KeyNames;
 
 /// How many changes the Redis stream keeps (approximately: trimming is `MAXLEN ~`), and the mirror in memory.
@@ -173,74 +169,6 @@ pub enum EntryError {
         /// The decoding error.
         source: serde_json::Error,
     },
-}
-
-/// Why the change log could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// Redis refused or could not be reached.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// An entry could not be used.
-    #[error(transparent)]
-    Entry(#[from] EntryError),
-}
-
-/// The changes after a version, read in one atomic step with the current version and signing key set.
-#[derive(Debug)]
-pub struct ChangesSince {
-    /// The current version in Redis (0 if never set).
-    pub version: u64,
-    /// The logged changes after the requested version, oldest first, at most the requested number. Their
-    /// versions are not checked here: the caller decides what a gap means.
-    pub changes: Vec<Change>,
-    /// The signing key set at `version`.
-    pub signing: StoredKeySet,
-}
-
-/// Reads up to `limit` changes after version `after`, with the current version and signing keys, in one `MULTI`.
-pub async fn read_since<C: ConnectionLike + Send>(
-    conn: &mut C,
-    names: &KeyNames,
-    unsealer: &Unsealer,
-    after: u64,
-    limit: usize,
-) -> Result<ChangesSince, ReadError> {
-    type RawEntry = (String, Vec<String>);
-    type Read = (
-        Option<u64>,
-        Vec<RawEntry>,
-        Option<String>,
-        HashMap<String, String>,
-        HashMap<String, String>,
-    );
-    let (version, entries, active_kid, records, external): Read = redis::pipe()
-        .atomic()
-        .get(names.version())
-        .cmd("XRANGE")
-        .arg(names.changelog())
-        .arg(after.saturating_add(1))
-        .arg("+")
-        .arg("COUNT")
-        .arg(limit)
-        .get(names.signing_active())
-        .hgetall(names.signing_keys())
-        .hgetall(names.external_issuers())
-        .query_async(conn)
-        .await?;
-    let version = version.unwrap_or(0);
-    let changes = entries
-        .into_iter()
-        .map(|(id, fields)| parse_entry(&id, &fields))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ChangesSince {
-        version,
-        changes,
-        signing: StoredKeySet {
-            external: external_issuers::parse_records(&external),
-            ..signing_keys::key_set(version, active_kid, &records, unsealer)
-        },
-    })
 }
 
 /// Parses one stream entry: its id and its flat field/value list.

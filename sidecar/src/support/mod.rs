@@ -9,3 +9,14 @@ pub mod kek;
 pub mod redact;
 pub mod secret;
 pub mod syntax;
+
+/// Removes repeated values, keeping the first occurrence's position.
+pub fn dedup(values: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(values.len());
+    for value in values {
+        if !out.contains(&value) {
+            out.push(value);
+        }
+    }
+    out
+}

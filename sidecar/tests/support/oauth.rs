@@ -9,7 +9,7 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use axum::http::StatusCode;
 use axum::Router;
-use keymesh::clients::{ClientStore, GrantType, NewClient, RegisteredClient};
+use keymesh::oauth::clients::{ClientStore, GrantType, NewClient, RegisteredClient};
 use keymesh::oauth::pkce;
 use keymesh::store::names::KeyNames;
 use keymesh::{AppState, Clock};
