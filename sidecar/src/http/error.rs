@@ -11,7 +11,7 @@ pub(crate) enum AppError {
     #[error("key set not loaded yet")]
     NotReady,
     /// The `wait` query parameter of a bundle request is not a whole number of seconds in range, or repeated.
-    #[error("wait must be a whole number of seconds from 0 to {max}", max = crate::http::keys::bundle::MAX_WAIT_SECS)]
+    #[error("wait must be a whole number of seconds from 0 to {max}", max = crate::http::keys::MAX_WAIT_SECS)]
     InvalidWait,
     /// The bundle could not be serialised or built.
     #[error("internal error")]

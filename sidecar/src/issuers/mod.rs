@@ -180,7 +180,7 @@ static PUT_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(PUT
 /// Checks a URL keymesh will fetch: https, or http to a loopback host (a provider on the same machine, as in
 /// tests); no credentials in it (they would end up in logs and status output).
 pub fn check_fetch_url(url: &str) -> Result<(), String> {
-    let uri: axum::http::Uri = url
+    let uri: ureq::http::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     let authority = uri

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
 use keymesh_core::bundle::{ApiKeyDto, IssuerKeysDto, JwksDto, RevokedTokenDto};
+use keymesh_core::KeySet;
 use serde::Serialize;
 
 use crate::issuers::ExternalIssuer;
-use crate::keys::{PublishedKey, SigningKey, VerifyingKey};
+use crate::keys::{PublishedKey, SigningKey};
 use crate::mirror::delta_window::{ChangeLog, Delta, LoggedChange};
 use crate::mirror::load::KeyMaterial;
 use crate::store::commit::Change;
@@ -37,8 +38,9 @@ pub struct Snapshot {
     revoked: Arc<RevokedSet>,
     /// The registered external identity providers, sorted by issuer.
     external: Vec<ExternalIssuer>,
-    /// The public half of every published key, by kid, to verify tokens this sidecar issued.
-    verifying_keys: Vec<(String, VerifyingKey)>,
+    /// The sidecar's published keys as the filters' verifier holds them, to verify tokens this sidecar issued;
+    /// `None` if they could not be read (logged), when no token verifies.
+    own_keys: Option<Arc<KeySet>>,
     log: ChangeLog,
     /// The full bundle, serialised on first request (`None` if that failed): with many API keys it is large, and
     /// most filters only ever need deltas.
@@ -182,11 +184,13 @@ impl Snapshot {
             .iter()
             .map(|key| key.kid().to_owned())
             .collect();
-        let verifying_keys = signing
-            .keys
-            .iter()
-            .map(|key| (key.kid().to_owned(), key.verifying_key()))
-            .collect();
+        let own_keys = match KeySet::single_issuer(signing.version, &issuer, &jwks) {
+            Ok(keys) => Some(Arc::new(keys)),
+            Err(error) => {
+                tracing::error!(%error, "cannot verify the sidecar's own keys: introspection will find no token active");
+                None
+            }
+        };
         // The sidecar's own keys first, then each external provider that has keys, bound to its audiences. A
         // provider registered under the sidecar's own issuer would make the bundle ambiguous: it is left out.
         let own = IssuerKeysDto {
@@ -213,7 +217,7 @@ impl Snapshot {
             jwks_json,
             api_keys,
             revoked,
-            verifying_keys,
+            own_keys,
             log,
             full_bundle: OnceLock::new(),
             deltas: Mutex::new(VecDeque::new()),
@@ -255,12 +259,9 @@ impl Snapshot {
         self.api_keys.get(hash).map(|entry| &**entry)
     }
 
-    /// The public key published under `kid`, if any.
-    pub fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey> {
-        self.verifying_keys
-            .iter()
-            .find(|(id, _)| id == kid)
-            .map(|(_, key)| key)
+    /// The sidecar's own published keys, for the filters' verifier; `None` if they could not be read.
+    pub fn own_keys(&self) -> Option<&KeySet> {
+        self.own_keys.as_deref()
     }
 
     /// How many revoked, not yet forgotten access tokens the bundle lists.

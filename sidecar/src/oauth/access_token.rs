@@ -1,13 +1,13 @@
-//! RFC 9068 JWT access tokens, signed with the active key (EdDSA, ES256 or RS256), and their verification for introspection and
-//! revocation.
+//! RFC 9068 JWT access tokens, signed with the active key (EdDSA, ES256 or RS256), and their verification for
+//! introspection and revocation, by the same verifier the filters run ([`keymesh_core::policy::verify_jwt`]).
 
 use base64ct::{Base64UrlUnpadded, Encoding};
-use jwt_compact::{Claims, CreationError, Header, UntrustedToken};
+use jwt_compact::{Claims, CreationError, Header};
+use keymesh_core::KeySet;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::SigningKey;
-use crate::mirror::snapshot::Snapshot;
 
 /// The `typ` header of access tokens (RFC 9068 §2.1).
 pub const TOKEN_TYPE: &str = "at+jwt";
@@ -107,43 +107,40 @@ pub struct VerifiedToken {
     pub issued_at: u64,
 }
 
-/// The claims [`verify`] reads besides `exp` and `iat` (which jwt-compact's [`Claims`] holds).
-#[derive(Deserialize)]
-struct ReadClaims {
-    iss: String,
-    sub: String,
-    aud: Vec<String>,
-    jti: String,
-    client_id: String,
-    #[serde(default)]
-    scope: Option<String>,
+/// Verifies `token` as an access token of `issuer` signed by one of `keys` (the sidecar's published keys), with
+/// the filters' verifier: signature by the key the `kid` names, `iss`, and well-formed, forwardable claims. Beyond
+/// what a filter requires, the token must carry the RFC 9068 `typ` and the `jti`, `client_id` and `iat` every token
+/// of this sidecar has. Expiry and revocation are the caller's to check: revocation must still find a token that
+/// expired a moment ago, while filters may accept it within their leeway. `None` for anything else.
+pub fn verify(token: &str, issuer: &str, keys: &KeySet) -> Option<VerifiedToken> {
+    if !has_access_token_type(token) {
+        return None;
+    }
+    // The time check is left to the caller: a leeway this large accepts any `exp` and `nbf`.
+    let claims =
+        keymesh_core::policy::verify_jwt(token, keys, Some(&[issuer.to_owned()]), i64::MAX, 0)
+            .ok()?;
+    Some(VerifiedToken {
+        subject: claims.subject,
+        client_id: claims.client_id?,
+        audience: claims.audience,
+        scope: (!claims.scopes.is_empty()).then(|| claims.scopes.join(" ")),
+        jti: claims.token_id?,
+        expires_at: u64::try_from(claims.expires_at).ok()?,
+        issued_at: u64::try_from(claims.issued_at?).ok()?,
+    })
 }
 
-/// Verifies `token` as an access token of `issuer`, signed by a key the snapshot publishes. Expiry and revocation
-/// are the caller's to check. `None` for anything else: malformed, another type or algorithm, an unknown key, a
-/// bad signature, another issuer, or claims of the wrong shape.
-pub fn verify(token: &str, issuer: &str, keys: &Snapshot) -> Option<VerifiedToken> {
-    let untrusted = UntrustedToken::new(token).ok()?;
-    if untrusted.header().token_type.as_deref() != Some(TOKEN_TYPE) {
-        return None;
+/// Whether the token's header says `typ: at+jwt` (RFC 9068 §4); the signature is checked separately.
+fn has_access_token_type(token: &str) -> bool {
+    #[derive(Deserialize)]
+    struct TypedHeader {
+        typ: Option<String>,
     }
-    let key = keys.verifying_key(untrusted.header().key_id.as_deref()?)?;
-    // The key's algorithm must be the token's (checked by `validate`).
-    let verified = key.validate::<ReadClaims>(&untrusted)?;
-    let claims = verified.claims();
-    if claims.custom.iss != issuer {
-        return None;
-    }
-    // jwt-compact reads `exp` and `iat` into its own time fields.
-    let expires_at = claims.expiration.map(|time| time.timestamp())?;
-    let issued_at = claims.issued_at.map(|time| time.timestamp())?;
-    Some(VerifiedToken {
-        subject: claims.custom.sub.clone(),
-        client_id: claims.custom.client_id.clone(),
-        audience: claims.custom.aud.clone(),
-        scope: claims.custom.scope.clone(),
-        jti: claims.custom.jti.clone(),
-        expires_at: u64::try_from(expires_at).ok()?,
-        issued_at: u64::try_from(issued_at).ok()?,
-    })
+    token
+        .split('.')
+        .next()
+        .and_then(|header| Base64UrlUnpadded::decode_vec(header).ok())
+        .and_then(|bytes| serde_json::from_slice::<TypedHeader>(&bytes).ok())
+        .is_some_and(|header| header.typ.as_deref() == Some(TOKEN_TYPE))
 }

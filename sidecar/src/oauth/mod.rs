@@ -9,6 +9,7 @@ pub mod access_token;
 pub mod clients;
 pub mod codes;
 pub mod grants;
+pub mod issuing;
 pub mod pkce;
 pub mod redirect_uri;
 pub mod revocation;

@@ -18,14 +18,13 @@ use axum::response::{IntoResponse, Response};
 use keymesh_core::bundle::{etag, parse_etag};
 
 use crate::http::error::AppError;
+use crate::http::keys::MAX_WAIT_SECS;
 use crate::http::ops::telemetry::{BundleAnswer, ProxySeen};
 use crate::http::state::AppState;
 use crate::mirror::snapshot::Snapshot;
 
 /// Header carrying the polling proxy's id.
 pub(crate) const PROXY_HEADER: &str = "x-keymesh-proxy";
-/// Longest long poll accepted, in seconds.
-pub(crate) const MAX_WAIT_SECS: u64 = 60;
 /// Deltas spanning more versions than this are folded on a blocking thread, like full bundles.
 const INLINE_DELTA_SPAN: u64 = 1_000;
 

@@ -2,3 +2,6 @@
 
 pub(crate) mod bundle;
 pub(crate) mod refetch;
+
+/// Longest long poll of the bundle accepted, in seconds.
+pub(crate) const MAX_WAIT_SECS: u64 = 60;

@@ -10,6 +10,5 @@ pub(crate) mod introspect;
 pub(crate) mod pages;
 pub(crate) mod revoke;
 pub(crate) mod token;
-pub(crate) mod token_grants;
 pub(crate) mod token_lookup;
 pub(crate) mod token_request;

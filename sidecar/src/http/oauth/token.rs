@@ -1,6 +1,7 @@
 //! `POST /oauth/token`: the client credentials (RFC 6749 §4.4), authorization code (§4.1.3, with PKCE) and
 //! refresh token (§6) grants, with resource indicators (RFC 8707). The password and implicit grants are not
-//! supported (RFC 9700 §2.4).
+//! supported (RFC 9700 §2.4). The grants themselves are [`crate::oauth::issuing`]'s; this handler parses the
+//! request, authenticates the client and renders the result.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,12 +13,11 @@ use serde::Serialize;
 
 use crate::http::oauth::client_auth;
 use crate::http::oauth::error::{OAuthError, RequestProblem};
-use crate::http::oauth::token_grants;
 use crate::http::oauth::token_request::{self, TokenRequest};
 use crate::http::state::AppState;
-use crate::oauth;
-use crate::oauth::access_token::{self, Grant, IssuedToken};
-use crate::oauth::clients::{ClientRecord, GrantType};
+use crate::oauth::clients::GrantType;
+use crate::oauth::issuing::{CodeRedemption, IssueError, Issued, Requested, TokenIssuer};
+use crate::oauth::pkce;
 
 /// RFC 6749 §5.1 success response.
 #[derive(Serialize)]
@@ -31,19 +31,26 @@ pub(crate) struct TokenResponse {
     scope: Option<String>,
 }
 
-impl TokenResponse {
-    /// The response for `issued` with `scopes`, and a refresh token if one was issued.
-    pub(crate) fn new(
-        issued: IssuedToken,
-        scopes: &[String],
-        refresh_token: Option<String>,
-    ) -> Self {
+impl From<Issued> for TokenResponse {
+    fn from(issued: Issued) -> Self {
         Self {
-            access_token: issued.token,
+            access_token: issued.access.token,
             token_type: "Bearer",
-            expires_in: issued.expires_in,
-            refresh_token,
-            scope: (!scopes.is_empty()).then(|| scopes.join(" ")),
+            expires_in: issued.access.expires_in,
+            refresh_token: issued.refresh_token,
+            scope: (!issued.scopes.is_empty()).then(|| issued.scopes.join(" ")),
+        }
+    }
+}
+
+impl From<IssueError> for OAuthError {
+    fn from(error: IssueError) -> Self {
+        match error {
+            IssueError::InvalidGrant => Self::InvalidGrant,
+            IssueError::InvalidScope => Self::InvalidScope,
+            IssueError::InvalidTarget => Self::InvalidTarget,
+            IssueError::Unavailable => Self::Unavailable,
+            IssueError::ServerError => Self::ServerError,
         }
     }
 }
@@ -86,58 +93,61 @@ pub(crate) async fn token(
         tracing::info!(client_id = %client.client_id, %grant, "grant type not allowed for the client");
         return Err(OAuthError::UnauthorizedClient);
     }
-    let response = match grant {
-        GrantType::ClientCredentials => client_credentials(&state, &client, &request)?,
-        GrantType::AuthorizationCode => {
-            token_grants::authorization_code(&state, &client, request).await?
-        }
-        GrantType::RefreshToken => token_grants::refresh_token(&state, &client, request).await?,
-    };
-    Ok(response.into_response())
-}
-
-/// The client credentials grant: a token about the client itself.
-fn client_credentials(
-    state: &AppState,
-    client: &ClientRecord,
-    request: &TokenRequest,
-) -> Result<TokenResponse, OAuthError> {
-    let audience =
-        oauth::select_resources(&client.resources, &request.resources).ok_or_else(|| {
-            tracing::info!(client_id = %client.client_id, "no acceptable audience");
-            OAuthError::InvalidTarget
-        })?;
-    let scopes = oauth::select_scopes(&client.scopes, request.scope.as_deref())
-        .ok_or(OAuthError::InvalidScope)?;
-    let issued = sign(
-        state,
-        Grant {
-            client_id: &client.client_id,
-            subject: &client.client_id,
-            audience: &audience,
-            scopes: &scopes,
-        },
-    )?;
-    Ok(TokenResponse::new(issued, &scopes, None))
-}
-
-/// Signs an access token for `grant` with the active key, now.
-pub(crate) fn sign(state: &AppState, grant: Grant<'_>) -> Result<IssuedToken, OAuthError> {
-    let snapshot = state.mirror().snapshot().ok_or(OAuthError::Unavailable)?;
-    let key = snapshot.active_key().ok_or(OAuthError::Unavailable)?;
-    let config = state.config();
-    let issued = access_token::issue(
-        key,
-        &config.issuer,
-        config.token_ttl_secs,
+    let issuer = TokenIssuer::new(
+        state.config(),
+        state
+            .mirror()
+            .snapshot()
+            .and_then(|snapshot| snapshot.active_key().cloned()),
+        state.names(),
         state.clock().now_secs(),
-        grant,
-    )
-    .map_err(|error| {
-        tracing::error!(%error, "cannot sign access token");
-        OAuthError::ServerError
-    })?;
-    tracing::info!(client_id = %grant.client_id, sub = %grant.subject, jti = %issued.jti, kid = %key.kid(),
-        aud = ?grant.audience, scope = %grant.scopes.join(" "), "issued access token");
-    Ok(issued)
+    );
+    let issued = match grant {
+        GrantType::ClientCredentials => issuer.client_credentials(&client, requested(&request))?,
+        GrantType::AuthorizationCode => {
+            let code = request
+                .code
+                .as_deref()
+                .ok_or(OAuthError::InvalidRequest(RequestProblem::Missing("code")))?;
+            if request
+                .code_verifier
+                .as_deref()
+                .is_some_and(|verifier| !pkce::is_verifier(verifier))
+            {
+                return Err(OAuthError::InvalidRequest(
+                    RequestProblem::MalformedCodeVerifier,
+                ));
+            }
+            let redemption = CodeRedemption {
+                code,
+                redirect_uri: request.redirect_uri.as_deref(),
+                code_verifier: request.code_verifier.as_deref(),
+            };
+            let mut conn = client_auth::redis(&state).await?;
+            issuer
+                .authorization_code(&mut conn, &client, requested(&request), redemption)
+                .await?
+        }
+        GrantType::RefreshToken => {
+            let presented = request
+                .refresh_token
+                .as_deref()
+                .ok_or(OAuthError::InvalidRequest(RequestProblem::Missing(
+                    "refresh_token",
+                )))?;
+            let mut conn = client_auth::redis(&state).await?;
+            issuer
+                .refresh_token(&mut conn, &client, requested(&request), presented)
+                .await?
+        }
+    };
+    Ok(TokenResponse::from(issued).into_response())
+}
+
+/// The scope and resources of `request`.
+fn requested(request: &TokenRequest) -> Requested<'_> {
+    Requested {
+        scope: request.scope.as_deref(),
+        resources: &request.resources,
+    }
 }

@@ -60,7 +60,10 @@ pub(crate) async fn find(state: &AppState, token: &str) -> Result<Found, OAuthEr
     if token.split('.').count() == 3 {
         let snapshot = state.mirror().snapshot().ok_or(OAuthError::Unavailable)?;
         return Ok(
-            match access_token::verify(token, &state.config().issuer, &snapshot) {
+            match snapshot
+                .own_keys()
+                .and_then(|keys| access_token::verify(token, &state.config().issuer, keys))
+            {
                 Some(verified) => Found::Access(verified),
                 None => Found::Unknown,
             },
