@@ -199,19 +199,42 @@ struct Raw<T> {
     origin: Origin,
 }
 
-impl<T> Raw<T> {
-    fn new(value: T) -> Self {
-        Self {
-            value,
-            origin: Origin::Default,
-        }
-    }
+/// The environment lookup of one load.
+type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-    fn set(&mut self, value: Option<T>, origin: Origin) {
-        if let Some(value) = value {
-            self.value = value;
-            self.origin = origin;
-        }
+/// One setting, declared in one place: its field (the TOML key, named in errors), its environment variable, its
+/// default and its parser. The environment wins over the file, the file over the default.
+fn setting<T>(
+    field: &'static str,
+    env_name: &'static str,
+    file_value: Option<impl ToString>,
+    default: impl ToString,
+    env: Env<'_>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigLoadError> {
+    validate(field, raw(env_name, file_value, default, env), parse)
+}
+
+/// The raw value of a setting (see [`setting`]) with its origin, for checks that span settings.
+fn raw(
+    env_name: &'static str,
+    file_value: Option<impl ToString>,
+    default: impl ToString,
+    env: Env<'_>,
+) -> Raw<String> {
+    match (env(env_name), file_value) {
+        (Some(value), _) => Raw {
+            value,
+            origin: Origin::Env(env_name),
+        },
+        (None, Some(value)) => Raw {
+            value: value.to_string(),
+            origin: Origin::File,
+        },
+        (None, None) => Raw {
+            value: default.to_string(),
+            origin: Origin::Default,
+        },
     }
 }
 
@@ -252,6 +275,7 @@ impl Config {
             None => ConfigFile::default(),
         };
 
+        let env: Env<'_> = &env;
         let signing = signing::from_sources(
             signing::SigningFile {
                 kek_file: parsed.kek_file,
@@ -261,108 +285,115 @@ impl Config {
                 key_retire_leeway_secs: parsed.key_retire_leeway_secs,
             },
             file.and_then(|(path, _)| path.parent()),
-            &env,
+            env,
         )?;
-        let mut redis_url = Raw::new(defaults.redis_url);
-        let mut redis_cluster = Raw::new(defaults.redis_cluster.to_string());
-        let mut listen = Raw::new(defaults.listen.to_string());
-        let mut issuer = Raw::new(defaults.issuer);
-        let mut ttl = Raw::new(defaults.token_ttl_secs.to_string());
-        let mut refresh_ttl = Raw::new(defaults.refresh_token_ttl_secs.to_string());
-        let mut key_prefix = Raw::new(defaults.key_prefix);
-        let issuer_defaults = defaults.external_issuers;
-        let mut issuer_refresh = Raw::new(issuer_defaults.refresh_secs.to_string());
-        let mut issuer_refetch = Raw::new(issuer_defaults.refetch_min_secs.to_string());
-        let mut issuer_timeout = Raw::new(
-            u64::try_from(issuer_defaults.fetch_timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .to_string(),
+        let redis_cluster = setting(
+            "redis_cluster",
+            "KEYMESH_REDIS_CLUSTER",
+            parsed.redis_cluster,
+            defaults.redis_cluster,
+            env,
+            redis_settings::parse_bool,
+        )?;
+        let key_prefix = raw(
+            "KEYMESH_KEY_PREFIX",
+            parsed.key_prefix,
+            defaults.key_prefix,
+            env,
         );
-        issuer_refresh.set(
-            parsed.issuer_refresh_secs.map(|v| v.to_string()),
-            Origin::File,
-        );
-        issuer_refetch.set(
-            parsed.issuer_refetch_min_secs.map(|v| v.to_string()),
-            Origin::File,
-        );
-        issuer_timeout.set(
-            parsed.issuer_fetch_timeout_ms.map(|v| v.to_string()),
-            Origin::File,
-        );
-
-        redis_url.set(parsed.redis_url, Origin::File);
-        redis_cluster.set(parsed.redis_cluster.map(|v| v.to_string()), Origin::File);
-        listen.set(parsed.listen, Origin::File);
-        issuer.set(parsed.issuer, Origin::File);
-        ttl.set(parsed.token_ttl_secs.map(|v| v.to_string()), Origin::File);
-        refresh_ttl.set(
-            parsed.refresh_token_ttl_secs.map(|v| v.to_string()),
-            Origin::File,
-        );
-        key_prefix.set(parsed.key_prefix, Origin::File);
-
-        let mut admin_token: Raw<Option<String>> = Raw::new(None);
-        admin_token.set(parsed.admin_token.map(Some), Origin::File);
-        admin_token.set(env(ADMIN_TOKEN_ENV).map(Some), Origin::Env(ADMIN_TOKEN_ENV));
-
-        for (raw, name) in [
-            (&mut redis_url, "KEYMESH_REDIS_URL"),
-            (&mut redis_cluster, "KEYMESH_REDIS_CLUSTER"),
-            (&mut listen, "KEYMESH_LISTEN"),
-            (&mut issuer, "KEYMESH_ISSUER"),
-            (&mut ttl, "KEYMESH_TOKEN_TTL_SECS"),
-            (&mut refresh_ttl, "KEYMESH_REFRESH_TOKEN_TTL_SECS"),
-            (&mut key_prefix, "KEYMESH_KEY_PREFIX"),
-            (&mut issuer_refresh, "KEYMESH_ISSUER_REFRESH_SECS"),
-            (&mut issuer_refetch, "KEYMESH_ISSUER_REFETCH_MIN_SECS"),
-            (&mut issuer_timeout, "KEYMESH_ISSUER_FETCH_TIMEOUT_MS"),
-        ] {
-            raw.set(env(name), Origin::Env(name));
-        }
-
-        let redis_cluster = validate("redis_cluster", redis_cluster, redis_settings::parse_bool)?;
         let key_prefix_origin = key_prefix.origin.clone();
+        let admin_token = match (env(ADMIN_TOKEN_ENV), parsed.admin_token) {
+            (Some(token), _) => Some((token, Origin::Env(ADMIN_TOKEN_ENV))),
+            (None, Some(token)) => Some((token, Origin::File)),
+            (None, None) => None,
+        };
+        let issuer_defaults = defaults.external_issuers;
         let config =
             Self {
-                redis_url: validate("redis_url", redis_url, |v| {
-                    redis_settings::parse_redis_url(v, redis_cluster)
-                })?,
+                redis_url: setting(
+                    "redis_url",
+                    "KEYMESH_REDIS_URL",
+                    parsed.redis_url,
+                    defaults.redis_url,
+                    env,
+                    |v| redis_settings::parse_redis_url(v, redis_cluster),
+                )?,
                 redis_cluster,
-                listen: validate("listen", listen, |v| {
-                    v.trim().parse::<SocketAddr>().map_err(|e| e.to_string())
-                })?,
-                issuer: validate("issuer", issuer, parse_issuer)?,
-                token_ttl_secs: validate("token_ttl_secs", ttl, parse_ttl)?,
-                refresh_token_ttl_secs: validate("refresh_token_ttl_secs", refresh_ttl, |v| {
-                    parse_secs(v, 60, MAX_REFRESH_TOKEN_TTL_SECS)
-                })?,
+                listen: setting(
+                    "listen",
+                    "KEYMESH_LISTEN",
+                    parsed.listen,
+                    defaults.listen,
+                    env,
+                    |v| v.trim().parse::<SocketAddr>().map_err(|e| e.to_string()),
+                )?,
+                issuer: setting(
+                    "issuer",
+                    "KEYMESH_ISSUER",
+                    parsed.issuer,
+                    defaults.issuer,
+                    env,
+                    parse_issuer,
+                )?,
+                token_ttl_secs: setting(
+                    "token_ttl_secs",
+                    "KEYMESH_TOKEN_TTL_SECS",
+                    parsed.token_ttl_secs,
+                    defaults.token_ttl_secs,
+                    env,
+                    |v| parse_secs(v, 1, MAX_TOKEN_TTL_SECS),
+                )?,
+                refresh_token_ttl_secs: setting(
+                    "refresh_token_ttl_secs",
+                    "KEYMESH_REFRESH_TOKEN_TTL_SECS",
+                    parsed.refresh_token_ttl_secs,
+                    defaults.refresh_token_ttl_secs,
+                    env,
+                    |v| parse_secs(v, 60, MAX_REFRESH_TOKEN_TTL_SECS),
+                )?,
                 key_prefix: validate("key_prefix", key_prefix, parse_key_prefix)?,
-                admin_token: match admin_token.value {
+                admin_token: match admin_token {
                     None => None,
-                    Some(token) => Some(AdminToken::new(&token).map_err(|reason| {
+                    Some((token, origin)) => Some(AdminToken::new(&token).map_err(|reason| {
                         ConfigLoadError::Invalid {
                             field: "admin_token",
-                            origin: admin_token.origin,
+                            origin,
                             reason,
                         }
                     })?),
                 },
                 signing,
                 external_issuers: IssuerSettings {
-                    refresh_secs: validate("issuer_refresh_secs", issuer_refresh, |v| {
-                        parse_secs(v, 10, 86_400)
-                    })?,
-                    refetch_min_secs: validate("issuer_refetch_min_secs", issuer_refetch, |v| {
-                        parse_secs(v, 1, 3_600)
-                    })?,
-                    fetch_timeout: validate("issuer_fetch_timeout_ms", issuer_timeout, |v| {
-                        let ms: u64 = v.trim().parse().map_err(|e| format!("{e}"))?;
-                        if !(100..=60_000).contains(&ms) {
-                            return Err("must be between 100 and 60000 milliseconds".to_owned());
-                        }
-                        Ok(std::time::Duration::from_millis(ms))
-                    })?,
+                    refresh_secs: setting(
+                        "issuer_refresh_secs",
+                        "KEYMESH_ISSUER_REFRESH_SECS",
+                        parsed.issuer_refresh_secs,
+                        issuer_defaults.refresh_secs,
+                        env,
+                        |v| parse_secs(v, 10, 86_400),
+                    )?,
+                    refetch_min_secs: setting(
+                        "issuer_refetch_min_secs",
+                        "KEYMESH_ISSUER_REFETCH_MIN_SECS",
+                        parsed.issuer_refetch_min_secs,
+                        issuer_defaults.refetch_min_secs,
+                        env,
+                        |v| parse_secs(v, 1, 3_600),
+                    )?,
+                    fetch_timeout: setting(
+                        "issuer_fetch_timeout_ms",
+                        "KEYMESH_ISSUER_FETCH_TIMEOUT_MS",
+                        parsed.issuer_fetch_timeout_ms,
+                        issuer_defaults.fetch_timeout.as_millis(),
+                        env,
+                        |v| {
+                            let ms: u64 = v.trim().parse().map_err(|e| format!("{e}"))?;
+                            if !(100..=60_000).contains(&ms) {
+                                return Err("must be between 100 and 60000 milliseconds".to_owned());
+                            }
+                            Ok(std::time::Duration::from_millis(ms))
+                        },
+                    )?,
                 },
             };
         redis_settings::check_key_prefix(&config, key_prefix_origin)?;
@@ -402,11 +433,8 @@ fn parse_issuer(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
-fn parse_ttl(value: &str) -> Result<u64, String> {
-    parse_secs(value, 1, MAX_TOKEN_TTL_SECS)
-}
-
-fn parse_secs(value: &str, min: u64, max: u64) -> Result<u64, String> {
+/// A whole number of seconds from `min` to `max`.
+pub(super) fn parse_secs(value: &str, min: u64, max: u64) -> Result<u64, String> {
     let secs: u64 = value.trim().parse().map_err(|e| format!("{e}"))?;
     if secs < min || secs > max {
         return Err(format!("must be between {min} and {max} seconds"));
