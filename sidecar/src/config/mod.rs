@@ -16,6 +16,7 @@ use crate::support::syntax;
 
 mod issuers;
 mod redis_settings;
+mod setting;
 mod signing;
 
 /// Helpers shared by the configuration tests.
@@ -40,6 +41,8 @@ mod test_support {
 }
 
 pub use issuers::IssuerSettings;
+pub use setting::Origin;
+use setting::{parse_secs, raw, setting, validate, Env};
 pub use signing::SigningConfig;
 
 /// Environment variable naming the configuration file (the `--config` flag takes precedence).
@@ -149,27 +152,6 @@ pub enum ConfigLoadError {
     },
 }
 
-/// Where a configuration value came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// The built-in default.
-    Default,
-    /// The configuration file.
-    File,
-    /// An environment variable.
-    Env(&'static str),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Default => f.write_str("default"),
-            Self::File => f.write_str("config file"),
-            Self::Env(name) => f.write_str(name),
-        }
-    }
-}
-
 /// The file form: every field optional, unknown fields rejected so that a typo is not silently ignored. No `Debug`:
 /// it holds the admin token in clear.
 #[derive(Default, Deserialize)]
@@ -191,51 +173,6 @@ struct ConfigFile {
     issuer_refresh_secs: Option<u64>,
     issuer_refetch_min_secs: Option<u64>,
     issuer_fetch_timeout_ms: Option<u64>,
-}
-
-/// A raw value and where it came from, before validation.
-struct Raw<T> {
-    value: T,
-    origin: Origin,
-}
-
-/// The environment lookup of one load.
-type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// One setting, declared in one place: its field (the TOML key, named in errors), its environment variable, its
-/// default and its parser. The environment wins over the file, the file over the default.
-fn setting<T>(
-    field: &'static str,
-    env_name: &'static str,
-    file_value: Option<impl ToString>,
-    default: impl ToString,
-    env: Env<'_>,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, ConfigLoadError> {
-    validate(field, raw(env_name, file_value, default, env), parse)
-}
-
-/// The raw value of a setting (see [`setting`]) with its origin, for checks that span settings.
-fn raw(
-    env_name: &'static str,
-    file_value: Option<impl ToString>,
-    default: impl ToString,
-    env: Env<'_>,
-) -> Raw<String> {
-    match (env(env_name), file_value) {
-        (Some(value), _) => Raw {
-            value,
-            origin: Origin::Env(env_name),
-        },
-        (None, Some(value)) => Raw {
-            value: value.to_string(),
-            origin: Origin::File,
-        },
-        (None, None) => Raw {
-            value: default.to_string(),
-            origin: Origin::Default,
-        },
-    }
 }
 
 impl Config {
@@ -410,18 +347,6 @@ impl Config {
     }
 }
 
-fn validate<T>(
-    field: &'static str,
-    raw: Raw<String>,
-    parse: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, ConfigLoadError> {
-    parse(&raw.value).map_err(|reason| ConfigLoadError::Invalid {
-        field,
-        origin: raw.origin,
-        reason,
-    })
-}
-
 fn parse_issuer(value: &str) -> Result<String, String> {
     // RFC 8414 §2: an https URL (http is tolerated for the local demo) without query or fragment.
     if !(value.starts_with("https://") || value.starts_with("http://")) {
@@ -431,15 +356,6 @@ fn parse_issuer(value: &str) -> Result<String, String> {
         return Err("must be an absolute URL without query or fragment".to_owned());
     }
     Ok(value.to_owned())
-}
-
-/// A whole number of seconds from `min` to `max`.
-pub(super) fn parse_secs(value: &str, min: u64, max: u64) -> Result<u64, String> {
-    let secs: u64 = value.trim().parse().map_err(|e| format!("{e}"))?;
-    if secs < min || secs > max {
-        return Err(format!("must be between {min} and {max} seconds"));
-    }
-    Ok(secs)
 }
 
 fn parse_key_prefix(value: &str) -> Result<String, String> {

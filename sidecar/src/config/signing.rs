@@ -10,7 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{parse_secs, setting, ConfigLoadError, Env, Origin};
+use super::setting::{parse_secs, setting, Env, Origin};
+use super::ConfigLoadError;
 use crate::support::alg::Alg;
 use crate::support::kek::{Kek, KekSource, KEK_ENV, KEK_FILE_ENV};
 
