@@ -147,3 +147,22 @@ impl ConfigError {
         }
     }
 }
+
+/// Why key material could not be stored in shared data.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DeliveryError {
+    /// The host refused a shared-data write.
+    #[error("cannot write shared data `{key}`: {source}")]
+    Write {
+        /// The shared-data key.
+        key: String,
+        /// What the host said.
+        source: crate::delivery::SharedDataError,
+    },
+    /// The delivery record kept changing under compare-and-swap.
+    #[error("cannot update the key material state in shared data (compare-and-swap kept failing)")]
+    RecordContention,
+    /// A value could not be encoded for storage.
+    #[error("cannot encode `{0}` for shared data")]
+    Encode(&'static str),
+}

@@ -3,13 +3,13 @@
 //! Everything a keymesh filter decides lives here, with no proxy-wasm import: token extraction
 //! ([`extract`]), the JWS signature layer ([`jws`]) over JWK-derived keys ([`jwk`], [`keyset`]), RFC 9068 claim
 //! checks ([`claims`]), per-route policy ([`policy`], [`config`]) and verdicts rendered per RFC 6750
-//! ([`verdict`]). Time is always passed in. The wasm filter is a thin adapter over [`policy::authorize`].
+//! ([`verdict`]), and the filter side of key delivery ([`delivery`]). Time is always passed in. The wasm filter is a thin adapter over [`policy::authorize`].
 #![warn(missing_docs)]
 
 pub mod apikey;
-pub mod bundle;
 pub mod claims;
 pub mod config;
+pub mod delivery;
 pub mod ed25519_verify;
 pub mod error;
 pub mod es256_verify;
@@ -23,8 +23,11 @@ mod strict_json;
 pub mod token_cache;
 pub mod verdict;
 
+/// The bundle wire types under their earlier path (the sidecar imports them from here).
+pub use delivery::wire as bundle;
+
 pub use config::FilterConfig;
-pub use error::{ConfigError, KeyError, TokenError};
+pub use error::{ConfigError, DeliveryError, KeyError, TokenError};
 pub use extract::{Credential, RequestParts};
 pub use keyset::KeySet;
 pub use policy::{authorize, Directory, EmptyDirectory, KeyMaterial};

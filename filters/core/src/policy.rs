@@ -1,8 +1,8 @@
 //! The per-request decision: extract the credential, verify it, check it against the route's rule, and decide.
 
-use crate::bundle::ApiKeyDto;
 use crate::claims::AccessClaims;
 use crate::config::{header_safe, CredentialMode, FilterConfig, Route, WhenStale};
+use crate::delivery::wire::ApiKeyDto;
 use crate::error::TokenError;
 use crate::extract::{credential, Credential, RequestParts};
 use crate::jws;
