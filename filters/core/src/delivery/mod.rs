@@ -26,3 +26,6 @@ pub use fetch::{BundleFetcher, FetchOutcome, FetchRequest};
 pub use record::DeliveryRecord;
 pub use shared_data::{InMemorySharedData, SharedData, SharedDataError, SharedValue};
 pub use store::{MaterialSnapshot, SharedKeyMaterial};
+
+#[cfg(test)]
+mod tests;
