@@ -128,13 +128,9 @@ fn report(filter: &ConfiguredFilter, outcome: &FetchOutcome) {
             puts,
             deletes,
             skipped,
-            version_raced,
         } => {
             for reason in skipped {
                 log::warn!("bundle key left out: {reason}");
-            }
-            if *version_raced {
-                log::warn!("bundle version v{version} raced with another writer");
             }
             host::record(filter.metrics.bundle_version, *version);
             let kind = if *delta { "delta" } else { "full" };

@@ -5,6 +5,12 @@
 //! checks ([`claims`]), per-route policy ([`policy`], [`config`]) and verdicts rendered per RFC 6750
 //! ([`verdict`]), and the filter side of key delivery ([`delivery`]). Time is always passed in. The wasm filter is a thin adapter over [`policy::authorize`].
 #![warn(missing_docs)]
+// No panics in a filter's data path: every index and every arithmetic operation is checked, or carries a local
+// `allow` with the proof next to it. Tests may index and compute freely.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 
 pub mod apikey;
 pub mod claims;

@@ -1,9 +1,10 @@
 //! Applying a fetched bundle (full or delta) to shared data, for every worker.
 //!
-//! Entries first, the issuers and the version next, the delivery record last: a request sees a new version (and
-//! its floor and revoked list) only once everything it names is in place.
+//! Entries first, the issuers next, the delivery record last: a request sees a new version (and its floor and
+//! revoked list) only once everything it names is in place, and a version counts as held only once the record
+//! names it — an apply that failed half-way is applied again by the next bundle.
 
-use crate::delivery::record::{parse_u64, ApiKeyEntry, DeliveryRecord};
+use crate::delivery::record::{ApiKeyEntry, DeliveryRecord};
 use crate::delivery::shared_data::SharedData;
 use crate::delivery::store::SharedKeyMaterial;
 use crate::delivery::wire::{ApiKeyChangesDto, BundleDto, RevokedTokenDto};
@@ -39,12 +40,8 @@ impl ReceivedBundle {
 /// What became of a fetched bundle.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// Now in shared data. `version_raced`: another writer moved the version meanwhile (two fetchers overlapped;
-    /// the record still only ever moves forward).
-    Stored {
-        /// Whether the version key changed between the read and the write.
-        version_raced: bool,
-    },
+    /// Now in shared data.
+    Stored,
     /// Shared data already holds this version or a newer one.
     Stale,
     /// A delta for a version other than the one held: ask for a full bundle next time.
@@ -73,9 +70,7 @@ impl<S: SharedData> SharedKeyMaterial<S> {
     /// Stores a validated bundle (full or delta) for every worker, at `now_ms`.
     pub fn apply(&self, received: ReceivedBundle, now_ms: u64) -> Applied {
         let ReceivedBundle { dto, keys, .. } = received;
-        let stored_version = self.shared.get(&self.keys.version);
-        let cas = stored_version.as_ref().map(|stored| stored.cas);
-        let current = stored_version.and_then(|stored| parse_u64(&stored.bytes));
+        let current = self.shared_version();
         let version = dto.version;
         if current.is_some_and(|held| held >= version) {
             return Applied::Stale;
@@ -88,15 +83,11 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         if let Err(e) = self.store(dto, now_ms) {
             return Applied::Failed(e);
         }
-        let version_raced = self
-            .shared
-            .set(&self.keys.version, version.to_string().as_bytes(), cas)
-            .is_err();
         if let Err(e) = self.advance_record(version, full, revoked_changed, now_ms) {
             return Applied::Failed(e);
         }
         self.remember_keys(Rc::new(keys));
-        Applied::Stored { version_raced }
+        Applied::Stored
     }
 
     /// Writes the API key entries, the revoked list and the issuers of `dto`.

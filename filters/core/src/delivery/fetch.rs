@@ -51,8 +51,6 @@ pub enum FetchOutcome {
         deletes: usize,
         /// Signing keys left out, and why.
         skipped: Skipped,
-        /// Another writer moved the version meanwhile.
-        version_raced: bool,
     },
     /// Shared data already holds this version or a newer one.
     AlreadyHeld,
@@ -176,10 +174,6 @@ impl BundleFetcher {
         body: Option<&[u8]>,
         now_ms: u64,
     ) -> (FetchOutcome, bool) {
-        if matches!(status, Some(200 | 304)) {
-            // A lost freshness update only makes the material look older than it is; the next answer retries.
-            let _ = material.mark_fresh(now_ms);
-        }
         let outcome = match (status, body) {
             (Some(200), Some(body)) => self.accept(material, body, now_ms),
             (Some(200), None) => FetchOutcome::NoBody,
@@ -187,6 +181,15 @@ impl BundleFetcher {
             (Some(status), _) => FetchOutcome::HttpStatus(status),
             (None, _) => FetchOutcome::Unreachable,
         };
+        // Fresh means the sidecar confirmed that shared data holds what it has (an apply records that itself). A
+        // damaged or unusable answer does not: a sidecar serving garbage must not keep old material fresh forever.
+        if matches!(
+            outcome,
+            FetchOutcome::NotModified | FetchOutcome::AlreadyHeld
+        ) {
+            // A lost freshness update only makes the material look older than it is; the next answer retries.
+            let _ = material.mark_fresh(now_ms);
+        }
         let body_handled = matches!(status, Some(200)) && body.is_some();
         let again =
             body_handled && (matches!(outcome, FetchOutcome::Stored { .. }) || self.need_full);
@@ -210,7 +213,7 @@ impl BundleFetcher {
         let deletes = received.dto.api_keys.delete.len();
         let skipped = received.skipped.clone();
         match material.apply(received, now_ms) {
-            Applied::Stored { version_raced } => {
+            Applied::Stored => {
                 self.need_full = false;
                 FetchOutcome::Stored {
                     version,
@@ -218,10 +221,15 @@ impl BundleFetcher {
                     puts,
                     deletes,
                     skipped,
-                    version_raced,
                 }
             }
-            Applied::Stale => FetchOutcome::AlreadyHeld,
+            Applied::Stale => {
+                // The record names this version or a newer one, so a full bundle at it is held in full.
+                if !delta {
+                    self.need_full = false;
+                }
+                FetchOutcome::AlreadyHeld
+            }
             Applied::Mismatch => {
                 self.need_full = true;
                 FetchOutcome::DeltaMismatch

@@ -1,15 +1,17 @@
 //! Key material in shared data, and one worker's parsed copy of it.
 //!
 //! Shared data is shared by all workers of one host, so everything is stored once:
-//! - the issuers part of the bundle (small) under `…/bundle`, with its version under `…/version`; a worker
-//!   re-reads and parses it only when the version moves;
+//! - the issuers part of the bundle (small) under `…/bundle`; a worker re-reads and parses it only when the
+//!   version in the record moves past the keys it holds;
 //! - every API key as its own entry `…/ak/<hash>` ([`ApiKeyEntry`]), so a lookup is one small read whatever the
 //!   number of keys, and a revocation rewrites one entry instead of the whole set;
 //! - the revoked access tokens not yet expired, as one list under `…/revoked`; each worker keeps a parsed copy and
 //!   re-reads it only when the list changes;
-//! - `…/state`: the [`DeliveryRecord`] (version, floor, freshness, revoked-list generation) in one value.
+//! - `…/state`: the [`DeliveryRecord`] (version, floor, freshness, revoked-list generation) in one value. It is
+//!   the commit point: a version counts as held only once the record names it, so an apply that failed half-way
+//!   is simply applied again.
 
-use crate::delivery::record::{parse_u64, ApiKeyEntry, DeliveryRecord};
+use crate::delivery::record::{ApiKeyEntry, DeliveryRecord};
 use crate::delivery::shared_data::SharedData;
 use crate::delivery::wire::{ApiKeyDto, RevokedTokenDto};
 use crate::error::{DeliveryError, KeyError};
@@ -28,7 +30,6 @@ const RECORD_CAS_ATTEMPTS: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SharedKeys {
     pub(crate) bundle: String,
-    pub(crate) version: String,
     pub(crate) record: String,
     pub(crate) revoked: String,
     pub(crate) lease: String,
@@ -44,7 +45,6 @@ impl SharedKeys {
         let base = format!("keymesh.authn.v1/{cluster}{path}");
         Self {
             bundle: format!("{base}/bundle"),
-            version: format!("{base}/version"),
             record: format!("{base}/state"),
             revoked: format!("{base}/revoked"),
             lease: format!("{base}/lease"),
@@ -139,9 +139,9 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         }
     }
 
-    /// The bundle version in shared data, if any bundle has been stored.
+    /// The bundle version in shared data (the record's), if any bundle has been stored.
     pub fn shared_version(&self) -> Option<u64> {
-        parse_u64(&self.shared.get(&self.keys.version)?.bytes)
+        self.record().0.map(|record| record.version)
     }
 
     /// The delivery record and its CAS token.

@@ -65,9 +65,7 @@ fn apply<S: SharedData>(worker: &SharedKeyMaterial<S>, body: &[u8], now_ms: u64)
 }
 
 fn stored() -> Applied {
-    Applied::Stored {
-        version_raced: false,
-    }
+    Applied::Stored
 }
 
 fn has_key<S: SharedData>(worker: &SharedKeyMaterial<S>, hash: &str) -> bool {
@@ -535,4 +533,78 @@ fn two_workers_see_each_others_writes() {
     assert!(a.try_refetch_slot(NOW_MS, 5_000));
     assert!(!b.try_refetch_slot(NOW_MS + 4_999, 5_000));
     assert!(b.try_refetch_slot(NOW_MS + 5_000, 5_000));
+}
+
+#[test]
+fn an_apply_that_failed_half_way_is_applied_again_without_a_fetch_loop() {
+    // The record is the commit point: when its update fails, the version does not count as held, so the full
+    // bundle asked for next is applied (before, the version key had already moved: the full bundle was "stale",
+    // the need for a full bundle never cleared, and the root asked again at once, forever).
+    let contended = ContendedRecord {
+        inner: InMemorySharedData::new(),
+        conflicts: Cell::new(0),
+    };
+    let material = SharedKeyMaterial::new(contended, "sidecar", "/v1/bundle");
+    let mut fetcher = BundleFetcher::new(material.register_root());
+    let config = sidecar();
+    let exp = now_secs() + 3600;
+    fetcher.answered(&material, Some(200), Some(&full(1, &["k1"], &[])), NOW_MS);
+    material.shared.conflicts.set(100);
+    let changes = delta(1, 2, &[], &["k1"], &[revoked("r1", exp)]);
+    let (outcome, again) = fetcher.answered(&material, Some(200), Some(&changes), NOW_MS);
+    assert_eq!(
+        outcome,
+        FetchOutcome::StoreFailed(DeliveryError::RecordContention)
+    );
+    assert!(again);
+    material.shared.conflicts.set(0);
+    let request = fetcher.next_request(&material, &config, NOW_MS).unwrap();
+    assert_eq!(request.if_none_match, None, "a full bundle is asked for");
+    let resync = full(2, &[], &[revoked("r1", exp)]);
+    let (outcome, again) = fetcher.answered(&material, Some(200), Some(&resync), NOW_MS);
+    assert!(
+        matches!(outcome, FetchOutcome::Stored { version: 2, .. }),
+        "{outcome:?}"
+    );
+    assert!(again);
+    let (outcome, again) = fetcher.answered(&material, Some(304), None, NOW_MS);
+    assert_eq!(outcome, FetchOutcome::NotModified);
+    assert!(!again);
+    let request = fetcher.next_request(&material, &config, NOW_MS).unwrap();
+    assert_eq!(request.if_none_match.as_deref(), Some("\"2\""));
+    let snapshot = material.snapshot();
+    assert!(
+        snapshot.is_revoked("r1"),
+        "the revoked list's generation moved"
+    );
+    assert!(snapshot.api_key("k1").is_none());
+}
+
+#[test]
+fn only_an_answer_that_confirms_the_material_keeps_it_fresh() {
+    let shared = InMemorySharedData::new();
+    let material = worker(&shared);
+    let mut fetcher = BundleFetcher::new(material.register_root());
+    fetcher.answered(&material, Some(200), Some(&full(3, &[], &[])), NOW_MS);
+    let later = NOW_MS + 100_000;
+    // A sidecar answering garbage (or a delta it cannot apply) has not confirmed anything.
+    fetcher.answered(&material, Some(200), Some(b"not json"), later);
+    fetcher.answered(&material, Some(200), None, later);
+    fetcher.answered(
+        &material,
+        Some(200),
+        Some(&delta(1, 4, &[], &[], &[])),
+        later,
+    );
+    fetcher.answered(&material, Some(500), None, later);
+    fetcher.answered(&material, None, None, later);
+    assert_eq!(material.age_ms(later), 100_000);
+    // The version held, again or as 304: fresh (and the full bundle asked for after the mismatch is held, so no
+    // further fetch at once).
+    let (outcome, again) = fetcher.answered(&material, Some(200), Some(&full(3, &[], &[])), later);
+    assert_eq!(outcome, FetchOutcome::AlreadyHeld);
+    assert!(!again);
+    assert_eq!(material.age_ms(later), 0);
+    fetcher.answered(&material, Some(304), None, later + 5_000);
+    assert_eq!(material.age_ms(later + 5_000), 0);
 }
