@@ -271,7 +271,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
             "must be at most 60",
         )?;
         require(
-            s.max_age_secs > s.long_poll_secs + s.timeout_ms / 1000
+            s.max_age_secs > s.long_poll_secs.saturating_add(s.timeout_ms / 1000)
                 && s.max_age_secs <= 30 * 86_400,
             "sidecar.max_age_secs",
             "must exceed long_poll_secs plus the timeout, and be at most 30 days",

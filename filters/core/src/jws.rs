@@ -81,7 +81,11 @@ pub fn verify<'k>(token: &str, keys: &'k KeySet) -> Result<VerifiedJws<'k>, Toke
     let mut any = None;
     let payload = decode(p)?;
     let signature = decode(s)?;
-    let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
+    // Exactly three segments, so the signing input `h.p` is everything before the last dot.
+    let Some((signing_input, _)) = token.rsplit_once('.') else {
+        return Err(TokenError::Malformed("not three segments"));
+    };
+    let signing_input = signing_input.as_bytes();
     for candidate in matching {
         any = Some(candidate);
         if candidate.key().verify(signing_input, &signature) {
