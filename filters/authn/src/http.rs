@@ -4,7 +4,7 @@ use crate::host;
 use crate::root::ConfiguredFilter;
 use keymesh_core::policy::unknown_external_kid;
 use keymesh_core::verdict::IDENTITY_HEADERS;
-use keymesh_core::{authorize, Denial, DenyReason, RequestParts, TokenError, Verdict};
+use keymesh_core::{authorize, CredentialError, Denial, DenyReason, RequestParts, Verdict};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -104,7 +104,10 @@ impl HttpContext for AuthnHttp {
                 Action::Continue
             }
             Verdict::Deny(denial) => {
-                if matches!(denial.reason, DenyReason::Token(TokenError::UnknownKid)) {
+                if matches!(
+                    denial.reason,
+                    DenyReason::Token(CredentialError::UnknownKid)
+                ) {
                     if let Some(kid) = snapshot
                         .keys()
                         .and_then(|keys| unknown_external_kid(&filter.config, &request, keys))

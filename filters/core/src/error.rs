@@ -5,9 +5,9 @@
 
 use thiserror::Error;
 
-/// Why a presented bearer token was not accepted.
+/// Why a presented credential (bearer token or API key) was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum TokenError {
+pub enum CredentialError {
     /// No credential was presented where one is required.
     #[error("no access token")]
     Missing,
@@ -125,7 +125,7 @@ pub enum KeyError {
 
 /// Why a filter configuration was refused. Each variant names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ConfigError {
+pub enum FilterConfigError {
     /// The configuration is not valid JSON of the expected shape (serde's message names the field).
     #[error("invalid configuration: {0}")]
     Syntax(String),
@@ -139,7 +139,7 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
+impl FilterConfigError {
     pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Field {
             field: field.into(),

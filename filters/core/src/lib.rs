@@ -33,7 +33,7 @@ pub mod verdict;
 pub use delivery::wire as bundle;
 
 pub use config::FilterConfig;
-pub use error::{ConfigError, DeliveryError, KeyError, TokenError};
+pub use error::{CredentialError, DeliveryError, FilterConfigError, KeyError};
 pub use extract::{Credential, RequestParts};
 pub use keyset::KeySet;
 pub use policy::{authorize, Directory, EmptyDirectory, KeyMaterial};
