@@ -2,8 +2,9 @@
 //!
 //! Everything a keymesh filter decides lives here, with no proxy-wasm import: token extraction
 //! ([`extract`]), the JWS signature layer ([`jws`]) over JWK-derived keys ([`jwk`], [`keyset`]), RFC 9068 claim
-//! checks ([`claims`]), per-route policy ([`policy`], [`config`]) and verdicts rendered per RFC 6750
-//! ([`verdict`]), and the filter side of key delivery ([`delivery`]). Time is always passed in. The wasm filter is a thin adapter over [`policy::authorize`].
+//! checks ([`claims`]), per-route policy ([`policy`], [`config`]), verdicts rendered per RFC 6750 ([`verdict`]), and
+//! the filter side of key delivery ([`delivery`]). Time is always passed in. The wasm filter is a thin adapter over
+//! [`policy::authorize`] and [`delivery`].
 #![warn(missing_docs)]
 // No panics in a filter's data path: every index and every arithmetic operation is checked, or carries a local
 // `allow` with the proof next to it. Tests may index and compute freely.
