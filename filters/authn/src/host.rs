@@ -1,6 +1,7 @@
 //! The one place that calls proxy-wasm host functions. Every call returns a `Result` (or a neutral value), so a
 //! host error never becomes a panic in the data path.
 
+use keymesh_core::delivery::{SharedData, SharedDataError, SharedValue};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
@@ -79,12 +80,27 @@ pub(crate) fn call_response_body(size: usize) -> Option<Vec<u8>> {
         .flatten()
 }
 
-pub(crate) fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-    hostcalls::get_shared_data(key).unwrap_or((None, None))
-}
+/// Envoy shared data (per `vm_id`, shared by all worker VMs) as core's [`SharedData`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HostSharedData;
 
-pub(crate) fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
-    hostcalls::set_shared_data(key, Some(value), cas)
+impl SharedData for HostSharedData {
+    fn get(&self, key: &str) -> Option<SharedValue> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(bytes), cas)) => Some(SharedValue {
+                bytes,
+                cas: cas.unwrap_or(0),
+            }),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|status| match status {
+            Status::CasMismatch => SharedDataError::CasMismatch,
+            _ => SharedDataError::Refused,
+        })
+    }
 }
 
 pub(crate) fn plugin_configuration() -> Option<Vec<u8>> {

@@ -279,3 +279,36 @@ fn stale_key_material_fails_closed_and_recovers() -> Result<(), HostError> {
     );
     crate::finish(vm)
 }
+
+#[test]
+fn damaged_answers_do_not_keep_key_material_fresh() -> Result<(), HostError> {
+    let config = r#"{"sidecar":{"cluster":"keymesh_sidecar","max_age_secs":60},"routes":[
+        {"prefix":"/strict","audience":"https://orders.local"}]}"#;
+    let mut vm = vm(config, &SharedStore::new())?;
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(1)))?;
+    let token = bearer(&fixture().token(Alg::EdDsa, &claims(&["https://orders.local"], "")));
+    // The sidecar answers every fetch for a little over a minute, but with a body that is not a bundle: it has not
+    // confirmed the keys held, so they go stale as if it had not answered at all.
+    for _ in 0..62 {
+        for call in vm.pending_http_calls() {
+            vm.respond_to_http_call(call.token, HttpResponse::new(200).body("not json"))?;
+        }
+        vm.advance_time(Duration::from_secs(1))?;
+    }
+    for call in vm.pending_http_calls() {
+        vm.respond_to_http_call(call.token, HttpResponse::new(200).body("not json"))?;
+    }
+    assert!(vm
+        .counter("keymesh.authn.bundle_rejected")
+        .is_some_and(|n| n > 1));
+    assert_eq!(
+        request(&mut vm, "/strict/1", &[("authorization", &token)])?.status(),
+        503
+    );
+    tick_and_answer(&mut vm, HttpResponse::new(304))?;
+    assert_eq!(
+        request(&mut vm, "/strict/1", &[("authorization", &token)])?.status(),
+        200
+    );
+    crate::finish(vm)
+}
