@@ -17,7 +17,9 @@ use crate::http;
 use crate::launch::{proxy_ports, Launcher};
 use crate::machine::{self, Machine};
 use crate::prepare::{now_secs, BENCH_AUDIENCE};
-use crate::process::{clock_ticks_per_sec, cpu_ticks, free_port, rss_kib, PidFile, Process};
+use crate::process::{
+    self, clock_ticks_per_sec, cpu_ticks, free_port, rss_kib, PidFile, Process, Supervised,
+};
 use crate::stats::{pairwise_ratio, spread, Spread};
 use crate::wrk::{self, WrkReport, WrkSettings, WrkTarget};
 use anyhow::{bail, Context, Result};
@@ -561,7 +563,7 @@ impl KeyCtx {
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--disable-hot-restart", "-l", "info"]);
         let started = Instant::now();
-        let process = Process::start(
+        let process = process::start(
             &format!("envoy-apikeys-{}{tag}", variant.name()),
             &self.launcher.work,
             cmd,
@@ -613,7 +615,7 @@ impl KeyCtx {
                     "{} did not accept the last key within {:?}; last answer: {last}\nend of {}:\n{}",
                     proxy.variant.name(),
                     self.opts.deliver_timeout,
-                    proxy.process.log.display(),
+                    proxy.process.log_path().display(),
                     proxy.process.log_tail(30)
                 );
             }
@@ -637,7 +639,7 @@ impl KeyCtx {
                 bail!(
                     "{}: a {what} request got {status}, expected {expected}:\n{head}\nend of {}:\n{}",
                     proxy.variant.name(),
-                    proxy.process.log.display(),
+                    proxy.process.log_path().display(),
                     proxy.process.log_tail(30)
                 );
             }
@@ -760,7 +762,7 @@ impl KeyCtx {
                 cell.case.name(),
                 report.requests,
                 self.launcher.work.display(),
-                proxy.process.log.display()
+                proxy.process.log_path().display()
             );
         }
         let cpu_secs = (cpu_after - cpu_before) as f64 / self.ticks_per_sec as f64;

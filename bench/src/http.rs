@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// GET `path` on `127.0.0.1:port` with an optional bearer token; returns the status and the raw head.
 pub(crate) fn get(port: u16, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
-    let auth = bearer.map(|token| format!("Bearer {token}"));
+    let auth = bearer.map(keymesh_test_support::bearer);
     let headers: Vec<(&str, &str)> = auth
         .as_deref()
         .map(|a| ("authorization", a))

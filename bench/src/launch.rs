@@ -1,7 +1,7 @@
 //! Writing, validating and starting Envoy processes.
 
 use crate::http;
-use crate::process::{free_port, PidFile, Process};
+use crate::process::{self, free_port, PidFile, Process, Supervised};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -91,7 +91,7 @@ impl Launcher {
             .arg(config)
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--disable-hot-restart", "-l", "info"]);
-        let mut process = Process::start(name, &self.work, cmd, &self.pids)?;
+        let mut process = process::start(name, &self.work, cmd, &self.pids)?;
         let ready = http::wait_for_status(
             &format!("{name} /ready"),
             admin,
@@ -103,7 +103,7 @@ impl Launcher {
         if let Err(e) = ready {
             let tail = process.log_tail(40);
             process.ensure_running()?;
-            bail!("{e}\nend of {}:\n{tail}", process.log.display());
+            bail!("{e}\nend of {}:\n{tail}", process.log_path().display());
         }
         Ok(RunningEnvoy { process })
     }

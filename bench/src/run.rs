@@ -7,7 +7,7 @@ use crate::launch::{proxy_ports, Launcher, RunningEnvoy};
 use crate::machine::{self, Machine};
 use crate::matrix::{schedule, Cell, TokenCase, Variant, Workload};
 use crate::prepare::{first_token, load_manifest, Manifest};
-use crate::process::{clock_ticks_per_sec, cpu_ticks, free_port, rss_kib, PidFile};
+use crate::process::{clock_ticks_per_sec, cpu_ticks, free_port, rss_kib, PidFile, Supervised};
 use crate::report::{CellResult, MemoryRow, Results, Settings};
 use crate::wrk::{self, WrkSettings, WrkTarget};
 use anyhow::{bail, Context, Result};
@@ -178,7 +178,7 @@ impl Ctx {
             if status != expected {
                 bail!(
                     "{name}: a {what} request got {status}, expected {expected}:\n{head}\nend of {}:\n{}",
-                    proxy.envoy.process.log.display(),
+                    proxy.envoy.process.log_path().display(),
                     proxy.envoy.process.log_tail(30)
                 );
             }
@@ -258,7 +258,7 @@ impl Ctx {
                 w.label(),
                 report.requests,
                 self.launcher.work.display(),
-                proxy.envoy.process.log.display()
+                proxy.envoy.process.log_path().display()
             );
         }
         let cpu_secs = (cpu_after - cpu_before) as f64 / self.ticks_per_sec as f64;
