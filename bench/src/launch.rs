@@ -79,19 +79,7 @@ impl Launcher {
         concurrency: u32,
         cpus: Option<&str>,
     ) -> Result<RunningEnvoy> {
-        let mut cmd = match cpus {
-            Some(cpus) => {
-                let mut c = Command::new("taskset");
-                c.args(["-c", cpus]).arg(&self.envoy);
-                c
-            }
-            None => Command::new(&self.envoy),
-        };
-        cmd.arg("-c")
-            .arg(config)
-            .args(["--concurrency", &concurrency.to_string()])
-            .args(["--disable-hot-restart", "-l", "info"]);
-        let mut process = process::start(name, &self.work, cmd, &self.pids)?;
+        let mut process = self.spawn(name, config, concurrency, cpus)?;
         let ready = http::wait_for_status(
             &format!("{name} /ready"),
             admin,
@@ -106,5 +94,28 @@ impl Launcher {
             bail!("{e}\nend of {}:\n{tail}", process.log_path().display());
         }
         Ok(RunningEnvoy { process })
+    }
+
+    /// Starts Envoy on `config` (pinned to `cpus` with taskset if given) without waiting for anything.
+    pub(crate) fn spawn(
+        &self,
+        name: &str,
+        config: &Path,
+        concurrency: u32,
+        cpus: Option<&str>,
+    ) -> Result<Process> {
+        let mut cmd = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(&self.envoy);
+                c
+            }
+            None => Command::new(&self.envoy),
+        };
+        cmd.arg("-c")
+            .arg(config)
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--disable-hot-restart", "-l", "info"]);
+        process::start(name, &self.work, cmd, &self.pids)
     }
 }

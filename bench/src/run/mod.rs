@@ -1,5 +1,10 @@
 //! `run`: one Envoy per variant on the same binary and the same upstream, correctness checked before anything
 //! is measured, then every cell of the interleaved schedule measured with wrk, then per-worker VM memory.
+//!
+//! A cell is measured the same way for both matrices ([`Meter`]); the API-key run (`run-api-keys`) adds its
+//! delivery-time phase in [`api_keys`].
+
+pub(crate) mod api_keys;
 
 use crate::envoy::{self, ProxyInputs, UpstreamPorts};
 use crate::http;
@@ -7,8 +12,10 @@ use crate::launch::{proxy_ports, Launcher, RunningEnvoy};
 use crate::machine::{self, Machine};
 use crate::matrix::{schedule, Cell, TokenCase, Variant, Workload};
 use crate::prepare::{first_token, load_manifest, Manifest};
-use crate::process::{clock_ticks_per_sec, cpu_ticks, free_port, rss_kib, PidFile, Supervised};
-use crate::report::{CellResult, MemoryRow, Results, Settings};
+use crate::process::{
+    clock_ticks_per_sec, cpu_ticks, free_port, rss_kib, PidFile, Process, Supervised,
+};
+use crate::report::{CellResult, Measured, MemoryRow, Results, Settings};
 use crate::wrk::{self, WrkSettings, WrkTarget};
 use anyhow::{bail, Context, Result};
 use keymesh_testkit::Alg;
@@ -191,6 +198,18 @@ impl Ctx {
         Ok(())
     }
 
+    fn meter(&self) -> Meter<'_> {
+        Meter {
+            launcher: &self.launcher,
+            data: &self.opts.data,
+            script: &self.script,
+            wrk: &self.opts.wrk,
+            ticks_per_sec: self.ticks_per_sec,
+            duration: self.opts.duration,
+            cell_warmup: self.opts.cell_warmup,
+        }
+    }
+
     fn wrk(
         &self,
         duration: Duration,
@@ -198,81 +217,39 @@ impl Ctx {
         port: u16,
         log: &str,
     ) -> Result<wrk::WrkReport> {
-        let pool = self.opts.data.join(workload.pool_file());
-        let target = WrkTarget {
-            script: &self.script,
-            pool: &pool,
-            port,
-        };
-        let (report, _) = wrk::run(
-            &self.opts.wrk,
-            duration,
-            target,
-            &self.launcher.work,
-            log,
-            &self.launcher.pids,
-        )?;
-        Ok(report)
+        self.meter().wrk(duration, &workload.pool_file(), port, log)
     }
 
     /// Warm-up, then the measured run with Envoy's CPU time and RSS sampled around it.
     fn measure(&self, proxy: &mut Proxy, cell: Cell) -> Result<CellResult> {
         let w = cell.workload;
-        if !self.opts.cell_warmup.is_zero() {
-            self.wrk(self.opts.cell_warmup, w, proxy.listen, "wrk-warmup")?;
-        }
-        proxy.envoy.process.ensure_running()?;
-        let pid = proxy.envoy.pid();
-        let counters_before = filter_counters(proxy.admin, "jwt_authn")?;
-        let rss_warm_kib = rss_kib(pid)?;
-        let cpu_before = cpu_ticks(pid)?;
-        let log = format!(
-            "wrk-r{}-{}-{}-{}",
-            cell.rep,
-            cell.variant,
-            crate::matrix::alg_slug(w.alg),
-            w.case.name()
-        );
-        let report = self.wrk(self.opts.duration, w, proxy.listen, &log)?;
-        let cpu_after = cpu_ticks(pid)?;
-        let rss_end_kib = rss_kib(pid)?;
-        let counters = counter_deltas(
-            &counters_before,
-            &filter_counters(proxy.admin, "jwt_authn")?,
-        );
-        let expected = if cell.variant.authenticates() {
-            w.case.expected_status()
-        } else {
-            200
-        };
-        let refused = report.non_2xx;
-        let wrong = if expected == 200 {
-            refused
-        } else {
-            report.requests - refused.min(report.requests)
-        };
-        if wrong > 0 || report.requests == 0 {
-            bail!(
-                "{} under {}: {wrong} of {} responses were not {expected} (see {}/{log}.log and {})",
+        let spec = CellSpec {
+            label: format!("{} under {}", cell.variant, w.label()),
+            pool_file: w.pool_file(),
+            native: "jwt_authn",
+            expected: if cell.variant.authenticates() {
+                w.case.expected_status()
+            } else {
+                200
+            },
+            warmup_log: "wrk-warmup",
+            log: format!(
+                "wrk-r{}-{}-{}-{}",
+                cell.rep,
                 cell.variant,
-                w.label(),
-                report.requests,
-                self.launcher.work.display(),
-                proxy.envoy.process.log_path().display()
-            );
-        }
-        let cpu_secs = (cpu_after - cpu_before) as f64 / self.ticks_per_sec as f64;
+                crate::matrix::alg_slug(w.alg),
+                w.case.name()
+            ),
+        };
+        let measured =
+            self.meter()
+                .measure(&mut proxy.envoy.process, proxy.listen, proxy.admin, &spec)?;
         Ok(CellResult {
             rep: cell.rep,
             variant: cell.variant,
             alg: w.alg.name().to_owned(),
             case: w.case,
-            cpu_us_per_req: cpu_secs * 1e6 / report.requests as f64,
-            envoy_cpu_share: cpu_secs / report.duration_secs,
-            rss_warm_kib,
-            rss_end_kib,
-            counters,
-            wrk: report,
+            measured,
         })
     }
 
@@ -322,6 +299,113 @@ impl Ctx {
             concurrency,
             rss_none_kib: none,
             rss_keymesh_kib: keymesh,
+        })
+    }
+}
+
+/// What measuring one cell takes, for either matrix: wrk on a pool of the prepared data, Envoy's CPU time and
+/// RSS around the run, the filters' counters, and a check that every answer was the expected one.
+pub(crate) struct Meter<'a> {
+    pub(crate) launcher: &'a Launcher,
+    /// The prepared data directory (pool files are relative to it).
+    pub(crate) data: &'a Path,
+    /// The wrk script.
+    pub(crate) script: &'a Path,
+    pub(crate) wrk: &'a WrkSettings,
+    pub(crate) ticks_per_sec: u64,
+    /// Measured time per cell.
+    pub(crate) duration: Duration,
+    /// Load before each measured cell, with that cell's pool.
+    pub(crate) cell_warmup: Duration,
+}
+
+/// One cell as the [`Meter`] sees it.
+pub(crate) struct CellSpec {
+    /// `VARIANT under WORKLOAD`, for errors.
+    pub(crate) label: String,
+    /// The pool wrk cycles through, relative to the data directory.
+    pub(crate) pool_file: String,
+    /// The stats prefix of the native filter whose counters are read (`jwt_authn`, `api_key_auth`).
+    pub(crate) native: &'static str,
+    /// The status every answer must have.
+    pub(crate) expected: u16,
+    /// The wrk log of the cell warm-up, and of the measured run.
+    pub(crate) warmup_log: &'static str,
+    pub(crate) log: String,
+}
+
+impl Meter<'_> {
+    /// Runs wrk for `duration` against `port` with the pool `pool_file`; its output goes to `<work>/<log>.log`.
+    pub(crate) fn wrk(
+        &self,
+        duration: Duration,
+        pool_file: &str,
+        port: u16,
+        log: &str,
+    ) -> Result<wrk::WrkReport> {
+        let pool = self.data.join(pool_file);
+        let target = WrkTarget {
+            script: self.script,
+            pool: &pool,
+            port,
+        };
+        let (report, _) = wrk::run(
+            self.wrk,
+            duration,
+            target,
+            &self.launcher.work,
+            log,
+            &self.launcher.pids,
+        )?;
+        Ok(report)
+    }
+
+    /// Warm-up, then the measured run with Envoy's CPU time and RSS sampled around it; fails if any answer was
+    /// not `spec.expected`.
+    pub(crate) fn measure(
+        &self,
+        envoy: &mut Process,
+        listen: u16,
+        admin: u16,
+        spec: &CellSpec,
+    ) -> Result<Measured> {
+        if !self.cell_warmup.is_zero() {
+            self.wrk(self.cell_warmup, &spec.pool_file, listen, spec.warmup_log)?;
+        }
+        envoy.ensure_running()?;
+        let pid = envoy.pid();
+        let counters_before = filter_counters(admin, spec.native)?;
+        let rss_warm_kib = rss_kib(pid)?;
+        let cpu_before = cpu_ticks(pid)?;
+        let report = self.wrk(self.duration, &spec.pool_file, listen, &spec.log)?;
+        let cpu_after = cpu_ticks(pid)?;
+        let rss_end_kib = rss_kib(pid)?;
+        let counters = counter_deltas(&counters_before, &filter_counters(admin, spec.native)?);
+        let expected = spec.expected;
+        let refused = report.non_2xx;
+        let wrong = if expected == 200 {
+            refused
+        } else {
+            report.requests - refused.min(report.requests)
+        };
+        if wrong > 0 || report.requests == 0 {
+            bail!(
+                "{}: {wrong} of {} responses were not {expected} (see {}/{}.log and {})",
+                spec.label,
+                report.requests,
+                self.launcher.work.display(),
+                spec.log,
+                envoy.log_path().display()
+            );
+        }
+        let cpu_secs = (cpu_after - cpu_before) as f64 / self.ticks_per_sec as f64;
+        Ok(Measured {
+            cpu_us_per_req: cpu_secs * 1e6 / report.requests as f64,
+            envoy_cpu_share: cpu_secs / report.duration_secs,
+            rss_warm_kib,
+            rss_end_kib,
+            counters,
+            wrk: report,
         })
     }
 }
@@ -463,7 +547,7 @@ pub(crate) fn run(mut opts: RunOptions) -> Result<Results> {
             .find(|p| p.variant == cell.variant)
             .context("no proxy for a scheduled variant")?;
         let result = ctx.measure(proxy, *cell)?;
-        let errors = result.wrk.socket_errors;
+        let errors = result.measured.wrk.socket_errors;
         let errors = if errors.total() > 0 {
             format!("  socket errors {errors:?}")
         } else {
@@ -476,10 +560,10 @@ pub(crate) fn run(mut opts: RunOptions) -> Result<Results> {
             cell.rep + 1,
             cell.variant.name(),
             cell.workload.label(),
-            result.wrk.rps,
-            result.wrk.p50_us,
-            result.wrk.p99_us,
-            result.cpu_us_per_req
+            result.measured.wrk.rps,
+            result.measured.wrk.p50_us,
+            result.measured.wrk.p99_us,
+            result.measured.cpu_us_per_req
         );
         results.push(result);
     }
