@@ -206,11 +206,11 @@ impl AuthorizeRequest {
             pairs.push(("code_challenge".into(), challenge.clone()));
             pairs.push(("code_challenge_method".into(), "S256".into()));
         }
-        pairs
+        let pairs: Vec<(&str, &str)> = pairs
             .iter()
-            .map(|(n, v)| format!("{}={}", form_urlencode(n), form_urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&")
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        keymesh_test_support::form(&pairs)
     }
 }
 

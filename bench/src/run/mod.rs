@@ -1,5 +1,13 @@
 //! `run`: one Envoy per variant on the same binary and the same upstream, correctness checked before anything
 //! is measured, then every cell of the interleaved schedule measured with wrk, then per-worker VM memory.
+//!
+//! A cell is measured the same way for both matrices ([`Meter`]); the API-key run (`run-api-keys`) adds its
+//! delivery-time phase in [`api_keys`].
+
+pub(crate) mod api_keys;
+mod meter;
+
+pub(crate) use meter::{CellSpec, Meter};
 
 use crate::envoy::{self, ProxyInputs, UpstreamPorts};
 use crate::http;
@@ -7,9 +15,9 @@ use crate::launch::{proxy_ports, Launcher, RunningEnvoy};
 use crate::machine::{self, Machine};
 use crate::matrix::{schedule, Cell, TokenCase, Variant, Workload};
 use crate::prepare::{first_token, load_manifest, Manifest};
-use crate::process::{clock_ticks_per_sec, cpu_ticks, free_port, rss_kib, PidFile};
+use crate::process::{clock_ticks_per_sec, free_port, rss_kib, PidFile};
 use crate::report::{CellResult, MemoryRow, Results, Settings};
-use crate::wrk::{self, WrkSettings, WrkTarget};
+use crate::wrk::{self, WrkSettings};
 use anyhow::{bail, Context, Result};
 use keymesh_testkit::Alg;
 use std::collections::BTreeMap;
@@ -178,7 +186,7 @@ impl Ctx {
             if status != expected {
                 bail!(
                     "{name}: a {what} request got {status}, expected {expected}:\n{head}\nend of {}:\n{}",
-                    proxy.envoy.process.log.display(),
+                    proxy.envoy.process.log_path().display(),
                     proxy.envoy.process.log_tail(30)
                 );
             }
@@ -191,6 +199,18 @@ impl Ctx {
         Ok(())
     }
 
+    fn meter(&self) -> Meter<'_> {
+        Meter {
+            launcher: &self.launcher,
+            data: &self.opts.data,
+            script: &self.script,
+            wrk: &self.opts.wrk,
+            ticks_per_sec: self.ticks_per_sec,
+            duration: self.opts.duration,
+            cell_warmup: self.opts.cell_warmup,
+        }
+    }
+
     fn wrk(
         &self,
         duration: Duration,
@@ -198,81 +218,39 @@ impl Ctx {
         port: u16,
         log: &str,
     ) -> Result<wrk::WrkReport> {
-        let pool = self.opts.data.join(workload.pool_file());
-        let target = WrkTarget {
-            script: &self.script,
-            pool: &pool,
-            port,
-        };
-        let (report, _) = wrk::run(
-            &self.opts.wrk,
-            duration,
-            target,
-            &self.launcher.work,
-            log,
-            &self.launcher.pids,
-        )?;
-        Ok(report)
+        self.meter().wrk(duration, &workload.pool_file(), port, log)
     }
 
     /// Warm-up, then the measured run with Envoy's CPU time and RSS sampled around it.
     fn measure(&self, proxy: &mut Proxy, cell: Cell) -> Result<CellResult> {
         let w = cell.workload;
-        if !self.opts.cell_warmup.is_zero() {
-            self.wrk(self.opts.cell_warmup, w, proxy.listen, "wrk-warmup")?;
-        }
-        proxy.envoy.process.ensure_running()?;
-        let pid = proxy.envoy.pid();
-        let counters_before = filter_counters(proxy.admin, "jwt_authn")?;
-        let rss_warm_kib = rss_kib(pid)?;
-        let cpu_before = cpu_ticks(pid)?;
-        let log = format!(
-            "wrk-r{}-{}-{}-{}",
-            cell.rep,
-            cell.variant,
-            crate::matrix::alg_slug(w.alg),
-            w.case.name()
-        );
-        let report = self.wrk(self.opts.duration, w, proxy.listen, &log)?;
-        let cpu_after = cpu_ticks(pid)?;
-        let rss_end_kib = rss_kib(pid)?;
-        let counters = counter_deltas(
-            &counters_before,
-            &filter_counters(proxy.admin, "jwt_authn")?,
-        );
-        let expected = if cell.variant.authenticates() {
-            w.case.expected_status()
-        } else {
-            200
-        };
-        let refused = report.non_2xx;
-        let wrong = if expected == 200 {
-            refused
-        } else {
-            report.requests - refused.min(report.requests)
-        };
-        if wrong > 0 || report.requests == 0 {
-            bail!(
-                "{} under {}: {wrong} of {} responses were not {expected} (see {}/{log}.log and {})",
+        let spec = CellSpec {
+            label: format!("{} under {}", cell.variant, w.label()),
+            pool_file: w.pool_file(),
+            native: "jwt_authn",
+            expected: if cell.variant.authenticates() {
+                w.case.expected_status()
+            } else {
+                200
+            },
+            warmup_log: "wrk-warmup",
+            log: format!(
+                "wrk-r{}-{}-{}-{}",
+                cell.rep,
                 cell.variant,
-                w.label(),
-                report.requests,
-                self.launcher.work.display(),
-                proxy.envoy.process.log.display()
-            );
-        }
-        let cpu_secs = (cpu_after - cpu_before) as f64 / self.ticks_per_sec as f64;
+                crate::matrix::alg_slug(w.alg),
+                w.case.name()
+            ),
+        };
+        let measured =
+            self.meter()
+                .measure(&mut proxy.envoy.process, proxy.listen, proxy.admin, &spec)?;
         Ok(CellResult {
             rep: cell.rep,
             variant: cell.variant,
             alg: w.alg.name().to_owned(),
             case: w.case,
-            cpu_us_per_req: cpu_secs * 1e6 / report.requests as f64,
-            envoy_cpu_share: cpu_secs / report.duration_secs,
-            rss_warm_kib,
-            rss_end_kib,
-            counters,
-            wrk: report,
+            measured,
         })
     }
 
@@ -331,43 +309,6 @@ struct Proxy {
     envoy: RunningEnvoy,
     listen: u16,
     admin: u16,
-}
-
-/// The filters' own counters, named without their prefixes (`keymesh.denied.bad_signature`,
-/// `jwt_authn.jwt_cache_hit`): keymesh's and those of the native filter whose stats prefix is `native`.
-pub(crate) fn filter_counters(admin: u16, native: &str) -> Result<BTreeMap<String, u64>> {
-    let stats = http::stats(
-        admin,
-        &format!(r"^(wasmcustom\.keymesh\.authn|http\.bench\.{native})\."),
-    )?;
-    let native_prefix = format!("http.bench.{native}.");
-    Ok(stats
-        .into_iter()
-        .filter_map(|(name, v)| {
-            let short = name
-                .strip_prefix("wasmcustom.keymesh.authn.")
-                .map(|n| format!("keymesh.{n}"))
-                .or_else(|| {
-                    name.strip_prefix(&native_prefix)
-                        .map(|n| format!("{native}.{n}"))
-                })?;
-            Some((short, v))
-        })
-        .collect())
-}
-
-/// What changed between two readings of [`filter_counters`] (gauges such as `keymesh.bundle_version` drop out).
-fn counter_deltas(
-    before: &BTreeMap<String, u64>,
-    after: &BTreeMap<String, u64>,
-) -> BTreeMap<String, u64> {
-    after
-        .iter()
-        .filter_map(|(name, &v)| {
-            let d = v.saturating_sub(before.get(name).copied().unwrap_or(0));
-            (d > 0).then(|| (name.clone(), d))
-        })
-        .collect()
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -463,7 +404,7 @@ pub(crate) fn run(mut opts: RunOptions) -> Result<Results> {
             .find(|p| p.variant == cell.variant)
             .context("no proxy for a scheduled variant")?;
         let result = ctx.measure(proxy, *cell)?;
-        let errors = result.wrk.socket_errors;
+        let errors = result.measured.wrk.socket_errors;
         let errors = if errors.total() > 0 {
             format!("  socket errors {errors:?}")
         } else {
@@ -476,10 +417,10 @@ pub(crate) fn run(mut opts: RunOptions) -> Result<Results> {
             cell.rep + 1,
             cell.variant.name(),
             cell.workload.label(),
-            result.wrk.rps,
-            result.wrk.p50_us,
-            result.wrk.p99_us,
-            result.cpu_us_per_req
+            result.measured.wrk.rps,
+            result.measured.wrk.p50_us,
+            result.measured.wrk.p99_us,
+            result.measured.cpu_us_per_req
         );
         results.push(result);
     }

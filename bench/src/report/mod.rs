@@ -1,29 +1,30 @@
 //! The results of a run: raw cells, their summaries, the keymesh/native ratios, memory; as JSON and markdown.
+//!
+//! What one cell measured ([`Measured`]), the spreads of a group of cells ([`Figures`]) and the keymesh/native
+//! ratios of paired cells ([`RatioFigures`]) are the same for both matrices; the token report is here, the
+//! API-key report in [`api_keys`].
+
+pub(crate) mod api_keys;
+mod figures;
+
+pub(crate) use figures::{Figures, Measured, RatioFigures};
 
 use crate::machine::Machine;
 use crate::matrix::{TokenCase, Variant};
-use crate::stats::{pairwise_ratio, spread, Spread};
-use crate::wrk::{WrkReport, WrkSettings};
+use crate::stats::Spread;
+use crate::wrk::WrkSettings;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// One measured cell.
+/// One measured cell of the token matrix.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct CellResult {
     pub(crate) rep: usize,
     pub(crate) variant: Variant,
     pub(crate) alg: String,
     pub(crate) case: TokenCase,
-    /// Envoy user+system CPU time during the measured run, per completed request.
-    pub(crate) cpu_us_per_req: f64,
-    /// Envoy CPU seconds per second of the run (1.0 = one core busy).
-    pub(crate) envoy_cpu_share: f64,
-    pub(crate) rss_warm_kib: u64,
-    pub(crate) rss_end_kib: u64,
-    /// The filter's counters that moved during the measured run (`keymesh.*`, `jwt_authn.*`).
-    pub(crate) counters: BTreeMap<String, u64>,
-    pub(crate) wrk: WrkReport,
+    #[serde(flatten)]
+    pub(crate) measured: Measured,
 }
 
 /// How the run was made.
@@ -65,11 +66,8 @@ pub(crate) struct Summary {
     pub(crate) variant: Variant,
     pub(crate) alg: String,
     pub(crate) case: TokenCase,
-    pub(crate) rps: Option<Spread>,
-    pub(crate) p50_us: Option<Spread>,
-    pub(crate) p99_us: Option<Spread>,
-    pub(crate) cpu_us_per_req: Option<Spread>,
-    pub(crate) rss_end_kib: Option<Spread>,
+    #[serde(flatten)]
+    pub(crate) figures: Figures,
 }
 
 /// keymesh / native for one (alg, case), each ratio taken within one repetition.
@@ -78,13 +76,8 @@ pub(crate) struct Ratio {
     pub(crate) alg: String,
     pub(crate) case: TokenCase,
     pub(crate) native: Variant,
-    /// > 1: keymesh serves more.
-    pub(crate) rps: Option<Spread>,
-    /// < 1: keymesh answers faster.
-    pub(crate) p50: Option<Spread>,
-    pub(crate) p99: Option<Spread>,
-    /// < 1: keymesh costs less CPU per request.
-    pub(crate) cpu_per_req: Option<Spread>,
+    #[serde(flatten)]
+    pub(crate) figures: RatioFigures,
 }
 
 /// Everything a run produced.
@@ -96,10 +89,6 @@ pub(crate) struct Results {
     pub(crate) ratios: Vec<Ratio>,
     pub(crate) memory: Vec<MemoryRow>,
     pub(crate) cells: Vec<CellResult>,
-}
-
-fn metric(cells: &[&CellResult], f: impl Fn(&CellResult) -> f64) -> Option<Spread> {
-    spread(&cells.iter().map(|c| f(c)).collect::<Vec<_>>())
 }
 
 /// The distinct values of `key` in order of first appearance.
@@ -127,15 +116,12 @@ pub(crate) fn summarise(cells: &[CellResult]) -> Vec<Summary> {
                 if mine.is_empty() {
                     continue;
                 }
+                let measured: Vec<&Measured> = mine.iter().map(|c| &c.measured).collect();
                 out.push(Summary {
                     variant,
                     alg: alg.clone(),
                     case,
-                    rps: metric(&mine, |c| c.wrk.rps),
-                    p50_us: metric(&mine, |c| c.wrk.p50_us),
-                    p99_us: metric(&mine, |c| c.wrk.p99_us),
-                    cpu_us_per_req: metric(&mine, |c| c.cpu_us_per_req),
-                    rss_end_kib: metric(&mine, |c| c.rss_end_kib as f64),
+                    figures: Figures::of(&measured),
                 });
             }
         }
@@ -154,24 +140,23 @@ pub(crate) fn ratios(cells: &[CellResult]) -> Vec<Ratio> {
                         c.alg == alg && c.case == case && c.variant == variant && c.rep == rep
                     })
                 };
-                let pairs: Vec<(&CellResult, &CellResult)> = in_order(cells, |c| c.rep)
+                let pairs: Vec<(&Measured, &Measured)> = in_order(cells, |c| c.rep)
                     .into_iter()
-                    .filter_map(|rep| Some((find(Variant::Keymesh, rep)?, find(native, rep)?)))
+                    .filter_map(|rep| {
+                        Some((
+                            &find(Variant::Keymesh, rep)?.measured,
+                            &find(native, rep)?.measured,
+                        ))
+                    })
                     .collect();
                 if pairs.is_empty() {
                     continue;
                 }
-                let ratio = |f: &dyn Fn(&CellResult) -> f64| {
-                    pairwise_ratio(&pairs.iter().map(|(k, n)| (f(k), f(n))).collect::<Vec<_>>())
-                };
                 out.push(Ratio {
                     alg: alg.clone(),
                     case,
                     native,
-                    rps: ratio(&|c| c.wrk.rps),
-                    p50: ratio(&|c| c.wrk.p50_us),
-                    p99: ratio(&|c| c.wrk.p99_us),
-                    cpu_per_req: ratio(&|c| c.cpu_us_per_req),
+                    figures: RatioFigures::of(&pairs),
                 });
             }
         }
@@ -290,15 +275,16 @@ impl Results {
         let _ = writeln!(md, "| alg | tokens | variant | req/s | req/s min–max | p50 | p99 | Envoy CPU/req | Envoy RSS |");
         let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|");
         for r in &self.summary {
+            let (variant, alg, case, r) = (r.variant, &r.alg, r.case, &r.figures);
             let range = r
                 .rps
                 .map_or_else(|| "–".into(), |s| format!("{:.0}–{:.0}", s.min, s.max));
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.alg,
-                r.case.name(),
-                r.variant,
+                alg,
+                case.name(),
+                variant,
                 med(r.rps, |v| format!("{v:.0}")),
                 range,
                 med(r.p50_us, latency),
@@ -322,10 +308,10 @@ impl Results {
                     r.alg,
                     r.case.name(),
                     r.native,
-                    ratio_cell(r.rps),
-                    ratio_cell(r.p50),
-                    ratio_cell(r.p99),
-                    ratio_cell(r.cpu_per_req)
+                    ratio_cell(r.figures.rps),
+                    ratio_cell(r.figures.p50),
+                    ratio_cell(r.figures.p99),
+                    ratio_cell(r.figures.cpu_per_req)
                 );
             }
         }
@@ -376,7 +362,7 @@ impl Results {
 fn counter(cells: &[&CellResult], name: &str) -> u64 {
     cells
         .iter()
-        .map(|c| c.counters.get(name).copied().unwrap_or(0))
+        .map(|c| c.measured.counters.get(name).copied().unwrap_or(0))
         .sum()
 }
 
@@ -430,7 +416,7 @@ pub(crate) fn checks(cells: &[CellResult]) -> Vec<String> {
         let invalid = select(Variant::Keymesh, Some(TokenCase::Invalid));
         let decisions: u64 = invalid
             .iter()
-            .flat_map(|c| c.counters.iter())
+            .flat_map(|c| c.measured.counters.iter())
             .filter(|(name, _)| {
                 name.as_str() == "keymesh.allowed" || name.starts_with("keymesh.denied.")
             })
@@ -465,7 +451,10 @@ pub(crate) fn per_worker_kib(rows: &[MemoryRow]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::pairwise_ratio;
     use crate::wrk::SocketErrors;
+    use crate::wrk::WrkReport;
+    use std::collections::BTreeMap;
 
     fn cell(rep: usize, variant: Variant, case: TokenCase, rps: f64, cpu: f64) -> CellResult {
         CellResult {
@@ -473,21 +462,23 @@ mod tests {
             variant,
             alg: "EdDSA".into(),
             case,
-            cpu_us_per_req: cpu,
-            envoy_cpu_share: 1.0,
-            rss_warm_kib: 50_000,
-            rss_end_kib: 51_200,
-            counters: BTreeMap::new(),
-            wrk: WrkReport {
-                requests: 1000,
-                duration_secs: 1.0,
-                rps,
-                p50_us: 1e6 / rps,
-                p75_us: 0.0,
-                p90_us: 0.0,
-                p99_us: 2e6 / rps,
-                non_2xx: 0,
-                socket_errors: SocketErrors::default(),
+            measured: Measured {
+                cpu_us_per_req: cpu,
+                envoy_cpu_share: 1.0,
+                rss_warm_kib: 50_000,
+                rss_end_kib: 51_200,
+                counters: BTreeMap::new(),
+                wrk: WrkReport {
+                    requests: 1000,
+                    duration_secs: 1.0,
+                    rps,
+                    p50_us: 1e6 / rps,
+                    p75_us: 0.0,
+                    p90_us: 0.0,
+                    p99_us: 2e6 / rps,
+                    non_2xx: 0,
+                    socket_errors: SocketErrors::default(),
+                },
             },
         }
     }
@@ -505,15 +496,15 @@ mod tests {
         ];
         let r = ratios(&cells);
         assert_eq!(r.len(), 1, "no jwt_authn_cache cells, so one pair");
-        let rps = r[0].rps.unwrap();
+        let rps = r[0].figures.rps.unwrap();
         assert!(
             (rps.median - 0.9).abs() < 1e-12
                 && (rps.min - 0.9).abs() < 1e-12
                 && (rps.max - 1.2).abs() < 1e-12
         );
-        let cpu = r[0].cpu_per_req.unwrap();
+        let cpu = r[0].figures.cpu_per_req.unwrap();
         assert!((cpu.median - 1.25).abs() < 1e-12);
-        assert!((r[0].p50.unwrap().median - 1.0 / 0.9).abs() < 1e-12);
+        assert!((r[0].figures.p50.unwrap().median - 1.0 / 0.9).abs() < 1e-12);
     }
 
     #[test]
@@ -569,14 +560,14 @@ mod tests {
     #[test]
     fn checks_read_the_cache_hit_rate_and_refusal_reasons() {
         let mut hit = cell(0, Variant::JwtAuthnCache, TokenCase::Cached, 1000.0, 50.0);
-        hit.counters = BTreeMap::from([
+        hit.measured.counters = BTreeMap::from([
             ("jwt_authn.jwt_cache_hit".into(), 990),
             ("jwt_authn.jwt_cache_miss".into(), 10),
         ]);
         let mut miss = cell(0, Variant::JwtAuthnCache, TokenCase::Fresh, 1000.0, 50.0);
-        miss.counters = BTreeMap::from([("jwt_authn.jwt_cache_miss".into(), 1000)]);
+        miss.measured.counters = BTreeMap::from([("jwt_authn.jwt_cache_miss".into(), 1000)]);
         let mut refused = cell(0, Variant::Keymesh, TokenCase::Invalid, 1000.0, 50.0);
-        refused.counters = BTreeMap::from([("keymesh.denied.bad_signature".into(), 1000)]);
+        refused.measured.counters = BTreeMap::from([("keymesh.denied.bad_signature".into(), 1000)]);
         let lines = checks(&[hit, miss, refused]);
         assert_eq!(
             lines[0],
