@@ -305,6 +305,8 @@ impl Stack {
             (9001, p.orders_upstream),
             (9002, p.payments_upstream),
             (9901, envoy.admin),
+            // The demo's unfiltered baseline listener: unused by the tests, but it must not bind a demo port.
+            (10003, free_port()),
         ] {
             let needle = format!("port_value: {from} ");
             assert!(
