@@ -52,6 +52,9 @@ pub enum CredentialError {
     /// A claim RFC 9068 requires is absent.
     #[error("missing claim `{0}`")]
     MissingClaim(&'static str),
+    /// The header `typ` is not `at+jwt` (RFC 9068 §4), nor a type the issuer's entry accepts.
+    #[error("token type is not at+jwt")]
+    WrongTokenType,
     /// The token's `iss` is not the issuer that owns the verifying key.
     #[error("issuer not trusted for this key")]
     WrongIssuer,

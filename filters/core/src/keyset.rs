@@ -3,6 +3,7 @@
 use crate::delivery::wire::{BundleDto, JwksDto};
 use crate::error::KeyError;
 use crate::jwk::{parse_jwk, PublicKey};
+use crate::token_type::AcceptedTypes;
 use std::collections::HashMap;
 
 /// A public key and the issuer it belongs to. A token verified by this key must carry exactly that `iss`.
@@ -33,6 +34,7 @@ struct Issuer {
     name: String,
     audiences: Option<Vec<String>>,
     external: bool,
+    types: AcceptedTypes,
 }
 
 /// What was left out of a key set, and why; a filter logs these, it does not fail on them.
@@ -67,6 +69,7 @@ impl KeySet {
                         name: entry.issuer.clone(),
                         audiences: entry.audiences.clone(),
                         external: entry.external,
+                        types: AcceptedTypes::new(&entry.accept_typ, entry.accept_missing_typ),
                     });
                     for (kid, key) in keys {
                         set.by_kid
@@ -101,6 +104,7 @@ impl KeySet {
                 name: issuer.to_owned(),
                 audiences: None,
                 external: false,
+                types: AcceptedTypes::default(),
             }],
             by_kid,
         })
@@ -121,6 +125,13 @@ impl KeySet {
         self.issuers
             .get(key.issuer)
             .map_or("", |issuer| &issuer.name)
+    }
+
+    /// Whether a token verified by `key` may carry this `typ` header: `at+jwt`, or what the key's issuer accepts.
+    pub fn accepts_type(&self, key: &TrustedKey, typ: Option<&str>) -> bool {
+        self.issuers
+            .get(key.issuer)
+            .is_some_and(|issuer| issuer.types.accepts(typ))
     }
 
     /// Whether tokens of `issuer` may be used at the API `audience`: an issuer listed with allowed audiences is

@@ -28,6 +28,7 @@ pub mod policy;
 pub mod rsa_verify;
 mod strict_json;
 pub mod token_cache;
+pub mod token_type;
 pub mod verdict;
 
 /// The bundle wire types under their earlier path (the sidecar imports them from here).

@@ -335,3 +335,38 @@ impl Directory for Revoking {
         jti == self.0
     }
 }
+
+#[test]
+fn typ_is_checked_per_issuer_and_refusals_say_why() {
+    use keymesh_core::policy::verify_jwt;
+    use keymesh_core::CredentialError;
+    use keymesh_testkit::{claims, with, Alg, OTHER_ISSUER};
+    use serde_json::json;
+    let fx = fixture();
+    let ok = claims(&["https://orders.local"], "orders:read");
+    let ours_jwt = fx.typed_token(Alg::EdDsa, Some("JWT"), &ok);
+    let (keys, _) = KeySet::parse_bundle(fx.bundle(1).as_bytes()).unwrap();
+    assert_eq!(
+        verify_jwt(&ours_jwt, &keys, None, 0, NOW).unwrap_err(),
+        CredentialError::WrongTokenType
+    );
+    // The same bundle with the first issuer opted in to `JWT` and to no `typ` accepts both; the second issuer,
+    // opted in to `JWT` only, still refuses a token without `typ`.
+    let mut bundle: serde_json::Value = serde_json::from_str(&fx.bundle(1)).unwrap();
+    bundle["issuers"][0]["accept_typ"] = json!(["jwt"]);
+    bundle["issuers"][0]["accept_missing_typ"] = json!(true);
+    let (lenient, _) = KeySet::parse_bundle(bundle.to_string().as_bytes()).unwrap();
+    assert!(verify_jwt(&ours_jwt, &lenient, None, 0, NOW).is_ok());
+    let untyped = fx.typed_token(Alg::Rs256, None, &ok);
+    assert!(verify_jwt(&untyped, &lenient, None, 0, NOW).is_ok());
+    assert_eq!(
+        verify_jwt(&untyped, &keys, None, 0, NOW).unwrap_err(),
+        CredentialError::WrongTokenType
+    );
+    let theirs = with(ok, "iss", json!(OTHER_ISSUER));
+    let theirs_untyped = fx.other_issuer_typed_token(None, &theirs);
+    assert_eq!(
+        verify_jwt(&theirs_untyped, &lenient, None, 0, NOW).unwrap_err(),
+        CredentialError::WrongTokenType
+    );
+}

@@ -263,6 +263,8 @@ mod tests {
                     .collect(),
             }),
             keys_changed_at: 0,
+            accept_typ: Vec::new(),
+            accept_missing_typ: false,
         }
     }
 

@@ -213,6 +213,8 @@ pub fn usable_keys(issuer: &str, document: &Value) -> Result<(JwksDto, Vec<Strin
             jwks: jwks.clone(),
             audiences: None,
             external: true,
+            accept_typ: Vec::new(),
+            accept_missing_typ: false,
         }],
         api_keys: Default::default(),
         revoked_tokens: vec![],

@@ -69,6 +69,12 @@ pub struct ExternalIssuer {
     /// When the keys last changed (seconds since the epoch; 0 if never fetched).
     #[serde(default)]
     pub keys_changed_at: u64,
+    /// `typ` values its access tokens may carry besides `at+jwt` (RFC 9068 §4), e.g. `JWT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_typ: Vec<String>,
+    /// Whether its access tokens may carry no `typ` at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_missing_typ: bool,
 }
 
 impl ExternalIssuer {
@@ -80,6 +86,8 @@ impl ExternalIssuer {
             jwks,
             audiences: Some(self.audiences.clone()),
             external: true,
+            accept_typ: self.accept_typ.clone(),
+            accept_missing_typ: self.accept_missing_typ,
         })
     }
 
@@ -138,6 +146,9 @@ pub enum IssuerError {
     /// An audience is not an absolute URI.
     #[error("audience {0:?} is not an absolute URI")]
     InvalidAudience(String),
+    /// An accepted `typ` is not a media type.
+    #[error("--accept-typ {0:?} is not a media type (such as JWT or application/jwt)")]
+    InvalidTokenType(String),
     /// The issuer is registered already (and replacing it was not asked for).
     #[error("issuer {0:?} is registered already (use --force to replace it)")]
     Exists(String),
@@ -219,10 +230,15 @@ pub struct NewIssuer {
     pub source: KeySource,
     /// The APIs its tokens may be used at.
     pub audiences: Vec<String>,
+    /// `typ` values accepted besides `at+jwt`.
+    pub accept_typ: Vec<String>,
+    /// Whether tokens without `typ` are accepted.
+    pub accept_missing_typ: bool,
 }
 
 impl NewIssuer {
-    /// Validates a registration; `own_issuer` is the sidecar's own `iss`, which cannot be registered.
+    /// Validates a registration; `own_issuer` is the sidecar's own `iss`, which cannot be registered. It accepts
+    /// only `at+jwt` access tokens; see [`NewIssuer::accepting_types`].
     pub fn new(
         issuer: String,
         source: KeySource,
@@ -255,7 +271,33 @@ impl NewIssuer {
             issuer,
             source,
             audiences: unique,
+            accept_typ: Vec::new(),
+            accept_missing_typ: false,
         })
+    }
+
+    /// The registration also accepting access tokens with these `typ` values (media types, compared as such) and,
+    /// with `missing`, without `typ`: for a provider known to mint access tokens so.
+    pub fn accepting_types(
+        mut self,
+        types: Vec<String>,
+        missing: bool,
+    ) -> Result<Self, IssuerError> {
+        for typ in types {
+            if !keymesh_core::token_type::is_media_type(&typ) {
+                return Err(IssuerError::InvalidTokenType(typ));
+            }
+            let normal = keymesh_core::token_type::normalize(&typ);
+            let known = self
+                .accept_typ
+                .iter()
+                .any(|t| keymesh_core::token_type::normalize(t) == normal);
+            if !known && normal != keymesh_core::token_type::ACCESS_TOKEN_TYPE {
+                self.accept_typ.push(typ);
+            }
+        }
+        self.accept_missing_typ = missing;
+        Ok(self)
     }
 
     /// The default discovery URL of `issuer`: OpenID Connect Discovery 1.0 §4.
@@ -357,6 +399,8 @@ impl IssuerStore {
             audiences: new.audiences,
             jwks: Some(fetched.jwks.clone()),
             keys_changed_at: now,
+            accept_typ: new.accept_typ,
+            accept_missing_typ: new.accept_missing_typ,
         };
         self.write(conn, &record.issuer, current.as_deref(), Some(&record))
             .await?;
@@ -546,6 +590,28 @@ mod tests {
             ),
             IssuerError::InvalidUrl(_)
         ));
+        let typed = ok
+            .accepting_types(
+                vec!["JWT".into(), "application/jwt".into(), "AT+JWT".into()],
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            typed.accept_typ,
+            ["JWT"],
+            "duplicates and at+jwt itself are dropped"
+        );
+        assert!(typed.accept_missing_typ);
+        let bad_typ = NewIssuer::new(
+            "https://idp.example.com".into(),
+            KeySource::JwksUri("https://idp.example.com/jwks".into()),
+            vec!["urn:a".into()],
+            "x",
+        )
+        .unwrap()
+        .accepting_types(vec!["JWT; x=1".into()], false)
+        .unwrap_err();
+        assert!(matches!(bad_typ, IssuerError::InvalidTokenType(_)));
         assert_eq!(
             NewIssuer::discovery_url("https://idp.example.com/realms/x/"),
             "https://idp.example.com/realms/x/.well-known/openid-configuration"
@@ -560,6 +626,8 @@ mod tests {
             audiences: vec!["urn:a".into()],
             jwks: None,
             keys_changed_at: 0,
+            accept_typ: vec!["JWT".into()],
+            accept_missing_typ: false,
         };
         assert!(record.bundle_entry().is_none(), "no keys yet, no entry");
         let key = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1"});
@@ -572,6 +640,12 @@ mod tests {
         let entry = with_keys.bundle_entry().unwrap();
         assert_eq!(entry.audiences.as_deref(), Some(&["urn:a".to_owned()][..]));
         assert!(entry.external);
+        assert_eq!(
+            entry.accept_typ,
+            ["JWT"],
+            "the opt-out travels in the bundle"
+        );
+        assert!(!entry.accept_missing_typ);
         assert_eq!(with_keys.kids(), ["k1"]);
 
         let json = serde_json::to_string(&with_keys).unwrap();

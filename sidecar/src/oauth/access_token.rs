@@ -5,7 +5,7 @@ use base64ct::{Base64UrlUnpadded, Encoding};
 use jwt_compact::{Claims, CreationError, Header};
 use keymesh_core::KeySet;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::keys::SigningKey;
 
@@ -108,14 +108,11 @@ pub struct VerifiedToken {
 }
 
 /// Verifies `token` as an access token of `issuer` signed by one of `keys` (the sidecar's published keys), with
-/// the filters' verifier: signature by the key the `kid` names, `iss`, and well-formed, forwardable claims. Beyond
-/// what a filter requires, the token must carry the RFC 9068 `typ` and the `jti`, `client_id` and `iat` every token
-/// of this sidecar has. Expiry and revocation are the caller's to check: revocation must still find a token that
+/// the filters' verifier: signature by the key the `kid` names, the RFC 9068 `typ`, `iss`, and well-formed,
+/// forwardable claims. Beyond what a filter requires, the token must carry the `jti`, `client_id` and `iat` every
+/// token of this sidecar has. Expiry and revocation are the caller's to check: revocation must still find a token that
 /// expired a moment ago, while filters may accept it within their leeway. `None` for anything else.
 pub fn verify(token: &str, issuer: &str, keys: &KeySet) -> Option<VerifiedToken> {
-    if !has_access_token_type(token) {
-        return None;
-    }
     // The time check is left to the caller: a leeway this large accepts any `exp` and `nbf`.
     let claims =
         keymesh_core::policy::verify_jwt(token, keys, Some(&[issuer.to_owned()]), i64::MAX, 0)
@@ -129,18 +126,4 @@ pub fn verify(token: &str, issuer: &str, keys: &KeySet) -> Option<VerifiedToken>
         expires_at: u64::try_from(claims.expires_at).ok()?,
         issued_at: u64::try_from(claims.issued_at?).ok()?,
     })
-}
-
-/// Whether the token's header says `typ: at+jwt` (RFC 9068 §4); the signature is checked separately.
-fn has_access_token_type(token: &str) -> bool {
-    #[derive(Deserialize)]
-    struct TypedHeader {
-        typ: Option<String>,
-    }
-    token
-        .split('.')
-        .next()
-        .and_then(|header| Base64UrlUnpadded::decode_vec(header).ok())
-        .and_then(|bytes| serde_json::from_slice::<TypedHeader>(&bytes).ok())
-        .is_some_and(|header| header.typ.as_deref() == Some(TOKEN_TYPE))
 }

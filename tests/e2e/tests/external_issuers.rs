@@ -98,6 +98,8 @@ fn external_providers_keys_are_fetched_bound_to_their_issuer_and_audiences() {
         ORDERS,
         "--audience",
         PAYMENTS,
+        "--accept-typ",
+        "JWT",
     ]);
 
     let from_a = token(Alg::EdDsa, "a-1", &claims(&iss_a, &[ORDERS, PAYMENTS]));
@@ -123,6 +125,29 @@ fn external_providers_keys_are_fetched_bound_to_their_issuer_and_audiences() {
     );
     assert_eq!(status(&stack, p.orders, &from_b), 200);
     assert_eq!(status(&stack, p.payments, &from_b), 200);
+    // RFC 9068 §4: A's tokens must say `typ: at+jwt`; B was registered with `--accept-typ JWT`, so its `JWT`
+    // tokens pass too, but not its tokens without `typ`.
+    let a_typed_jwt = {
+        let header = json!({"alg": "EdDSA", "kid": "a-1", "typ": "JWT"});
+        let signed = fixture().sign_raw(
+            Alg::EdDsa,
+            &header,
+            claims(&iss_a, &[ORDERS]).to_string().as_bytes(),
+        );
+        format!("Bearer {signed}")
+    };
+    assert_eq!(status(&stack, p.orders, &a_typed_jwt), 401);
+    let b_claims = claims(&iss_b, &[ORDERS]);
+    let b_typed_jwt = format!(
+        "Bearer {}",
+        fixture().other_issuer_typed_token(Some("JWT"), &b_claims)
+    );
+    assert_eq!(status(&stack, p.orders, &b_typed_jwt), 200);
+    let b_untyped = format!(
+        "Bearer {}",
+        fixture().other_issuer_typed_token(None, &b_claims)
+    );
+    assert_eq!(status(&stack, p.orders, &b_untyped), 401);
     // A token claiming to be from A but signed with B's key fails, and the other way round.
     let a_signed_by_b = format!(
         "Bearer {}",
