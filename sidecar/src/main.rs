@@ -89,7 +89,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
         }
     });
-    axum::serve(listener, keymesh::app(state))
+    // The peer address is the source failed authentications are counted under (or the proxy vouching for one).
+    let app = keymesh::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             // Held long polls would otherwise keep the server up until they time out.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::support::admin_token::AdminToken;
+use crate::support::source_address::TrustedProxies;
 use crate::support::syntax;
 
 mod issuers;
@@ -82,6 +83,9 @@ pub struct Config {
     /// How external identity providers' keys are fetched (`KEYMESH_ISSUER_REFRESH_SECS`,
     /// `KEYMESH_ISSUER_REFETCH_MIN_SECS`, `KEYMESH_ISSUER_FETCH_TIMEOUT_MS`).
     pub external_issuers: IssuerSettings,
+    /// Peers whose `x-forwarded-for` names the client's address, for throttling per source
+    /// (`KEYMESH_TRUSTED_PROXIES`: addresses and CIDR networks); none by default.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl fmt::Debug for Config {
@@ -100,6 +104,7 @@ impl fmt::Debug for Config {
             .field("admin_token", &self.admin_token)
             .field("signing", &self.signing)
             .field("external_issuers", &self.external_issuers)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +122,7 @@ impl Default for Config {
             admin_token: None,
             signing: SigningConfig::default(),
             external_issuers: IssuerSettings::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -173,6 +179,7 @@ struct ConfigFile {
     issuer_refresh_secs: Option<u64>,
     issuer_refetch_min_secs: Option<u64>,
     issuer_fetch_timeout_ms: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 impl Config {
@@ -300,6 +307,14 @@ impl Config {
                     })?),
                 },
                 signing,
+                trusted_proxies: setting(
+                    "trusted_proxies",
+                    "KEYMESH_TRUSTED_PROXIES",
+                    parsed.trusted_proxies.map(|list| list.join(",")),
+                    "",
+                    env,
+                    TrustedProxies::parse,
+                )?,
                 external_issuers: IssuerSettings {
                     refresh_secs: setting(
                         "issuer_refresh_secs",

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod kek;
 pub mod redact;
 pub mod secret;
+pub mod source_address;
 pub mod syntax;
 
 /// Removes repeated values, keeping the first occurrence's position.

@@ -1,10 +1,12 @@
 //! Client authentication for the token, revocation and introspection endpoints.
 //!
 //! Confidential clients present their secret (HTTP Basic or body, never both), checked in constant time; public
-//! clients present `client_id` alone. Failed secrets are counted per client in Redis, and a client with too many
-//! recent failures is refused with 429 for the rest of the window (see [`crate::oauth::throttle`]).
+//! clients present `client_id` alone. Failed secrets are counted per client and source address in Redis, and a
+//! source with too many recent failures for a client is refused with 429 for the rest of the window (see
+//! [`crate::oauth::throttle`]); the client asking from elsewhere is not.
 
 use crate::http::oauth::error::OAuthError;
+use crate::http::oauth::source::Source;
 use crate::http::oauth::token_request::Credentials;
 use crate::http::state::AppState;
 use crate::oauth::clients::{ClientError, ClientRecord};
@@ -27,9 +29,10 @@ pub(crate) fn unavailable(error: impl std::fmt::Display) -> OAuthError {
 }
 
 /// Looks the client up and checks its credentials: a public client by `client_id` alone, a confidential one by
-/// its secret.
+/// its secret. Failures are counted under the client and `source`.
 pub(crate) async fn authenticate(
     state: &AppState,
+    source: &Source,
     credentials: Credentials,
 ) -> Result<ClientRecord, OAuthError> {
     let mut conn = redis(state).await?;
@@ -54,12 +57,18 @@ pub(crate) async fn authenticate(
             return Err(OAuthError::InvalidClient);
         }
     };
-    let failures = state.names().client_auth_failures(&client.client_id);
+    let failures = throttle::Counters {
+        per_source: state
+            .names()
+            .client_auth_failures_from(&client.client_id, &source.0),
+        all_sources: state.names().client_auth_failures(&client.client_id),
+    };
     if let Some(retry_after) = throttle::blocked(&mut conn, &failures)
         .await
         .map_err(unavailable)?
     {
-        tracing::warn!(client_id = %client.client_id, retry_after, "client authentication throttled");
+        tracing::warn!(client_id = %client.client_id, source = %source.0, retry_after,
+            "client authentication throttled");
         return Err(OAuthError::Throttled(retry_after));
     }
     // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
@@ -71,7 +80,8 @@ pub(crate) async fn authenticate(
             OAuthError::ServerError
         })?;
     if !matches {
-        tracing::info!(client_id = %client.client_id, method = ?credentials.method, "wrong client secret");
+        tracing::info!(client_id = %client.client_id, source = %source.0, method = ?credentials.method,
+            "wrong client secret");
         throttle::record_failure(&mut conn, &failures)
             .await
             .map_err(unavailable)?;
