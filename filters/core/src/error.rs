@@ -118,6 +118,15 @@ pub enum KeyError {
         /// What is wrong.
         detail: String,
     },
+    /// A key carries private or symmetric key material: the provider is leaking secrets, so its whole set is
+    /// refused.
+    #[error("key `{kid}`: private member `{member}` in a public key set")]
+    PrivateMaterial {
+        /// The key's id (`(no kid)` when it has none).
+        kid: String,
+        /// The private member found.
+        member: &'static str,
+    },
     /// The same issuer is listed twice in a bundle.
     #[error("issuer `{0}` listed twice")]
     DuplicateIssuer(String),

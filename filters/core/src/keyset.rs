@@ -48,10 +48,10 @@ impl KeySet {
         Self::from_bundle(&dto)
     }
 
-    /// Builds a key set from a bundle. Keys of types keymesh does not verify (or not meant for signatures) are
-    /// skipped and reported; an issuer whose set is unsafe to use (duplicate `kid`, private or malformed key
-    /// material) is dropped whole and reported, so one bad external JWKS cannot block everyone else's updates.
-    /// A bundle naming the same issuer twice is refused.
+    /// Builds a key set from a bundle. A key that cannot be used (another type or use, no `kid`, malformed or
+    /// weak material) is skipped and reported, and the issuer's other keys are kept; an issuer whose set is unsafe
+    /// to use as a whole (a repeated `kid`, private key material) is dropped whole and reported, so one bad
+    /// external JWKS cannot block everyone else's updates. A bundle naming the same issuer twice is refused.
     pub fn from_bundle(dto: &BundleDto) -> Result<(Self, Skipped), KeyError> {
         let mut set = Self {
             version: dto.version,
@@ -183,10 +183,11 @@ fn issuer_keys(
     for jwk in &jwks.keys {
         match parse_jwk(jwk) {
             Ok(entry) => keys.push((entry.kid, entry.key)),
-            Err(e @ (KeyError::Unsupported { .. } | KeyError::NotForSignatures(_))) => {
-                skipped.push(e)
-            }
-            Err(e) => return Err(e),
+            // A provider publishing private material is leaking secrets: nothing of its set is trusted.
+            Err(e @ KeyError::PrivateMaterial { .. }) => return Err(e),
+            // One unusable key (another type or use, no kid, a bad point, a weak modulus) costs only itself, so
+            // one sloppy key does not take down the provider's other keys.
+            Err(e) => skipped.push(e),
         }
     }
     Ok(keys)

@@ -9,7 +9,7 @@ use super::{connect, CliError};
 use crate::config::Config;
 use crate::issuers::{
     jwks_kids, ExternalIssuer, FetchError, FetchStatus, Fetched, Fetcher, IssuerError, IssuerStore,
-    KeySource, NewIssuer,
+    KeySource, NewIssuer, RefusedKey,
 };
 use crate::store::names::KeyNames;
 use crate::support::clock::Clock;
@@ -95,6 +95,7 @@ struct Listed<'a> {
     kids: Vec<&'a str>,
     accept_typ: &'a [String],
     accept_missing_typ: bool,
+    refused_keys: &'a [RefusedKey],
     keys_changed_at: u64,
     status: FetchStatus,
 }
@@ -128,6 +129,7 @@ pub async fn run_issuer(
                 keys_changed_at: 0,
                 accept_typ: new.accept_typ.clone(),
                 accept_missing_typ: new.accept_missing_typ,
+                refused_keys: Vec::new(),
             };
             let fetched = fetch(&fetcher, probe).await?;
             let mut conn = connect(config).await?;
@@ -144,6 +146,7 @@ pub async fn run_issuer(
                         "audiences": record.audiences, "kids": kids,
                         "accept_typ": record.accept_typ,
                         "accept_missing_typ": record.accept_missing_typ,
+                        "refused_keys": record.refused_keys,
                     }),
                 )?;
                 writeln!(out)?;
@@ -162,6 +165,9 @@ pub async fn run_issuer(
                 }
                 for skipped in &fetched.skipped {
                     writeln!(out, "left out:  {skipped}")?;
+                }
+                for refused in &fetched.refused {
+                    writeln!(out, "refused:   {}: {}", refused.kid, refused.reason)?;
                 }
             }
         }
@@ -185,6 +191,7 @@ pub async fn run_issuer(
                     kids: record.kids(),
                     accept_typ: &record.accept_typ,
                     accept_missing_typ: record.accept_missing_typ,
+                    refused_keys: &record.refused_keys,
                     keys_changed_at: record.keys_changed_at,
                     status: statuses.get(&record.issuer).cloned().unwrap_or_default(),
                 })
@@ -196,11 +203,12 @@ pub async fn run_issuer(
                 for entry in &listed {
                     writeln!(
                         out,
-                        "{}\tkeys={}\taudiences={}{}\tlast_success={}\tfailures={}{}",
+                        "{}\tkeys={}\taudiences={}{}{}\tlast_success={}\tfailures={}{}",
                         entry.issuer,
                         entry.kids.join(","),
                         entry.audiences.join(","),
                         typ_column(entry.accept_typ, entry.accept_missing_typ),
+                        refused_column(entry.refused_keys),
                         entry.status.last_success,
                         entry.status.failures,
                         entry
@@ -234,7 +242,7 @@ pub async fn run_issuer(
             let fetched = fetch(&fetcher, record.clone()).await?;
             let now = clock.now_secs();
             let changed = store
-                .store_keys(&mut conn, &record, &fetched.jwks, now)
+                .store_keys(&mut conn, &record, &fetched, now)
                 .await
                 .map_err(IssuerCommandError::from)?;
             store
@@ -264,6 +272,18 @@ fn typ_column(accept_typ: &[String], missing: bool) -> String {
         types.push("none".into());
     }
     format!("\taccept_typ={}", types.join(","))
+}
+
+/// The `refused` column of `issuer list`: each refused key and why; empty when none was.
+fn refused_column(refused: &[RefusedKey]) -> String {
+    if refused.is_empty() {
+        return String::new();
+    }
+    let keys: Vec<String> = refused
+        .iter()
+        .map(|key| format!("{} ({})", key.kid, key.reason))
+        .collect();
+    format!("\trefused={}", keys.join("; "))
 }
 
 async fn fetch(fetcher: &Fetcher, record: ExternalIssuer) -> Result<Fetched, CliError> {

@@ -32,7 +32,7 @@ use crate::support::syntax;
 
 pub mod fetch;
 
-pub use fetch::{FetchError, Fetched, Fetcher};
+pub use fetch::{FetchError, Fetched, Fetcher, RefusedKey};
 
 /// Where a provider's keys are found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +75,9 @@ pub struct ExternalIssuer {
     /// Whether its access tokens may carry no `typ` at all.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accept_missing_typ: bool,
+    /// Keys of its last fetched set that could not be used, and why (its other keys are delivered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_keys: Vec<RefusedKey>,
 }
 
 impl ExternalIssuer {
@@ -401,6 +404,7 @@ impl IssuerStore {
             keys_changed_at: now,
             accept_typ: new.accept_typ,
             accept_missing_typ: new.accept_missing_typ,
+            refused_keys: fetched.refused.clone(),
         };
         self.write(conn, &record.issuer, current.as_deref(), Some(&record))
             .await?;
@@ -427,16 +431,18 @@ impl IssuerStore {
         Ok(())
     }
 
-    /// Stores keys fetched for `read` (the record as it was when the fetch began), if they differ from the keys it
-    /// holds; returns whether the record changed. A record changed or removed meanwhile is left alone.
+    /// Stores keys fetched for `read` (the record as it was when the fetch began), with the keys refused, if they
+    /// differ from what it holds; returns whether the record changed. A record changed or removed meanwhile is
+    /// left alone.
     pub async fn store_keys<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
         read: &ExternalIssuer,
-        jwks: &JwksDto,
+        fetched: &Fetched,
         now: u64,
     ) -> Result<bool, IssuerError> {
-        if read.jwks.as_ref() == Some(jwks) {
+        let jwks = &fetched.jwks;
+        if read.jwks.as_ref() == Some(jwks) && read.refused_keys == fetched.refused {
             return Ok(false);
         }
         let Some(current) = self.current(conn, &read.issuer).await? else {
@@ -450,9 +456,15 @@ impl IssuerStore {
         {
             return Ok(false);
         }
+        let keys_changed_at = if read.jwks.as_ref() == Some(jwks) {
+            read.keys_changed_at
+        } else {
+            now
+        };
         let updated = ExternalIssuer {
             jwks: Some(jwks.clone()),
-            keys_changed_at: now,
+            keys_changed_at,
+            refused_keys: fetched.refused.clone(),
             ..read.clone()
         };
         self.write(conn, &read.issuer, Some(&current), Some(&updated))
@@ -628,6 +640,7 @@ mod tests {
             keys_changed_at: 0,
             accept_typ: vec!["JWT".into()],
             accept_missing_typ: false,
+            refused_keys: Vec::new(),
         };
         assert!(record.bundle_entry().is_none(), "no keys yet, no entry");
         let key = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1"});
