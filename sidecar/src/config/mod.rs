@@ -430,6 +430,29 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_come_from_a_file_list_or_the_environment() {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let from_file = Config::from_sources(
+            file(r#"trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]"#),
+            env(&[]),
+        )
+        .unwrap();
+        assert!(from_file.trusted_proxies.contains(ip("10.9.8.7")));
+        let from_env = Config::from_sources(
+            None,
+            env(&[("KEYMESH_TRUSTED_PROXIES", "::1, 192.168.0.0/16")]),
+        )
+        .unwrap();
+        assert!(from_env.trusted_proxies.contains(ip("192.168.4.4")));
+        assert!(!from_env.trusted_proxies.contains(ip("10.9.8.7")));
+        let bad = Config::from_sources(None, env(&[("KEYMESH_TRUSTED_PROXIES", "10.0.0.0/40")]))
+            .unwrap_err();
+        assert!(bad.to_string().contains("trusted_proxies"), "{bad}");
+        assert!(bad.to_string().contains("KEYMESH_TRUSTED_PROXIES"), "{bad}");
+    }
+
+    #[test]
     fn partial_file_keeps_other_defaults() {
         let config = Config::from_sources(file("token_ttl_secs = 42"), env(&[])).unwrap();
         assert_eq!(config.token_ttl_secs, 42);
