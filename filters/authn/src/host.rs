@@ -141,7 +141,14 @@ pub(crate) fn record(id: Option<u32>, value: u64) {
 }
 
 /// Envoy's node id (`--service-node` / `node.id`), if set.
+///
+/// Envoy 1.40 answers the node under the `xds` attribute namespace (`xds.node.id`) and NotFound for the older
+/// `node.id` path, which earlier releases served; ask for the current name first, then the old one.
 pub(crate) fn node_id() -> Option<String> {
-    let bytes = hostcalls::get_property(vec!["node", "id"]).ok().flatten()?;
-    String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
+    [vec!["xds", "node", "id"], vec!["node", "id"]]
+        .into_iter()
+        .find_map(|path| {
+            let bytes = hostcalls::get_property(path).ok().flatten()?;
+            String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
+        })
 }

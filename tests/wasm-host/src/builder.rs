@@ -108,7 +108,7 @@ impl VmBuilder {
         self
     }
 
-    /// A VM-wide property, e.g. `.property(&["node", "id"], "sidecar~1")`.
+    /// A VM-wide property, e.g. `.property(&["xds", "node", "id"], "sidecar~1")`.
     pub fn property(mut self, path: &[&str], value: impl Into<Vec<u8>>) -> VmBuilder {
         self.properties.push((owned_path(path), Some(value.into())));
         self

@@ -39,7 +39,7 @@ pub(crate) fn vm(config: &str, shared: &SharedStore) -> Result<Vm, HostError> {
         .vm_id("keymesh")
         .plugin_configuration(config)
         .shared(shared.clone())
-        .property(&["node", "id"], "test-node")
+        .property(&["xds", "node", "id"], "test-node")
         .start_time(UNIX_EPOCH + Duration::from_secs(NOW.unsigned_abs()))
         .build()?;
     vm.start()?;
