@@ -127,7 +127,7 @@ pub struct Call<'vm, R> {
 }
 
 /// An expected HTTP call, waiting to be told how the test answers it.
-#[must_use = "say how the call is answered: .returning(..), .failing() or .unanswered()"]
+#[must_use = "say how the call is answered: .returning(..), .reset() or .unanswered()"]
 pub struct ExpectHttpCall<'vm, R> {
     call: Call<'vm, R>,
     upstream: String,
@@ -147,8 +147,9 @@ impl<'vm, R> ExpectHttpCall<'vm, R> {
         self.answer(Answer::Respond(response))
     }
 
-    /// Fail the call (no headers, no body) right after the callback.
-    pub fn failing(self) -> Call<'vm, R> {
+    /// Reset the call (no headers, no body, no response maps) right after the callback; see
+    /// [`Vm::reset_http_call`].
+    pub fn reset(self) -> Call<'vm, R> {
         self.answer(Answer::Fail)
     }
 
@@ -256,7 +257,7 @@ impl<'vm, R: CallOutput> Call<'vm, R> {
                     Answer::Respond(response) => {
                         vm.respond_to_http_call(token, response.clone())?
                     }
-                    Answer::Fail => vm.fail_http_call(token)?,
+                    Answer::Fail => vm.reset_http_call(token)?,
                     Answer::Leave => {}
                 }
             }

@@ -73,25 +73,11 @@ impl HeaderMap {
         self.entries.push((name.to_ascii_lowercase(), value.into()));
     }
 
-    /// Sets `name` to `value`: the first entry is replaced in place and later ones removed, or
-    /// the entry is appended if absent (Envoy `setCopy`).
+    /// Sets `name` to `value` as Envoy 1.40's `proxy_replace_header_map_value` does: every entry
+    /// of `name` is removed and the new one appended at the end.
     pub fn replace(&mut self, name: &str, value: impl Into<Vec<u8>>) {
-        let value = value.into();
-        match self
-            .entries
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            Some(first) => {
-                self.entries[first].1 = value;
-                let mut index = 0;
-                self.entries.retain(|(n, _)| {
-                    index += 1;
-                    index - 1 == first || !n.eq_ignore_ascii_case(name)
-                });
-            }
-            None => self.append(name, value),
-        }
+        self.remove(name);
+        self.append(name, value);
     }
 
     /// Removes every entry named `name`.

@@ -101,9 +101,9 @@ impl Vm {
             .flatten()
     }
 
-    /// Let the filter open gRPC calls (answered `UNIMPLEMENTED`) without failing the test.
+    /// From now on, answer every gRPC call `UNIMPLEMENTED` right after the callback that opened it.
     pub fn allow_grpc_calls(&mut self) {
-        self.state_mut().grpc.allowed = true;
+        self.state_mut().grpc.auto_unimplemented = true;
     }
 
     /// Every gRPC call or stream the filter opened.

@@ -8,6 +8,7 @@ mod call;
 mod cargo_build;
 mod codec;
 mod error;
+mod grpc_answers;
 mod guest;
 mod headers;
 mod http_answers;
@@ -19,7 +20,7 @@ mod stream;
 mod types;
 mod vm;
 
-pub use abi::http_calls::{GrpcCall, HttpCall, HttpResponse};
+pub use abi::http_calls::{GrpcCall, GrpcResponse, HttpCall, HttpResponse};
 pub use abi::logging::LogLine;
 pub use abi::stream::LocalResponse;
 pub use builder::VmBuilder;

@@ -3,10 +3,11 @@
 //! end-of-test check.
 
 use crate::abi::context::nanos;
+use crate::abi::http_calls::GrpcResponse;
 use crate::abi::stream::StreamState;
 use crate::error::HostError;
 use crate::module::FilterModule;
-use crate::state::HostState;
+use crate::state::{HostState, Phase};
 use crate::stream::HttpStream;
 use crate::types::{Action, GRPC_UNIMPLEMENTED};
 use std::time::Duration;
@@ -109,8 +110,10 @@ impl Vm {
             }
         };
         self.state_mut().current_context = context_id;
+        self.state_mut().phase = Phase::of(export);
         let mark = self.state().output.mark();
         let result = func.call(&mut self.store, params);
+        self.state_mut().phase = Phase::Other;
         let violations = std::mem::take(&mut self.state_mut().violations);
         match result {
             Ok(value) if violations.is_empty() => Ok(Some(value)),
@@ -151,15 +154,10 @@ impl Vm {
                 if !self.is_live_context(context) {
                     continue;
                 }
-                self.state_mut().grpc.status =
-                    Some((GRPC_UNIMPLEMENTED, "unimplemented".to_owned()));
-                let result = self.invoke::<(u32, u32, u32), ()>(
-                    "proxy_on_grpc_close",
-                    context,
-                    (context, token, GRPC_UNIMPLEMENTED),
-                );
-                self.state_mut().grpc.status = None;
-                result?;
+                if self.state().grpc.open.contains(&token) {
+                    let unimplemented = GrpcResponse::status(GRPC_UNIMPLEMENTED, "unimplemented");
+                    self.respond_to_grpc_call(token, unimplemented)?;
+                }
                 continue;
             }
             let root = self.state().root_context_id;
@@ -372,6 +370,11 @@ impl Vm {
                 .filter_map(|t| http.call(*t))
                 .map(|call| format!("{} was never answered", call.describe())),
         );
+        effects.extend(
+            self.pending_grpc_calls()
+                .iter()
+                .map(|call| format!("{} was never answered", call.describe())),
+        );
         if effects.is_empty() {
             return Ok(());
         }
@@ -427,6 +430,17 @@ impl Vm {
             }
         }
         state.grpc.to_close.retain(|(context, _)| *context != id);
+        let grpc = &mut state.grpc;
+        let (orphans, kept): (Vec<u32>, Vec<u32>) = grpc
+            .open
+            .iter()
+            .partition(|t| grpc.call(**t).is_some_and(|c| c.context_id == id));
+        grpc.open = kept;
+        for token in orphans {
+            if let Some(call) = grpc.call(token) {
+                effects.push(format!("{} was never answered", call.describe()));
+            }
+        }
         Ok(effects)
     }
 }

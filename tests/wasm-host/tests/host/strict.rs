@@ -1,6 +1,6 @@
 //! Strictness: unexpected host calls, unconsumed effects and traps fail the test, naming the cause.
 
-use crate::{fixture, started_vm};
+use crate::{fixture_vm, started_vm};
 use keymesh_wasm_host::{HostError, HttpResponse};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -21,9 +21,9 @@ fn unanswered_http_call_fails_finish_naming_the_call() -> Result<(), HostError> 
 
 #[test]
 fn dropping_a_vm_with_an_unanswered_root_call_panics() -> Result<(), HostError> {
-    let module = fixture()?;
+    let builder = fixture_vm()?;
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(), HostError> {
-        let mut vm = module.vm().build()?;
+        let mut vm = builder.build()?;
         vm.start()?;
         vm.on_tick()?;
         Ok(())
@@ -84,13 +84,13 @@ fn continue_after_local_response_is_rejected() -> Result<(), HostError> {
 }
 
 #[test]
-fn grpc_call_not_allowed_fails_the_callback() -> Result<(), HostError> {
+fn unanswered_grpc_call_fails_finish_naming_the_call() -> Result<(), HostError> {
     let mut vm = started_vm()?;
     let mut stream = vm.new_http_stream()?;
-    let error = stream.on_request_headers(&[(":path", "/"), ("x-fixture-grpc", "1")], true);
-    let error = error.err().map(|e| e.to_string()).unwrap_or_default();
+    stream.on_request_headers(&[(":path", "/"), ("x-fixture-grpc", "1")], true)?;
+    let error = vm.finish().err().map(|e| e.to_string()).unwrap_or_default();
     assert!(
-        error.contains("gRPC call `fixture.Authz/Check` on cluster `authz`"),
+        error.contains("gRPC call #1 `fixture.Authz/Check` on cluster `authz` from context 2 was never answered"),
         "{error}"
     );
     Ok(())
