@@ -112,7 +112,7 @@ enum Answer {
 
 enum Expectation {
     HttpCall { upstream: String, answer: Answer },
-    LocalResponse { status: u32 },
+    LocalResponse { status: u16 },
     Log { level: LogLevel, contains: String },
 }
 
@@ -178,7 +178,7 @@ impl<'vm, R: CallOutput> Call<'vm, R> {
     }
 
     /// Expect a local response with `status` (checked, and marked consumed).
-    pub fn expect_local_response(mut self, status: u32) -> Call<'vm, R> {
+    pub fn expect_local_response(mut self, status: u16) -> Call<'vm, R> {
         self.expectations
             .push(Expectation::LocalResponse { status });
         self
@@ -238,6 +238,7 @@ impl<'vm, R: CallOutput> Call<'vm, R> {
                 "{callback}: internal error: unexpected result type"
             ));
         };
+        let result = vm.settle(result)?;
         let mut claimed = Vec::new();
         for expectation in &expectations {
             if let Expectation::HttpCall { upstream, answer } = expectation {

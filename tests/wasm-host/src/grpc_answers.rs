@@ -84,6 +84,7 @@ impl Vm {
         );
         self.state_mut().grpc.status = None;
         result?;
-        self.run_deferred()
+        self.run_deferred()?;
+        self.settle(())
     }
 }

@@ -126,12 +126,12 @@ mod tests {
     }
 
     #[test]
-    fn replace_keeps_position_and_drops_duplicates() {
+    fn replace_removes_every_entry_and_appends_at_the_end_as_envoy_does() {
         let mut map: HeaderMap = [("a", "1"), ("b", "2"), ("a", "3")].into_iter().collect();
         map.replace("A", "9");
         assert_eq!(
             map.to_pairs(),
-            vec![("a".into(), "9".into()), ("b".into(), "2".into())]
+            vec![("b".into(), "2".into()), ("a".into(), "9".into())]
         );
         map.replace("c", "4");
         assert_eq!(map.get_all("c"), vec!["4"]);

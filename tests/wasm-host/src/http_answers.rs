@@ -110,6 +110,7 @@ impl Vm {
             None,
             "proxy_on_http_call_response",
         )?;
-        self.run_deferred()
+        self.run_deferred()?;
+        self.settle(())
     }
 }

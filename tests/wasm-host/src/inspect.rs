@@ -124,6 +124,7 @@ impl Vm {
     /// Delivers pending shared-queue notifications for queues this VM registered (items other VMs
     /// enqueued); notifications caused by this VM's own callbacks are delivered right after them.
     pub fn deliver_queue_notifications(&mut self) -> Result<(), crate::HostError> {
-        self.run_deferred()
+        self.run_deferred()?;
+        self.settle(())
     }
 }

@@ -31,6 +31,9 @@ pub struct Vm {
     failed: bool,
     finished: bool,
     last_context_id: u32,
+    /// Host calls the test did not allow for, made by a callback whose result is still being
+    /// applied; reported by [`Vm::settle`] with that result.
+    unexpected: Option<(&'static str, u32, Vec<String>)>,
 }
 
 impl Vm {
@@ -56,11 +59,13 @@ impl Vm {
             failed: false,
             finished: false,
             last_context_id: ROOT_CONTEXT_ID,
+            unexpected: None,
         };
         // A wasip1 reactor initializes itself (and runs the SDK's `main!`) in `_initialize`.
         for init in ["_initialize", "_start"] {
             if vm.instance.get_func(&mut vm.store, init).is_some() {
                 vm.invoke::<(), ()>(init, 0, ())?;
+                vm.settle(())?;
                 break;
             }
         }
@@ -75,6 +80,20 @@ impl Vm {
         self.store.data_mut()
     }
 
+    /// Ends a test-facing operation: if a callback made host calls the test did not allow for,
+    /// fails with them and with what the operation returned, after its effects were applied.
+    pub(crate) fn settle<T: std::fmt::Debug>(&mut self, returned: T) -> Result<T, HostError> {
+        match self.unexpected.take() {
+            None => Ok(returned),
+            Some((callback, context_id, violations)) => self.fail(HostError::Unexpected {
+                callback,
+                context_id,
+                violations,
+                returned: format!("{returned:?}"),
+            }),
+        }
+    }
+
     /// Records that the test got an error, and returns it.
     pub(crate) fn fail<T>(&mut self, error: HostError) -> Result<T, HostError> {
         self.failed = true;
@@ -83,6 +102,23 @@ impl Vm {
 
     pub(crate) fn expectation<T>(&mut self, message: String) -> Result<T, HostError> {
         self.fail(HostError::Expectation(message))
+    }
+
+    /// Turns a test's own failed expectation into a [`HostError::Expectation`], and marks the VM
+    /// as failed so that dropping it does not panic about unconsumed effects and hide `message`.
+    pub fn expectation_failed(&mut self, message: impl Into<String>) -> HostError {
+        self.failed = true;
+        HostError::Expectation(message.into())
+    }
+
+    /// `Ok(())` if `condition` holds, else [`Vm::expectation_failed`] with `message`:
+    /// `stream.ensure(stream.is_request_paused(), "request should wait for the call")?`.
+    pub fn ensure(&mut self, condition: bool, message: impl Into<String>) -> Result<(), HostError> {
+        if condition {
+            Ok(())
+        } else {
+            Err(self.expectation_failed(message))
+        }
     }
 
     /// Calls export `export` for `context_id`; `Ok(None)` if the module does not export it (Envoy
@@ -116,12 +152,16 @@ impl Vm {
         self.state_mut().phase = Phase::Other;
         let violations = std::mem::take(&mut self.state_mut().violations);
         match result {
-            Ok(value) if violations.is_empty() => Ok(Some(value)),
-            Ok(_) => self.fail(HostError::Unexpected {
-                callback: export,
-                context_id,
-                violations,
-            }),
+            Ok(value) => {
+                // Reported once the caller applied the result (pauses, actions): see `settle`.
+                if !violations.is_empty() {
+                    self.unexpected
+                        .get_or_insert((export, context_id, Vec::new()))
+                        .2
+                        .extend(violations);
+                }
+                Ok(Some(value))
+            }
             Err(trap) => {
                 self.crashed = Some(export);
                 let mut output = self.state().output.since(mark);
@@ -283,6 +323,7 @@ impl Vm {
             // Re-armed before the callback, so a filter changing its period re-arms from here.
             clock.next_tick = Some(due.saturating_add(nanos(period).max(1)));
             self.tick_raw()?;
+            self.settle(())?;
             fired += 1;
         }
         let clock = &mut self.state_mut().clock;
@@ -308,6 +349,7 @@ impl Vm {
         self.state_mut().streams.insert(id, StreamState::default());
         self.invoke::<(u32, u32), ()>("proxy_on_context_create", id, (id, root))?;
         self.run_deferred()?;
+        self.settle(())?;
         Ok(HttpStream::new(self, id))
     }
 
@@ -342,6 +384,7 @@ impl Vm {
                 callback,
                 context_id: context,
                 violations,
+                returned: "Continue".to_owned(),
             });
         }
         Ok(())
@@ -355,8 +398,11 @@ impl Vm {
     }
 
     fn finish_inner(&mut self) -> Result<(), HostError> {
-        if self.crashed.is_some() {
-            return Ok(());
+        if let Some(first) = self.crashed {
+            return Err(HostError::Crashed {
+                first,
+                callback: "finish",
+            });
         }
         let mut effects = Vec::new();
         let live: Vec<u32> = self.state().streams.keys().copied().collect();
@@ -391,6 +437,7 @@ impl Vm {
         self.invoke::<u32, ()>("proxy_on_log", id, id)?;
         self.invoke::<u32, ()>("proxy_on_delete", id, id)?;
         self.run_deferred()?;
+        self.settle(())?;
         let state = self.state_mut();
         let Some(stream) = state.streams.remove(&id) else {
             return Ok(Vec::new());
