@@ -25,7 +25,7 @@ pub use abi::logging::LogLine;
 pub use abi::stream::LocalResponse;
 pub use builder::VmBuilder;
 pub use call::{Call, CallOutput, ExpectHttpCall};
-pub use cargo_build::{build_filter, WASM_TARGET};
+pub use cargo_build::{build_filter, build_filter_at, WASM_TARGET};
 pub use error::HostError;
 pub use headers::HeaderMap;
 pub use module::FilterModule;

@@ -3,6 +3,7 @@
 
 mod calls;
 mod conformance;
+mod example_filter;
 mod lifecycle;
 mod loading;
 mod requests;
