@@ -353,7 +353,7 @@ impl ProbeStream {
             }
         }
         let headers = [("content-type", "text/plain")];
-        let _ = self.send_http_response(200, headers.to_vec(), Some(body.as_bytes()));
+        self.send_http_response(200, headers.to_vec(), Some(body.as_bytes()));
     }
 
     fn body(&mut self, index: usize, phase: &'static str) {
