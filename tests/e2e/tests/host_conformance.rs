@@ -11,8 +11,8 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-/// The upstream of the probe scenario: `/call` answers `pong`, `/reset` cuts off mid-body, anything else gets a
-/// chunked `world` with a trailer once the (chunked) request body and its trailers arrived.
+/// The upstream of the probe scenario: `/call` answers `pong`, `/reset` cuts off mid-body, `/hang` never answers,
+/// anything else gets a chunked `world` with a trailer once the (chunked) request body and its trailers arrived.
 fn start_upstream() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -36,6 +36,11 @@ fn serve(mut stream: TcpStream) {
             let chunked = head.contains("transfer-encoding: chunked");
             let body = &text[end + 4..];
             let complete = !chunked || (body.contains("0\r\n") && body.ends_with("\r\n\r\n"));
+            if complete && path == "/hang" {
+                // Never answers: the caller's timeout fires first.
+                std::thread::sleep(Duration::from_secs(5));
+                return;
+            }
             if complete {
                 let reply: &[u8] = match path.as_str() {
                     "/call" => b"HTTP/1.1 200 OK\r\nx-up: 1\r\ncontent-length: 4\r\n\r\npong",
@@ -57,7 +62,7 @@ fn serve(mut stream: TcpStream) {
     }
 }
 
-fn config(wasm: &std::path::Path, listen: u16, admin: u16, upstream: u16) -> String {
+fn config(wasm: &std::path::Path, listen: u16, admin: u16, upstream: u16, refused: u16) -> String {
     format!(
         r#"
 admin:
@@ -114,6 +119,14 @@ static_resources:
     type: STATIC
     connect_timeout: 1s
     load_assignment: {{ cluster_name: probe_empty }}
+  - name: probe_refused
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: probe_refused
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {refused} }} }} }}
 "#,
         wasm = wasm.display()
     )
@@ -139,9 +152,15 @@ fn main_request(port: u16) -> String {
 fn probe_report_from_envoy_matches_the_recording() {
     let wasm = keymesh_wasm_host::build_filter("keymesh-host-probe").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (listen, admin, upstream) = (free_port(), free_port(), start_upstream());
+    // `refused`: a free port nothing listens on.
+    let (listen, admin, upstream, refused) =
+        (free_port(), free_port(), start_upstream(), free_port());
     let config_path = dir.path().join("probe.yaml");
-    std::fs::write(&config_path, config(&wasm, listen, admin, upstream)).unwrap();
+    std::fs::write(
+        &config_path,
+        config(&wasm, listen, admin, upstream, refused),
+    )
+    .unwrap();
     let mut envoy = Command::new(envoy_bin());
     envoy.arg("-c").arg(&config_path).args([
         "--concurrency",

@@ -7,8 +7,9 @@
 //! The scenario a driver plays (see `tests/wasm-host/conformance/README.md`):
 //! 1. `POST /probe` with `x-probe: main`, a body and trailers. On request headers the probe
 //!    dispatches calls to `probe_upstream` (`/call`, answered 200 `x-up: 1`, body `pong`) and to
-//!    `probe_reset` (`/reset`, the upstream cuts off mid-body), pauses, and resumes once both
-//!    answers arrived. The upstream answers the request 200 with a body and trailers.
+//!    `probe_upstream` (`/reset`, the upstream cuts off mid-body), to `probe_refused` (nothing
+//!    listens) and to `probe_upstream` `/hang` with a 200 ms timeout (never answered), pauses, and
+//!    resumes once all four answers arrived. The upstream answers the request 200 with a body and trailers.
 //! 2. Ticks (period 200 ms) probe once after the first request headers.
 //! 3. `GET /report` with `x-probe: report` returns every phase's lines.
 
@@ -25,6 +26,8 @@ const PHASES: &[&str] = &[
     "request_headers",
     "call_response_ok",
     "call_response_reset",
+    "call_response_refused",
+    "call_response_timeout",
     "request_body",
     "request_trailers",
     "response_headers",
@@ -327,6 +330,8 @@ impl RootContext for ProbeRoot {
             context_id,
             report: false,
             awaiting: 0,
+            refused_token: 0,
+            timeout_token: 0,
             body_seen: [false; 2],
         }))
     }
@@ -337,11 +342,21 @@ struct ProbeStream {
     report: bool,
     /// HTTP calls dispatched and not answered yet; the request resumes when none are left.
     awaiting: u32,
+    /// The calls whose failure the probe records: connection refused, and timed out.
+    refused_token: u32,
+    timeout_token: u32,
     /// Whether request/response body callbacks were probed already (chunking differs by proxy).
     body_seen: [bool; 2],
 }
 
 impl ProbeStream {
+    fn resume_when_answered(&mut self) {
+        self.awaiting = self.awaiting.saturating_sub(1);
+        if self.awaiting == 0 {
+            raw::continue_stream(0);
+        }
+    }
+
     fn send_report(&self) {
         let mut body = String::new();
         for phase in PHASES {
@@ -369,6 +384,24 @@ impl ProbeStream {
 
 impl Context for ProbeStream {
     fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize, trailers: usize) {
+        if token == self.refused_token || token == self.timeout_token {
+            let phase = if token == self.refused_token {
+                "call_response_refused"
+            } else {
+                "call_response_timeout"
+            };
+            let mut r = Record::new(phase);
+            r.line("headers>0", headers > 0);
+            r.data("get_header(:status)", raw::get_header(6, ":status"));
+            r.data(
+                "get_header(content-type)",
+                raw::get_header(6, "content-type"),
+            );
+            r.data("body", raw::get_buffer(4, 0, body));
+            r.save();
+            self.resume_when_answered();
+            return;
+        }
         let phase = if headers == 0 {
             "call_response_reset"
         } else {
@@ -386,10 +419,7 @@ impl Context for ProbeStream {
         );
         probe_everything(&mut r);
         r.save();
-        self.awaiting = self.awaiting.saturating_sub(1);
-        if self.awaiting == 0 {
-            raw::continue_stream(0);
-        }
+        self.resume_when_answered();
     }
 
     fn on_done(&mut self) -> bool {
@@ -440,8 +470,19 @@ impl HttpContext for ProbeStream {
         r.status("http_call(probe_upstream /reset)", status);
         let (status, _) = raw::http_call("probe_empty", &call, 5000);
         r.status("http_call(cluster without hosts)", status);
+        let (status, token) = raw::http_call("probe_refused", &call, 5000);
+        r.status("http_call(probe_refused)", status);
+        self.refused_token = token;
+        let hang = [
+            (":method", "GET"),
+            (":path", "/hang"),
+            (":authority", "probe"),
+        ];
+        let (status, token) = raw::http_call("probe_upstream", &hang, 200);
+        r.status("http_call(probe_upstream /hang, 200 ms)", status);
+        self.timeout_token = token;
         r.save();
-        self.awaiting = 2;
+        self.awaiting = 4;
         Action::Pause
     }
 

@@ -83,15 +83,17 @@ impl HttpResponse {
         }
     }
 
-    /// What Envoy 1.40 delivers when it cannot connect to the cluster's host: a 503 whose body
-    /// starts `upstream connect error or disconnect/reset before headers`.
+    /// What Envoy 1.40 delivers when it cannot connect to the cluster's host: a 503 with its
+    /// `upstream connect error or disconnect/reset before headers` body (checked by the
+    /// conformance probe).
     pub fn connect_failure() -> HttpResponse {
         HttpResponse::new(503)
             .header("content-type", "text/plain")
-            .body("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused")
+            .body("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure")
     }
 
-    /// What Envoy 1.40 delivers when the call's timeout passes: a 504 `upstream request timeout`.
+    /// What Envoy 1.40 delivers when the call's timeout passes: a 504 `upstream request timeout`
+    /// (checked by the conformance probe).
     pub fn timeout() -> HttpResponse {
         HttpResponse::new(504)
             .header("content-type", "text/plain")

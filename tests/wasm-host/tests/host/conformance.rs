@@ -20,6 +20,7 @@ fn probe_report_matches_the_envoy_recording() -> Result<(), HostError> {
         .plugin_configuration("probe-config")
         .cluster("probe_upstream")
         .cluster_without_hosts("probe_empty")
+        .cluster("probe_refused")
         .build()?;
     vm.start()?;
 
@@ -41,6 +42,10 @@ fn probe_report_matches_the_envoy_recording() -> Result<(), HostError> {
     )?;
     let reset = stream.next_http_call("probe_upstream")?;
     stream.reset_http_call(reset.token)?;
+    let refused = stream.next_http_call("probe_refused")?;
+    stream.respond_to_http_call(refused.token, HttpResponse::connect_failure())?;
+    let hang = stream.next_http_call("probe_upstream")?;
+    stream.respond_to_http_call(hang.token, HttpResponse::timeout())?;
     stream.on_request_body(b"hello", false)?;
     stream.on_request_trailers(&[("x-request-trailer", "t")])?;
     stream.on_response_headers(&[(":status", "200"), ("x-up", "1")], false)?;
