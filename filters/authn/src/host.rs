@@ -67,11 +67,14 @@ pub(crate) fn dispatch_post_form(
     hostcalls::dispatch_http_call(cluster, headers, Some(body.as_bytes()), vec![], timeout)
 }
 
+/// `None` for a reset call: Envoy then has no response headers, and answers a single-header lookup
+/// `BadArgument` (on which the SDK panics), while listing the headers gives an empty list.
 pub(crate) fn call_response_status() -> Option<u16> {
-    hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse().ok())
+    hostcalls::get_map(MapType::HttpCallResponseHeaders)
+        .ok()?
+        .into_iter()
+        .find(|(name, _)| name == ":status")
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 pub(crate) fn call_response_body(size: usize) -> Option<Vec<u8>> {
