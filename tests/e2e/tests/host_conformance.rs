@@ -169,7 +169,7 @@ fn probe_report_from_envoy_matches_the_recording() {
         "-l",
         "info",
     ]);
-    let envoy = Process::start("envoy", dir.path(), envoy);
+    let envoy = Process::start("envoy", dir.path(), envoy).expect("start envoy");
     wait_for("envoy /ready", Duration::from_secs(30), || {
         (request("GET", admin, "/ready", &[], None).ok()?.status == 200).then_some(())
     });
