@@ -21,11 +21,17 @@ pub(crate) enum Variant {
     JwtAuthnCache,
     /// The keymesh authn wasm filter (V8).
     Keymesh,
+    /// A proxy-wasm Rust SDK filter that returns Continue: the floor of any filter built with the SDK.
+    EmptySdk,
+    /// The leanest do-nothing wasm module (four exports, no SDK): the price of any wasm filter on this Envoy.
+    EmptyMin,
 }
 
 impl Variant {
-    pub(crate) const ALL: [Variant; 4] = [
+    pub(crate) const ALL: [Variant; 6] = [
         Variant::None,
+        Variant::EmptyMin,
+        Variant::EmptySdk,
         Variant::JwtAuthn,
         Variant::JwtAuthnCache,
         Variant::Keymesh,
@@ -39,6 +45,8 @@ impl Variant {
             Variant::JwtAuthn => "jwt_authn",
             Variant::JwtAuthnCache => "jwt_authn_cache",
             Variant::Keymesh => "keymesh",
+            Variant::EmptySdk => "empty_sdk",
+            Variant::EmptyMin => "empty_min",
         }
     }
 
@@ -48,7 +56,7 @@ impl Variant {
 
     /// True when the variant checks tokens (so an invalid token must get 401).
     pub(crate) fn authenticates(self) -> bool {
-        self != Variant::None
+        !matches!(self, Variant::None | Variant::EmptySdk | Variant::EmptyMin)
     }
 }
 
@@ -146,8 +154,8 @@ pub(crate) struct Cell<V = Variant, W = Workload> {
     pub(crate) workload: W,
 }
 
-/// True when `variant` is measured under `workload`: the unfiltered Envoy lets every token through, so it is
-/// only measured with valid single tokens (its floor does not depend on which token it forwards).
+/// True when `variant` is measured under `workload`: the unfiltered Envoy and the do-nothing modules let every
+/// token through, so they are only measured with valid single tokens (a floor does not depend on the token).
 pub(crate) fn applies(variant: Variant, workload: Workload) -> bool {
     variant.authenticates() || workload.case == TokenCase::Cached
 }
@@ -297,14 +305,14 @@ mod tests {
     #[test]
     fn schedule_covers_every_applicable_cell_once_per_rep() {
         let cells = schedule(3, &Variant::ALL, &workloads());
-        // 3 filtering variants x 9 workloads + the unfiltered floor on the 3 cached workloads.
-        assert_eq!(cells.len(), 3 * (3 * 9 + 3));
+        // 3 filtering variants x 9 workloads + the 3 floors on the 3 cached workloads.
+        assert_eq!(cells.len(), 3 * (3 * 9 + 3 * 3));
         for rep in 0..3 {
             let mine: Vec<_> = cells.iter().filter(|c| c.rep == rep).collect();
-            assert_eq!(mine.len(), 30);
+            assert_eq!(mine.len(), 36);
             assert!(!mine
                 .iter()
-                .any(|c| c.variant == Variant::None && c.workload.case != TokenCase::Cached));
+                .any(|c| !c.variant.authenticates() && c.workload.case != TokenCase::Cached));
         }
     }
 
@@ -322,7 +330,7 @@ mod tests {
             .iter()
             .filter(|c| c.workload == w[0])
             .collect::<Vec<_>>();
-        assert_eq!(last[0].variant, Variant::JwtAuthn);
+        assert_eq!(last[0].variant, Variant::EmptyMin);
     }
 
     #[test]
