@@ -269,6 +269,7 @@ pub(crate) fn key_proxy_bootstrap(
 ) -> Value {
     let mut filters = match variant {
         KeyVariant::None => vec![],
+        KeyVariant::EmptyMin => vec![floor_filter("empty_min", &floor_module(wasm, "empty_min"))],
         KeyVariant::ApiKeyAuth => vec![api_key_auth_filter(credentials.clone())],
         KeyVariant::Keymesh => vec![keymesh_filter(
             wasm,

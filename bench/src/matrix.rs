@@ -207,12 +207,15 @@ pub(crate) enum KeyVariant {
     Keymesh,
     /// keymesh with an empty bundle (memory baseline of the VM without keys).
     KeymeshEmpty,
+    /// The leanest do-nothing wasm module: the price of any wasm filter.
+    EmptyMin,
 }
 
 impl KeyVariant {
     /// The variants measured under load, side by side.
-    pub(crate) const THROUGHPUT: [KeyVariant; 3] = [
+    pub(crate) const THROUGHPUT: [KeyVariant; 4] = [
         KeyVariant::None,
+        KeyVariant::EmptyMin,
         KeyVariant::ApiKeyAuth,
         KeyVariant::Keymesh,
     ];
@@ -230,6 +233,7 @@ impl KeyVariant {
             KeyVariant::ApiKeyAuth => "api_key_auth",
             KeyVariant::Keymesh => "keymesh",
             KeyVariant::KeymeshEmpty => "keymesh_0",
+            KeyVariant::EmptyMin => "empty_min",
         }
     }
 
@@ -267,20 +271,23 @@ impl KeyCase {
     /// What a correct `variant` answers.
     pub(crate) fn expected_status(self, variant: KeyVariant) -> u16 {
         match (self, variant) {
-            (KeyCase::Valid, _) | (KeyCase::Unknown, KeyVariant::None) => 200,
+            (KeyCase::Valid, _) | (KeyCase::Unknown, KeyVariant::None | KeyVariant::EmptyMin) => {
+                200
+            }
             (KeyCase::Unknown, _) => 401,
         }
     }
 }
 
-/// The API-key schedule: like [`schedule`]; `none` runs only the valid case (it forwards everything).
+/// The API-key schedule: like [`schedule`]; `none` and `empty_min` run only the valid case (they forward
+/// everything).
 pub(crate) fn key_schedule(
     reps: usize,
     variants: &[KeyVariant],
     cases: &[KeyCase],
 ) -> Vec<Cell<KeyVariant, KeyCase>> {
     schedule_where(reps, variants, cases, |v, c| {
-        v != KeyVariant::None || c == KeyCase::Valid
+        !matches!(v, KeyVariant::None | KeyVariant::EmptyMin) || c == KeyCase::Valid
     })
 }
 
@@ -336,10 +343,10 @@ mod tests {
     #[test]
     fn key_schedule_rotates_and_runs_none_only_on_valid_keys() {
         let cells = key_schedule(2, &KeyVariant::THROUGHPUT, &KeyCase::ALL);
-        assert_eq!(cells.len(), 2 * (3 + 2));
+        assert_eq!(cells.len(), 2 * (4 + 2));
         assert!(!cells
             .iter()
-            .any(|c| c.variant == KeyVariant::None && c.workload == KeyCase::Unknown));
+            .any(|c| !c.variant.holds_keys() && c.workload == KeyCase::Unknown));
         assert_eq!(cells[0].workload, KeyCase::Valid);
         assert_eq!(cells[5].workload, KeyCase::Unknown);
         assert_eq!(cells[0].variant, KeyVariant::None);
