@@ -33,7 +33,7 @@ const prm = await oauth.processResourceDiscoveryResponse(
   await oauth.resourceDiscoveryRequest(resource, insecure),
 )
 const issuer = new URL(prm.authorization_servers[0])
-const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, insecure))
+const as = await oauth.processDiscoveryResponse(issuer, await oauth.discoveryRequest(issuer, { ...insecure, algorithm: 'oauth2' }))
 log(`authorization server ${as.issuer}, registration at ${as.registration_endpoint}`)
 
 const metadata = {
