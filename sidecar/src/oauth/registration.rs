@@ -382,7 +382,6 @@ impl<'a> Registrar<'a> {
         current: &ClientRecord,
         registration: &Registration,
         metadata: ClientMetadata,
-        now: u64,
     ) -> Result<ClientInformation, RegistrationError> {
         if metadata.client_id.as_deref() != Some(current.client_id.as_str()) {
             return Err(RegistrationError::InvalidMetadata(
@@ -413,7 +412,6 @@ impl<'a> Registrar<'a> {
         )
         .await?;
         tracing::info!(client_id = %current.client_id, "client registration updated");
-        let _ = now;
         Ok(self.information(
             &current.client_id,
             &registered,

@@ -138,13 +138,7 @@ pub(crate) async fn update(
             .await?;
         let metadata = metadata(&headers, &body)?;
         registrar
-            .update(
-                &mut conn,
-                &record,
-                &registration,
-                metadata,
-                state.clock().now_secs(),
-            )
+            .update(&mut conn, &record, &registration, metadata)
             .await
     }
     .await;
