@@ -56,7 +56,8 @@ function fastify(verifier) {
         request.keymesh = verdict.identity;
         return;
       }
-      reply.code(verdict.status).headers(verdict.headers).send(verdict.body);
+      // A Buffer, so that Fastify sends the filter's content-type as it is (no charset added).
+      reply.code(verdict.status).headers(verdict.headers).send(Buffer.from(verdict.body));
       return reply;
     });
   }
