@@ -132,6 +132,7 @@ class Verifier {
       if (next.ifNoneMatch) headers['if-none-match'] = next.ifNoneMatch;
       let status = 0;
       let body = EMPTY;
+      const sentMs = this.#clock();
       try {
         const res = await this.#transport({
           method: 'GET',
@@ -147,7 +148,7 @@ class Verifier {
         this.#logger.debug(`bundle fetch error: ${e && e.message}`);
       }
       if (this.#closed) break;
-      const out = JSON.parse(this.#engine.onFetchResponse(status, body, this.#clock()));
+      const out = JSON.parse(this.#engine.onFetchResponse(status, body, sentMs, this.#clock()));
       if (out.event === 'applied') {
         this.#logger.info(out.message);
         this.#resolveReady();

@@ -49,12 +49,20 @@ impl JsEngine {
         self.engine.tick_ms() as f64
     }
 
-    /// Handles the answer to a bundle request (`status` 0: failed or timed out), as JSON
+    /// Handles the answer to a bundle request sent at `sent_ms` (`status` 0: failed or timed out), as JSON
     /// `{"again", "event", "message"}`.
     #[wasm_bindgen(js_name = onFetchResponse)]
-    pub fn on_fetch_response(&mut self, status: u16, body: &[u8], now_ms: f64) -> String {
+    pub fn on_fetch_response(
+        &mut self,
+        status: u16,
+        body: &[u8],
+        sent_ms: f64,
+        now_ms: f64,
+    ) -> String {
         let status = (status != 0).then_some(status);
-        let out = self.engine.on_fetch_response(status, body, millis(now_ms));
+        let out = self
+            .engine
+            .on_fetch_response(status, body, millis(sent_ms), millis(now_ms));
         serde_json::json!({ "again": out.again, "event": out.event, "message": out.message })
             .to_string()
     }

@@ -14,6 +14,11 @@ use keymesh_core::{
 /// Fetch period before the first bundle arrives: requests fail closed until then (the filter's startup tick).
 pub const STARTUP_TICK_MS: u64 = 200;
 
+/// A `304` that took at least this long answered a long poll that ran its course: poll again at once instead
+/// of waiting a tick, so that no change waits for the gap between two polls. A quicker `304` (plain polling, or
+/// a sidecar shutting down) waits for the tick, as in the filter.
+pub const LONG_POLL_REARM_MS: u64 = 1_000;
+
 /// At most one refetch request per process this often; the sidecar throttles per issuer on top (as the filter).
 pub const REFETCH_EVERY_MS: u64 = 5_000;
 
@@ -102,13 +107,18 @@ impl Engine {
         }
     }
 
-    /// Handles the answer to a bundle request: `status` is `None` when the request failed or timed out.
+    /// Handles the answer to a bundle request sent at `sent_ms`: `status` is `None` when the request failed or
+    /// timed out.
     pub fn on_fetch_response(
         &mut self,
         status: Option<u16>,
         body: &[u8],
+        sent_ms: u64,
         now_ms: u64,
     ) -> FetchOutcome {
+        let long_poll_ran = self.held.held_version().is_some()
+            && self.config.sidecar.long_poll_secs > 0
+            && now_ms.saturating_sub(sent_ms) >= LONG_POLL_REARM_MS;
         if matches!(status, Some(200 | 304)) {
             self.held.mark_fresh(now_ms);
         }
@@ -149,7 +159,7 @@ impl Engine {
                     format!("bundle from sidecar rejected, keeping the last good one: {e}"),
                 ),
             },
-            Some(304) => outcome(false, "not_modified", String::new()),
+            Some(304) => outcome(long_poll_ran, "not_modified", String::new()),
             Some(status) => outcome(false, "failed", format!("bundle fetch answered {status}")),
             None => outcome(
                 false,
@@ -259,23 +269,27 @@ mod tests {
         );
         assert_eq!((first.if_none_match, first.timeout_ms), (None, 1500));
         assert_eq!(engine.tick_ms(), STARTUP_TICK_MS);
-        let out = engine.on_fetch_response(Some(200), br#"{"version":7}"#, 1_000);
+        let out = engine.on_fetch_response(Some(200), br#"{"version":7}"#, 900, 1_000);
         assert!(out.again && out.event == "applied", "{out:?}");
         let next = engine.next_fetch();
         assert_eq!(next.path, "/v1/bundle?wait=20");
         assert_eq!(next.if_none_match.as_deref(), Some("\"7\""));
         assert_eq!(next.timeout_ms, 21_500);
         assert_eq!(engine.tick_ms(), 700);
-        assert!(!engine.on_fetch_response(Some(304), b"", 2_000).again);
+        assert!(!engine.on_fetch_response(Some(304), b"", 1_500, 2_000).again);
+        assert!(
+            engine.on_fetch_response(Some(304), b"", 0, 2_000).again,
+            "a long poll that ran its course is renewed at once"
+        );
         assert!(engine.status(2_500).contains("\"ageMs\":500"));
-        let failed = engine.on_fetch_response(None, b"", 9_000);
+        let failed = engine.on_fetch_response(None, b"", 0, 9_000);
         assert_eq!((failed.again, failed.event), (false, "failed"));
         assert!(
             engine.status(9_000).contains("\"ageMs\":7000"),
             "a failure is not an answer"
         );
         // A delta that does not fit: a full bundle is asked for at once.
-        let out = engine.on_fetch_response(Some(200), br#"{"version":9,"since":8}"#, 9_000);
+        let out = engine.on_fetch_response(Some(200), br#"{"version":9,"since":8}"#, 9_000, 9_000);
         assert_eq!((out.again, out.event), (true, "mismatch"));
         assert_eq!(engine.next_fetch().if_none_match, None);
     }

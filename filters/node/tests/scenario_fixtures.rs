@@ -98,7 +98,8 @@ fn the_engine_gives_cores_verdicts_natively() {
     let all = fixtures();
     let mut engine = Engine::new(SCENARIO_CONFIG.as_bytes()).unwrap();
     let now_ms = u64::try_from(NOW * 1000).unwrap();
-    let applied = engine.on_fetch_response(Some(200), fixture().bundle(1).as_bytes(), now_ms);
+    let applied =
+        engine.on_fetch_response(Some(200), fixture().bundle(1).as_bytes(), now_ms, now_ms);
     assert_eq!(applied.event, "applied", "{applied:?}");
     let rows = all["rows"].as_array().unwrap();
     assert_eq!(rows.len(), scenarios().len());
