@@ -89,7 +89,9 @@ class Verifier {
     });
     // Nobody may be waiting on ready(); a rejection on close() must not be reported as unhandled.
     this.#ready.catch(() => {});
-    this.#loop();
+    // The loop only ends on close(); if it ever threw, the keys held would go stale and requests fail closed at
+    // max_age_secs, so say why loudly.
+    this.#loop().catch((e) => this.#logger.error(`key bundle fetch loop stopped: ${e && e.stack}`));
   }
 
   /** Resolves once the first key bundle is applied; rejects if the verifier is closed first. */
