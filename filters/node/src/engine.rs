@@ -7,8 +7,8 @@ use crate::render::{render_status, render_verdict};
 use keymesh_core::bundle::etag;
 use keymesh_core::policy::unknown_external_kid;
 use keymesh_core::{
-    authorize, ConfigError, DenyReason, FilterConfig, KeyMaterial, RequestParts, TokenCache,
-    TokenError, Verdict,
+    authorize, CredentialError, DenyReason, FilterConfig, FilterConfigError, KeyMaterial,
+    RequestParts, TokenCache, Verdict,
 };
 
 /// Fetch period before the first bundle arrives: requests fail closed until then (the filter's startup tick).
@@ -57,7 +57,7 @@ pub struct Engine {
 
 impl Engine {
     /// Parses and validates the configuration with the filter's own parser (same fields, same errors).
-    pub fn new(config_json: &[u8]) -> Result<Self, ConfigError> {
+    pub fn new(config_json: &[u8]) -> Result<Self, FilterConfigError> {
         let config = FilterConfig::parse(config_json)?;
         let tokens = TokenCache::new(config.token_cache_size);
         Ok(Self {
@@ -196,7 +196,10 @@ impl Engine {
         let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
         let verdict = authorize(&self.config, &request, &material, now);
         if let Verdict::Deny(denial) = &verdict {
-            if matches!(denial.reason, DenyReason::Token(TokenError::UnknownKid)) {
+            if matches!(
+                denial.reason,
+                DenyReason::Token(CredentialError::UnknownKid)
+            ) {
                 if let Some(kid) = self
                     .held
                     .keys()

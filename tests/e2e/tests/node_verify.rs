@@ -5,7 +5,8 @@
 //! closed. node:http, Express and Fastify each serve part of it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use keymesh_e2e::{basic_auth, free_port, node_package, request, wait_for, Process, Stack};
+use keymesh_e2e::{basic, bearer, free_port, node_package, request, wait_for, Process, Stack};
+use keymesh_test_support::form;
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,10 +14,6 @@ use std::time::{Duration, Instant};
 const ORDERS: &str = "https://orders.local";
 const PAYMENTS: &str = "https://payments.local";
 const MAX_AGE_SECS: u64 = 6;
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
 
 /// The orders rules of `envoy/demo.yaml`, with a short long poll and `max_age_secs` so the test does not wait
 /// minutes for staleness.
@@ -96,7 +93,8 @@ fn node_service_verifies_with_the_live_bundle() {
         .env("HTTP_PORT", http.to_string())
         .env("EXPRESS_PORT", express.to_string())
         .env("FASTIFY_PORT", fastify.to_string());
-    let mut service = Process::start("node-service", stack.dir.path(), node);
+    let mut service =
+        Process::start("node-service", stack.dir.path(), node).expect("start the Node service");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         scenario(
             &mut stack,
@@ -191,10 +189,10 @@ fn scenario(
         stack.ports.sidecar,
         "/oauth/revoke",
         &[
-            ("authorization", &basic_auth("demo", "demo-secret")),
+            ("authorization", &basic("demo", "demo-secret")),
             ("content-type", "application/x-www-form-urlencoded"),
         ],
-        Some(&format!("token={}", both.trim_start_matches("Bearer "))),
+        Some(&form(&[("token", both.trim_start_matches("Bearer "))])),
     )
     .unwrap();
     let acknowledged = Instant::now();

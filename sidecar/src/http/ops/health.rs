@@ -1,0 +1,23 @@
+//! `GET /healthz`: ready once the first key-set snapshot is loaded.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::http::state::AppState;
+
+/// 200 with the served version once loaded, 503 before.
+pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
+    match state.mirror().snapshot() {
+        Some(snapshot) => {
+            Json(serde_json::json!({ "status": "ok", "version": snapshot.version() }))
+                .into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "starting" })),
+        )
+            .into_response(),
+    }
+}
