@@ -124,8 +124,10 @@ async function memory() {
   gc();
   const before = process.memoryUsage();
   const apiKeys = [];
+  let lastKey = '';
   for (let i = 0; i < count; i++) {
     const key = `km_${randomBytes(32).toString('base64url')}`;
+    lastKey = key;
     apiKeys.push({
       hash: createHash('sha256').update(key).digest('base64url'),
       id: `ak_${String(i).padStart(12, '0')}`,
@@ -144,7 +146,9 @@ async function memory() {
   gc();
   const after = process.memoryUsage();
   const mib = (x) => (x / 1024 / 1024).toFixed(1);
-  console.log(`node ${process.version}: ${verifier.status().apiKeys} API keys held (bundle ${mib(bytes)} MiB of JSON)`);
+  const probe = verifier.authorize({ path: '/orders/1', headers: { authorization: `apikey ${lastKey}` } });
+  if (!probe.allow) throw new Error(`the last API key of the bundle is refused: ${probe.body}`);
+  console.log(`node ${process.version}: ${count} API keys held, bundle v${verifier.status().version} (${mib(bytes)} MiB of JSON)`);
   console.log(`RSS before ${mib(before.rss)} MiB, after ${mib(after.rss)} MiB (+${mib(after.rss - before.rss)} MiB); ` +
     `JS heap ${mib(after.heapUsed)} MiB; external+arrayBuffers (the wasm memory) ${mib(after.external + after.arrayBuffers)} MiB`);
   verifier.close();

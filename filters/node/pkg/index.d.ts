@@ -82,10 +82,9 @@ export type RequestHeaders =
   | Headers;
 
 export interface Status {
+  /** The bundle version held, null before the first bundle. */
   version: number | null;
-  apiKeys: number;
-  revokedTokens: number;
-  /** Milliseconds since the sidecar last answered. */
+  /** Milliseconds since the sidecar last confirmed what is held (a 304, or a bundle applied). */
   ageMs: number;
 }
 

@@ -112,7 +112,7 @@ class Verifier {
     return verdict;
   }
 
-  /** What is held: { version, apiKeys, revokedTokens, ageMs }. */
+  /** What is held: { version, ageMs }. */
   status() {
     return JSON.parse(this.#engine.status(this.#clock()));
   }
@@ -129,7 +129,12 @@ class Verifier {
 
   async #loop() {
     while (!this.#closed) {
-      const next = JSON.parse(this.#engine.nextFetch());
+      const request = this.#engine.nextFetch(this.#clock());
+      if (!request) {
+        await this.#sleep(this.#engine.tickMs());
+        continue;
+      }
+      const next = JSON.parse(request);
       const headers = { accept: 'application/json', [PROXY_HEADER]: this.#proxyId };
       if (next.ifNoneMatch) headers['if-none-match'] = next.ifNoneMatch;
       let status = 0;

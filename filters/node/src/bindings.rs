@@ -31,16 +31,21 @@ impl JsEngine {
             .map_err(|e| e.to_string())
     }
 
-    /// The next bundle request, as JSON `{"path", "ifNoneMatch", "timeoutMs"}`.
+    /// The bundle request to send now, as JSON `{"path", "ifNoneMatch", "timeoutMs"}`, or an empty string: wait
+    /// a tick.
     #[wasm_bindgen(js_name = nextFetch)]
-    pub fn next_fetch(&self) -> String {
-        let next = self.engine.next_fetch();
-        serde_json::json!({
-            "path": next.path,
-            "ifNoneMatch": next.if_none_match,
-            "timeoutMs": next.timeout_ms,
-        })
-        .to_string()
+    pub fn next_fetch(&mut self, now_ms: f64) -> String {
+        self.engine
+            .next_fetch(millis(now_ms))
+            .map(|next| {
+                serde_json::json!({
+                    "path": next.path,
+                    "ifNoneMatch": next.if_none_match,
+                    "timeoutMs": next.timeout_ms,
+                })
+                .to_string()
+            })
+            .unwrap_or_default()
     }
 
     /// Milliseconds to wait before the next fetch when the last answer does not ask to go again at once.
@@ -114,7 +119,7 @@ impl JsEngine {
         .to_string()
     }
 
-    /// What is held, as JSON `{"version", "apiKeys", "revokedTokens", "ageMs"}`.
+    /// What is held, as JSON `{"version", "ageMs"}`.
     pub fn status(&self, now_ms: f64) -> String {
         self.engine.status(millis(now_ms))
     }

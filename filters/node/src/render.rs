@@ -66,7 +66,6 @@ pub fn reason_label(reason: &DenyReason) -> &'static str {
 }
 
 /// What is held, as JSON.
-pub fn render_status(version: Option<u64>, api_keys: usize, revoked: usize, age_ms: u64) -> String {
-    json!({ "version": version, "apiKeys": api_keys, "revokedTokens": revoked, "ageMs": age_ms })
-        .to_string()
+pub fn render_status(version: Option<u64>, age_ms: u64) -> String {
+    json!({ "version": version, "ageMs": age_ms }).to_string()
 }
