@@ -89,7 +89,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
         }
     });
-    // The peer address is the source failed authentications are counted under (or the proxy vouching for one).
+    // The peer address is the source failed authentications are counted under (or the proxy vouching for one),
+    // and what registration is rate-limited by.
     let app = keymesh::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -17,6 +17,7 @@ use crate::support::syntax;
 
 mod issuers;
 mod redis_settings;
+mod registration;
 mod setting;
 mod signing;
 
@@ -42,6 +43,7 @@ mod test_support {
 }
 
 pub use issuers::IssuerSettings;
+pub use registration::{RegistrationSettings, INITIAL_ACCESS_TOKEN_ENV};
 pub use setting::Origin;
 use setting::{parse_secs, raw, setting, validate, Env};
 pub use signing::SigningConfig;
@@ -86,6 +88,8 @@ pub struct Config {
     /// Peers whose `x-forwarded-for` names the client's address, for throttling per source
     /// (`KEYMESH_TRUSTED_PROXIES`: addresses and CIDR networks); none by default.
     pub trusted_proxies: TrustedProxies,
+    /// Dynamic client registration policy (RFC 7591; the `registration_*` settings).
+    pub registration: RegistrationSettings,
 }
 
 impl fmt::Debug for Config {
@@ -105,6 +109,7 @@ impl fmt::Debug for Config {
             .field("signing", &self.signing)
             .field("external_issuers", &self.external_issuers)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("registration", &self.registration)
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +128,7 @@ impl Default for Config {
             signing: SigningConfig::default(),
             external_issuers: IssuerSettings::default(),
             trusted_proxies: TrustedProxies::default(),
+            registration: RegistrationSettings::default(),
         }
     }
 }
@@ -180,6 +186,12 @@ struct ConfigFile {
     issuer_refetch_min_secs: Option<u64>,
     issuer_fetch_timeout_ms: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
+    registration_initial_access_token: Option<String>,
+    registration_anonymous: Option<bool>,
+    registration_resources: Option<Vec<String>>,
+    registration_scopes: Option<Vec<String>>,
+    registration_rate_per_minute: Option<u64>,
+    registration_unused_ttl_secs: Option<u64>,
 }
 
 impl Config {
@@ -252,6 +264,17 @@ impl Config {
             (None, None) => None,
         };
         let issuer_defaults = defaults.external_issuers;
+        let registration = registration::from_sources(
+            registration::RegistrationFile {
+                initial_access_token: parsed.registration_initial_access_token,
+                anonymous: parsed.registration_anonymous,
+                resources: parsed.registration_resources,
+                scopes: parsed.registration_scopes,
+                rate_per_minute: parsed.registration_rate_per_minute,
+                unused_ttl_secs: parsed.registration_unused_ttl_secs,
+            },
+            env,
+        )?;
         let config =
             Self {
                 redis_url: setting(
@@ -347,6 +370,7 @@ impl Config {
                         },
                     )?,
                 },
+                registration,
             };
         redis_settings::check_key_prefix(&config, key_prefix_origin)?;
         Ok(config)

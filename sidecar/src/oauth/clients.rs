@@ -101,6 +101,9 @@ pub struct ClientRecord {
     pub grant_types: Vec<GrantType>,
     /// When the client was registered (seconds since the Unix epoch).
     pub created_at: u64,
+    /// Set when the client registered itself (RFC 7591) rather than being created by an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<crate::oauth::registration_record::Registration>,
 }
 
 impl ClientRecord {
@@ -333,6 +336,7 @@ impl ClientStore {
             redirect_uris,
             grant_types,
             created_at: now,
+            registration: None,
         };
         let json = serde_json::to_string(&record).map_err(ClientError::Encode)?;
         let mut set = redis::cmd("SET");
