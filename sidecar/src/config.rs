@@ -16,6 +16,7 @@ use crate::external_issuers::IssuerSettings;
 use crate::syntax;
 
 mod redis_settings;
+mod secret_files;
 mod signing;
 
 /// Helpers shared by the configuration tests.
@@ -173,6 +174,7 @@ impl fmt::Display for Origin {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     redis_url: Option<String>,
+    redis_url_file: Option<PathBuf>,
     redis_cluster: Option<bool>,
     listen: Option<String>,
     issuer: Option<String>,
@@ -180,6 +182,7 @@ struct ConfigFile {
     refresh_token_ttl_secs: Option<u64>,
     key_prefix: Option<String>,
     admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
     kek_file: Option<PathBuf>,
     key_algorithm: Option<String>,
     key_publish_delay_secs: Option<u64>,
@@ -249,6 +252,7 @@ impl Config {
             None => ConfigFile::default(),
         };
 
+        let file_dir = file.and_then(|(path, _)| path.parent());
         let signing = signing::from_sources(
             signing::SigningFile {
                 kek_file: parsed.kek_file,
@@ -257,7 +261,7 @@ impl Config {
                 key_rotation_interval_secs: parsed.key_rotation_interval_secs,
                 key_retire_leeway_secs: parsed.key_retire_leeway_secs,
             },
-            file.and_then(|(path, _)| path.parent()),
+            file_dir,
             &env,
         )?;
         let mut redis_url = Raw::new(defaults.redis_url);
@@ -288,7 +292,12 @@ impl Config {
             Origin::File,
         );
 
-        redis_url.set(parsed.redis_url, Origin::File);
+        let file_redis_url = secret_files::REDIS_URL.in_config_file(
+            parsed.redis_url,
+            parsed.redis_url_file,
+            file_dir,
+        )?;
+        redis_url.set(file_redis_url, Origin::File);
         redis_cluster.set(parsed.redis_cluster.map(|v| v.to_string()), Origin::File);
         listen.set(parsed.listen, Origin::File);
         issuer.set(parsed.issuer, Origin::File);
@@ -300,11 +309,20 @@ impl Config {
         key_prefix.set(parsed.key_prefix, Origin::File);
 
         let mut admin_token: Raw<Option<String>> = Raw::new(None);
-        admin_token.set(parsed.admin_token.map(Some), Origin::File);
-        admin_token.set(env(ADMIN_TOKEN_ENV).map(Some), Origin::Env(ADMIN_TOKEN_ENV));
+        let file_admin_token = secret_files::ADMIN_TOKEN.in_config_file(
+            parsed.admin_token,
+            parsed.admin_token_file,
+            file_dir,
+        )?;
+        admin_token.set(file_admin_token.map(Some), Origin::File);
+        if let Some((token, origin)) = secret_files::ADMIN_TOKEN.in_env(&env)? {
+            admin_token.set(Some(Some(token)), origin);
+        }
+        if let Some((url, origin)) = secret_files::REDIS_URL.in_env(&env)? {
+            redis_url.set(Some(url), origin);
+        }
 
         for (raw, name) in [
-            (&mut redis_url, "KEYMESH_REDIS_URL"),
             (&mut redis_cluster, "KEYMESH_REDIS_CLUSTER"),
             (&mut listen, "KEYMESH_LISTEN"),
             (&mut issuer, "KEYMESH_ISSUER"),
