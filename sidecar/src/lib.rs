@@ -85,6 +85,7 @@ pub fn app(state: AppState) -> Router {
             post(http::refetch::refetch).layer(DefaultBodyLimit::max(REFETCH_BODY_LIMIT)),
         )
         .route("/healthz", get(http::health::healthz))
+        .route("/livez", get(http::health::livez))
         .route("/v1/status", get(http::status::status))
         .route("/metrics", get(http::metrics::metrics))
         .route(

@@ -45,6 +45,11 @@ async fn main() -> anyhow::Result<()> {
             keymesh::cli::run_issuer(&config, command, &Clock::system(), &mut stdout).await?;
             Ok(())
         }
+        Command::Health(args) => {
+            let mut stdout = std::io::stdout().lock();
+            keymesh::cli::run_health(&config, &args, &mut stdout)?;
+            Ok(())
+        }
         Command::User(command) => {
             let mut stdin = std::io::stdin().lock();
             let mut stdout = std::io::stdout().lock();

@@ -1,4 +1,5 @@
-//! `GET /healthz`: ready once the first key-set snapshot is loaded.
+//! `GET /healthz` (readiness): ready once the first key-set snapshot is loaded. `GET /livez` (liveness): the
+//! server answers, whatever the state of Redis, so a Redis outage never gets the sidecar restarted.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,4 +21,9 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// 200 whenever the server answers.
+pub(crate) async fn livez() -> Response {
+    Json(serde_json::json!({ "status": "alive" })).into_response()
 }
