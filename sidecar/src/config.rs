@@ -80,6 +80,9 @@ pub struct Config {
     /// How external identity providers' keys are fetched (`KEYMESH_ISSUER_REFRESH_SECS`,
     /// `KEYMESH_ISSUER_REFETCH_MIN_SECS`, `KEYMESH_ISSUER_FETCH_TIMEOUT_MS`).
     pub external_issuers: IssuerSettings,
+    /// Seconds `serve` keeps answering after SIGTERM, with readiness failing and long polls answered at once,
+    /// while the orchestrator withdraws the endpoint (`KEYMESH_SHUTDOWN_DRAIN_SECS`).
+    pub shutdown_drain_secs: u64,
 }
 
 impl fmt::Debug for Config {
@@ -95,6 +98,7 @@ impl fmt::Debug for Config {
             .field("admin_token", &self.admin_token)
             .field("signing", &self.signing)
             .field("external_issuers", &self.external_issuers)
+            .field("shutdown_drain_secs", &self.shutdown_drain_secs)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +116,7 @@ impl Default for Config {
             admin_token: None,
             signing: SigningConfig::default(),
             external_issuers: IssuerSettings::default(),
+            shutdown_drain_secs: 5,
         }
     }
 }
@@ -191,6 +196,7 @@ struct ConfigFile {
     issuer_refresh_secs: Option<u64>,
     issuer_refetch_min_secs: Option<u64>,
     issuer_fetch_timeout_ms: Option<u64>,
+    shutdown_drain_secs: Option<u64>,
 }
 
 /// A raw value and where it came from, before validation.
@@ -271,6 +277,11 @@ impl Config {
         let mut ttl = Raw::new(defaults.token_ttl_secs.to_string());
         let mut refresh_ttl = Raw::new(defaults.refresh_token_ttl_secs.to_string());
         let mut key_prefix = Raw::new(defaults.key_prefix);
+        let mut drain = Raw::new(defaults.shutdown_drain_secs.to_string());
+        drain.set(
+            parsed.shutdown_drain_secs.map(|v| v.to_string()),
+            Origin::File,
+        );
         let issuer_defaults = defaults.external_issuers;
         let mut issuer_refresh = Raw::new(issuer_defaults.refresh_secs.to_string());
         let mut issuer_refetch = Raw::new(issuer_defaults.refetch_min_secs.to_string());
@@ -332,6 +343,7 @@ impl Config {
             (&mut issuer_refresh, "KEYMESH_ISSUER_REFRESH_SECS"),
             (&mut issuer_refetch, "KEYMESH_ISSUER_REFETCH_MIN_SECS"),
             (&mut issuer_timeout, "KEYMESH_ISSUER_FETCH_TIMEOUT_MS"),
+            (&mut drain, "KEYMESH_SHUTDOWN_DRAIN_SECS"),
         ] {
             raw.set(env(name), Origin::Env(name));
         }
@@ -380,6 +392,7 @@ impl Config {
                     Ok(std::time::Duration::from_millis(ms))
                 })?,
             },
+            shutdown_drain_secs: validate("shutdown_drain_secs", drain, |v| parse_secs(v, 0, 120))?,
         };
         redis_settings::check_key_prefix(&config, key_prefix_origin)?;
         Ok(config)

@@ -8,8 +8,16 @@ use axum::Json;
 
 use crate::state::AppState;
 
-/// 200 with the served version once loaded, 503 before.
+/// 200 with the served version once loaded, 503 before, and 503 again once shutdown has begun (so the
+/// orchestrator withdraws the endpoint while the server still answers).
 pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
+    if state.is_shutting_down() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "stopping" })),
+        )
+            .into_response();
+    }
     match state.mirror().snapshot() {
         Some(snapshot) => {
             Json(serde_json::json!({ "status": "ok", "version": snapshot.version() }))
