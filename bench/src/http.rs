@@ -1,13 +1,14 @@
 //! One-shot HTTP/1.1 GETs on std's TcpStream, for readiness and correctness checks (status line only).
 
 use anyhow::{bail, Context, Result};
+use keymesh_test_support::eventually;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// GET `path` on `127.0.0.1:port` with an optional bearer token; returns the status and the raw head.
 pub(crate) fn get(port: u16, path: &str, bearer: Option<&str>) -> Result<(u16, String)> {
-    let auth = bearer.map(|token| format!("Bearer {token}"));
+    let auth = bearer.map(keymesh_test_support::bearer);
     let headers: Vec<(&str, &str)> = auth
         .as_deref()
         .map(|a| ("authorization", a))
@@ -74,17 +75,22 @@ pub(crate) fn wait_for_status(
     status: u16,
     timeout: Duration,
 ) -> Result<()> {
-    let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer");
-    while Instant::now() < deadline {
-        match get(port, path, bearer) {
-            Ok((s, _)) if s == status => return Ok(()),
-            Ok((_, head)) => last = head,
-            Err(e) => last = e.to_string(),
+    let answered = eventually(timeout, || match get(port, path, bearer) {
+        Ok((s, _)) if s == status => Some(()),
+        Ok((_, head)) => {
+            last = head;
+            None
         }
-        std::thread::sleep(Duration::from_millis(100));
+        Err(e) => {
+            last = e.to_string();
+            None
+        }
+    });
+    if answered.is_none() {
+        bail!("timed out after {timeout:?} waiting for {what} (expected {status}); last: {last}")
     }
-    bail!("timed out after {timeout:?} waiting for {what} (expected {status}); last: {last}")
+    Ok(())
 }
 
 /// Envoy's counters and gauges whose names match `filter` (a regex), from the admin `/stats` text format.

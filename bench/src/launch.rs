@@ -1,7 +1,7 @@
 //! Writing, validating and starting Envoy processes.
 
 use crate::http;
-use crate::process::{free_port, PidFile, Process};
+use crate::process::{self, free_port, PidFile, Process, Supervised};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -79,6 +79,31 @@ impl Launcher {
         concurrency: u32,
         cpus: Option<&str>,
     ) -> Result<RunningEnvoy> {
+        let mut process = self.spawn(name, config, concurrency, cpus)?;
+        let ready = http::wait_for_status(
+            &format!("{name} /ready"),
+            admin,
+            "/ready",
+            None,
+            200,
+            Duration::from_secs(60),
+        );
+        if let Err(e) = ready {
+            let tail = process.log_tail(40);
+            process.ensure_running()?;
+            bail!("{e}\nend of {}:\n{tail}", process.log_path().display());
+        }
+        Ok(RunningEnvoy { process })
+    }
+
+    /// Starts Envoy on `config` (pinned to `cpus` with taskset if given) without waiting for anything.
+    pub(crate) fn spawn(
+        &self,
+        name: &str,
+        config: &Path,
+        concurrency: u32,
+        cpus: Option<&str>,
+    ) -> Result<Process> {
         let mut cmd = match cpus {
             Some(cpus) => {
                 let mut c = Command::new("taskset");
@@ -91,20 +116,6 @@ impl Launcher {
             .arg(config)
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--disable-hot-restart", "-l", "info"]);
-        let mut process = Process::start(name, &self.work, cmd, &self.pids)?;
-        let ready = http::wait_for_status(
-            &format!("{name} /ready"),
-            admin,
-            "/ready",
-            None,
-            200,
-            Duration::from_secs(60),
-        );
-        if let Err(e) = ready {
-            let tail = process.log_tail(40);
-            process.ensure_running()?;
-            bail!("{e}\nend of {}:\n{tail}", process.log.display());
-        }
-        Ok(RunningEnvoy { process })
+        process::start(name, &self.work, cmd, &self.pids)
     }
 }

@@ -1,7 +1,8 @@
-//! keymesh-bench: keymesh authn against Envoy's native jwt_authn, on the same Envoy binary, upstream and tokens,
-//! measured with wrk. `scripts/bench.sh` builds everything and runs `prepare` then `run`.
+//! keymesh-bench: keymesh authn against Envoy's native jwt_authn (tokens) and api_key_auth (API keys), on the same
+//! Envoy binary and upstream, measured with wrk. `scripts/bench.sh` builds everything and runs `prepare` then
+//! `run` (or `prepare-api-keys` then `run-api-keys`): one pipeline (`prepare`, `matrix`, `run`, `report`) with
+//! two matrices.
 
-mod apikeys;
 mod envoy;
 mod http;
 mod launch;
@@ -196,9 +197,9 @@ fn default_envoy(envoy: Option<PathBuf>) -> PathBuf {
     })
 }
 
-fn key_run_options(args: Box<KeyRunArgs>) -> Result<apikeys::KeyRunOptions> {
+fn key_run_options(args: Box<KeyRunArgs>) -> Result<run::api_keys::KeyRunOptions> {
     let data = std::path::absolute(&args.data)?;
-    Ok(apikeys::KeyRunOptions {
+    Ok(run::api_keys::KeyRunOptions {
         work: args
             .work
             .map_or_else(|| Ok(data.join("run")), |w| std::path::absolute(&w))?,
@@ -320,7 +321,7 @@ fn main() -> Result<()> {
             pool,
             seed,
         } => {
-            let m = apikeys::prepare(&out, keys, pool, seed)?;
+            let m = prepare::prepare_api_keys(&out, keys, pool, seed)?;
             eprintln!(
                 "[prepare-api-keys] wrote {} keys to {} (bundle {} bytes, native credentials {} bytes)",
                 m.keys,
@@ -331,7 +332,7 @@ fn main() -> Result<()> {
         }
         Cmd::RunApiKeys(args) => {
             let out = args.out.clone();
-            let results = apikeys::run(key_run_options(args)?)?;
+            let results = run::api_keys::run(key_run_options(args)?)?;
             std::fs::create_dir_all(&out)?;
             let md = results.markdown();
             std::fs::write(out.join("api-keys-latest.md"), &md)?;

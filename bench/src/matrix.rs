@@ -1,10 +1,9 @@
 //! What is measured: the Envoy variants, the credential workloads, and the interleaved order of the cells.
 //!
-//! API keys are measured by their own subcommand (`run-api-keys`, `apikeys.rs`), with their own variants
-//! (`none`, `api_key_auth`, `keymesh`, `keymesh_0`) and cases (`valid`, `unknown`): they share no workload with the
-//! JWT matrix, and keeping them apart leaves this run's defaults and report unchanged. Token-endpoint throughput is
-//! a different target (the sidecar, not Envoy) and gets its own subcommand next to `run`, reusing `wrk`, `process`
-//! and `report`.
+//! Two matrices share one schedule: tokens ([`Variant`] × [`Workload`], `run`) and API keys ([`KeyVariant`] ×
+//! [`KeyCase`], `run-api-keys`). They have different variants (the native filter compared with is `jwt_authn` for
+//! one, `api_key_auth` for the other), so each keeps its own enums and its own report, and `run`'s defaults and
+//! report stay what they were.
 
 use keymesh_testkit::Alg;
 use serde::Serialize;
@@ -138,12 +137,13 @@ impl Workload {
     }
 }
 
-/// One measurement: a variant under a workload, in one repetition.
+/// One measurement: a variant under a workload, in one repetition (tokens by default, API keys as
+/// `Cell<KeyVariant, KeyCase>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Cell {
+pub(crate) struct Cell<V = Variant, W = Workload> {
     pub(crate) rep: usize,
-    pub(crate) variant: Variant,
-    pub(crate) workload: Workload,
+    pub(crate) variant: V,
+    pub(crate) workload: W,
 }
 
 /// True when `variant` is measured under `workload`: the unfiltered Envoy lets every token through, so it is
@@ -157,10 +157,20 @@ pub(crate) fn applies(variant: Variant, workload: Workload) -> bool {
 /// the same neighbour. The variants of one workload run back to back: the keymesh/native pairs of one repetition
 /// are measured seconds apart, under the same background load.
 pub(crate) fn schedule(reps: usize, variants: &[Variant], workloads: &[Workload]) -> Vec<Cell> {
+    schedule_where(reps, variants, workloads, applies)
+}
+
+/// [`schedule`] for any matrix: `applies` says which variants run under which workload.
+pub(crate) fn schedule_where<V: Copy, W: Copy>(
+    reps: usize,
+    variants: &[V],
+    workloads: &[W],
+    applies: impl Fn(V, W) -> bool,
+) -> Vec<Cell<V, W>> {
     let mut cells = Vec::new();
     for rep in 0..reps {
         for workload in rotated(workloads, rep) {
-            let here: Vec<Variant> = variants
+            let here: Vec<V> = variants
                 .iter()
                 .copied()
                 .filter(|v| applies(*v, workload))
@@ -175,6 +185,95 @@ pub(crate) fn schedule(reps: usize, variants: &[Variant], workloads: &[Workload]
         }
     }
     cells
+}
+
+/// One Envoy configuration of the API-key matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KeyVariant {
+    /// Only the router.
+    None,
+    /// Envoy's native `api_key_auth`, every key inline.
+    ApiKeyAuth,
+    /// keymesh, route `credential: api_key`, the full bundle.
+    Keymesh,
+    /// keymesh with an empty bundle (memory baseline of the VM without keys).
+    KeymeshEmpty,
+}
+
+impl KeyVariant {
+    /// The variants measured under load, side by side.
+    pub(crate) const THROUGHPUT: [KeyVariant; 3] = [
+        KeyVariant::None,
+        KeyVariant::ApiKeyAuth,
+        KeyVariant::Keymesh,
+    ];
+    /// The variants started one at a time for delivery time and memory.
+    pub(crate) const MEMORY: [KeyVariant; 4] = [
+        KeyVariant::None,
+        KeyVariant::ApiKeyAuth,
+        KeyVariant::Keymesh,
+        KeyVariant::KeymeshEmpty,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            KeyVariant::None => "none",
+            KeyVariant::ApiKeyAuth => "api_key_auth",
+            KeyVariant::Keymesh => "keymesh",
+            KeyVariant::KeymeshEmpty => "keymesh_0",
+        }
+    }
+
+    /// True when the variant holds the prepared key set (a valid key gets 200, an unknown one 401).
+    pub(crate) fn holds_keys(self) -> bool {
+        matches!(self, KeyVariant::ApiKeyAuth | KeyVariant::Keymesh)
+    }
+}
+
+/// Which API keys a workload sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum KeyCase {
+    /// A different valid key per request, cycling through the pool.
+    Valid,
+    /// A different well-formed unknown key per request.
+    Unknown,
+}
+
+impl KeyCase {
+    pub(crate) const ALL: [KeyCase; 2] = [KeyCase::Valid, KeyCase::Unknown];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            KeyCase::Valid => "valid",
+            KeyCase::Unknown => "unknown",
+        }
+    }
+
+    /// The pool file (one key per line), relative to the prepared data dir.
+    pub(crate) fn pool_file(self) -> String {
+        format!("keys/{}.txt", self.name())
+    }
+
+    /// What a correct `variant` answers.
+    pub(crate) fn expected_status(self, variant: KeyVariant) -> u16 {
+        match (self, variant) {
+            (KeyCase::Valid, _) | (KeyCase::Unknown, KeyVariant::None) => 200,
+            (KeyCase::Unknown, _) => 401,
+        }
+    }
+}
+
+/// The API-key schedule: like [`schedule`]; `none` runs only the valid case (it forwards everything).
+pub(crate) fn key_schedule(
+    reps: usize,
+    variants: &[KeyVariant],
+    cases: &[KeyCase],
+) -> Vec<Cell<KeyVariant, KeyCase>> {
+    schedule_where(reps, variants, cases, |v, c| {
+        v != KeyVariant::None || c == KeyCase::Valid
+    })
 }
 
 fn rotated<T: Copy>(items: &[T], by: usize) -> Vec<T> {
@@ -224,6 +323,19 @@ mod tests {
             .filter(|c| c.workload == w[0])
             .collect::<Vec<_>>();
         assert_eq!(last[0].variant, Variant::JwtAuthn);
+    }
+
+    #[test]
+    fn key_schedule_rotates_and_runs_none_only_on_valid_keys() {
+        let cells = key_schedule(2, &KeyVariant::THROUGHPUT, &KeyCase::ALL);
+        assert_eq!(cells.len(), 2 * (3 + 2));
+        assert!(!cells
+            .iter()
+            .any(|c| c.variant == KeyVariant::None && c.workload == KeyCase::Unknown));
+        assert_eq!(cells[0].workload, KeyCase::Valid);
+        assert_eq!(cells[5].workload, KeyCase::Unknown);
+        assert_eq!(cells[0].variant, KeyVariant::None);
+        assert_eq!(cells[5].variant, KeyVariant::Keymesh);
     }
 
     #[test]

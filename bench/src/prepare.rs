@@ -1,12 +1,16 @@
-//! `prepare`: everything the run needs that costs time to make, written once to a directory. The JWKS (native
-//! `jwt_authn`'s `local_jwks`) and the bundle (keymesh) hold the same fixture keys; the token pools are signed
-//! by them.
+//! `prepare` and `prepare-api-keys`: everything a run needs that costs time to make, written once to a directory.
+//!
+//! Tokens: the JWKS (native `jwt_authn`'s `local_jwks`) and the bundle (keymesh) hold the same fixture keys; the
+//! token pools are signed by them. API keys: K seeded keys, the keymesh bundle holding their hashes, the native
+//! `api_key_auth` credential list holding them in clear, and the valid/unknown key pools.
 
-use crate::matrix::{alg_slug, TokenCase, Workload, ALGS};
+use crate::matrix::{alg_slug, KeyCase, TokenCase, Workload, ALGS};
 use anyhow::{bail, Context, Result};
+use keymesh_core::apikey::{format_key, hash_key};
+use keymesh_core::bundle::{ApiKeyChangesDto, ApiKeyDto, BundleDto};
 use keymesh_testkit::{fixture, tamper_signature, Alg, ISSUER};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,6 +20,8 @@ pub(crate) const BENCH_AUDIENCE: &str = "https://api.bench.keymesh.test";
 pub(crate) const BUNDLE_VERSION: u64 = 1;
 /// The wrk script, written next to the pools.
 pub(crate) const POOL_LUA: &str = include_str!("pool.lua");
+/// The wrk script of the API-key workloads.
+pub(crate) const APIKEY_POOL_LUA: &str = include_str!("apikey_pool.lua");
 
 /// What `prepare` wrote, read back by `run`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -162,14 +168,161 @@ pub(crate) fn load_manifest(data: &Path) -> Result<Manifest> {
 
 /// The first line of a pool file.
 pub(crate) fn first_token(data: &Path, workload: Workload) -> Result<String> {
-    let path = data.join(workload.pool_file());
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    first_line(&data.join(workload.pool_file()))
+}
+
+/// The first line of a file, which must not be empty.
+pub(crate) fn first_line(path: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()
         .next()
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .with_context(|| format!("{} is empty", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// API keys
+
+/// SplitMix64: a small seeded generator, enough for bench keys (they only need to be distinct and well formed).
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn secret(&mut self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for chunk in out.chunks_mut(8) {
+            chunk.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out
+    }
+}
+
+/// `count` keymesh keys (`km_…`) from `seed`.
+pub(crate) fn generate_keys(count: usize, seed: u64) -> Vec<String> {
+    let mut rng = SplitMix64::new(seed);
+    (0..count).map(|_| format_key(&rng.secret())).collect()
+}
+
+/// The keymesh full bundle holding `keys` (by hash), each valid for the bench audience with no scope.
+pub(crate) fn api_key_bundle_json(keys: &[String], version: u64) -> Result<String> {
+    let dto = BundleDto {
+        version,
+        since: None,
+        issuers: vec![],
+        api_keys: ApiKeyChangesDto {
+            put: keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| ApiKeyDto {
+                    hash: hash_key(key),
+                    id: format!("ak_bench{i}"),
+                    owner: format!("bench-owner-{i}"),
+                    resources: vec![BENCH_AUDIENCE.to_owned()],
+                    scopes: vec![],
+                    expires_at: None,
+                })
+                .collect(),
+            delete: vec![],
+        },
+        revoked_tokens: vec![],
+    };
+    Ok(serde_json::to_string(&dto)?)
+}
+
+/// The native `api_key_auth` credential list: `[{key, client}]`.
+pub(crate) fn native_credentials(keys: &[String]) -> Value {
+    Value::Array(
+        keys.iter()
+            .enumerate()
+            .map(|(i, key)| json!({"key": key, "client": format!("bench-client-{i}")}))
+            .collect(),
+    )
+}
+
+/// What `prepare-api-keys` wrote, read back by `run-api-keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct KeyManifest {
+    pub(crate) keys: usize,
+    pub(crate) pool: usize,
+    pub(crate) seed: u64,
+    pub(crate) bundle_bytes: u64,
+    pub(crate) native_config_bytes: u64,
+    pub(crate) created_at: u64,
+}
+
+/// Writes `bundle.json` (keymesh), `bundle-empty.json`, `credentials.json` (native), the pools `keys/valid.txt`
+/// (the first `pool` keys) and `keys/unknown.txt` (as many well-formed keys that are not in the set), `last.txt`
+/// (the last key of the set, for the delivery poll), the wrk script and `manifest.json`.
+pub(crate) fn prepare_api_keys(
+    out: &Path,
+    keys: usize,
+    pool: usize,
+    seed: u64,
+) -> Result<KeyManifest> {
+    if keys == 0 || pool == 0 {
+        bail!("--keys and --pool must be at least 1");
+    }
+    std::fs::create_dir_all(out.join("keys"))
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    let set = generate_keys(keys, seed);
+    let unknown = generate_keys(pool, seed ^ 0x005E_ED0F_0DD0_BEEF);
+    let known: std::collections::HashSet<&String> = set.iter().collect();
+    if unknown.iter().any(|k| known.contains(k)) {
+        bail!("an unknown key collides with the set: pick another --seed");
+    }
+    let bundle = api_key_bundle_json(&set, BUNDLE_VERSION)?;
+    write(&out.join("bundle.json"), &bundle)?;
+    write(
+        &out.join("bundle-empty.json"),
+        &api_key_bundle_json(&[], BUNDLE_VERSION)?,
+    )?;
+    let native = native_credentials(&set).to_string();
+    write(&out.join("credentials.json"), &native)?;
+    let pool_keys = &set[..pool.min(keys)];
+    write_lines(&out.join(KeyCase::Valid.pool_file()), pool_keys)?;
+    write_lines(&out.join(KeyCase::Unknown.pool_file()), &unknown)?;
+    write(&out.join("last.txt"), set.last().map_or("", String::as_str))?;
+    write(&out.join("apikey_pool.lua"), APIKEY_POOL_LUA)?;
+    let manifest = KeyManifest {
+        keys,
+        pool: pool_keys.len(),
+        seed,
+        bundle_bytes: bundle.len() as u64,
+        native_config_bytes: native.len() as u64,
+        created_at: now_secs(),
+    };
+    write(
+        &out.join("manifest.json"),
+        &serde_json::to_string_pretty(&manifest)?,
+    )?;
+    Ok(manifest)
+}
+
+/// Reads a directory prepared by [`prepare_api_keys`].
+pub(crate) fn load_key_manifest(data: &Path) -> Result<KeyManifest> {
+    let path = data.join("manifest.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {}: run `keymesh-bench prepare-api-keys --out {}` first",
+            path.display(),
+            data.display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("bad {}", path.display()))
 }
 
 #[cfg(test)]
@@ -233,6 +386,59 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(dir.join("jwks.json")).unwrap()).unwrap();
         assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(3));
         assert!(load_manifest(&dir).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys_are_seeded_distinct_and_well_formed() {
+        let a = generate_keys(200, 7);
+        assert_eq!(a, generate_keys(200, 7));
+        assert_ne!(a, generate_keys(200, 8));
+        assert!(a.iter().all(|k| keymesh_core::apikey::is_well_formed(k)));
+        let distinct: std::collections::HashSet<_> = a.iter().collect();
+        assert_eq!(distinct.len(), 200);
+    }
+
+    #[test]
+    fn api_key_bundle_holds_the_hashes_for_the_bench_audience_and_parses() {
+        let keys = generate_keys(3, 1);
+        let text = api_key_bundle_json(&keys, 1).unwrap();
+        assert!(
+            !keys.iter().any(|k| text.contains(k.as_str())),
+            "a key leaked into the bundle"
+        );
+        let dto: BundleDto = serde_json::from_str(&text).unwrap();
+        assert_eq!(dto.api_keys.put.len(), 3);
+        assert_eq!(dto.api_keys.put[2].hash, hash_key(&keys[2]));
+        assert_eq!(dto.api_keys.put[0].resources, [BENCH_AUDIENCE]);
+        assert!(dto.api_keys.put[0].scopes.is_empty());
+        assert!(dto.since.is_none());
+        KeySet::parse_bundle(text.as_bytes()).unwrap();
+        FilterConfig::parse(
+            crate::envoy::keymesh_api_key_filter_config(crate::envoy::FULL_BUNDLE_PATH).as_bytes(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn prepare_api_keys_writes_pools_and_a_parseable_bundle() {
+        let dir = std::env::temp_dir().join(format!("keymesh-bench-keys-{}", std::process::id()));
+        let m = prepare_api_keys(&dir, 5, 3, 9).unwrap();
+        assert_eq!((m.keys, m.pool), (5, 3));
+        let valid = std::fs::read_to_string(dir.join("keys/valid.txt")).unwrap();
+        let unknown = std::fs::read_to_string(dir.join("keys/unknown.txt")).unwrap();
+        assert_eq!(valid.lines().count(), 3);
+        assert_eq!(unknown.lines().count(), 3);
+        let all = generate_keys(5, 9);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("last.txt")).unwrap(),
+            all[4]
+        );
+        assert!(unknown.lines().all(|k| !all.iter().any(|a| a == k)));
+        let (keys, _) =
+            KeySet::parse_bundle(&std::fs::read(dir.join("bundle.json")).unwrap()).unwrap();
+        let _ = keys;
+        assert_eq!(load_key_manifest(&dir).unwrap().keys, 5);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

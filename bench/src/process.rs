@@ -1,179 +1,52 @@
-//! Child processes that go away: each runs in its own process group with its output in a log file, is stopped on
-//! drop, and is listed in a pid file while it runs, so that `scripts/bench.sh` can stop the process groups this
-//! binary left behind if it is itself killed (its trap reads the file).
+//! Child processes (keymesh-test-support's [`Process`], each listed in the run's [`PidFile`] so that
+//! `scripts/bench.sh` can stop what this binary left behind if it is itself killed), and what the bench reads of
+//! them in /proc: RSS and CPU time.
 
 use anyhow::{bail, Context, Result};
-use std::fs::File;
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+pub(crate) use keymesh_test_support::{PidFile, Process};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub(crate) fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(keymesh_test_support::try_free_port()?)
 }
 
-/// The pid file: one `pid name` line per running child.
-#[derive(Debug, Clone)]
-pub(crate) struct PidFile {
-    path: PathBuf,
-    running: Arc<Mutex<Vec<(u32, String)>>>,
+/// Starts `command` as a [`Process`] named `name` with its log in `dir`, listed in `pids`.
+pub(crate) fn start(name: &str, dir: &Path, command: Command, pids: &PidFile) -> Result<Process> {
+    Ok(Process::start_listed(name, dir, command, pids)?)
 }
 
-impl PidFile {
-    pub(crate) fn new(path: PathBuf) -> Self {
-        let file = Self {
-            path,
-            running: Arc::default(),
-        };
-        file.save();
-        file
-    }
-
-    fn update(&self, change: impl FnOnce(&mut Vec<(u32, String)>)) {
-        if let Ok(mut running) = self.running.lock() {
-            change(&mut running);
-        }
-        self.save();
-    }
-
-    fn save(&self) {
-        let text: String = self
-            .running
-            .lock()
-            .map(|r| {
-                r.iter()
-                    .map(|(pid, name)| format!("{pid} {name}\n"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Best effort: the file only helps the script's trap; the children are also stopped on drop.
-        let _ = std::fs::write(&self.path, text);
-    }
-}
-
-/// A running child process.
-pub(crate) struct Process {
-    pub(crate) name: String,
-    pub(crate) log: PathBuf,
-    child: Option<Child>,
-    pids: PidFile,
-}
-
-impl Process {
-    /// Starts `command` in its own process group with stdout and stderr in `<dir>/<name>.log`.
-    pub(crate) fn start(
-        name: &str,
-        dir: &Path,
-        mut command: Command,
-        pids: &PidFile,
-    ) -> Result<Self> {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let err = out.try_clone()?;
-        command
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {name} ({command:?})"))?;
-        let pid = child.id();
-        pids.update(|r| r.push((pid, name.to_owned())));
-        Ok(Self {
-            name: name.to_owned(),
-            log,
-            child: Some(child),
-            pids: pids.clone(),
-        })
-    }
-
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
+/// What the bench asks of a running child beyond [`Process`]: errors that carry the end of its log.
+pub(crate) trait Supervised {
     /// `Ok` while the process runs; otherwise an error with the end of its log.
-    pub(crate) fn ensure_running(&mut self) -> Result<()> {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => Ok(()),
-            _ => bail!(
-                "{} is not running; end of {}:\n{}",
-                self.name,
-                self.log.display(),
-                self.log_tail(30)
-            ),
-        }
-    }
-
-    /// Waits for the process to exit on its own, up to `timeout`; kills it after that.
-    pub(crate) fn wait(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let Some(child) = self.child.as_mut() else {
-            bail!("{} was already stopped", self.name);
-        };
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.forget();
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                self.stop(Duration::from_secs(2));
-                bail!("{} did not finish within {timeout:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn forget(&mut self) {
-        if let Some(child) = self.child.take() {
-            let pid = child.id();
-            self.pids.update(|r| r.retain(|(p, _)| *p != pid));
-        }
-    }
-
-    /// SIGTERM to the process group, then SIGKILL after `grace`; returns once the process is reaped.
-    pub(crate) fn stop(&mut self, grace: Duration) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        let group = format!("-{}", child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let deadline = Instant::now() + grace;
-        let mut exited = false;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                exited = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if !exited {
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-            let _ = child.wait();
-        }
-        self.forget();
-    }
-
-    /// The last `lines` lines of the log.
-    pub(crate) fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    /// The whole log.
-    pub(crate) fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+    fn ensure_running(&mut self) -> Result<()>;
+    /// Waits for the process to exit on its own, up to `timeout`; stops it and fails after that.
+    fn wait_or_stop(&mut self, timeout: Duration) -> Result<std::process::ExitStatus>;
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.stop(Duration::from_secs(3));
+impl Supervised for Process {
+    fn ensure_running(&mut self) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        bail!(
+            "{} is not running; end of {}:\n{}",
+            self.name(),
+            self.log_path().display(),
+            self.log_tail(30)
+        )
+    }
+
+    fn wait_or_stop(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        match self.wait_timeout(timeout)? {
+            Some(status) => Ok(status),
+            None => {
+                self.stop(Duration::from_secs(2));
+                bail!("{} did not finish within {timeout:?}", self.name())
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Running Debian's wrk (4.1) and reading its report.
 
-use crate::process::{PidFile, Process};
+use crate::process::{self, PidFile, Supervised};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -222,14 +222,14 @@ pub(crate) fn run(
     pids: &PidFile,
 ) -> Result<(WrkReport, PathBuf)> {
     let cmd = command(settings, duration, target);
-    let mut wrk = Process::start(name, dir, cmd, pids)?;
-    let status = wrk.wait(duration + Duration::from_secs(settings.timeout_secs + 30))?;
+    let mut wrk = process::start(name, dir, cmd, pids)?;
+    let status = wrk.wait_or_stop(duration + Duration::from_secs(settings.timeout_secs + 30))?;
     let output = wrk.log_text();
     if !status.success() {
         bail!("wrk failed ({status}):\n{output}");
     }
     let report = parse(&output).with_context(|| format!("wrk output:\n{output}"))?;
-    Ok((report, wrk.log.clone()))
+    Ok((report, wrk.log_path().to_owned()))
 }
 
 /// `wrk -v`'s first line (wrk prints its version and usage, then exits 1).

@@ -2,102 +2,39 @@
 //! mirror of its Redis that serves key material (signing keys, API key hashes and revoked tokens) to the Envoy
 //! filters.
 //!
-//! [`app`] builds the HTTP router from an [`AppState`]; the binary wraps it with configuration loading, the CLI
-//! and graceful shutdown.
+//! The crate is built in floors, each importing only the floors below it (a test checks this):
+//!
+//! 1. [`support`]: clock, redaction, syntax checks, secrets;
+//! 2. [`config`]: the settings;
+//! 3. [`store`]: the Redis connection, key names and the commit protocol;
+//! 4. domains: [`keys`], [`issuers`], [`api_keys`], [`oauth`];
+//! 5. [`mirror`] (the in-memory copy of the bundle) and [`background`] (key rotation, issuer refresh);
+//! 6. [`http`] (handlers, [`app`]) and [`cli`].
+//!
+//! [`app`] builds the HTTP router from an [`AppState`]; the binary wraps it with configuration loading, the CLI,
+//! the background tasks and graceful shutdown.
 #![warn(missing_docs)]
 
-pub mod access_token;
-pub mod admin_token;
 pub mod api_keys;
-pub mod change_log;
-pub mod changes;
+pub mod background;
 pub mod cli;
-pub mod clients;
-pub mod clock;
 pub mod config;
-pub mod external_issuers;
-mod http;
-pub mod kek;
-pub mod key_lifecycle;
+pub mod http;
+pub mod issuers;
+pub mod keys;
 pub mod mirror;
-pub mod names;
 pub mod oauth;
-pub mod redact;
-pub mod redis_connection;
-mod redis_scan;
-pub mod revocation;
-pub mod secret;
-pub mod signing_keys;
-pub mod snapshot;
-pub mod state;
-pub mod syntax;
-pub mod telemetry;
-pub mod users;
+pub mod store;
+pub mod support;
 
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
-use axum::Router;
+pub use background::{BackgroundTasks, StartError};
+pub use config::{Config, ConfigLoadError};
+pub use http::app;
+pub use http::state::AppState;
+pub use support::clock::Clock;
 
-pub use clock::Clock;
-pub use config::{Config, ConfigError};
-pub use state::{AppState, StartError};
-
-/// Token requests are a handful of short parameters; anything larger is not one.
-const TOKEN_BODY_LIMIT: usize = 16 * 1024;
-/// Admin requests carry one small JSON object.
-const ADMIN_BODY_LIMIT: usize = 16 * 1024;
-const REFETCH_BODY_LIMIT: usize = 1024;
-
-/// The sidecar's HTTP API.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route(
-            http::discovery::TOKEN_PATH,
-            post(http::token::token)
-                .layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT))
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    http::metrics::count_issued_tokens,
-                )),
-        )
-        .route(
-            http::authorize::AUTHORIZE_PATH,
-            get(http::authorize::authorize)
-                .post(http::authorize_form::submit)
-                .layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
-        )
-        .route(
-            http::discovery::REVOCATION_PATH,
-            post(http::revoke::revoke).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
-        )
-        .route(
-            http::discovery::INTROSPECTION_PATH,
-            post(http::introspect::introspect).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
-        )
-        .route(http::discovery::JWKS_PATH, get(http::discovery::jwks))
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(http::discovery::metadata),
-        )
-        .route("/v1/bundle", get(http::bundle::bundle))
-        .route(
-            "/v1/issuers/refetch",
-            post(http::refetch::refetch).layer(DefaultBodyLimit::max(REFETCH_BODY_LIMIT)),
-        )
-        .route("/healthz", get(http::health::healthz))
-        .route("/livez", get(http::health::livez))
-        .route("/v1/status", get(http::status::status))
-        .route("/metrics", get(http::metrics::metrics))
-        .route(
-            "/v1/admin/apikeys",
-            post(http::admin::create)
-                .get(http::admin::list)
-                .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT)),
-        )
-        .route("/v1/admin/apikeys/{id}", delete(http::admin::revoke))
-        .route(
-            "/v1/admin/apikeys/{id}/regenerate",
-            post(http::admin::regenerate),
-        )
-        .with_state(state)
+/// Starts key rotation and issuer refresh beside `state` (see [`background::spawn_background`]).
+pub fn spawn_background(state: &AppState) -> Result<BackgroundTasks, StartError> {
+    let (mirror, refetch) = state.shared_with_background();
+    background::spawn_background(state.config(), state.clock(), mirror, refetch)
 }

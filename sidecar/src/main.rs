@@ -68,13 +68,15 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::start(config.clone(), Clock::system())?;
+    // Key rotation and issuer refresh run for as long as the server does.
+    let _background = keymesh::spawn_background(&state)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(
         listen = %listener.local_addr()?,
         issuer = %config.issuer,
-        redis = %keymesh::redact::redact_url(&config.redis_url),
+        redis = %keymesh::support::redact::redact_url(&config.redis_url),
         redis_cluster = config.redis_cluster,
         key_prefix = %config.key_prefix,
         token_ttl_secs = config.token_ttl_secs,

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use keymesh::admin_token::AdminToken;
+use keymesh::support::admin_token::AdminToken;
 use keymesh_core::apikey::{hash_key, is_well_formed, public_prefix};
 use serde_json::{json, Value};
 use support::*;

@@ -271,7 +271,7 @@ async fn redis_holds_hashes_and_never_a_key() {
     let _app = start_app(&redis, p).await;
     let first = create_key(&redis, p, "alice", &[ORDERS]).await;
     let second = create_key(&redis, p, "bob", &[BILLING]).await;
-    let regenerated = keymesh::api_keys::ApiKeyStore::new(keymesh::names::KeyNames::new(p))
+    let regenerated = keymesh::api_keys::ApiKeyStore::new(keymesh::store::names::KeyNames::new(p))
         .regenerate(&mut redis.conn().await, &second.id)
         .await
         .unwrap()

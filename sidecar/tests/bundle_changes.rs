@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use keymesh::api_keys::{ApiKeyRecord, ApiKeyStore, IssuedApiKey, NewApiKey};
-use keymesh::names::KeyNames;
+use keymesh::store::names::KeyNames;
 use keymesh_core::apikey::{format_key, hash_key};
 use keymesh_core::bundle::BundleDto;
 use support::*;

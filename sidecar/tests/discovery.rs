@@ -48,7 +48,7 @@ async fn jwks_publishes_only_the_public_half_of_the_stored_key() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let stored = keymesh::signing_keys::decode_record(&active, &record, &test_kek()).unwrap();
+    let stored = keymesh::keys::decode_record(&active, &record, &test_kek()).unwrap();
     assert_eq!(jwk.get("x"), stored.public_jwk().get("x"));
     let seed = base64ct::Base64UrlUnpadded::encode_string(&stored.private_bytes().unwrap());
     assert!(!record.contains(&seed), "seed stored in clear");

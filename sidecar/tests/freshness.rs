@@ -4,13 +4,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use keymesh::{AppState, Clock};
+use keymesh_test_support::Process;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keymesh");
@@ -236,21 +237,18 @@ async fn a_password_protected_redis_works_and_its_password_is_never_shown() {
     let port = free_port();
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("serve.log");
-    let mut server = Killed(
-        Command::new(BIN)
-            .arg("serve")
-            .env("KEYMESH_REDIS_URL", redis.url())
-            .env("KEYMESH_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KEYMESH_ISSUER", format!("http://127.0.0.1:{port}"))
-            .env("KEYMESH_KEY_PREFIX", "pw:")
-            .env("KEYMESH_KEK", TEST_KEK)
-            .env("RUST_LOG", "debug")
-            .env_remove("KEYMESH_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .env("KEYMESH_REDIS_URL", redis.url())
+        .env("KEYMESH_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYMESH_ISSUER", format!("http://127.0.0.1:{port}"))
+        .env("KEYMESH_KEY_PREFIX", "pw:")
+        .env("KEYMESH_KEK", TEST_KEK)
+        .env("RUST_LOG", "debug")
+        .env_remove("KEYMESH_CONFIG");
+    // Output in `serve.log`; stopped on drop.
+    let mut server = Process::start("serve", logs.path(), command).unwrap();
     let http: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(5)))
@@ -275,13 +273,12 @@ async fn a_password_protected_redis_works_and_its_password_is_never_shown() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status["bundle_version"].as_u64().unwrap() >= version);
-    let stopped = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
+    server.signal("TERM").unwrap();
     assert!(
-        server.wait(Duration::from_secs(10)),
+        server
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap()
+            .is_some(),
         "no exit after SIGTERM"
     );
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -290,29 +287,6 @@ async fn a_password_protected_redis_works_and_its_password_is_never_shown() {
         "the redacted URL is logged: {log}"
     );
     assert!(!log.contains(PASSWORD), "password logged:\n{log}");
-}
-
-/// A child process killed on drop.
-struct Killed(Child);
-
-impl Killed {
-    fn wait(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.0.try_wait().unwrap().is_some() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

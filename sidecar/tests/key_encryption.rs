@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use base64ct::{Base64, Base64UrlUnpadded, Encoding};
-use keymesh::kek::{Kek, KekSource};
-use keymesh::signing_keys::{self, SigningKey};
+use keymesh::keys::{self as signing_keys, SigningKey};
+use keymesh::support::kek::{Kek, KekSource};
 use keymesh::{AppState, Clock, StartError};
 use support::*;
 

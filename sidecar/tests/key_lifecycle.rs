@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use keymesh::cli::{run_key, KeyCommand, RotateArgs};
-use keymesh::kek::{Kek, KekSource};
-use keymesh::key_lifecycle::{self, KeyState, ListedKey, Rotation, Schedule};
-use keymesh::names::KeyNames;
-use keymesh::signing_keys::{self, Alg, SigningKey};
+use keymesh::keys::lifecycle::{self as key_lifecycle, KeyState, ListedKey, Rotation, Schedule};
+use keymesh::keys::{self as signing_keys, Alg, SigningKey};
+use keymesh::store::names::KeyNames;
+use keymesh::support::kek::{Kek, KekSource};
 use keymesh::{AppState, Clock, Config};
 use keymesh_core::KeySet;
 use support::*;
@@ -51,6 +51,8 @@ fn lifecycle_config(redis: &RedisServer, prefix: &str) -> Config {
 
 async fn start(config: &Config, clock: &TestClock) -> TestApp {
     let state = AppState::start(config.clone(), clock.clock()).unwrap();
+    // Serving replicas run the rotation schedule, as `keymesh serve` does.
+    keymesh::spawn_background(&state).unwrap().detach();
     tokio::time::timeout(Duration::from_secs(10), state.ready())
         .await
         .expect("first snapshot");

@@ -5,7 +5,7 @@
 mod support;
 
 use axum::http::StatusCode;
-use keymesh::clients::{GrantType, NewClient};
+use keymesh::oauth::clients::{GrantType, NewClient};
 use support::oauth::*;
 use support::*;
 

@@ -13,7 +13,7 @@ use support::*;
 const P: &str = "rf:";
 
 /// Logs alice in for `client`, redeems the code; returns the token response.
-async fn tokens(app: &TestApp, client: &keymesh::clients::RegisteredClient) -> Value {
+async fn tokens(app: &TestApp, client: &keymesh::oauth::clients::RegisteredClient) -> Value {
     let mut browser = Browser::new(&app.router);
     let code = browser
         .code(

@@ -5,8 +5,8 @@
 mod support;
 
 use axum::http::StatusCode;
-use keymesh::clients::RegisteredClient;
-use keymesh::revocation::REVOCATION_GRACE_SECS;
+use keymesh::oauth::clients::RegisteredClient;
+use keymesh::oauth::revocation::REVOCATION_GRACE_SECS;
 use serde_json::{json, Value};
 use support::oauth::*;
 use support::*;

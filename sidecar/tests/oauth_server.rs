@@ -197,7 +197,7 @@ async fn the_cli_creates_users_and_public_or_confidential_clients() {
     let record: Value = serde_json::from_str(&raw).unwrap();
     let hash = record["password_hash"].as_str().unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert!(keymesh::secret::verify("s3cret-passw0rd", hash));
+    assert!(keymesh::support::secret::verify("s3cret-passw0rd", hash));
 
     let again = keymesh(
         &redis,

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use keymesh::cli::{ClientCommand, CreateArgs};
+use keymesh::keys::{self as signing_keys, SigningKey};
 use keymesh::mirror::GAP_REPAIR_INTERVAL;
-use keymesh::names::KeyNames;
-use keymesh::signing_keys::{self, SigningKey};
+use keymesh::store::names::KeyNames;
 use keymesh::{AppState, Clock};
 use support::*;
 

@@ -6,43 +6,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use keymesh_test_support::Process;
 use support::{basic, free_port, RedisServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keymesh");
 const ADMIN_TOKEN: &str = "serve-admin-token-0123456789abcdef";
-
-/// A child process killed on drop, so a failing assertion does not leave it running.
-struct Running(Option<Child>);
-
-impl Running {
-    fn pid(&self) -> u32 {
-        self.0.as_ref().unwrap().id()
-    }
-
-    fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.0.as_mut().unwrap().try_wait().unwrap() {
-                self.0 = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn keymesh(env: &[(&str, String)], args: &[&str]) -> Output {
     Command::new(BIN)
@@ -78,16 +49,13 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
         // Debug for keymesh, so the most talkative logging is the one checked for secrets.
         ("RUST_LOG", "info,keymesh=debug".to_owned()),
     ];
-    let mut server = Running(Some(
-        Command::new(BIN)
-            .arg("serve")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env_remove("KEYMESH_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    ));
+    let mut command = Command::new(BIN);
+    command
+        .arg("serve")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("KEYMESH_CONFIG");
+    // Stopped on drop, so a failing assertion does not leave it running; its output goes to `serve.log`.
+    let mut server = Process::start("serve", logs.path(), command).unwrap();
     let dump =
         |what: &str| -> String { format!("{what}\n--- server log ---\n{}", read(&log_path)) };
 
@@ -271,11 +239,7 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
         dump("the long poll was not held")
     );
 
-    let terminated = Command::new("kill")
-        .args(["-TERM", &server.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
+    server.signal("TERM").unwrap();
     let signalled = Instant::now();
     assert_eq!(
         poll.join().unwrap().ok(),
@@ -313,6 +277,7 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
     assert_eq!(late.headers().get("connection").unwrap(), "close");
     let status = server
         .wait_timeout(Duration::from_secs(10))
+        .unwrap()
         .unwrap_or_else(|| panic!("{}", dump("no exit")));
     let stopped = signalled.elapsed();
     assert!(

@@ -1,6 +1,7 @@
 //! The one place that calls proxy-wasm host functions. Every call returns a `Result` (or a neutral value), so a
 //! host error never becomes a panic in the data path.
 
+use keymesh_core::delivery::{SharedData, SharedDataError, SharedValue};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
@@ -66,11 +67,14 @@ pub(crate) fn dispatch_post_form(
     hostcalls::dispatch_http_call(cluster, headers, Some(body.as_bytes()), vec![], timeout)
 }
 
+/// `None` for a reset call: Envoy then has no response headers, and answers a single-header lookup
+/// `BadArgument` (on which the SDK panics), while listing the headers gives an empty list.
 pub(crate) fn call_response_status() -> Option<u16> {
-    hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse().ok())
+    hostcalls::get_map(MapType::HttpCallResponseHeaders)
+        .ok()?
+        .into_iter()
+        .find(|(name, _)| name == ":status")
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 pub(crate) fn call_response_body(size: usize) -> Option<Vec<u8>> {
@@ -79,12 +83,27 @@ pub(crate) fn call_response_body(size: usize) -> Option<Vec<u8>> {
         .flatten()
 }
 
-pub(crate) fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-    hostcalls::get_shared_data(key).unwrap_or((None, None))
-}
+/// Envoy shared data (per `vm_id`, shared by all worker VMs) as core's [`SharedData`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HostSharedData;
 
-pub(crate) fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
-    hostcalls::set_shared_data(key, Some(value), cas)
+impl SharedData for HostSharedData {
+    fn get(&self, key: &str) -> Option<SharedValue> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(bytes), cas)) => Some(SharedValue {
+                bytes,
+                cas: cas.unwrap_or(0),
+            }),
+            _ => None,
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        hostcalls::set_shared_data(key, Some(value), cas).map_err(|status| match status {
+            Status::CasMismatch => SharedDataError::CasMismatch,
+            _ => SharedDataError::Refused,
+        })
+    }
 }
 
 pub(crate) fn plugin_configuration() -> Option<Vec<u8>> {
@@ -125,7 +144,14 @@ pub(crate) fn record(id: Option<u32>, value: u64) {
 }
 
 /// Envoy's node id (`--service-node` / `node.id`), if set.
+///
+/// Envoy 1.40 answers the node under the `xds` attribute namespace (`xds.node.id`) and NotFound for the older
+/// `node.id` path, which earlier releases served; ask for the current name first, then the old one.
 pub(crate) fn node_id() -> Option<String> {
-    let bytes = hostcalls::get_property(vec!["node", "id"]).ok().flatten()?;
-    String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
+    [vec!["xds", "node", "id"], vec!["node", "id"]]
+        .into_iter()
+        .find_map(|path| {
+            let bytes = hostcalls::get_property(path).ok().flatten()?;
+            String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
+        })
 }

@@ -1,24 +1,24 @@
 //! The HTTP context: strip identity headers, ask core for a verdict, act on it.
 
 use crate::host;
-use crate::root::Shared;
+use crate::root::ConfiguredFilter;
 use keymesh_core::policy::unknown_external_kid;
 use keymesh_core::verdict::IDENTITY_HEADERS;
-use keymesh_core::{authorize, Denial, DenyReason, KeyMaterial, RequestParts, TokenError, Verdict};
+use keymesh_core::{authorize, CredentialError, Denial, DenyReason, RequestParts, Verdict};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
 
 pub(crate) struct AuthnHttp {
-    shared: Option<Rc<Shared>>,
+    filter: Option<Rc<ConfiguredFilter>>,
 }
 
 impl AuthnHttp {
-    pub(crate) fn new(shared: Option<Rc<Shared>>) -> Self {
-        Self { shared }
+    pub(crate) fn new(filter: Option<Rc<ConfiguredFilter>>) -> Self {
+        Self { filter }
     }
 
-    fn deny(shared: &Shared, denial: &Denial) -> Action {
+    fn deny(filter: &ConfiguredFilter, denial: &Denial) -> Action {
         let label = match &denial.reason {
             DenyReason::Token(e) => {
                 log::debug!("denied {}: {e}", denial.status);
@@ -33,7 +33,7 @@ impl AuthnHttp {
             DenyReason::StaleKeyMaterial => "stale_key_material",
             DenyReason::NoRoute => "no_route",
         };
-        shared.metrics.denied(label);
+        filter.metrics.denied(label);
         if let Err(status) = host::send_response(denial.status, &denial.headers, &denial.body) {
             log::error!("cannot send local response: {status:?}");
         }
@@ -55,7 +55,7 @@ impl HttpContext for AuthnHttp {
                 }
             }
         }
-        let Some(shared) = self.shared.clone() else {
+        let Some(filter) = self.filter.clone() else {
             // Only reachable if Envoy creates streams for a plugin whose configuration was refused.
             let _ = host::send_response(500, &[], "keymesh filter is not configured");
             return Action::Pause;
@@ -71,24 +71,23 @@ impl HttpContext for AuthnHttp {
                 .map(|(_, v)| v.as_str())
                 .collect()
         };
-        let api_key_header = shared.config.api_key_header.as_deref();
+        let api_key_header = filter.config.api_key_header.as_deref();
         let request = RequestParts {
             path,
             authorization: values("authorization"),
             api_key: api_key_header.map(values).unwrap_or_default(),
         };
-        let view = shared.store.view();
+        let snapshot = filter.material.snapshot();
+        if let Some(e) = snapshot.reload_error() {
+            // Only validated bundles are stored, so this means shared data was changed by something else.
+            log::error!("bundle in shared data does not parse: {e}");
+        }
         let now_ms = host::now_ms();
         let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-        let material = KeyMaterial {
-            keys: view.keys(),
-            age_secs: view.age_ms(now_ms) / 1000,
-            directory: &view,
-            cache: Some(&shared.tokens),
-        };
-        match authorize(&shared.config, &request, &material, now) {
+        let material = snapshot.key_material(now_ms, Some(&filter.tokens));
+        match authorize(&filter.config, &request, &material, now) {
             Verdict::Allow(identity) => {
-                if !shared.config.forward_token {
+                if !filter.config.forward_token {
                     // The credential is for this proxy; upstreams get the verified identity instead.
                     for name in std::iter::once("authorization").chain(api_key_header) {
                         if let Err(status) = host::remove_request_header(name) {
@@ -101,19 +100,22 @@ impl HttpContext for AuthnHttp {
                         log::error!("cannot set `{name}`: {status:?}");
                     }
                 }
-                shared.metrics.allowed();
+                filter.metrics.allowed();
                 Action::Continue
             }
             Verdict::Deny(denial) => {
-                if matches!(denial.reason, DenyReason::Token(TokenError::UnknownKid)) {
-                    if let Some(kid) = view
+                if matches!(
+                    denial.reason,
+                    DenyReason::Token(CredentialError::UnknownKid)
+                ) {
+                    if let Some(kid) = snapshot
                         .keys()
-                        .and_then(|keys| unknown_external_kid(&shared.config, &request, keys))
+                        .and_then(|keys| unknown_external_kid(&filter.config, &request, keys))
                     {
-                        shared.refetch_hint.replace(Some(kid));
+                        filter.refetch_hint.replace(Some(kid));
                     }
                 }
-                Self::deny(&shared, &denial)
+                Self::deny(&filter, &denial)
             }
         }
     }

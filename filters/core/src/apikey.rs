@@ -35,7 +35,9 @@ pub fn hash_key(key: &str) -> String {
 
 /// The part of a key safe to show in listings (`km_` and four more characters).
 pub fn public_prefix(key: &str) -> String {
-    key.chars().take(KEY_PREFIX.len() + 4).collect()
+    key.chars()
+        .take(KEY_PREFIX.len().saturating_add(4))
+        .collect()
 }
 
 #[cfg(test)]

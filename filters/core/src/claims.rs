@@ -1,6 +1,6 @@
 //! Access-token claims (RFC 9068) and their time, issuer and audience checks. Time is passed in.
 
-use crate::error::TokenError;
+use crate::error::CredentialError;
 use crate::strict_json;
 use serde_json::{Map, Value};
 
@@ -29,13 +29,14 @@ pub struct AccessClaims {
 
 impl AccessClaims {
     /// Parses a JWT claims set, refusing duplicate names and claims of the wrong type.
-    pub fn parse(payload: &[u8]) -> Result<Self, TokenError> {
-        let map = strict_json::parse_object(payload).map_err(|_| TokenError::MalformedClaims)?;
+    pub fn parse(payload: &[u8]) -> Result<Self, CredentialError> {
+        let map =
+            strict_json::parse_object(payload).map_err(|_| CredentialError::MalformedClaims)?;
         Ok(Self {
             issuer: required_string(&map, "iss")?,
             subject: required_string(&map, "sub")?,
             audience: audience(&map)?,
-            expires_at: numeric_date(&map, "exp")?.ok_or(TokenError::MissingClaim("exp"))?,
+            expires_at: numeric_date(&map, "exp")?.ok_or(CredentialError::MissingClaim("exp"))?,
             not_before: numeric_date(&map, "nbf")?,
             issued_at: numeric_date(&map, "iat")?,
             token_id: optional_string(&map, "jti")?,
@@ -52,15 +53,15 @@ impl AccessClaims {
     }
 
     /// Checks `exp` and `nbf` against `now` with `leeway` seconds of clock skew allowed.
-    pub fn check_time(&self, now: i64, leeway: i64) -> Result<(), TokenError> {
+    pub fn check_time(&self, now: i64, leeway: i64) -> Result<(), CredentialError> {
         if now.saturating_sub(leeway) >= self.expires_at {
-            return Err(TokenError::Expired);
+            return Err(CredentialError::Expired);
         }
         if self
             .not_before
             .is_some_and(|nbf| now.saturating_add(leeway) < nbf)
         {
-            return Err(TokenError::NotYetValid);
+            return Err(CredentialError::NotYetValid);
         }
         Ok(())
     }
@@ -80,39 +81,45 @@ impl AccessClaims {
     }
 }
 
-fn required_string(map: &Map<String, Value>, name: &'static str) -> Result<String, TokenError> {
-    optional_string(map, name)?.ok_or(TokenError::MissingClaim(name))
+fn required_string(
+    map: &Map<String, Value>,
+    name: &'static str,
+) -> Result<String, CredentialError> {
+    optional_string(map, name)?.ok_or(CredentialError::MissingClaim(name))
 }
 
 fn optional_string(
     map: &Map<String, Value>,
     name: &'static str,
-) -> Result<Option<String>, TokenError> {
+) -> Result<Option<String>, CredentialError> {
     match map.get(name) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(TokenError::MalformedClaims),
+        Some(_) => Err(CredentialError::MalformedClaims),
     }
 }
 
-fn audience(map: &Map<String, Value>) -> Result<Vec<String>, TokenError> {
+fn audience(map: &Map<String, Value>) -> Result<Vec<String>, CredentialError> {
     match map.get("aud") {
-        None => Err(TokenError::MissingClaim("aud")),
+        None => Err(CredentialError::MissingClaim("aud")),
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(Value::Array(items)) if !items.is_empty() => items
             .iter()
             .map(|i| {
                 i.as_str()
                     .map(str::to_owned)
-                    .ok_or(TokenError::MalformedClaims)
+                    .ok_or(CredentialError::MalformedClaims)
             })
             .collect(),
-        Some(_) => Err(TokenError::MalformedClaims),
+        Some(_) => Err(CredentialError::MalformedClaims),
     }
 }
 
 /// RFC 7519 NumericDate: a JSON number of seconds, possibly fractional (truncated here).
-fn numeric_date(map: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+fn numeric_date(
+    map: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, CredentialError> {
     match map.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {
@@ -121,11 +128,11 @@ fn numeric_date(map: &Map<String, Value>, name: &'static str) -> Result<Option<i
             } else {
                 match n.as_f64() {
                     Some(f) if f.is_finite() && f.abs() < 1e15 => Ok(Some(f.trunc() as i64)),
-                    _ => Err(TokenError::MalformedClaims),
+                    _ => Err(CredentialError::MalformedClaims),
                 }
             }
         }
-        Some(_) => Err(TokenError::MalformedClaims),
+        Some(_) => Err(CredentialError::MalformedClaims),
     }
 }
 
@@ -133,7 +140,7 @@ fn numeric_date(map: &Map<String, Value>, name: &'static str) -> Result<Option<i
 mod tests {
     use super::*;
 
-    fn parse(json: &str) -> Result<AccessClaims, TokenError> {
+    fn parse(json: &str) -> Result<AccessClaims, CredentialError> {
         AccessClaims::parse(json.as_bytes())
     }
 
@@ -151,7 +158,7 @@ mod tests {
     fn absent_empty_or_mistyped_audience_is_refused() {
         assert_eq!(
             parse(r#"{"iss":"i","sub":"s","exp":10}"#),
-            Err(TokenError::MissingClaim("aud"))
+            Err(CredentialError::MissingClaim("aud"))
         );
         assert!(parse(r#"{"iss":"i","sub":"s","aud":[],"exp":10}"#).is_err());
         assert!(parse(r#"{"iss":"i","sub":"s","aud":[1],"exp":10}"#).is_err());
@@ -162,7 +169,7 @@ mod tests {
     fn exp_is_required_and_numeric() {
         assert_eq!(
             parse(r#"{"iss":"i","sub":"s","aud":"a"}"#),
-            Err(TokenError::MissingClaim("exp"))
+            Err(CredentialError::MissingClaim("exp"))
         );
         assert!(parse(r#"{"iss":"i","sub":"s","aud":"a","exp":"10"}"#).is_err());
         assert_eq!(
@@ -177,9 +184,9 @@ mod tests {
     fn time_window_honours_leeway() {
         let c = parse(r#"{"iss":"i","sub":"s","aud":"a","exp":100,"nbf":50}"#).unwrap();
         assert_eq!(c.check_time(99, 0), Ok(()));
-        assert_eq!(c.check_time(100, 0), Err(TokenError::Expired));
+        assert_eq!(c.check_time(100, 0), Err(CredentialError::Expired));
         assert_eq!(c.check_time(105, 10), Ok(()));
-        assert_eq!(c.check_time(49, 0), Err(TokenError::NotYetValid));
+        assert_eq!(c.check_time(49, 0), Err(CredentialError::NotYetValid));
         assert_eq!(c.check_time(45, 10), Ok(()));
     }
 
@@ -187,7 +194,7 @@ mod tests {
     fn duplicate_claim_names_are_refused() {
         assert_eq!(
             parse(r#"{"iss":"i","sub":"s","sub":"admin","aud":"a","exp":10}"#),
-            Err(TokenError::MalformedClaims)
+            Err(CredentialError::MalformedClaims)
         );
     }
 

@@ -3,7 +3,7 @@
 //! `parse` is pure, so every rule here is table-tested natively; the wasm adapter only logs the error and
 //! refuses the configuration.
 
-use crate::error::ConfigError;
+use crate::error::FilterConfigError;
 use serde::Deserialize;
 
 /// Wire form of the plugin configuration (Envoy `configuration` of the wasm filter).
@@ -57,7 +57,7 @@ struct RouteDto {
     audience: String,
     #[serde(default)]
     scopes: Vec<String>,
-    /// Parsed in `TryFrom` so an unknown value is reported with the field's path.
+    /// Parsed once, in `TryFrom`, so an unknown value is reported with the field's path.
     #[serde(default)]
     credential: Option<String>,
     /// Parsed in `TryFrom`, like `credential`.
@@ -217,9 +217,9 @@ pub struct FilterConfig {
 
 impl FilterConfig {
     /// Parses and validates a plugin configuration.
-    pub fn parse(bytes: &[u8]) -> Result<Self, ConfigError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, FilterConfigError> {
         let dto: ConfigDto =
-            serde_json::from_slice(bytes).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| FilterConfigError::Syntax(e.to_string()))?;
         Self::try_from(dto)
     }
 
@@ -231,9 +231,9 @@ impl FilterConfig {
 }
 
 impl TryFrom<ConfigDto> for FilterConfig {
-    type Error = ConfigError;
+    type Error = FilterConfigError;
 
-    fn try_from(dto: ConfigDto) -> Result<Self, ConfigError> {
+    fn try_from(dto: ConfigDto) -> Result<Self, FilterConfigError> {
         let s = dto.sidecar;
         require(
             !s.cluster.is_empty(),
@@ -271,7 +271,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
             "must be at most 60",
         )?;
         require(
-            s.max_age_secs > s.long_poll_secs + s.timeout_ms / 1000
+            s.max_age_secs > s.long_poll_secs.saturating_add(s.timeout_ms / 1000)
                 && s.max_age_secs <= 30 * 86_400,
             "sidecar.max_age_secs",
             "must exceed long_poll_secs plus the timeout, and be at most 30 days",
@@ -339,7 +339,8 @@ impl TryFrom<ConfigDto> for FilterConfig {
             "routes",
             "must have at least one rule",
         )?;
-        for (i, r) in dto.routes.iter().enumerate() {
+        let mut routes = Vec::with_capacity(dto.routes.len());
+        for (i, r) in dto.routes.into_iter().enumerate() {
             require(
                 r.prefix.starts_with('/'),
                 format!("routes[{i}].prefix"),
@@ -350,16 +351,18 @@ impl TryFrom<ConfigDto> for FilterConfig {
                 format!("routes[{i}].audience"),
                 "must be a non-empty resource URI",
             )?;
-            require(
-                CredentialMode::parse(r.credential.as_deref()).is_some(),
-                format!("routes[{i}].credential"),
-                "must be `jwt`, `api_key` or `either`",
-            )?;
-            require(
-                WhenStale::parse(r.when_stale.as_deref()).is_some(),
-                format!("routes[{i}].when_stale"),
-                "must be `deny` or `last_known_keys`",
-            )?;
+            let credential = CredentialMode::parse(r.credential.as_deref()).ok_or_else(|| {
+                FilterConfigError::field(
+                    format!("routes[{i}].credential"),
+                    "must be `jwt`, `api_key` or `either`",
+                )
+            })?;
+            let when_stale = WhenStale::parse(r.when_stale.as_deref()).ok_or_else(|| {
+                FilterConfigError::field(
+                    format!("routes[{i}].when_stale"),
+                    "must be `deny` or `last_known_keys`",
+                )
+            })?;
             for (j, scope) in r.scopes.iter().enumerate() {
                 require(
                     is_scope_token(scope),
@@ -367,6 +370,13 @@ impl TryFrom<ConfigDto> for FilterConfig {
                     "is not an RFC 6749 scope token",
                 )?;
             }
+            routes.push(Route {
+                prefix: r.prefix,
+                audience: r.audience,
+                scopes: r.scopes,
+                credential,
+                when_stale,
+            });
         }
         Ok(Self {
             sidecar: SidecarConfig {
@@ -387,26 +397,16 @@ impl TryFrom<ConfigDto> for FilterConfig {
             forward_token: dto.forward_token,
             api_key_header: dto.api_key_header,
             token_cache_size: dto.token_cache_size,
-            routes: dto
-                .routes
-                .into_iter()
-                .map(|r| Route {
-                    prefix: r.prefix,
-                    audience: r.audience,
-                    scopes: r.scopes,
-                    credential: CredentialMode::parse(r.credential.as_deref()).unwrap_or_default(),
-                    when_stale: WhenStale::parse(r.when_stale.as_deref()).unwrap_or_default(),
-                })
-                .collect(),
+            routes,
         })
     }
 }
 
-fn require(ok: bool, field: impl Into<String>, reason: &str) -> Result<(), ConfigError> {
+fn require(ok: bool, field: impl Into<String>, reason: &str) -> Result<(), FilterConfigError> {
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::field(field, reason))
+        Err(FilterConfigError::field(field, reason))
     }
 }
 

@@ -5,9 +5,9 @@
 
 use thiserror::Error;
 
-/// Why a presented bearer token was not accepted.
+/// Why a presented credential (bearer token or API key) was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum TokenError {
+pub enum CredentialError {
     /// No credential was presented where one is required.
     #[error("no access token")]
     Missing,
@@ -125,7 +125,7 @@ pub enum KeyError {
 
 /// Why a filter configuration was refused. Each variant names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum ConfigError {
+pub enum FilterConfigError {
     /// The configuration is not valid JSON of the expected shape (serde's message names the field).
     #[error("invalid configuration: {0}")]
     Syntax(String),
@@ -139,11 +139,30 @@ pub enum ConfigError {
     },
 }
 
-impl ConfigError {
+impl FilterConfigError {
     pub(crate) fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Field {
             field: field.into(),
             reason: reason.into(),
         }
     }
+}
+
+/// Why key material could not be stored in shared data.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DeliveryError {
+    /// The host refused a shared-data write.
+    #[error("cannot write shared data `{key}`: {source}")]
+    Write {
+        /// The shared-data key.
+        key: String,
+        /// What the host said.
+        source: crate::delivery::SharedDataError,
+    },
+    /// The delivery record kept changing under compare-and-swap.
+    #[error("cannot update the key material state in shared data (compare-and-swap kept failing)")]
+    RecordContention,
+    /// A value could not be encoded for storage.
+    #[error("cannot encode `{0}` for shared data")]
+    Encode(&'static str),
 }

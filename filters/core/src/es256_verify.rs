@@ -10,6 +10,11 @@
 //! is ours. The checks are those of `ecdsa::hazmat::verify_prehashed`: `r, s ∈ [1, n−1]`, `R = u1·G + u2·Q ≠ O`,
 //! `x(R) mod n = r`.
 
+// Proof for the whole module: `*`, `+`, `+=` here are p256's scalar and point operations (modular, complete
+// formulas, no overflow); comb positions are `< TEETH·SPACING ≤ 258` and table indices `< 2^TEETH`, the table's
+// length. The ES256 differential and Wycheproof tests exercise every path against p256's own verifier.
+#![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::group::Group;
 use p256::elliptic_curve::ops::{Invert, Reduce};

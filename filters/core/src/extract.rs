@@ -3,7 +3,7 @@
 //! than one credential in one request is refused (RFC 6750 §2: clients MUST NOT use more than one method).
 
 use crate::apikey;
-use crate::error::TokenError;
+use crate::error::CredentialError;
 
 /// The parts of a request the filter looks at, borrowed from the adapter's header map.
 #[derive(Debug, Clone, Default)]
@@ -30,10 +30,10 @@ pub fn credential<'a>(
     req: &RequestParts<'a>,
     query_param: Option<&str>,
     max_len: usize,
-) -> Result<Credential<'a>, TokenError> {
+) -> Result<Credential<'a>, CredentialError> {
     let mut found: Option<Credential<'a>> = None;
     let mut add = |c: Credential<'a>| match found.replace(c) {
-        Some(_) => Err(TokenError::Ambiguous),
+        Some(_) => Err(CredentialError::Ambiguous),
         None => Ok(()),
     };
     for value in &req.authorization {
@@ -49,18 +49,20 @@ pub fn credential<'a>(
             add(Credential::Bearer(token))?;
         }
     }
-    match found.ok_or(TokenError::Missing)? {
+    match found.ok_or(CredentialError::Missing)? {
         Credential::Bearer(token) if token.len() > max_len => {
-            Err(TokenError::TooLong { max: max_len })
+            Err(CredentialError::TooLong { max: max_len })
         }
-        Credential::Bearer(token) if !is_b64token(token) => Err(TokenError::MalformedHeader),
-        Credential::ApiKey(key) if !apikey::is_well_formed(key) => Err(TokenError::ApiKeyMalformed),
+        Credential::Bearer(token) if !is_b64token(token) => Err(CredentialError::MalformedHeader),
+        Credential::ApiKey(key) if !apikey::is_well_formed(key) => {
+            Err(CredentialError::ApiKeyMalformed)
+        }
         c => Ok(c),
     }
 }
 
 /// A `Bearer` or `apikey` credential, `None` for another scheme, an error for a broken one of ours.
-fn parse_authorization(value: &str) -> Result<Option<Credential<'_>>, TokenError> {
+fn parse_authorization(value: &str) -> Result<Option<Credential<'_>>, CredentialError> {
     let value = value.trim_matches(|c| c == ' ' || c == '\t');
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     let bearer = scheme.eq_ignore_ascii_case("bearer");
@@ -70,9 +72,9 @@ fn parse_authorization(value: &str) -> Result<Option<Credential<'_>>, TokenError
     let credential = rest.trim_start_matches(' ');
     if credential.is_empty() || credential.contains(' ') {
         return Err(if bearer {
-            TokenError::MalformedHeader
+            CredentialError::MalformedHeader
         } else {
-            TokenError::ApiKeyMalformed
+            CredentialError::ApiKeyMalformed
         });
     }
     Ok(Some(if bearer {
@@ -121,10 +123,10 @@ mod tests {
         r: &RequestParts<'a>,
         q: Option<&str>,
         max: usize,
-    ) -> Result<&'a str, TokenError> {
+    ) -> Result<&'a str, CredentialError> {
         match credential(r, q, max)? {
             Credential::Bearer(t) => Ok(t),
-            Credential::ApiKey(_) => Err(TokenError::CredentialNotAccepted),
+            Credential::ApiKey(_) => Err(CredentialError::CredentialNotAccepted),
         }
     }
 
@@ -144,27 +146,27 @@ mod tests {
     fn missing_malformed_and_ambiguous() {
         assert_eq!(
             bearer_token(&req("/", &[]), None, 100),
-            Err(TokenError::Missing)
+            Err(CredentialError::Missing)
         );
         assert_eq!(
             bearer_token(&req("/", &["Basic dXNlcg=="]), None, 100),
-            Err(TokenError::Missing)
+            Err(CredentialError::Missing)
         );
         assert_eq!(
             bearer_token(&req("/", &["Bearer"]), None, 100),
-            Err(TokenError::MalformedHeader)
+            Err(CredentialError::MalformedHeader)
         );
         assert_eq!(
             bearer_token(&req("/", &["Bearer a b"]), None, 100),
-            Err(TokenError::MalformedHeader)
+            Err(CredentialError::MalformedHeader)
         );
         assert_eq!(
             bearer_token(&req("/", &["Bearer a%b"]), None, 100),
-            Err(TokenError::MalformedHeader)
+            Err(CredentialError::MalformedHeader)
         );
         assert_eq!(
             bearer_token(&req("/", &["Bearer a", "Bearer b"]), None, 100),
-            Err(TokenError::Ambiguous)
+            Err(CredentialError::Ambiguous)
         );
         assert_eq!(
             bearer_token(
@@ -172,14 +174,14 @@ mod tests {
                 Some("access_token"),
                 100
             ),
-            Err(TokenError::Ambiguous)
+            Err(CredentialError::Ambiguous)
         );
     }
 
     #[test]
     fn query_parameter_only_when_configured() {
         let r = req("/x?a=1&access_token=tok.en&b=2", &[]);
-        assert_eq!(bearer_token(&r, None, 100), Err(TokenError::Missing));
+        assert_eq!(bearer_token(&r, None, 100), Err(CredentialError::Missing));
         assert_eq!(bearer_token(&r, Some("access_token"), 100), Ok("tok.en"));
     }
 
@@ -188,7 +190,7 @@ mod tests {
         let long = format!("Bearer {}", "a".repeat(101));
         assert_eq!(
             bearer_token(&req("/", &[&long]), None, 100),
-            Err(TokenError::TooLong { max: 100 })
+            Err(CredentialError::TooLong { max: 100 })
         );
     }
 
@@ -211,7 +213,10 @@ mod tests {
             authorization: vec![&auth],
             api_key: vec![&key],
         };
-        assert_eq!(credential(&both, None, 100), Err(TokenError::Ambiguous));
+        assert_eq!(
+            credential(&both, None, 100),
+            Err(CredentialError::Ambiguous)
+        );
         let with_bearer = RequestParts {
             path: "/",
             authorization: vec!["Bearer a.b.c"],
@@ -219,15 +224,15 @@ mod tests {
         };
         assert_eq!(
             credential(&with_bearer, None, 100),
-            Err(TokenError::Ambiguous)
+            Err(CredentialError::Ambiguous)
         );
         assert_eq!(
             credential(&req("/", &["apikey km_short"]), None, 100),
-            Err(TokenError::ApiKeyMalformed)
+            Err(CredentialError::ApiKeyMalformed)
         );
         assert_eq!(
             credential(&req("/", &["apikey"]), None, 100),
-            Err(TokenError::ApiKeyMalformed)
+            Err(CredentialError::ApiKeyMalformed)
         );
     }
 }

@@ -3,7 +3,7 @@
 //! Claims are not looked at here: this layer answers "did a trusted key sign exactly these bytes?" and returns the
 //! payload and the issuer owning the key. Cheap checks come first so a flood of junk costs no signature work.
 
-use crate::error::TokenError;
+use crate::error::CredentialError;
 use crate::keyset::{KeySet, TrustedKey};
 use crate::strict_json;
 use base64ct::{Base64UrlUnpadded, Encoding};
@@ -39,39 +39,39 @@ pub fn unverified_kid(token: &str) -> Option<String> {
 }
 
 /// Verifies a compact JWS against a key set.
-pub fn verify<'k>(token: &str, keys: &'k KeySet) -> Result<VerifiedJws<'k>, TokenError> {
+pub fn verify<'k>(token: &str, keys: &'k KeySet) -> Result<VerifiedJws<'k>, CredentialError> {
     let mut parts = token.split('.');
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(TokenError::Malformed("not three segments"));
+        return Err(CredentialError::Malformed("not three segments"));
     };
     if h.is_empty() || s.is_empty() {
-        return Err(TokenError::Malformed("empty segment"));
+        return Err(CredentialError::Malformed("empty segment"));
     }
     let header_bytes = decode(h)?;
     let header = strict_json::parse_object(&header_bytes)
-        .map_err(|_| TokenError::Malformed("header is not a JSON object"))?;
+        .map_err(|_| CredentialError::Malformed("header is not a JSON object"))?;
     if let Some(name) = FORBIDDEN_HEADERS.iter().find(|n| header.contains_key(**n)) {
-        return Err(TokenError::ForbiddenHeader(name));
+        return Err(CredentialError::ForbiddenHeader(name));
     }
     let alg = match header.get("alg") {
         Some(Value::String(alg)) => alg.as_str(),
-        _ => return Err(TokenError::Malformed("header has no alg")),
+        _ => return Err(CredentialError::Malformed("header has no alg")),
     };
     let kid = match header.get("kid") {
         Some(Value::String(kid)) => kid.as_str(),
-        Some(_) => return Err(TokenError::Malformed("kid is not a string")),
-        None => return Err(TokenError::MissingKid),
+        Some(_) => return Err(CredentialError::Malformed("kid is not a string")),
+        None => return Err(CredentialError::MissingKid),
     };
     let typ = match header.get("typ") {
         Some(Value::String(t)) => Some(t.clone()),
-        Some(_) => return Err(TokenError::Malformed("typ is not a string")),
+        Some(_) => return Err(CredentialError::Malformed("typ is not a string")),
         None => None,
     };
     let candidates = keys.candidates(kid);
     if candidates.is_empty() {
-        return Err(TokenError::UnknownKid);
+        return Err(CredentialError::UnknownKid);
     }
     // The algorithm is the key's; the header only has to agree (this is what defeats `none` and HS256-with-the-
     // public-key confusion: no key in a key set has either algorithm).
@@ -81,7 +81,11 @@ pub fn verify<'k>(token: &str, keys: &'k KeySet) -> Result<VerifiedJws<'k>, Toke
     let mut any = None;
     let payload = decode(p)?;
     let signature = decode(s)?;
-    let signing_input = &token.as_bytes()[..h.len() + 1 + p.len()];
+    // Exactly three segments, so the signing input `h.p` is everything before the last dot.
+    let Some((signing_input, _)) = token.rsplit_once('.') else {
+        return Err(CredentialError::Malformed("not three segments"));
+    };
+    let signing_input = signing_input.as_bytes();
     for candidate in matching {
         any = Some(candidate);
         if candidate.key().verify(signing_input, &signature) {
@@ -94,8 +98,8 @@ pub fn verify<'k>(token: &str, keys: &'k KeySet) -> Result<VerifiedJws<'k>, Toke
         }
     }
     match any {
-        Some(_) => Err(TokenError::BadSignature),
-        None => Err(TokenError::AlgorithmMismatch {
+        Some(_) => Err(CredentialError::BadSignature),
+        None => Err(CredentialError::AlgorithmMismatch {
             expected: candidates
                 .first()
                 .map_or("none", |c| c.key().algorithm().name()),
@@ -104,8 +108,8 @@ pub fn verify<'k>(token: &str, keys: &'k KeySet) -> Result<VerifiedJws<'k>, Toke
     }
 }
 
-fn decode(segment: &str) -> Result<Vec<u8>, TokenError> {
-    Base64UrlUnpadded::decode_vec(segment).map_err(|_| TokenError::Malformed("bad base64url"))
+fn decode(segment: &str) -> Result<Vec<u8>, CredentialError> {
+    Base64UrlUnpadded::decode_vec(segment).map_err(|_| CredentialError::Malformed("bad base64url"))
 }
 
 /// An attacker-chosen `alg` goes into logs only in a short, printable form.

@@ -1,6 +1,6 @@
 //! The validated key set a filter verifies against: every trusted issuer's public keys, indexed by `kid`.
 
-use crate::bundle::{BundleDto, JwksDto};
+use crate::delivery::wire::{BundleDto, JwksDto};
 use crate::error::KeyError;
 use crate::jwk::{parse_jwk, PublicKey};
 use std::collections::HashMap;

@@ -2,14 +2,21 @@
 //!
 //! Everything a keymesh filter decides lives here, with no proxy-wasm import: token extraction
 //! ([`extract`]), the JWS signature layer ([`jws`]) over JWK-derived keys ([`jwk`], [`keyset`]), RFC 9068 claim
-//! checks ([`claims`]), per-route policy ([`policy`], [`config`]) and verdicts rendered per RFC 6750
-//! ([`verdict`]). Time is always passed in. The wasm filter is a thin adapter over [`policy::authorize`].
+//! checks ([`claims`]), per-route policy ([`policy`], [`config`]), verdicts rendered per RFC 6750 ([`verdict`]), and
+//! the filter side of key delivery ([`delivery`]). Time is always passed in. The wasm filter is a thin adapter over
+//! [`policy::authorize`] and [`delivery`].
 #![warn(missing_docs)]
+// No panics in a filter's data path: every index and every arithmetic operation is checked, or carries a local
+// `allow` with the proof next to it. Tests may index and compute freely.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 
 pub mod apikey;
-pub mod bundle;
 pub mod claims;
 pub mod config;
+pub mod delivery;
 pub mod ed25519_verify;
 pub mod error;
 pub mod es256_verify;
@@ -23,8 +30,11 @@ mod strict_json;
 pub mod token_cache;
 pub mod verdict;
 
+/// The bundle wire types under their earlier path (the sidecar imports them from here).
+pub use delivery::wire as bundle;
+
 pub use config::FilterConfig;
-pub use error::{ConfigError, KeyError, TokenError};
+pub use error::{CredentialError, DeliveryError, FilterConfigError, KeyError};
 pub use extract::{Credential, RequestParts};
 pub use keyset::KeySet;
 pub use policy::{authorize, Directory, EmptyDirectory, KeyMaterial};

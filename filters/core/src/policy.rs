@@ -1,9 +1,9 @@
 //! The per-request decision: extract the credential, verify it, check it against the route's rule, and decide.
 
-use crate::bundle::ApiKeyDto;
 use crate::claims::AccessClaims;
 use crate::config::{header_safe, CredentialMode, FilterConfig, Route, WhenStale};
-use crate::error::TokenError;
+use crate::delivery::wire::ApiKeyDto;
+use crate::error::CredentialError;
 use crate::extract::{credential, Credential, RequestParts};
 use crate::jws;
 use crate::keyset::KeySet;
@@ -69,17 +69,17 @@ pub fn authorize(
         config.max_token_bytes,
     ) {
         Ok(c) => c,
-        Err(e @ TokenError::Missing) => {
+        Err(e @ CredentialError::Missing) => {
             return Verdict::Deny(Denial::unauthenticated(e, route.credential, realm))
         }
-        Err(e @ TokenError::ApiKeyMalformed) if route.credential.accepts_api_key() => {
+        Err(e @ CredentialError::ApiKeyMalformed) if route.credential.accepts_api_key() => {
             return Verdict::Deny(Denial::api_key(e, realm))
         }
         Err(e) => return Verdict::Deny(Denial::token(e, realm)),
     };
     let not_accepted = |mode: CredentialMode| {
         Verdict::Deny(Denial::unauthenticated(
-            TokenError::CredentialNotAccepted,
+            CredentialError::CredentialNotAccepted,
             mode,
             realm,
         ))
@@ -149,14 +149,14 @@ fn authorize_token(
         .as_deref()
         .is_some_and(|jti| material.directory.is_revoked(jti))
     {
-        return Verdict::Deny(Denial::token(TokenError::Revoked, realm));
+        return Verdict::Deny(Denial::token(CredentialError::Revoked, realm));
     }
     if !claims.has_audience(&route.audience) {
-        return Verdict::Deny(Denial::token(TokenError::WrongAudience, realm));
+        return Verdict::Deny(Denial::token(CredentialError::WrongAudience, realm));
     }
     // The token names this API, but its issuer may only be trusted at others.
     if !keys.issuer_allows(&claims.issuer, &route.audience) {
-        return Verdict::Deny(Denial::token(TokenError::IssuerNotAllowed, realm));
+        return Verdict::Deny(Denial::token(CredentialError::IssuerNotAllowed, realm));
     }
     let missing = claims.missing_scopes(&route.scopes);
     if !missing.is_empty() {
@@ -185,10 +185,10 @@ fn authorize_api_key(
     now: i64,
 ) -> Verdict {
     let Some(entry) = directory.api_key(&crate::apikey::hash_key(key)) else {
-        return Verdict::Deny(Denial::api_key(TokenError::ApiKeyUnknown, realm));
+        return Verdict::Deny(Denial::api_key(CredentialError::ApiKeyUnknown, realm));
     };
     if entry.expires_at.is_some_and(|exp| now >= exp) {
-        return Verdict::Deny(Denial::api_key(TokenError::ApiKeyExpired, realm));
+        return Verdict::Deny(Denial::api_key(CredentialError::ApiKeyExpired, realm));
     }
     if !entry.resources.contains(&route.audience) {
         return Verdict::Deny(Denial::api_key_wrong_api(realm));
@@ -209,7 +209,7 @@ fn authorize_api_key(
     }
     if !header_safe(&entry.owner) || !header_safe(&entry.id) {
         return Verdict::Deny(Denial::api_key(
-            TokenError::UnforwardableClaim("owner"),
+            CredentialError::UnforwardableClaim("owner"),
             realm,
         ));
     }
@@ -230,7 +230,7 @@ pub fn verify_jwt(
     trusted_issuers: Option<&[String]>,
     leeway_secs: i64,
     now: i64,
-) -> Result<AccessClaims, TokenError> {
+) -> Result<AccessClaims, CredentialError> {
     let claims = verify_signed_claims(token, keys, trusted_issuers)?;
     claims.check_time(now, leeway_secs)?;
     Ok(claims)
@@ -245,7 +245,7 @@ pub fn verify_jwt_cached(
     leeway_secs: i64,
     now: i64,
     cache: &TokenCache,
-) -> Result<Rc<AccessClaims>, TokenError> {
+) -> Result<Rc<AccessClaims>, CredentialError> {
     let claims = match cache.get(token, keys.version()) {
         Some(Cached::Valid(claims)) => claims,
         Some(Cached::Invalid(e)) => return Err(e),
@@ -271,29 +271,29 @@ fn verify_signed_claims(
     token: &str,
     keys: &KeySet,
     trusted_issuers: Option<&[String]>,
-) -> Result<AccessClaims, TokenError> {
+) -> Result<AccessClaims, CredentialError> {
     let verified = jws::verify(token, keys)?;
     let claims = AccessClaims::parse(&verified.payload)?;
     if claims.issuer != verified.issuer {
-        return Err(TokenError::WrongIssuer);
+        return Err(CredentialError::WrongIssuer);
     }
     if let Some(trusted) = trusted_issuers {
         if !trusted.contains(&claims.issuer) {
-            return Err(TokenError::WrongIssuer);
+            return Err(CredentialError::WrongIssuer);
         }
     }
     if !header_safe(&claims.subject) {
-        return Err(TokenError::UnforwardableClaim("sub"));
+        return Err(CredentialError::UnforwardableClaim("sub"));
     }
     if claims.client_id.as_deref().is_some_and(|c| !header_safe(c)) {
-        return Err(TokenError::UnforwardableClaim("client_id"));
+        return Err(CredentialError::UnforwardableClaim("client_id"));
     }
     if !claims
         .scopes
         .iter()
         .all(|s| crate::config::is_scope_token(s))
     {
-        return Err(TokenError::UnforwardableClaim("scope"));
+        return Err(CredentialError::UnforwardableClaim("scope"));
     }
     Ok(claims)
 }

@@ -10,6 +10,13 @@
 //! rebuilt and compared in full, as RFC 8017 prescribes. Parsing it instead is what Bleichenbacher-style forgeries
 //! for small exponents exploit (garbage after the hash, short padding, lenient ASN.1 lengths).
 
+// Proof for the whole module (and `montgomery`): limb arithmetic is on u32 limbs widened to u64, where a product of
+// two limbs plus two limb-sized carries is below 2^64; lengths and positions are derived from a modulus of at least
+// MIN_MODULUS_LEN bytes (checked before any of them is computed) and limb counts `len.div_ceil(4)` of it, so no
+// subtraction underflows and no index passes the buffers sized from the same numbers. The RSA differential and
+// Wycheproof tests exercise every path against the `rsa` crate.
+#![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+
 mod montgomery;
 
 use montgomery::{limbs_from_be, Limbs, Modulus};

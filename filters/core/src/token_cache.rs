@@ -7,7 +7,7 @@
 //! repeats invalid tokens costs no signature work after the first of each.
 
 use crate::claims::AccessClaims;
-use crate::error::TokenError;
+use crate::error::CredentialError;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -18,7 +18,7 @@ pub(crate) enum Cached {
     /// The signature verified and the claims are well formed.
     Valid(Rc<AccessClaims>),
     /// It can never verify against this key set.
-    Invalid(TokenError),
+    Invalid(CredentialError),
 }
 
 /// A bounded map from token string to verdict. Not shared between threads: each Envoy worker VM has its own.

@@ -2,7 +2,7 @@
 //! decides anything itself.
 
 use crate::config::CredentialMode;
-use crate::error::TokenError;
+use crate::error::CredentialError;
 
 /// Request headers keymesh sets upstream. Any copy sent by the client is removed first, so an upstream can trust
 /// them.
@@ -57,7 +57,7 @@ pub enum DenyReason {
     /// No route rule covers the path: fail closed.
     NoRoute,
     /// The token was missing or invalid.
-    Token(TokenError),
+    Token(CredentialError),
     /// A valid API key for another API.
     WrongApi,
     /// The credential lacks scopes the route requires.
@@ -91,9 +91,9 @@ pub enum Verdict {
 
 impl Denial {
     /// 401 or 400 for a bearer-token problem, per RFC 6750 §3.1.
-    pub fn token(error: TokenError, realm: &str) -> Self {
+    pub fn token(error: CredentialError, realm: &str) -> Self {
         let (status, code) = match error {
-            TokenError::Ambiguous => (400, "invalid_request"),
+            CredentialError::Ambiguous => (400, "invalid_request"),
             _ => (401, "invalid_token"),
         };
         let description = error.description();
@@ -110,7 +110,7 @@ impl Denial {
     }
 
     /// 401 for an API-key problem, with an `apikey` challenge.
-    pub fn api_key(error: TokenError, realm: &str) -> Self {
+    pub fn api_key(error: CredentialError, realm: &str) -> Self {
         let description = error.description();
         let challenge = format!(
             "apikey realm=\"{realm}\", error=\"invalid_key\", error_description=\"{description}\""
@@ -126,7 +126,7 @@ impl Denial {
 
     /// 401 when no credential (or one the route does not take) was presented: a bare challenge for every scheme
     /// the route accepts (RFC 6750 §3.1: no error code when authentication is simply missing).
-    pub fn unauthenticated(error: TokenError, mode: CredentialMode, realm: &str) -> Self {
+    pub fn unauthenticated(error: CredentialError, mode: CredentialMode, realm: &str) -> Self {
         let bearer = format!("Bearer realm=\"{realm}\"");
         let apikey = format!("apikey realm=\"{realm}\"");
         let challenge = match mode {
@@ -134,7 +134,7 @@ impl Denial {
             CredentialMode::ApiKey => apikey,
             CredentialMode::Either => format!("{bearer}, {apikey}"),
         };
-        let code = if error == TokenError::Missing {
+        let code = if error == CredentialError::Missing {
             "invalid_token"
         } else {
             "invalid_request"
@@ -245,7 +245,7 @@ impl Denial {
     }
 }
 
-impl TokenError {
+impl CredentialError {
     /// The fixed, terse text a client sees; never contains token content.
     pub fn description(&self) -> &'static str {
         match self {

@@ -319,7 +319,7 @@ fn failed_signatures_are_remembered() {
         };
         assert_eq!(
             d.reason,
-            keymesh_core::DenyReason::Token(keymesh_core::TokenError::BadSignature)
+            keymesh_core::DenyReason::Token(keymesh_core::CredentialError::BadSignature)
         );
     }
     assert_eq!(cache.len(), 1, "the failed token was not remembered");

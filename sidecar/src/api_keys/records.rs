@@ -101,7 +101,7 @@ impl From<ApiKeyRecord> for ApiKeyInfo {
 pub struct NewApiKey {
     /// The subject the key acts for (the same rules as a client id).
     pub owner: String,
-    /// A label of 1 to [`MAX_LABEL_CHARS`](crate::syntax::MAX_LABEL_CHARS) printable characters.
+    /// A label of 1 to [`MAX_LABEL_CHARS`](crate::support::syntax::MAX_LABEL_CHARS) printable characters.
     pub label: String,
     /// Resource URIs the key is valid for (at least one).
     pub resources: Vec<String>,

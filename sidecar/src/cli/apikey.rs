@@ -6,9 +6,9 @@ use clap::{Args, Subcommand};
 
 use super::{connect, CliError};
 use crate::api_keys::{ApiKeyInfo, ApiKeyStore, IssuedApiKey, NewApiKey};
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::names::KeyNames;
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
 
 /// `keymesh apikey …`.
 #[derive(Debug, Subcommand)]

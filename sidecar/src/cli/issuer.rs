@@ -6,13 +6,13 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{connect, CliError};
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::external_issuers::{
+use crate::issuers::{
     jwks_kids, ExternalIssuer, FetchError, FetchStatus, Fetched, Fetcher, IssuerError, IssuerStore,
     KeySource, NewIssuer,
 };
-use crate::names::KeyNames;
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
 
 /// `keymesh issuer …`.
 #[derive(Debug, Subcommand)]

@@ -6,12 +6,12 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{connect, CliError};
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::kek::{self, KekError};
-use crate::key_lifecycle::{self, KeyState, LifecycleError, Rotation};
-use crate::names::KeyNames;
-use crate::signing_keys::{self, Alg, KeyStoreError};
+use crate::keys::lifecycle::{self, KeyState, LifecycleError, Rotation};
+use crate::keys::{self, Alg, KeyStoreError};
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
+use crate::support::kek::{self, KekError};
 
 /// `keymesh key …`.
 #[derive(Debug, Subcommand)]
@@ -100,7 +100,7 @@ pub async fn run_key(
             // Refuse before touching Redis: without the KEK nothing can be sealed.
             let kek = kek::resolve(config.signing.kek.as_ref()).map_err(KeyCommandError::from)?;
             let mut conn = connect(config).await?;
-            let keys = key_lifecycle::list(&mut conn, &names)
+            let keys = lifecycle::list(&mut conn, &names)
                 .await
                 .map_err(KeyCommandError::from)?;
             let active = keys
@@ -117,10 +117,10 @@ pub async fn run_key(
             }
             let now = clock.now_secs();
             let alg = args.alg.unwrap_or(config.signing.algorithm);
-            let key = signing_keys::generate(alg, now)
+            let key = keys::generate(alg, now)
                 .await
                 .map_err(KeyCommandError::from)?;
-            let rotation = key_lifecycle::rotate(
+            let rotation = lifecycle::rotate(
                 &mut conn,
                 &names,
                 &kek,
@@ -166,7 +166,7 @@ pub async fn run_key(
         }
         KeyCommand::List { json } => {
             let mut conn = connect(config).await?;
-            let keys = key_lifecycle::list(&mut conn, &names)
+            let keys = lifecycle::list(&mut conn, &names)
                 .await
                 .map_err(KeyCommandError::from)?;
             if json {

@@ -6,10 +6,10 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{connect, CliError};
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::names::KeyNames;
-use crate::users::{NewUser, UserStore};
+use crate::oauth::users::{NewUser, UserStore};
+use crate::store::names::KeyNames;
+use crate::support::clock::Clock;
 
 /// `keymesh user …`.
 #[derive(Debug, Subcommand)]

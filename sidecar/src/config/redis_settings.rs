@@ -10,22 +10,8 @@
 
 use redis::IntoConnectionInfo;
 
-use super::{Config, ConfigError, Origin};
-
-/// The URLs of a comma-separated list; a value that is not a list of URLs (a piece without `scheme://`, as when
-/// a password holds a literal comma) is one URL.
-pub(crate) fn url_list(value: &str) -> Vec<&str> {
-    let pieces: Vec<&str> = value
-        .split(',')
-        .map(str::trim)
-        .filter(|piece| !piece.is_empty())
-        .collect();
-    if !pieces.is_empty() && pieces.iter().all(|piece| piece.contains("://")) {
-        pieces
-    } else {
-        vec![value.trim()]
-    }
-}
+use super::{Config, ConfigLoadError, Origin};
+use crate::support::redact::url_list;
 
 pub(super) fn parse_redis_url(value: &str, cluster: bool) -> Result<String, String> {
     let urls = url_list(value);
@@ -64,11 +50,11 @@ pub(super) fn parse_bool(value: &str) -> Result<bool, String> {
 }
 
 /// In cluster mode, refuses a key prefix without a hash tag.
-pub(super) fn check_key_prefix(config: &Config, origin: Origin) -> Result<(), ConfigError> {
-    if !config.redis_cluster || crate::names::hash_tag(&config.key_prefix).is_some() {
+pub(super) fn check_key_prefix(config: &Config, origin: Origin) -> Result<(), ConfigLoadError> {
+    if !config.redis_cluster || crate::support::syntax::hash_tag(&config.key_prefix).is_some() {
         return Ok(());
     }
-    Err(ConfigError::Invalid {
+    Err(ConfigLoadError::Invalid {
         field: "key_prefix",
         origin,
         reason: format!(
@@ -167,7 +153,7 @@ mod tests {
             let err = Config::from_sources(None, env(vars)).unwrap_err();
             let message = err.to_string();
             assert!(
-                matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
+                matches!(&err, ConfigLoadError::Invalid { field: f, .. } if f == field),
                 "{vars:?}: {message}"
             );
             assert!(message.contains(says), "{vars:?}: {message}");

@@ -1,25 +1,24 @@
-//! Secrets read from files, the way Kubernetes mounts a Secret's keys: `redis_url_file` /
+//! Secrets that may be read from files, the way Kubernetes mounts a Secret's keys: `redis_url_file` /
 //! `KEYMESH_REDIS_URL_FILE` and `admin_token_file` / `KEYMESH_ADMIN_TOKEN_FILE`.
 //!
 //! A file's content is the value, without a trailing line break. At one level (the config file, or the environment)
 //! a secret is given either inline or as a file, never both; the environment overrides the config file as for
-//! every other setting.
+//! every other setting (see [`super::setting`]).
 
 use std::path::{Path, PathBuf};
 
-use super::{ConfigError, Origin};
+use super::setting::{Env, Raw};
+use super::{ConfigLoadError, Origin, ADMIN_TOKEN_ENV};
 
-/// One secret setting and the names it goes by.
+/// One secret setting, declared once: its field (the TOML key; `{field}_file` names a file), the environment
+/// variable holding it and the one naming a file holding it.
 pub(super) struct SecretSetting {
-    /// The configuration field, for errors (`redis_url`).
-    pub(super) field: &'static str,
-    /// The environment variable holding the value (`KEYMESH_REDIS_URL`).
-    pub(super) env: &'static str,
-    /// The environment variable naming a file holding it (`KEYMESH_REDIS_URL_FILE`).
-    pub(super) env_file: &'static str,
+    field: &'static str,
+    env: &'static str,
+    env_file: &'static str,
 }
 
-/// The Redis URL.
+/// The Redis URL (it may carry a password).
 pub(super) const REDIS_URL: SecretSetting = SecretSetting {
     field: "redis_url",
     env: "KEYMESH_REDIS_URL",
@@ -29,76 +28,90 @@ pub(super) const REDIS_URL: SecretSetting = SecretSetting {
 /// The admin API's bearer token.
 pub(super) const ADMIN_TOKEN: SecretSetting = SecretSetting {
     field: "admin_token",
-    env: super::ADMIN_TOKEN_ENV,
+    env: ADMIN_TOKEN_ENV,
     env_file: "KEYMESH_ADMIN_TOKEN_FILE",
 };
 
 impl SecretSetting {
-    /// The value the config file gives: inline or from `*_file` (relative to the config file's directory).
-    pub(super) fn in_config_file(
+    /// The raw value and its origin, or `None` when neither level sets it. `inline` and `file` are the config
+    /// file's `{field}` and `{field}_file`; a relative `file` is taken from `file_dir`, the config file's directory.
+    pub(super) fn raw(
         &self,
         inline: Option<String>,
         file: Option<PathBuf>,
         file_dir: Option<&Path>,
-    ) -> Result<Option<String>, ConfigError> {
+        env: Env<'_>,
+    ) -> Result<Option<Raw<String>>, ConfigLoadError> {
+        match (env(self.env), env(self.env_file)) {
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    Origin::Env(self.env),
+                    format!("set only one of {} and {}", self.env, self.env_file),
+                ))
+            }
+            (Some(value), None) => {
+                return Ok(Some(Raw {
+                    value,
+                    origin: Origin::Env(self.env),
+                }))
+            }
+            (None, Some(path)) => {
+                let origin = Origin::Env(self.env_file);
+                let value = self.read(Path::new(&path), origin.clone())?;
+                return Ok(Some(Raw { value, origin }));
+            }
+            (None, None) => {}
+        }
         match (inline, file) {
-            (Some(_), Some(_)) => Err(ConfigError::Invalid {
-                field: self.field,
+            (Some(_), Some(_)) => Err(self.invalid(
+                Origin::File,
+                format!("set only one of `{0}` and `{0}_file`", self.field),
+            )),
+            (Some(value), None) => Ok(Some(Raw {
+                value,
                 origin: Origin::File,
-                reason: format!("set only one of `{0}` and `{0}_file`", self.field),
-            }),
-            (Some(value), None) => Ok(Some(value)),
+            })),
             (None, Some(path)) => {
                 let path = match file_dir {
                     Some(dir) if path.is_relative() => dir.join(path),
                     _ => path,
                 };
-                self.read(&path, Origin::File).map(Some)
-            }
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// The value the environment gives: inline or from the file named by `*_FILE`.
-    pub(super) fn in_env(
-        &self,
-        env: &impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<(String, Origin)>, ConfigError> {
-        match (env(self.env), env(self.env_file)) {
-            (Some(_), Some(_)) => Err(ConfigError::Invalid {
-                field: self.field,
-                origin: Origin::Env(self.env),
-                reason: format!("set only one of {} and {}", self.env, self.env_file),
-            }),
-            (Some(value), None) => Ok(Some((value, Origin::Env(self.env)))),
-            (None, Some(path)) => {
-                let origin = Origin::Env(self.env_file);
-                Ok(Some((self.read(Path::new(&path), origin.clone())?, origin)))
+                let value = self.read(&path, Origin::File)?;
+                Ok(Some(Raw {
+                    value,
+                    origin: Origin::File,
+                }))
             }
             (None, None) => Ok(None),
         }
     }
 
     /// Reads a secret file. Errors name the file, never its content.
-    fn read(&self, path: &Path, origin: Origin) -> Result<String, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-            field: self.field,
-            origin: origin.clone(),
-            reason: format!("cannot read {}: {e}", path.display()),
+    fn read(&self, path: &Path, origin: Origin) -> Result<String, ConfigLoadError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            self.invalid(
+                origin.clone(),
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
         let value = text.trim_end_matches(['\n', '\r']);
         if value.is_empty() {
-            return Err(ConfigError::Invalid {
-                field: self.field,
-                origin,
-                reason: format!("{} is empty", path.display()),
-            });
+            return Err(self.invalid(origin, format!("{} is empty", path.display())));
         }
         Ok(value.to_owned())
+    }
+
+    fn invalid(&self, origin: Origin, reason: String) -> ConfigLoadError {
+        ConfigLoadError::Invalid {
+            field: self.field,
+            origin,
+            reason,
+        }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::io::Write;
 
@@ -138,13 +151,25 @@ mod tests {
     fn config_file_paths_are_relative_to_its_directory() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("redis-url"), "redis://10.0.0.9:6379/").unwrap();
+        std::fs::write(
+            dir.path().join("admin-token"),
+            "file-token-0123456789abcdef0123456789\n",
+        )
+        .unwrap();
         let toml_path = dir.path().join("keymesh.toml");
         let config = Config::from_sources(
-            Some((&toml_path, "redis_url_file = \"redis-url\"\n")),
+            Some((
+                &toml_path,
+                "redis_url_file = \"redis-url\"\nadmin_token_file = \"admin-token\"\n",
+            )),
             env(&[]),
         )
         .unwrap();
         assert_eq!(config.redis_url, "redis://10.0.0.9:6379/");
+        assert!(config
+            .admin_token
+            .unwrap()
+            .verify("file-token-0123456789abcdef0123456789"));
     }
 
     #[test]
@@ -164,7 +189,6 @@ mod tests {
     #[test]
     fn both_forms_at_one_level_missing_and_empty_files_are_errors_without_the_secret() {
         let empty = secret_file("\n");
-        let url = secret_file("redis://:hunter2@h:6379/");
         let cases: [Case<'_>; 4] = [
             (
                 None,
@@ -175,7 +199,7 @@ mod tests {
                 "set only one of KEYMESH_ADMIN_TOKEN and KEYMESH_ADMIN_TOKEN_FILE",
             ),
             (
-                Some("redis_url = \"redis://h/\"\nredis_url_file = \"/x\"\n"),
+                Some("redis_url = \"redis://:hunter2@h/\"\nredis_url_file = \"/x\"\n"),
                 vec![],
                 "set only one of `redis_url` and `redis_url_file`",
             ),
@@ -198,7 +222,7 @@ mod tests {
             assert!(error.contains(expected), "{error}");
             assert!(!error.contains("hunter2"), "{error}");
         }
-        // A URL that fails validation is reported by field and origin, and masked.
+        // A URL that fails validation is reported by field and origin, without its password.
         let bad = secret_file("http://:hunter2@h:6379/");
         let error = Config::from_sources(
             None,
@@ -207,6 +231,6 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("KEYMESH_REDIS_URL_FILE"), "{error}");
-        drop(url);
+        assert!(!error.contains("hunter2"), "{error}");
     }
 }

@@ -10,9 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{validate, ConfigError, Origin, Raw};
-use crate::kek::{Kek, KekSource, KEK_ENV, KEK_FILE_ENV};
-use crate::signing_keys::Alg;
+use super::setting::{parse_secs, setting, Env, Origin};
+use super::ConfigLoadError;
+use crate::support::alg::Alg;
+use crate::support::kek::{Kek, KekSource, KEK_ENV, KEK_FILE_ENV};
 
 /// Longest publish delay accepted: a day.
 const MAX_PUBLISH_DELAY_SECS: u64 = 86_400;
@@ -68,65 +69,63 @@ pub(super) struct SigningFile {
 pub(super) fn from_sources(
     file: SigningFile,
     file_dir: Option<&Path>,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<SigningConfig, ConfigError> {
+    env: Env<'_>,
+) -> Result<SigningConfig, ConfigLoadError> {
     let defaults = SigningConfig::default();
-    let mut algorithm = Raw::new(defaults.algorithm.to_string());
-    let mut delay = Raw::new(defaults.publish_delay_secs.to_string());
-    let mut interval = Raw::new(defaults.rotation_interval_secs.to_string());
-    let mut leeway = Raw::new(defaults.retire_leeway_secs.to_string());
-    algorithm.set(file.key_algorithm, Origin::File);
-    delay.set(
-        file.key_publish_delay_secs.map(|v| v.to_string()),
-        Origin::File,
-    );
-    interval.set(
-        file.key_rotation_interval_secs.map(|v| v.to_string()),
-        Origin::File,
-    );
-    leeway.set(
-        file.key_retire_leeway_secs.map(|v| v.to_string()),
-        Origin::File,
-    );
-    for (raw, name) in [
-        (&mut algorithm, "KEYMESH_KEY_ALGORITHM"),
-        (&mut delay, "KEYMESH_KEY_PUBLISH_DELAY_SECS"),
-        (&mut interval, "KEYMESH_KEY_ROTATION_INTERVAL_SECS"),
-        (&mut leeway, "KEYMESH_KEY_RETIRE_LEEWAY_SECS"),
-    ] {
-        raw.set(env(name), Origin::Env(name));
-    }
-
-    let publish_delay_secs = validate("key_publish_delay_secs", delay, |v| {
-        secs(v, 1, MAX_PUBLISH_DELAY_SECS)
-    })?;
-    let rotation_interval_secs = validate("key_rotation_interval_secs", interval, |v| {
-        let secs = secs(v, 0, MAX_ROTATION_INTERVAL_SECS)?;
-        if secs != 0 && (secs < MIN_ROTATION_INTERVAL_SECS || secs <= publish_delay_secs) {
-            return Err(format!(
-                "must be 0 (off), or at least {MIN_ROTATION_INTERVAL_SECS} seconds and longer than \
-                 key_publish_delay_secs ({publish_delay_secs})"
-            ));
-        }
-        Ok(secs)
-    })?;
+    let publish_delay_secs = setting(
+        "key_publish_delay_secs",
+        "KEYMESH_KEY_PUBLISH_DELAY_SECS",
+        file.key_publish_delay_secs,
+        defaults.publish_delay_secs,
+        env,
+        |v| parse_secs(v, 1, MAX_PUBLISH_DELAY_SECS),
+    )?;
+    let rotation_interval_secs = setting(
+        "key_rotation_interval_secs",
+        "KEYMESH_KEY_ROTATION_INTERVAL_SECS",
+        file.key_rotation_interval_secs,
+        defaults.rotation_interval_secs,
+        env,
+        |v| {
+            let secs = parse_secs(v, 0, MAX_ROTATION_INTERVAL_SECS)?;
+            if secs != 0 && (secs < MIN_ROTATION_INTERVAL_SECS || secs <= publish_delay_secs) {
+                return Err(format!(
+                    "must be 0 (off), or at least {MIN_ROTATION_INTERVAL_SECS} seconds and longer than \
+                     key_publish_delay_secs ({publish_delay_secs})"
+                ));
+            }
+            Ok(secs)
+        },
+    )?;
     Ok(SigningConfig {
         kek: kek_source(file.kek_file, file_dir, env)?,
-        algorithm: validate("key_algorithm", algorithm, |v| v.parse::<Alg>())?,
+        algorithm: setting(
+            "key_algorithm",
+            "KEYMESH_KEY_ALGORITHM",
+            file.key_algorithm,
+            defaults.algorithm,
+            env,
+            |v| v.parse::<Alg>(),
+        )?,
         publish_delay_secs,
         rotation_interval_secs,
-        retire_leeway_secs: validate("key_retire_leeway_secs", leeway, |v| {
-            secs(v, 0, MAX_RETIRE_LEEWAY_SECS)
-        })?,
+        retire_leeway_secs: setting(
+            "key_retire_leeway_secs",
+            "KEYMESH_KEY_RETIRE_LEEWAY_SECS",
+            file.key_retire_leeway_secs,
+            defaults.retire_leeway_secs,
+            env,
+            |v| parse_secs(v, 0, MAX_RETIRE_LEEWAY_SECS),
+        )?,
     })
 }
 
 fn kek_source(
     file_value: Option<PathBuf>,
     file_dir: Option<&Path>,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<Option<KekSource>, ConfigError> {
-    let invalid = |origin: Origin, reason: String| ConfigError::Invalid {
+    env: Env<'_>,
+) -> Result<Option<KekSource>, ConfigLoadError> {
+    let invalid = |origin: Origin, reason: String| ConfigLoadError::Invalid {
         field: "kek",
         origin,
         reason,
@@ -157,14 +156,6 @@ fn kek_source(
     }
 }
 
-fn secs(value: &str, min: u64, max: u64) -> Result<u64, String> {
-    let secs: u64 = value.trim().parse().map_err(|e| format!("{e}"))?;
-    if secs < min || secs > max {
-        return Err(format!("must be between {min} and {max} seconds"));
-    }
-    Ok(secs)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -174,7 +165,7 @@ mod tests {
 
     use super::super::test_support::env;
 
-    fn load(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn load(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Config, ConfigLoadError> {
         Config::from_sources(
             file.map(|text| (Path::new("/etc/keymesh/keymesh.toml"), text)),
             env(vars),
@@ -289,7 +280,7 @@ mod tests {
             let err = load(*text, vars).unwrap_err();
             let message = err.to_string();
             assert!(
-                matches!(&err, ConfigError::Invalid { field: f, .. } if f == field),
+                matches!(&err, ConfigLoadError::Invalid { field: f, .. } if f == field),
                 "{vars:?}: {message}"
             );
             assert!(message.contains(origin), "{message}");

@@ -12,7 +12,7 @@ use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
 use super::{digest, random_token, SECRET_BYTES};
-use crate::names::KeyNames;
+use crate::store::names::KeyNames;
 
 /// How long a code can be redeemed after it is issued.
 pub const CODE_TTL_SECS: u64 = 60;

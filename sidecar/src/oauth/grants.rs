@@ -3,7 +3,7 @@
 //! Redeeming an authorization code creates the grant `{prefix}grant:{id}`, a hash with the [`GrantRecord`] in
 //! `data`, the SHA-256 of the current refresh token in `refresh`, and `revoked` once revoked. Every access token
 //! issued from the grant is recorded in the sorted set `{prefix}grant:{id}:tokens` (`jti` scored by `exp`), so
-//! revoking the grant revokes them all (see [`crate::revocation`]). Refresh tokens are opaque, 256 random bits,
+//! revoking the grant revokes them all (see [`crate::oauth::revocation`]). Refresh tokens are opaque, 256 random bits,
 //! stored as `{prefix}refresh:{sha256(token)}` → [`RefreshRecord`] until the grant expires.
 //!
 //! Refresh tokens rotate on every use: the grant's `refresh` moves to the new token, and the old one stays known
@@ -17,9 +17,9 @@ use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
 use super::digest;
-use crate::changes;
-use crate::names::KeyNames;
-use crate::revocation::{REVOCATION_GRACE_SECS, REVOKE_LUA};
+use crate::oauth::revocation::{REVOCATION_GRACE_SECS, REVOKE_LUA};
+use crate::store::commit;
+use crate::store::names::KeyNames;
 
 /// How long a revoked grant that was never created is remembered (so a creation racing its revocation fails).
 const REVOKED_GRANT_MEMORY_SECS: u64 = 86_400;
@@ -157,9 +157,9 @@ const REVOKE: &str = "return revoke_grant(KEYS[3], KEYS[4], ARGV[3], ARGV[4], AR
 
 static CREATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CREATE));
 static ROTATE_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| changes::script(&format!("{REVOKE_LUA}\n{ROTATE}")));
+    LazyLock::new(|| commit::script(&format!("{REVOKE_LUA}\n{ROTATE}")));
 static REVOKE_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| changes::script(&format!("{REVOKE_LUA}\n{REVOKE}")));
+    LazyLock::new(|| commit::script(&format!("{REVOKE_LUA}\n{REVOKE}")));
 
 /// Grants and refresh tokens in Redis under one key prefix.
 #[derive(Debug, Clone)]
@@ -255,7 +255,7 @@ impl GrantStore {
             grant_id: grant_id.to_owned(),
             client_id: client_id.to_owned(),
         };
-        let mut invocation = changes::invocation(&ROTATE_SCRIPT, &self.names);
+        let mut invocation = commit::invocation(&ROTATE_SCRIPT, &self.names);
         invocation
             .key(self.names.refresh_token(&old))
             .key(self.names.grant(grant_id))
@@ -286,7 +286,7 @@ impl GrantStore {
         grant_id: &str,
         now: u64,
     ) -> Result<u64, GrantError> {
-        let mut invocation = changes::invocation(&REVOKE_SCRIPT, &self.names);
+        let mut invocation = commit::invocation(&REVOKE_SCRIPT, &self.names);
         invocation
             .key(self.names.grant(grant_id))
             .key(self.names.grant_tokens(grant_id))

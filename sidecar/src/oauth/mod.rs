@@ -1,16 +1,21 @@
-//! The authorization server's state beyond clients: PKCE and redirect URI rules, authorization codes, grants and
-//! their refresh tokens, the login sessions of the authorization page, and the throttling of failed
-//! authentications.
+//! The OAuth2 authorization server's domain: clients and users, PKCE and redirect URI rules, authorization codes,
+//! grants and their refresh tokens, the login sessions of the authorization page, the throttling of failed
+//! authentications, access tokens and their revocation.
 //!
 //! Every secret handed out here (codes, refresh tokens, session cookies) is 256 random bits, and Redis keeps only
 //! its SHA-256, so a copy of Redis cannot be replayed.
 
+pub mod access_token;
+pub mod clients;
 pub mod codes;
 pub mod grants;
+pub mod issuing;
 pub mod pkce;
 pub mod redirect_uri;
+pub mod revocation;
 pub mod sessions;
 pub mod throttle;
+pub mod users;
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use rand::RngCore;
@@ -39,7 +44,7 @@ pub fn select_scopes(allowed: &[String], requested: Option<&str>) -> Option<Vec<
     };
     let mut granted: Vec<String> = Vec::new();
     for scope in requested.split(' ').filter(|s| !s.is_empty()) {
-        if !crate::syntax::is_scope_token(scope) || !allowed.iter().any(|a| a == scope) {
+        if !crate::support::syntax::is_scope_token(scope) || !allowed.iter().any(|a| a == scope) {
             tracing::info!(%scope, "scope refused");
             return None;
         }
@@ -59,7 +64,8 @@ pub fn select_resources(allowed: &[String], requested: &[String]) -> Option<Vec<
     }
     let mut granted: Vec<String> = Vec::with_capacity(requested.len());
     for resource in requested {
-        if !crate::syntax::is_absolute_uri_without_fragment(resource) || !allowed.contains(resource)
+        if !crate::support::syntax::is_absolute_uri_without_fragment(resource)
+            || !allowed.contains(resource)
         {
             tracing::info!(%resource, "resource refused");
             return None;

@@ -4,7 +4,7 @@
 //! is RFC 8252 §7.3 for native apps (public clients): a registered `http://127.0.0.1/…` or `http://[::1]/…`
 //! matches the same URI with any port, since the app picks a free port at run time.
 
-use crate::syntax;
+use crate::support::syntax;
 
 /// Why a redirect URI cannot be registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

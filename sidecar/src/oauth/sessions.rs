@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{digest, random_token, SECRET_BYTES};
-use crate::names::KeyNames;
+use crate::store::names::KeyNames;
 
 /// How long a login session lasts after it starts (or after the user logs in).
 pub const SESSION_TTL_SECS: u64 = 3_600;

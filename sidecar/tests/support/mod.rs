@@ -1,22 +1,19 @@
-//! Shared test fixtures: a real redis-server per test, an app state on a chosen key prefix, request helpers.
-#![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
+//! Shared test fixtures: a real redis-server per test (from `keymesh-test-support`), an app state on a chosen key prefix, request helpers.
+#![allow(dead_code, unused_imports, unreachable_pub)] // each test binary uses a different subset
 
 pub mod oauth;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use axum::Router;
-use base64ct::{Base64, Encoding};
 use http_body_util::BodyExt;
 use keymesh::api_keys::{ApiKeyStore, IssuedApiKey, NewApiKey};
-use keymesh::clients::{ClientStore, NewClient, RegisteredClient};
 use keymesh::config::SigningConfig;
-use keymesh::kek::{Kek, KekSource};
-use keymesh::names::KeyNames;
+use keymesh::oauth::clients::{ClientStore, NewClient, RegisteredClient};
+use keymesh::store::names::KeyNames;
+use keymesh::support::kek::{Kek, KekSource};
 use keymesh::{AppState, Clock, Config};
 use tower::ServiceExt;
 
@@ -33,129 +30,23 @@ pub fn test_kek() -> Kek {
     Kek::from_base64(TEST_KEK).unwrap()
 }
 
-/// A port that was free a moment ago (bind to port 0, read it, release it).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use keymesh_test_support::{basic, form_urlencode, free_port};
 
-/// A private redis-server, killed on drop.
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-    /// `--requirepass`, if any.
-    password: Option<String>,
-}
+/// A private redis-server ([`keymesh_test_support::RedisServer`]) with an async connection for the sidecar's
+/// store calls.
+pub struct RedisServer(keymesh_test_support::RedisServer);
 
 impl RedisServer {
     /// Starts redis-server on a free port and waits until it answers PING.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self(keymesh_test_support::RedisServer::start())
     }
 
     /// Starts redis-server requiring `password` (`--requirepass`).
     pub fn start_with_password(password: &str) -> Self {
-        Self::start_with(Some(password.to_owned()))
-    }
-
-    fn start_with(password: Option<String>) -> Self {
-        for _ in 0..5 {
-            let mut server = Self {
-                child: None,
-                port: free_port(),
-                dir: tempfile::tempdir().unwrap(),
-                password: password.clone(),
-            };
-            // Another process may grab the port between `free_port` and redis binding it: then try another.
-            if server.spawn() {
-                return server;
-            }
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn spawn(&mut self) -> bool {
-        wait_for_redis_binary();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(
-                self.password
-                    .iter()
-                    .flat_map(|password| ["--requirepass", password.as_str()]),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut() {
-                if child.try_wait().unwrap().is_some() {
-                    self.child = None;
-                    return false;
-                }
-            }
-            if self.ping() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.stop();
-        false
-    }
-
-    fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
-            return false;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
-            return false;
-        };
-        redis::cmd("PING")
-            .query::<String>(&mut conn)
-            .is_ok_and(|pong| pong == "PONG")
-    }
-
-    /// `redis://127.0.0.1:PORT/`, with `:PASSWORD@` if the server requires one.
-    pub fn url(&self) -> String {
-        match &self.password {
-            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
-        }
-    }
-
-    /// Kills the server (its data is gone: persistence is off).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts a fresh, empty server on the same port.
-    pub fn restart(&mut self) {
-        self.stop();
-        assert!(
-            self.spawn(),
-            "redis-server did not restart on port {}",
-            self.port
-        );
+        Self(keymesh_test_support::RedisServer::start_with_password(
+            password,
+        ))
     }
 
     /// A new async connection.
@@ -168,17 +59,16 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
+impl std::ops::Deref for RedisServer {
+    type Target = keymesh_test_support::RedisServer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
-/// Waits for `/usr/bin/redis-server` in case it is still being installed.
-fn wait_for_redis_binary() {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while !std::path::Path::new("/usr/bin/redis-server").exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(1));
+impl std::ops::DerefMut for RedisServer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
@@ -295,46 +185,8 @@ pub async fn post_token(router: &Router, authorization: Option<&str>, body: &str
     send(router, request.body(Body::from(body.to_owned())).unwrap()).await
 }
 
-/// `Basic` credentials, form-encoding id and secret as RFC 6749 §2.3.1 asks.
-pub fn basic(id: &str, secret: &str) -> String {
-    let encode = |s: &str| form_urlencode(s);
-    format!(
-        "Basic {}",
-        Base64::encode_string(format!("{}:{}", encode(id), encode(secret)).as_bytes())
-    )
-}
-
-/// `application/x-www-form-urlencoded` encoding of one value.
-pub fn form_urlencode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Polls `check` every 50 ms until it returns `Some` or `within` passes.
-pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use keymesh_test_support::eventually_async as eventually;
 
 /// The bundle's version and kids as served by the router.
 pub async fn served_bundle(router: &Router) -> (u64, Vec<String>) {

@@ -9,9 +9,9 @@ use argon2::password_hash::{PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use axum::http::StatusCode;
 use axum::Router;
-use keymesh::clients::{ClientStore, GrantType, NewClient, RegisteredClient};
-use keymesh::names::KeyNames;
+use keymesh::oauth::clients::{ClientStore, GrantType, NewClient, RegisteredClient};
 use keymesh::oauth::pkce;
+use keymesh::store::names::KeyNames;
 use keymesh::{AppState, Clock};
 
 use super::*;
@@ -206,11 +206,11 @@ impl AuthorizeRequest {
             pairs.push(("code_challenge".into(), challenge.clone()));
             pairs.push(("code_challenge_method".into(), "S256".into()));
         }
-        pairs
+        let pairs: Vec<(&str, &str)> = pairs
             .iter()
-            .map(|(n, v)| format!("{}={}", form_urlencode(n), form_urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&")
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        keymesh_test_support::form(&pairs)
     }
 }
 

@@ -27,7 +27,7 @@ fn main() {
     let mut stack = Stack::start();
     let second = stack.start_extra_envoy("envoy-b", &[]);
     let p = stack.ports;
-    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let admin = keymesh_e2e::bearer(ADMIN_TOKEN);
     let json = [
         ("authorization", admin.as_str()),
         ("content-type", "application/json"),

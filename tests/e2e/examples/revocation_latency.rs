@@ -18,7 +18,7 @@ fn main() {
         .unwrap_or(200);
     let stack = Stack::start();
     let p = stack.ports;
-    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let admin = keymesh_e2e::bearer(ADMIN_TOKEN);
     let json = [
         ("authorization", admin.as_str()),
         ("content-type", "application/json"),

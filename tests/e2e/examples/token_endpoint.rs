@@ -11,7 +11,7 @@
 //! (`scripts/bench.sh --token-endpoint` installs wrk and runs this.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use keymesh_e2e::{basic_auth, Stack};
+use keymesh_e2e::{basic, Stack};
 use serde_json::Value;
 use std::process::Command;
 
@@ -72,7 +72,7 @@ fn main() {
             "wrk.method = \"POST\"\nwrk.body = \"{form}\"\n\
              wrk.headers[\"Content-Type\"] = \"application/x-www-form-urlencoded\"\n\
              wrk.headers[\"Authorization\"] = \"{}\"\n",
-            basic_auth("bench", &secret)
+            basic("bench", &secret)
         ),
     )
     .unwrap();

@@ -11,21 +11,21 @@
 mod fault_proxy;
 mod http;
 mod idp;
-mod process;
 mod redis_cluster;
 mod stack;
 
 pub use fault_proxy::{Fault, FaultProxy};
 pub use http::{request, Response};
 pub use idp::TestIdp;
-pub use process::{free_port, Process};
+pub use keymesh_test_support::{
+    basic, bearer, form_urlencode, free_port, wait_for, Process, RedisServer,
+};
 pub use redis_cluster::{ClusterNode, RedisCluster};
-pub use stack::{basic_auth, form_encode, EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
+pub use stack::{EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -91,19 +91,4 @@ pub fn envoy_bin() -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Polls `check` until it returns `Some`, or fails the test naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -3,9 +3,8 @@
 //! printed first.
 
 use crate::redis_cluster::{ClusterNode, RedisCluster};
-use crate::{
-    authn_wasm, envoy_bin, free_port, request, sidecar_bin, wait_for, workspace, Process, Response,
-};
+use crate::{authn_wasm, envoy_bin, request, sidecar_bin, workspace, Response};
+use keymesh_test_support::{free_port, wait_for, Process, RedisOptions, RedisServer};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -37,6 +36,8 @@ pub struct EnvoyPorts {
 pub struct Stack {
     pub ports: StackPorts,
     pub dir: tempfile::TempDir,
+    /// Redis, once started: a process of the stack like the others, kept apart because it knows its options.
+    redis: Option<RedisServer>,
     processes: Vec<Process>,
     /// Environment of every `keymesh` run, over the defaults of [`Stack::sidecar_env`].
     env: Vec<(&'static str, String)>,
@@ -57,6 +58,7 @@ impl Stack {
         Self {
             ports,
             dir: tempfile::tempdir().unwrap(),
+            redis: None,
             processes: Vec::new(),
             env: Vec::new(),
         }
@@ -79,22 +81,16 @@ impl Stack {
     /// Starts Redis with extra arguments (e.g. persistence) in this stack's directory, and waits for PING. Calling
     /// it again after stopping Redis restarts it on the same port with the same data directory.
     pub fn start_redis_with(&mut self, extra: &[&str]) {
-        let port = self.ports.redis;
-        let mut redis = Command::new("redis-server");
-        redis
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(extra);
-        redis.arg("--dir").arg(self.dir.path());
-        self.spawn("redis", redis);
-        wait_for("redis", Duration::from_secs(10), || {
-            let out = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "ping"])
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .contains("PONG")
-                .then_some(())
-        });
+        // The stopped server (if any) goes first: the new one takes its port and its data directory.
+        self.redis = None;
+        let redis = RedisServer::launch(RedisOptions {
+            port: Some(self.ports.redis),
+            dir: Some(self.dir.path().to_owned()),
+            password: None,
+            args: extra.iter().map(|a| (*a).to_owned()).collect(),
+        })
+        .unwrap_or_else(|e| panic!("redis: {e}"));
+        self.redis = Some(redis);
     }
 
     /// Starts a Redis Cluster of `masters` masters (no replicas) on free ports, each with `requirepass` and
@@ -261,7 +257,7 @@ impl Stack {
     }
 
     fn spawn(&mut self, name: &str, cmd: Command) {
-        let process = Process::start(name, self.dir.path(), cmd);
+        let process = Process::start(name, self.dir.path(), cmd).unwrap();
         self.processes.push(process);
     }
 
@@ -309,6 +305,8 @@ impl Stack {
             (9001, p.orders_upstream),
             (9002, p.payments_upstream),
             (9901, envoy.admin),
+            // The demo's unfiltered baseline listener: unused by the tests, but it must not bind a demo port.
+            (10003, free_port()),
         ] {
             let needle = format!("port_value: {from} ");
             assert!(
@@ -380,7 +378,7 @@ impl Stack {
 
     /// Asks the sidecar for a client_credentials token; returns the whole response.
     pub fn token_response(&self, id: &str, secret: &str, form: &str) -> Response {
-        let basic = basic_auth(id, secret);
+        let basic = keymesh_test_support::basic(id, secret);
         request(
             "POST",
             self.ports.sidecar,
@@ -398,10 +396,16 @@ impl Stack {
     pub fn token(&self, id: &str, secret: &str, resources: &[&str], scope: &str) -> String {
         let mut form = String::from("grant_type=client_credentials");
         for r in resources {
-            form.push_str(&format!("&resource={}", form_encode(r)));
+            form.push_str(&format!(
+                "&resource={}",
+                keymesh_test_support::form_urlencode(r)
+            ));
         }
         if !scope.is_empty() {
-            form.push_str(&format!("&scope={}", form_encode(scope)));
+            form.push_str(&format!(
+                "&scope={}",
+                keymesh_test_support::form_urlencode(scope)
+            ));
         }
         let resp = self.token_response(id, secret, &form);
         assert_eq!(resp.status, 200, "token request failed: {}", resp.body);
@@ -432,17 +436,33 @@ impl Stack {
 
     /// The process named `name`.
     pub fn process(&mut self, name: &str) -> &mut Process {
+        if name == "redis" {
+            return self
+                .redis
+                .as_mut()
+                .and_then(RedisServer::process_mut)
+                .unwrap();
+        }
         // The latest one: a restarted process is started again under the same name.
         self.processes
             .iter_mut()
             .rev()
-            .find(|p| p.name == name)
+            .find(|p| p.name() == name)
             .unwrap()
+    }
+
+    /// Every process started (Redis first), running or not.
+    fn all_processes(&self) -> impl Iterator<Item = &Process> {
+        self.redis
+            .as_ref()
+            .and_then(RedisServer::process)
+            .into_iter()
+            .chain(&self.processes)
     }
 
     /// Pids of every process started, for leak checks.
     pub fn pids(&self) -> Vec<u32> {
-        self.processes.iter().map(Process::pid).collect()
+        self.all_processes().map(Process::pid).collect()
     }
 }
 
@@ -455,11 +475,11 @@ impl Default for Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for p in &self.processes {
+            for p in self.all_processes() {
                 eprintln!(
                     "===== {} ({}) =====\n{}",
-                    p.name,
-                    p.log.display(),
+                    p.name(),
+                    p.log_path().display(),
                     p.log_tail(60)
                 );
             }
@@ -467,25 +487,8 @@ impl Drop for Stack {
         while let Some(mut p) = self.processes.pop() {
             p.stop(Duration::from_secs(3));
         }
+        if let Some(p) = self.redis.as_mut().and_then(RedisServer::process_mut) {
+            p.stop(Duration::from_secs(3));
+        }
     }
-}
-
-pub fn basic_auth(id: &str, secret: &str) -> String {
-    use base64ct::{Base64, Encoding};
-    // RFC 6749 §2.3.1: id and secret are form-encoded before they are joined and base64-encoded.
-    let pair = format!("{}:{}", form_encode(id), form_encode(secret));
-    format!("Basic {}", Base64::encode_string(pair.as_bytes()))
-}
-
-/// application/x-www-form-urlencoded encoding of one value.
-pub fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".into(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

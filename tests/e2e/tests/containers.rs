@@ -11,11 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use base64ct::Encoding;
 use containers_support::istio_envoy::{self, Api};
 use containers_support::*;
 use keymesh_e2e::{
-    basic_auth, envoy_bin, form_encode, free_port, request, wait_for, workspace, Process, Stack,
+    basic, envoy_bin, form_urlencode, free_port, request, wait_for, workspace, Process, Stack,
 };
 use serde_json::Value;
 
@@ -233,13 +232,10 @@ fn the_kubernetes_manifests_run_two_replicas_behind_envoy_configured_like_istio(
         first,
         "/oauth/revoke",
         &[
-            (
-                "authorization",
-                &basic_auth("spine", "spine-secret-0123456789"),
-            ),
+            ("authorization", &basic("spine", "spine-secret-0123456789")),
             ("content-type", "application/x-www-form-urlencoded"),
         ],
-        Some(&format!("token={}", form_encode(&both))),
+        Some(&format!("token={}", form_urlencode(&both))),
     )
     .unwrap();
     assert_eq!(revoked.status, 200, "{}", revoked.body);
@@ -374,13 +370,11 @@ impl Replica {
             of_kind("Secret"),
         );
         let secret_name = secret["metadata"]["name"].as_str().unwrap().to_owned();
+        // podman takes a Secret's values in clear: those of the files the generator was given.
         let mut plain = serde_json::Map::new();
-        for (key, value) in secret["data"].as_object().unwrap() {
-            let decoded = base64ct::Base64::decode_vec(value.as_str().unwrap()).unwrap();
-            plain.insert(
-                key.clone(),
-                Value::String(String::from_utf8(decoded).unwrap()),
-            );
+        for key in secret["data"].as_object().unwrap().keys() {
+            let value = std::fs::read_to_string(overlay.join(key)).unwrap();
+            plain.insert(key.clone(), Value::String(value));
         }
         secret["data"] = Value::Object(plain);
         let secret_file = overlay.join("secret.json");
@@ -455,7 +449,7 @@ impl Mesh {
             cmd.arg(workspace().join("scripts/echo_upstream.py"))
                 .arg(port.to_string())
                 .arg(api);
-            processes.push(Process::start(&format!("{name}-{api}-upstream"), dir, cmd));
+            processes.push(Process::start(&format!("{name}-{api}-upstream"), dir, cmd).unwrap());
         }
         let (orders, payments, admin) = (free_port(), free_port(), free_port());
         let config = istio_envoy::write_config(
@@ -492,7 +486,7 @@ impl Mesh {
             .arg("-c")
             .arg(&config)
             .args(["--concurrency", "2", "--disable-hot-restart"]);
-        processes.push(Process::start(&format!("{name}-envoy"), dir, envoy));
+        processes.push(Process::start(&format!("{name}-envoy"), dir, envoy).unwrap());
         let mesh = Self {
             processes,
             orders,
@@ -547,7 +541,7 @@ impl Drop for Mesh {
     fn drop(&mut self) {
         if std::thread::panicking() {
             for p in &self.processes {
-                eprintln!("===== {} =====\n{}", p.name, p.log_tail(60));
+                eprintln!("===== {} =====\n{}", p.name(), p.log_tail(60));
             }
         }
     }
@@ -565,17 +559,17 @@ fn plugin_wasm_from_image(dir: &Path) -> PathBuf {
 fn token(port: u16, id: &str, secret: &str, resources: &[&str], scope: &str) -> String {
     let mut form = String::from("grant_type=client_credentials");
     for r in resources {
-        form.push_str(&format!("&resource={}", form_encode(r)));
+        form.push_str(&format!("&resource={}", form_urlencode(r)));
     }
     if !scope.is_empty() {
-        form.push_str(&format!("&scope={}", form_encode(scope)));
+        form.push_str(&format!("&scope={}", form_urlencode(scope)));
     }
     let resp = request(
         "POST",
         port,
         "/oauth/token",
         &[
-            ("authorization", &basic_auth(id, secret)),
+            ("authorization", &basic(id, secret)),
             ("content-type", "application/x-www-form-urlencoded"),
         ],
         Some(&form),

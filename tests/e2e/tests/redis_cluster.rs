@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use keymesh_e2e::{request, sidecar_bin, wait_for, RedisCluster, Stack};
+use keymesh_e2e::{bearer, request, sidecar_bin, wait_for, RedisCluster, Stack};
 use serde_json::Value;
 
 const PASSWORD: &str = "e2e-cluster-s3cret";
@@ -17,10 +17,6 @@ const PREFIX: &str = "{e2e}:";
 const ORDERS: &str = "https://orders.local";
 const PAYMENTS: &str = "https://payments.local";
 const SECRET: &str = "cluster-client-secret";
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
 
 /// Waits until `port` answers `status` for `authorization` (changes reach Envoy asynchronously).
 fn eventually(stack: &Stack, port: u16, authorization: &str, status: u16) {
@@ -253,7 +249,7 @@ fn keymesh_on_a_redis_cluster() {
         &[
             (
                 "authorization",
-                &keymesh_e2e::basic_auth("cluster-client", SECRET),
+                &keymesh_e2e::basic("cluster-client", SECRET),
             ),
             ("content-type", "application/x-www-form-urlencoded"),
         ],
@@ -273,7 +269,7 @@ fn keymesh_on_a_redis_cluster() {
         SECRET,
         &format!(
             "grant_type=client_credentials&resource={}",
-            keymesh_e2e::form_encode(ORDERS)
+            keymesh_e2e::form_urlencode(ORDERS)
         ),
     );
     assert_eq!(refused.status, 503, "{}", refused.body);

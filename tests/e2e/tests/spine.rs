@@ -2,15 +2,11 @@
 //! Redis through the sidecar, on real Envoy, real Redis and the real sidecar.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use keymesh_e2e::{wait_for, Stack};
+use keymesh_e2e::{bearer, wait_for, Stack};
 use std::time::Duration;
 
 const ORDERS: &str = "https://orders.local";
 const PAYMENTS: &str = "https://payments.local";
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
 
 #[test]
 fn one_token_many_apis_on_real_envoy() {

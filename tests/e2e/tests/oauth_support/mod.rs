@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub(crate) use keymesh_e2e::bearer;
 use keymesh_e2e::{request, sidecar_bin, wait_for, workspace, Response, Stack};
 
 pub(crate) const ORDERS: &str = "https://orders.local";
@@ -135,10 +136,6 @@ pub(crate) fn encode(value: &str) -> String {
 }
 
 /// `Bearer TOKEN`.
-pub(crate) fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
 /// Waits until Envoy holds its first bundle (it answers 503 until then).
 pub(crate) fn wait_for_first_bundle(stack: &Stack, token: &str) {
     let auth = bearer(token);

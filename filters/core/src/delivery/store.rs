@@ -1,0 +1,266 @@
+//! Key material in shared data, and one worker's parsed copy of it.
+//!
+//! Shared data is shared by all workers of one host, so everything is stored once:
+//! - the issuers part of the bundle (small) under `…/bundle`; a worker re-reads and parses it only when the
+//!   version in the record moves past the keys it holds;
+//! - every API key as its own entry `…/ak/<hash>` ([`ApiKeyEntry`]), so a lookup is one small read whatever the
+//!   number of keys, and a revocation rewrites one entry instead of the whole set;
+//! - the revoked access tokens not yet expired, as one list under `…/revoked`; each worker keeps a parsed copy and
+//!   re-reads it only when the list changes;
+//! - `…/state`: the [`DeliveryRecord`] (version, floor, freshness, revoked-list generation) in one value. It is
+//!   the commit point: a version counts as held only once the record names it, so an apply that failed half-way
+//!   is simply applied again.
+
+use crate::delivery::record::{ApiKeyEntry, DeliveryRecord};
+use crate::delivery::shared_data::SharedData;
+use crate::delivery::wire::{ApiKeyDto, RevokedTokenDto};
+use crate::error::{DeliveryError, KeyError};
+use crate::policy::{Directory, KeyMaterial};
+use crate::token_cache::TokenCache;
+use crate::KeySet;
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+/// Attempts at a compare-and-swap update of the delivery record before giving up (only the fetching root writes
+/// it, so a conflict is rare).
+const RECORD_CAS_ATTEMPTS: usize = 8;
+
+/// The shared-data keys of one sidecar endpoint (two filters pointing at the same sidecar share everything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SharedKeys {
+    pub(crate) bundle: String,
+    pub(crate) record: String,
+    pub(crate) revoked: String,
+    pub(crate) lease: String,
+    /// When this host last asked the sidecar to refetch external keys (ms since the epoch).
+    pub(crate) refetch_at: String,
+    /// The counter handing out fetch-lease owner ids.
+    pub(crate) root_sequence: String,
+    entry_prefix: String,
+}
+
+impl SharedKeys {
+    fn new(cluster: &str, path: &str) -> Self {
+        let base = format!("keymesh.authn.v1/{cluster}{path}");
+        Self {
+            bundle: format!("{base}/bundle"),
+            record: format!("{base}/state"),
+            revoked: format!("{base}/revoked"),
+            lease: format!("{base}/lease"),
+            refetch_at: format!("{base}/refetch_at"),
+            root_sequence: format!("{base}/roots"),
+            entry_prefix: format!("{base}/ak/"),
+        }
+    }
+
+    pub(crate) fn api_key(&self, hash: &str) -> String {
+        format!("{}{hash}", self.entry_prefix)
+    }
+}
+
+/// The key material of one sidecar endpoint in shared data, as one worker sees it: the shared store, plus this
+/// worker's parsed signing keys and revoked list (re-read only when shared data moves past them).
+#[derive(Debug)]
+pub struct SharedKeyMaterial<S> {
+    pub(crate) shared: S,
+    pub(crate) keys: SharedKeys,
+    /// This worker's parsed signing keys.
+    parsed_keys: RefCell<Option<Rc<KeySet>>>,
+    /// This worker's copy of the revoked list, with the generation it was read at.
+    revoked_copy: RefCell<Option<(u64, Rc<HashSet<String>>)>>,
+}
+
+/// The key material as one request sees it: the delivery record read once, the worker's keys for that version.
+pub struct MaterialSnapshot<'s, S> {
+    material: &'s SharedKeyMaterial<S>,
+    record: Option<DeliveryRecord>,
+    keys: Option<Rc<KeySet>>,
+    reload_error: Option<KeyError>,
+}
+
+impl<S: SharedData> MaterialSnapshot<'_, S> {
+    /// The signing keys, if any bundle has arrived.
+    pub fn keys(&self) -> Option<&KeySet> {
+        self.keys.as_deref()
+    }
+
+    /// Milliseconds since the sidecar last answered; 0 before any bundle (there are no keys to be stale then).
+    pub fn age_ms(&self, now_ms: u64) -> u64 {
+        DeliveryRecord::age_ms(self.record, now_ms)
+    }
+
+    /// What [`crate::authorize`] decides with, at `now_ms`.
+    pub fn key_material<'a>(
+        &'a self,
+        now_ms: u64,
+        cache: Option<&'a TokenCache>,
+    ) -> KeyMaterial<'a> {
+        KeyMaterial {
+            keys: self.keys(),
+            age_secs: self.age_ms(now_ms) / 1000,
+            directory: self,
+            cache,
+        }
+    }
+
+    /// Why the bundle in shared data could not be parsed, if it could not (only validated bundles are stored, so
+    /// this means something else wrote it); the last keys this worker parsed are used meanwhile.
+    pub fn reload_error(&self) -> Option<&KeyError> {
+        self.reload_error.as_ref()
+    }
+}
+
+impl<S: SharedData> Directory for MaterialSnapshot<'_, S> {
+    /// The live API key entry with this hash, if any: not deleted, and written at or above the floor.
+    fn api_key(&self, hash: &str) -> Option<ApiKeyDto> {
+        let entry = self
+            .material
+            .shared
+            .get(&self.material.keys.api_key(hash))?;
+        let floor = self.record.map_or(0, |record| record.floor);
+        ApiKeyEntry::live(&entry.bytes, hash, floor)
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        let generation = self.record.map_or(0, |record| record.revoked_generation);
+        self.material.revoked_set(generation).contains(jti)
+    }
+}
+
+impl<S: SharedData> SharedKeyMaterial<S> {
+    /// The key material of the sidecar reached through `cluster` at bundle path `path`, in `shared`.
+    pub fn new(shared: S, cluster: &str, path: &str) -> Self {
+        Self {
+            shared,
+            keys: SharedKeys::new(cluster, path),
+            parsed_keys: RefCell::new(None),
+            revoked_copy: RefCell::new(None),
+        }
+    }
+
+    /// The bundle version in shared data (the record's), if any bundle has been stored.
+    pub fn shared_version(&self) -> Option<u64> {
+        self.record().0.map(|record| record.version)
+    }
+
+    /// The delivery record and its CAS token.
+    pub fn record(&self) -> (Option<DeliveryRecord>, Option<u32>) {
+        match self.shared.get(&self.keys.record) {
+            Some(value) => (DeliveryRecord::parse(&value.bytes), Some(value.cas)),
+            None => (None, None),
+        }
+    }
+
+    /// The key material for one request: one shared-data read, plus a reload of the signing keys if a newer
+    /// version has been stored since this worker last looked.
+    pub fn snapshot(&self) -> MaterialSnapshot<'_, S> {
+        let record = self.record().0;
+        let parsed = self.parsed_keys.borrow().clone();
+        let mut reload_error = None;
+        let keys = match (parsed, record) {
+            (Some(keys), Some(record)) if keys.version() >= record.version => Some(keys),
+            (parsed, Some(_)) => match self.reload() {
+                Ok(Some(keys)) => Some(keys),
+                Ok(None) => parsed,
+                Err(e) => {
+                    reload_error = Some(e);
+                    parsed
+                }
+            },
+            (parsed, None) => parsed,
+        };
+        MaterialSnapshot {
+            material: self,
+            record,
+            keys,
+            reload_error,
+        }
+    }
+
+    fn reload(&self) -> Result<Option<Rc<KeySet>>, KeyError> {
+        let Some(stored) = self.shared.get(&self.keys.bundle) else {
+            return Ok(None);
+        };
+        let (keys, _) = KeySet::parse_bundle(&stored.bytes)?;
+        let keys = Rc::new(keys);
+        self.remember_keys(Rc::clone(&keys));
+        Ok(Some(keys))
+    }
+
+    pub(crate) fn remember_keys(&self, keys: Rc<KeySet>) {
+        *self.parsed_keys.borrow_mut() = Some(keys);
+    }
+
+    /// This worker's copy of the revoked list at `generation`, re-read from shared data when it moved.
+    fn revoked_set(&self, generation: u64) -> Rc<HashSet<String>> {
+        if let Some((held, set)) = self.revoked_copy.borrow().as_ref() {
+            if *held == generation {
+                return Rc::clone(set);
+            }
+        }
+        let set: HashSet<String> = self
+            .revoked_list()
+            .into_iter()
+            .map(|token| token.jti)
+            .collect();
+        let set = Rc::new(set);
+        *self.revoked_copy.borrow_mut() = Some((generation, Rc::clone(&set)));
+        set
+    }
+
+    /// The revoked list as stored (empty if absent or unreadable).
+    pub(crate) fn revoked_list(&self) -> Vec<RevokedTokenDto> {
+        self.shared
+            .get(&self.keys.revoked)
+            .and_then(|stored| serde_json::from_slice(&stored.bytes).ok())
+            .unwrap_or_default()
+    }
+
+    /// Updates the delivery record with compare-and-swap (`change` returning `None` leaves it as it is).
+    pub(crate) fn update_record(
+        &self,
+        change: impl Fn(Option<DeliveryRecord>) -> Option<DeliveryRecord>,
+    ) -> Result<(), DeliveryError> {
+        for _ in 0..RECORD_CAS_ATTEMPTS {
+            let (current, cas) = self.record();
+            let Some(next) = change(current) else {
+                return Ok(());
+            };
+            if self
+                .shared
+                .set(&self.keys.record, next.encode().as_bytes(), cas)
+                .is_ok()
+            {
+                return Ok(());
+            }
+        }
+        Err(DeliveryError::RecordContention)
+    }
+
+    /// Records that the sidecar confirmed at `now_ms` that what shared data holds is current. Before the first
+    /// bundle there is nothing to be fresh: the first apply records the time.
+    pub fn mark_fresh(&self, now_ms: u64) -> Result<(), DeliveryError> {
+        self.update_record(|held| {
+            held.map(|held| DeliveryRecord {
+                fresh_at_ms: held.fresh_at_ms.max(now_ms),
+                ..held
+            })
+        })
+    }
+
+    /// Milliseconds since the sidecar last answered; 0 before any bundle.
+    pub fn age_ms(&self, now_ms: u64) -> u64 {
+        DeliveryRecord::age_ms(self.record().0, now_ms)
+    }
+
+    /// Writes `value` under `key` unconditionally.
+    pub(crate) fn write(&self, key: &str, value: &[u8]) -> Result<(), DeliveryError> {
+        self.shared
+            .set(key, value, None)
+            .map_err(|source| DeliveryError::Write {
+                key: key.to_owned(),
+                source,
+            })
+    }
+}

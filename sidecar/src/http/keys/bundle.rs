@@ -1,0 +1,270 @@
+//! `GET /v1/bundle`: the key bundle the filters poll, revalidated with `ETag`/`If-None-Match`, served as a delta
+//! when the caller's version is recent enough, and held open as a long poll with `?wait=N`.
+//!
+//! - `If-None-Match` names the current version (or is `*`) → `304`, or with `wait=N` the request is held until
+//!   the version changes (then answered as if it had just arrived) or `N` seconds pass, or the server begins to
+//!   shut down (then `304`).
+//! - `If-None-Match: "S"` (one version) and the mirror's change log reaches back to `S` → `200`, a delta with
+//!   `since: S`.
+//! - Anything else → `200`, the full bundle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keymesh_core::bundle::{etag, parse_etag};
+
+use crate::http::error::AppError;
+use crate::http::keys::MAX_WAIT_SECS;
+use crate::http::ops::telemetry::{BundleAnswer, ProxySeen};
+use crate::http::state::AppState;
+use crate::mirror::snapshot::Snapshot;
+
+/// Header carrying the polling proxy's id.
+pub(crate) const PROXY_HEADER: &str = "x-keymesh-proxy";
+/// Deltas spanning more versions than this are folded on a blocking thread, like full bundles.
+const INLINE_DELTA_SPAN: u64 = 1_000;
+
+/// What the caller holds, from `If-None-Match`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Held {
+    /// No (usable) `If-None-Match`.
+    Nothing,
+    /// `*`: any version.
+    Any,
+    /// One or more versions.
+    Versions(Vec<u64>),
+}
+
+impl Held {
+    /// RFC 9110 §13.1.2: `*` or a comma-separated list of entity tags, compared weakly.
+    fn parse(headers: &HeaderMap) -> Self {
+        let Some(value) = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Self::Nothing;
+        };
+        if value.trim() == "*" {
+            return Self::Any;
+        }
+        let versions: Vec<u64> = value.split(',').filter_map(parse_etag).collect();
+        if versions.is_empty() {
+            Self::Nothing
+        } else {
+            Self::Versions(versions)
+        }
+    }
+
+    fn matches(&self, version: u64) -> bool {
+        match self {
+            Self::Nothing => false,
+            Self::Any => true,
+            Self::Versions(versions) => versions.contains(&version),
+        }
+    }
+
+    /// The version the caller holds, for the proxy table: the newest it names, 0 for none or `*`.
+    fn held_version(&self) -> u64 {
+        match self {
+            Self::Versions(versions) => versions.iter().copied().max().unwrap_or(0),
+            Self::Nothing | Self::Any => 0,
+        }
+    }
+
+    /// The version a delta can start from: only when the caller names exactly one.
+    fn base(&self) -> Option<u64> {
+        match self {
+            Self::Versions(versions) if versions.len() == 1 => versions.first().copied(),
+            _ => None,
+        }
+    }
+}
+
+/// Serves the bundle from the mirror: `304`, a delta or the full bundle, possibly after a long poll.
+///
+/// Once shutdown has begun every answer carries `Connection: close`, so the proxy's next poll opens a new
+/// connection, which its load balancer sends to a replica that is not stopping.
+pub(crate) async fn bundle(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let mut response = answer(state.clone(), query, headers).await?;
+    if state.is_shutting_down() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+async fn answer(
+    state: AppState,
+    query: Option<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let wait = parse_wait(query.as_deref())?;
+    let held = Held::parse(&headers);
+    let proxy = headers.get(PROXY_HEADER).and_then(|v| v.to_str().ok());
+    // Subscribe before reading the snapshot, so a change in between still wakes the poll.
+    let mut versions = state.mirror().subscribe();
+    let mut snapshot = state.mirror().snapshot().ok_or(AppError::NotReady)?;
+    if let Some(proxy) = proxy {
+        tracing::debug!(proxy, held = ?held, current = snapshot.version(), wait_secs = wait.as_secs(), "bundle poll");
+        let seen = ProxySeen {
+            version: held.held_version(),
+            last_seen: state.clock().now_secs(),
+            long_poll: !wait.is_zero(),
+        };
+        state.telemetry().proxy_polled(proxy, seen);
+    }
+
+    if held.matches(snapshot.version()) {
+        if wait.is_zero() || state.is_shutting_down() {
+            return Ok(not_modified(&state, snapshot.version()));
+        }
+        let waiting_on = snapshot.version();
+        let changed = tokio::select! {
+            changed = versions.wait_for(|version| *version != waiting_on) => changed.is_ok(),
+            () = tokio::time::sleep(wait) => false,
+            () = state.shutting_down() => false,
+        };
+        snapshot = state.mirror().snapshot().ok_or(AppError::NotReady)?;
+        if !changed || held.matches(snapshot.version()) {
+            return Ok(not_modified(&state, snapshot.version()));
+        }
+    }
+
+    let version = snapshot.version();
+    let delta_base = held.base().filter(|since| *since < version);
+    let (body, since) = render(snapshot, delta_base).await?;
+    state.telemetry().bundle_answered(if since.is_some() {
+        BundleAnswer::Delta
+    } else {
+        BundleAnswer::Full
+    });
+    if let Some(proxy) = proxy {
+        tracing::debug!(proxy, version, since, bytes = body.len(), "bundle sent");
+    }
+    Ok((
+        StatusCode::OK,
+        cache_headers(version),
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// The delta from `base` if the change log covers it, else the full bundle; with the delta's base, if any.
+async fn render(
+    snapshot: Arc<Snapshot>,
+    base: Option<u64>,
+) -> Result<(Bytes, Option<u64>), AppError> {
+    let internal = |error: &dyn std::fmt::Display| {
+        tracing::error!(%error, "cannot build bundle");
+        AppError::Internal
+    };
+    if let Some(since) = base.filter(|since| *since >= snapshot.log_floor()) {
+        let delta = if snapshot.version() - since <= INLINE_DELTA_SPAN {
+            snapshot.delta_bundle(since)
+        } else {
+            let snapshot = Arc::clone(&snapshot);
+            tokio::task::spawn_blocking(move || snapshot.delta_bundle(since))
+                .await
+                .map_err(|e| internal(&e))?
+        };
+        if let Some(delta) = delta {
+            return Ok((delta.map_err(|e| internal(&e))?, Some(since)));
+        }
+    }
+    let full = match snapshot.cached_full_bundle() {
+        Some(full) => full,
+        None => tokio::task::spawn_blocking(move || snapshot.full_bundle())
+            .await
+            .map_err(|e| internal(&e))?
+            .ok_or(AppError::Internal)?,
+    };
+    Ok((full, None))
+}
+
+fn not_modified(state: &AppState, version: u64) -> Response {
+    state.telemetry().bundle_answered(BundleAnswer::NotModified);
+    (StatusCode::NOT_MODIFIED, cache_headers(version)).into_response()
+}
+
+fn cache_headers(version: u64) -> [(header::HeaderName, HeaderValue); 2] {
+    // A decimal number in quotes is always a valid header value; the fallback is unreachable.
+    let etag_value =
+        HeaderValue::from_str(&etag(version)).unwrap_or(HeaderValue::from_static("\"0\""));
+    [
+        (header::ETAG, etag_value),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+/// The `wait` query parameter: absent means 0; other parameters are ignored.
+fn parse_wait(query: Option<&str>) -> Result<Duration, AppError> {
+    let mut waits = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("wait="));
+    let Some(wait) = waits.next() else {
+        return Ok(Duration::ZERO);
+    };
+    if waits.next().is_some() {
+        return Err(AppError::InvalidWait);
+    }
+    let secs: u64 = wait.parse().map_err(|_| AppError::InvalidWait)?;
+    if secs > MAX_WAIT_SECS {
+        return Err(AppError::InvalidWait);
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_parameter() {
+        assert_eq!(parse_wait(None), Ok(Duration::ZERO));
+        assert_eq!(parse_wait(Some("x=1")), Ok(Duration::ZERO));
+        assert_eq!(parse_wait(Some("wait=30")), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_wait(Some("a=b&wait=60")), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_wait(Some("wait=0")), Ok(Duration::ZERO));
+        for bad in ["wait=61", "wait=-1", "wait=", "wait=1.5", "wait=1&wait=2"] {
+            assert_eq!(parse_wait(Some(bad)), Err(AppError::InvalidWait), "{bad}");
+        }
+    }
+
+    #[test]
+    fn if_none_match_forms() {
+        let held = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_str(value).unwrap());
+            Held::parse(&headers)
+        };
+        assert_eq!(Held::parse(&HeaderMap::new()), Held::Nothing);
+        assert_eq!(held("garbage"), Held::Nothing);
+        assert_eq!(held("*"), Held::Any);
+        assert_eq!(held("\"4\"").base(), Some(4));
+        assert_eq!(held("W/\"4\"").base(), Some(4));
+        let two = held("\"3\", \"4\"");
+        assert!(two.matches(3) && two.matches(4) && !two.matches(5));
+        assert_eq!(
+            two.base(),
+            None,
+            "a delta needs to know exactly what the caller holds"
+        );
+        assert!(held("*").matches(9));
+        assert_eq!(held("*").base(), None);
+    }
+}

@@ -1,0 +1,153 @@
+//! `POST /oauth/token`: the client credentials (RFC 6749 §4.4), authorization code (§4.1.3, with PKCE) and
+//! refresh token (§6) grants, with resource indicators (RFC 8707). The password and implicit grants are not
+//! supported (RFC 9700 §2.4). The grants themselves are [`crate::oauth::issuing`]'s; this handler parses the
+//! request, authenticates the client and renders the result.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::http::oauth::client_auth;
+use crate::http::oauth::error::{OAuthError, RequestProblem};
+use crate::http::oauth::token_request::{self, TokenRequest};
+use crate::http::state::AppState;
+use crate::oauth::clients::GrantType;
+use crate::oauth::issuing::{CodeRedemption, IssueError, Issued, Requested, TokenIssuer};
+use crate::oauth::pkce;
+
+/// RFC 6749 §5.1 success response.
+#[derive(Serialize)]
+pub(crate) struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+impl From<Issued> for TokenResponse {
+    fn from(issued: Issued) -> Self {
+        Self {
+            access_token: issued.access.token,
+            token_type: "Bearer",
+            expires_in: issued.access.expires_in,
+            refresh_token: issued.refresh_token,
+            scope: (!issued.scopes.is_empty()).then(|| issued.scopes.join(" ")),
+        }
+    }
+}
+
+impl From<IssueError> for OAuthError {
+    fn from(error: IssueError) -> Self {
+        match error {
+            IssueError::InvalidGrant => Self::InvalidGrant,
+            IssueError::InvalidScope => Self::InvalidScope,
+            IssueError::InvalidTarget => Self::InvalidTarget,
+            IssueError::Unavailable => Self::Unavailable,
+            IssueError::ServerError => Self::ServerError,
+        }
+    }
+}
+
+impl IntoResponse for TokenResponse {
+    fn into_response(self) -> Response {
+        let mut response = Json(self).into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+            .headers_mut()
+            .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        response
+    }
+}
+
+/// Handles a token request.
+pub(crate) async fn token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    if !token_request::is_form(&headers) {
+        return Err(OAuthError::InvalidRequest(RequestProblem::ContentType));
+    }
+    let body = body.map_err(|_| OAuthError::InvalidRequest(RequestProblem::MalformedBody))?;
+    let request = token_request::parse_form(&body).map_err(OAuthError::InvalidRequest)?;
+    let credentials = token_request::credentials(
+        &headers,
+        request.client_id.as_deref(),
+        request.client_secret.as_deref(),
+    )?;
+    let grant: GrantType = request
+        .grant_type
+        .parse()
+        .map_err(|_| OAuthError::UnsupportedGrantType)?;
+    let client = client_auth::authenticate(&state, credentials).await?;
+    if !client.allows(grant) {
+        tracing::info!(client_id = %client.client_id, %grant, "grant type not allowed for the client");
+        return Err(OAuthError::UnauthorizedClient);
+    }
+    let issuer = TokenIssuer::new(
+        state.config(),
+        state
+            .mirror()
+            .snapshot()
+            .and_then(|snapshot| snapshot.active_key().cloned()),
+        state.names(),
+        state.clock().now_secs(),
+    );
+    let issued = match grant {
+        GrantType::ClientCredentials => issuer.client_credentials(&client, requested(&request))?,
+        GrantType::AuthorizationCode => {
+            let code = request
+                .code
+                .as_deref()
+                .ok_or(OAuthError::InvalidRequest(RequestProblem::Missing("code")))?;
+            if request
+                .code_verifier
+                .as_deref()
+                .is_some_and(|verifier| !pkce::is_verifier(verifier))
+            {
+                return Err(OAuthError::InvalidRequest(
+                    RequestProblem::MalformedCodeVerifier,
+                ));
+            }
+            let redemption = CodeRedemption {
+                code,
+                redirect_uri: request.redirect_uri.as_deref(),
+                code_verifier: request.code_verifier.as_deref(),
+            };
+            let mut conn = client_auth::redis(&state).await?;
+            issuer
+                .authorization_code(&mut conn, &client, requested(&request), redemption)
+                .await?
+        }
+        GrantType::RefreshToken => {
+            let presented = request
+                .refresh_token
+                .as_deref()
+                .ok_or(OAuthError::InvalidRequest(RequestProblem::Missing(
+                    "refresh_token",
+                )))?;
+            let mut conn = client_auth::redis(&state).await?;
+            issuer
+                .refresh_token(&mut conn, &client, requested(&request), presented)
+                .await?
+        }
+    };
+    Ok(TokenResponse::from(issued).into_response())
+}
+
+/// The scope and resources of `request`.
+fn requested(request: &TokenRequest) -> Requested<'_> {
+    Requested {
+        scope: request.scope.as_deref(),
+        resources: &request.resources,
+    }
+}
