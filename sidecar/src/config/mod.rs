@@ -88,6 +88,9 @@ pub struct Config {
     /// Seconds `serve` keeps answering after SIGTERM, with readiness failing and long polls answered at once,
     /// while the orchestrator withdraws the endpoint (`KEYMESH_SHUTDOWN_DRAIN_SECS`).
     pub shutdown_drain_secs: u64,
+    /// Argon2id verifications (operator-chosen client secrets, user passwords) running at once; each holds about
+    /// 19 MiB, so more requests wait briefly and are then answered 503 (`KEYMESH_ARGON2_CONCURRENCY`).
+    pub argon2_concurrency: usize,
 }
 
 impl fmt::Debug for Config {
@@ -107,6 +110,7 @@ impl fmt::Debug for Config {
             .field("signing", &self.signing)
             .field("external_issuers", &self.external_issuers)
             .field("shutdown_drain_secs", &self.shutdown_drain_secs)
+            .field("argon2_concurrency", &self.argon2_concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +129,7 @@ impl Default for Config {
             signing: SigningConfig::default(),
             external_issuers: IssuerSettings::default(),
             shutdown_drain_secs: 5,
+            argon2_concurrency: 2,
         }
     }
 }
@@ -184,6 +189,7 @@ struct ConfigFile {
     issuer_refetch_min_secs: Option<u64>,
     issuer_fetch_timeout_ms: Option<u64>,
     shutdown_drain_secs: Option<u64>,
+    argon2_concurrency: Option<u64>,
 }
 
 impl Config {
@@ -355,6 +361,14 @@ impl Config {
                 env,
                 |v| parse_secs(v, 0, 120),
             )?,
+            argon2_concurrency: setting(
+                "argon2_concurrency",
+                "KEYMESH_ARGON2_CONCURRENCY",
+                parsed.argon2_concurrency,
+                defaults.argon2_concurrency,
+                env,
+                parse_argon2_concurrency,
+            )?,
         };
         redis_settings::check_key_prefix(&config, key_prefix_origin)?;
         Ok(config)
@@ -379,6 +393,13 @@ fn parse_issuer(value: &str) -> Result<String, String> {
         return Err("must be an absolute URL without query or fragment".to_owned());
     }
     Ok(value.to_owned())
+}
+
+fn parse_argon2_concurrency(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err("must be a whole number from 1 to 64".to_owned()),
+    }
 }
 
 fn parse_key_prefix(value: &str) -> Result<String, String> {

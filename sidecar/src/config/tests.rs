@@ -17,6 +17,7 @@ fn defaults_are_the_demo_stack() {
     assert_eq!(config.refresh_token_ttl_secs, 30 * 86_400);
     assert_eq!(config.key_prefix, "keymesh:");
     assert_eq!(config.shutdown_drain_secs, 5);
+    assert_eq!(config.argon2_concurrency, 2);
     assert_eq!(config, Config::default());
 }
 
@@ -30,6 +31,7 @@ fn file_overrides_defaults() {
         refresh_token_ttl_secs = 3600
         key_prefix = "staging:"
         shutdown_drain_secs = 0
+        argon2_concurrency = 4
     "#;
     let config = Config::from_sources(file(text), env(&[])).unwrap();
     assert_eq!(config.redis_url, "redis://10.0.0.1:6379/2");
@@ -39,6 +41,7 @@ fn file_overrides_defaults() {
     assert_eq!(config.refresh_token_ttl_secs, 3600);
     assert_eq!(config.key_prefix, "staging:");
     assert_eq!(config.shutdown_drain_secs, 0);
+    assert_eq!(config.argon2_concurrency, 4);
 }
 
 #[test]
@@ -140,6 +143,18 @@ fn bad_values_name_the_field_and_origin() {
             &[("KEYMESH_SHUTDOWN_DRAIN_SECS", "121")],
             "shutdown_drain_secs",
             "KEYMESH_SHUTDOWN_DRAIN_SECS",
+        ),
+        (
+            None,
+            &[("KEYMESH_ARGON2_CONCURRENCY", "0")],
+            "argon2_concurrency",
+            "KEYMESH_ARGON2_CONCURRENCY",
+        ),
+        (
+            Some("argon2_concurrency = 65"),
+            &[],
+            "argon2_concurrency",
+            "config file",
         ),
     ];
     for (text, vars, field, origin) in cases {
