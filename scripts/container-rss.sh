@@ -2,6 +2,8 @@
 # Measures the sidecar container's memory: RSS idle (first snapshot loaded, nothing asked), then the peak RSS
 # (VmHWM) under load: N_KEYS API keys in the bundle, 200 long polls held open, and client_credentials token requests
 # from wrk (64 connections, 20 s). Prints the figures BENCHMARKS.md records.
+# With CHOSEN_SECRET=1 the client gets an operator-chosen secret, stored as Argon2id, so that every token request
+# costs an Argon2id verification (about 19 MiB each; the sidecar runs at most argon2_concurrency of them at once).
 #   scripts/container-rss.sh        (after scripts/images.sh; needs redis-server, wrk, curl)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +29,12 @@ mem() { awk -v f="$1" '$1==f":" {printf "%.1f MiB", $2/1024}' "/proc/$pid/status
 sleep 2
 echo "idle: RSS $(mem VmRSS)"
 
-# A generated secret (stored as SHA-256): an operator-chosen one is stored as Argon2id, and each token request for
-# it then costs 19 MiB while it is verified (64 connections: over 1 GiB).
+# By default a generated secret (stored as SHA-256).
+chosen=()
+[ "${CHOSEN_SECRET:-0}" = 1 ] && chosen=(--secret "rss-chosen-secret-$port")
 secret="$(podman run --rm -e KEYMESH_REDIS_URL="redis://127.0.0.1:$redis_port/" "$image" client create --id rss \
-  --resource https://orders.example.com --scope orders:read --json | sed -n 's/.*"client_secret": *"\([^"]*\)".*/\1/p')"
+  --resource https://orders.example.com --scope orders:read "${chosen[@]}" --json \
+  | sed -n 's/.*"client_secret": *"\([^"]*\)".*/\1/p')"
 basic="$(printf 'rss:%s' "$secret" | base64 -w0)"
 for i in $(seq 1 "$keys"); do
   printf '{"owner":"o%d","label":"k","resources":["https://orders.example.com"]}\n' "$((i % 100))"
