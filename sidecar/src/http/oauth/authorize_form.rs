@@ -144,7 +144,7 @@ async fn login(
         ));
     }
     let user = UserStore::new(state.names().clone())
-        .check_password(&mut conn, username, password)
+        .check_password(&mut conn, username, password, state.argon2_slots())
         .await
         .map_err(|error| {
             tracing::warn!(%error, "cannot check a password");

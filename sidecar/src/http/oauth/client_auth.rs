@@ -12,7 +12,7 @@ use crate::http::state::AppState;
 use crate::oauth::clients::{ClientError, ClientRecord};
 use crate::oauth::throttle;
 use crate::store::connection::RedisConnection;
-use crate::support::secret;
+use crate::support::argon2_slots::VerifyError;
 
 /// The request path's Redis connection, or 503.
 pub(crate) async fn redis(state: &AppState) -> Result<RedisConnection, OAuthError> {
@@ -71,13 +71,20 @@ pub(crate) async fn authenticate(
             "client authentication throttled");
         return Err(OAuthError::Throttled(retry_after));
     }
-    // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-    let stored = client.secret_hash.clone();
-    let matches = tokio::task::spawn_blocking(move || secret::verify(&presented, &stored))
+    // Argon2 takes tens of milliseconds of CPU and about 19 MiB: off the async workers, a few at a time.
+    let matches = state
+        .argon2_slots()
+        .verify(presented, client.secret_hash.clone())
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "secret verification task failed");
-            OAuthError::ServerError
+        .map_err(|error| match error {
+            VerifyError::Busy => {
+                tracing::warn!(client_id = %client.client_id, "client secret not checked: every argon2 slot is busy");
+                OAuthError::Unavailable
+            }
+            VerifyError::Task(error) => {
+                tracing::error!(%error, "secret verification task failed");
+                OAuthError::ServerError
+            }
         })?;
     if !matches {
         tracing::info!(client_id = %client.client_id, source = %source.0, method = ?credentials.method,
