@@ -248,8 +248,8 @@ fn trusted_proxies_come_from_a_file_list_or_the_environment() {
     .unwrap();
     assert!(from_env.trusted_proxies.contains(ip("192.168.4.4")));
     assert!(!from_env.trusted_proxies.contains(ip("10.9.8.7")));
-    let bad = Config::from_sources(None, env(&[("KEYMESH_TRUSTED_PROXIES", "10.0.0.0/40")]))
-        .unwrap_err();
+    let bad =
+        Config::from_sources(None, env(&[("KEYMESH_TRUSTED_PROXIES", "10.0.0.0/40")])).unwrap_err();
     assert!(bad.to_string().contains("trusted_proxies"), "{bad}");
     assert!(bad.to_string().contains("KEYMESH_TRUSTED_PROXIES"), "{bad}");
 }
