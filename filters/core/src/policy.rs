@@ -286,8 +286,9 @@ pub fn verify_jwt_cached(
 }
 
 /// Everything about a token that does not depend on the time: signature by the key its `kid` names, `typ`, `iss`
-/// equal to that key's issuer (and trusted), claims well formed and forwardable.
-fn verify_signed_claims(
+/// equal to that key's issuer (and trusted), claims well formed and forwardable. `exp` and `nbf` are the caller's
+/// to check (the sidecar's revocation endpoint, for one, must accept a token that expired moments ago).
+pub fn verify_signed_claims(
     token: &str,
     keys: &KeySet,
     trusted_issuers: Option<&[String]>,

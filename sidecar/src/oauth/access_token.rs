@@ -1,5 +1,6 @@
 //! RFC 9068 JWT access tokens, signed with the active key (EdDSA, ES256 or RS256), and their verification for
-//! introspection and revocation, by the same verifier the filters run ([`keymesh_core::policy::verify_jwt`]).
+//! introspection and revocation, by the same verifier the filters run
+//! ([`keymesh_core::policy::verify_signed_claims`]; the caller checks the time).
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use jwt_compact::{Claims, CreationError, Header};
@@ -113,10 +114,9 @@ pub struct VerifiedToken {
 /// token of this sidecar has. Expiry and revocation are the caller's to check: revocation must still find a token that
 /// expired a moment ago, while filters may accept it within their leeway. `None` for anything else.
 pub fn verify(token: &str, issuer: &str, keys: &KeySet) -> Option<VerifiedToken> {
-    // The time check is left to the caller: a leeway this large accepts any `exp` and `nbf`.
+    // The time check is left to the caller.
     let claims =
-        keymesh_core::policy::verify_jwt(token, keys, Some(&[issuer.to_owned()]), i64::MAX, 0)
-            .ok()?;
+        keymesh_core::policy::verify_signed_claims(token, keys, Some(&[issuer.to_owned()])).ok()?;
     Some(VerifiedToken {
         subject: claims.subject,
         client_id: claims.client_id?,
