@@ -12,6 +12,13 @@ use std::time::Duration;
 /// The admin API credential every test stack's sidecar is started with.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
+/// How long Envoy may take to answer `/ready`. It compiles the wasm filter for each of its workers at start, which
+/// takes seconds on an idle machine and far longer on two cores shared with parallel builds and tests; the wait
+/// only lasts this long when something is wrong, and a process that exits fails it at once.
+const ENVOY_READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the sidecar may take to answer `/healthz` (it connects to Redis and loads the bundle first).
+const SIDECAR_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Where each part listens.
 #[derive(Debug, Clone, Copy)]
 pub struct StackPorts {
@@ -196,7 +203,7 @@ impl Stack {
             .envs(self.sidecar_env())
             .envs(extra_env.iter().copied());
         self.spawn("sidecar", sidecar);
-        wait_for("the sidecar's /healthz", Duration::from_secs(20), || {
+        self.wait_until_ready("sidecar", "/healthz", SIDECAR_READY_TIMEOUT, || {
             (request("GET", port, "/healthz", &[], None).ok()?.status == 200).then_some(())
         });
     }
@@ -247,12 +254,33 @@ impl Stack {
             .args(["--concurrency", "2", "--disable-hot-restart"]);
         envoy.args(["--service-node", name, "--service-cluster", "keymesh-e2e"]);
         self.spawn(name, envoy);
-        wait_for(&format!("{name} /ready"), Duration::from_secs(30), || {
+        self.wait_until_ready(name, "/ready", ENVOY_READY_TIMEOUT, || {
             (request("GET", ports.admin, "/ready", &[], None)
                 .ok()?
                 .status
                 == 200)
                 .then_some(())
+        });
+    }
+
+    /// Waits up to `timeout` for `ready` of the process just started as `name`, and fails at once, with its log,
+    /// if that process exits meanwhile (a generous timeout then costs nothing).
+    fn wait_until_ready(
+        &mut self,
+        name: &str,
+        endpoint: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> Option<()>,
+    ) {
+        let process = self.process(name);
+        wait_for(&format!("{name} {endpoint}"), timeout, || {
+            if !process.is_running() {
+                panic!(
+                    "{name} exited before answering {endpoint}:\n{}",
+                    process.log_tail(40)
+                );
+            }
+            ready()
         });
     }
 
