@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# Fuzzes keymesh-core with cargo-fuzz (libFuzzer): the request decision (`authorize`), JWKs and key sets
-# (`key_set`), bundle and delta parse + apply (`bundle_apply`), and the filter configuration (`filter_config`).
+# Fuzzes keymesh with cargo-fuzz (libFuzzer). Targets of keymesh-core: the request decision (`authorize`), JWKs and
+# key sets (`key_set`), bundle and delta parse + apply (`bundle_apply`), the filter configuration (`filter_config`).
+# Targets of the sidecar, through its `fuzzing` feature: token, revocation and introspection requests
+# (`token_request`), authorization requests (`authorize_request`), client registration (`client_registration`),
+# and an external provider's discovery document (`issuer_discovery`) and JWK Set (`issuer_jwks`).
 #
-#   scripts/fuzz.sh                 every target for 20 s (what scripts/test.sh runs)
-#   scripts/fuzz.sh --long          every target for 10 min
+#   scripts/fuzz.sh                 every target for 15 s (what scripts/test.sh runs)
+#   scripts/fuzz.sh --long          every target for 10 min (the long run; BENCHMARKS.md has its figures)
 #   scripts/fuzz.sh --secs N [T…]   N seconds each, only targets T…
 #
-# Seeds come from the scenario table, the Wycheproof vectors and the fixture bundle (tests/testkit/examples/
-# fuzz_seeds.rs); the corpora grow in fuzz/corpus/ (not committed). A crash leaves its input in
-# fuzz/artifacts/<target>/ and fails the run: turn it into a regression test next to the code it broke.
-# Needs the pinned nightly and cargo-fuzz (scripts/setup.sh installs both).
+# Seeds come from the scenario table, the Wycheproof vectors, the fixture bundle and the sidecar's request and
+# document shapes (tests/testkit/examples/fuzz_seeds.rs); the corpora grow in fuzz/corpus/ (not committed). A crash
+# leaves its input in fuzz/artifacts/<target>/ and fails the run: turn it into a regression test next to the code it
+# broke. Needs the pinned nightly and cargo-fuzz (scripts/setup.sh installs both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLCHAIN="${KEYMESH_FUZZ_TOOLCHAIN:-nightly-2026-10-30}"
-ALL_TARGETS=(authorize key_set bundle_apply filter_config)
-secs=20
+ALL_TARGETS=(authorize key_set bundle_apply filter_config
+  token_request authorize_request client_registration issuer_discovery issuer_jwks)
+secs=15
 targets=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -11,5 +11,6 @@ cargo build --release --target wasm32-wasip1 -p keymesh-authn
 scripts/build-node.sh
 (cd filters/node && node --test test/*.test.mjs)
 cargo test --workspace --no-fail-fast "$@"
-# Every fuzz target for a bounded time (KEYMESH_FUZZ_SECS each, 20 by default; about 4 min with the nightly build).
-scripts/fuzz.sh --secs "${KEYMESH_FUZZ_SECS:-20}"
+# Every fuzz target for a bounded time (KEYMESH_FUZZ_SECS each, 15 by default: nine targets, about 5 min with the
+# nightly build).
+scripts/fuzz.sh --secs "${KEYMESH_FUZZ_SECS:-15}"

@@ -19,6 +19,10 @@ pub mod api_keys;
 pub mod background;
 pub mod cli;
 pub mod config;
+/// Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`; never in a build that ships).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod issuers;
 pub mod keys;

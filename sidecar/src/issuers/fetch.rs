@@ -133,24 +133,7 @@ impl Fetcher {
     /// Reads the metadata document at `url` and returns its `jwks_uri`, after checking it is `issuer`'s.
     fn discover(&self, url: &str, issuer: &str) -> Result<String, FetchError> {
         let document = self.get_json(url)?;
-        let field = |name: &str| document.get(name).and_then(Value::as_str);
-        let found = field("issuer").ok_or_else(|| FetchError::Document {
-            url: url.to_owned(),
-            reason: "no `issuer` in the discovery document".into(),
-        })?;
-        if found != issuer {
-            return Err(FetchError::IssuerMismatch {
-                url: url.to_owned(),
-                expected: issuer.to_owned(),
-                found: found.to_owned(),
-            });
-        }
-        field("jwks_uri")
-            .map(str::to_owned)
-            .ok_or_else(|| FetchError::Document {
-                url: url.to_owned(),
-                reason: "no `jwks_uri` in the discovery document".into(),
-            })
+        discovered_jwks_uri(url, issuer, &document)
     }
 
     fn get_json(&self, url: &str) -> Result<Value, FetchError> {
@@ -177,18 +160,50 @@ impl Fetcher {
             .limit(MAX_DOCUMENT_BYTES)
             .read_to_vec()
             .map_err(transport)?;
-        let document: Value = serde_json::from_slice(&body).map_err(|e| FetchError::Document {
-            url: url.to_owned(),
-            reason: format!("not JSON: {e}"),
-        })?;
-        if !document.is_object() {
-            return Err(FetchError::Document {
-                url: url.to_owned(),
-                reason: "not a JSON object".into(),
-            });
-        }
-        Ok(document)
+        parse_document(url, &body)
     }
+}
+
+/// A fetched document (discovery metadata or a JWK Set) read from `url`: a JSON object.
+pub fn parse_document(url: &str, body: &[u8]) -> Result<Value, FetchError> {
+    let document: Value = serde_json::from_slice(body).map_err(|e| FetchError::Document {
+        url: url.to_owned(),
+        reason: format!("not JSON: {e}"),
+    })?;
+    if !document.is_object() {
+        return Err(FetchError::Document {
+            url: url.to_owned(),
+            reason: "not a JSON object".into(),
+        });
+    }
+    Ok(document)
+}
+
+/// The `jwks_uri` of the metadata `document` read from `url`, once its `issuer` is the registered `issuer`
+/// (OIDC Discovery §4.3, RFC 8414 §3.3). The URI itself is checked by the caller, like a registered one.
+pub fn discovered_jwks_uri(
+    url: &str,
+    issuer: &str,
+    document: &Value,
+) -> Result<String, FetchError> {
+    let field = |name: &str| document.get(name).and_then(Value::as_str);
+    let found = field("issuer").ok_or_else(|| FetchError::Document {
+        url: url.to_owned(),
+        reason: "no `issuer` in the discovery document".into(),
+    })?;
+    if found != issuer {
+        return Err(FetchError::IssuerMismatch {
+            url: url.to_owned(),
+            expected: issuer.to_owned(),
+            found: found.to_owned(),
+        });
+    }
+    field("jwks_uri")
+        .map(str::to_owned)
+        .ok_or_else(|| FetchError::Document {
+            url: url.to_owned(),
+            reason: "no `jwks_uri` in the discovery document".into(),
+        })
 }
 
 /// The keys of a fetched JWK Set, sorted out.

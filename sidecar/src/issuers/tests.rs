@@ -17,6 +17,47 @@ fn fetch_urls_must_be_https_except_on_loopback() {
     assert!(!with_password.contains("hunter2"), "{with_password}");
 }
 
+/// Found by the `issuer_discovery` fuzz target: an `@` after the first `/` is part of the path, not credentials, so
+/// the URL is fetched from the host before it (as the HTTP client reads it); one in the authority is refused.
+#[test]
+fn an_at_sign_in_the_path_of_a_discovered_jwks_uri_is_not_credentials() {
+    let document = fetch::parse_document(
+        "https://idp.example.com/.well-known/openid-configuration",
+        br#"{"issuer":"https://idp.example.com","jwks_uri":"https://keys.example/j{+{r:pass@evil.example/j"}"#,
+    )
+    .unwrap();
+    let jwks_uri = fetch::discovered_jwks_uri("d", "https://idp.example.com", &document).unwrap();
+    assert!(check_fetch_url(&jwks_uri).is_ok());
+    let uri: ureq::http::Uri = jwks_uri.parse().unwrap();
+    assert_eq!(uri.host(), Some("keys.example"));
+    assert!(check_fetch_url("https://keys.example@evil.example/j").is_err());
+    assert!(check_fetch_url("https://r:pass@evil.example/j").is_err());
+}
+
+#[test]
+fn discovery_documents_name_their_issuer_and_keys() {
+    let url = "https://idp.example.com/.well-known/openid-configuration";
+    let read = |body: &str| {
+        fetch::parse_document(url, body.as_bytes())
+            .and_then(|doc| fetch::discovered_jwks_uri(url, "https://idp.example.com", &doc))
+    };
+    assert_eq!(
+        read(r#"{"issuer":"https://idp.example.com","jwks_uri":"https://idp.example.com/k"}"#)
+            .unwrap(),
+        "https://idp.example.com/k"
+    );
+    assert!(matches!(
+        read(r#"{"issuer":"https://evil.example","jwks_uri":"https://evil.example/k"}"#),
+        Err(FetchError::IssuerMismatch { .. })
+    ));
+    assert!(matches!(
+        read(r#"{"issuer":"https://idp.example.com"}"#),
+        Err(FetchError::Document { .. })
+    ));
+    assert!(matches!(read("[1]"), Err(FetchError::Document { .. })));
+    assert!(matches!(read("{"), Err(FetchError::Document { .. })));
+}
+
 #[test]
 fn registrations_are_validated() {
     let jwks = KeySource::JwksUri("https://idp.example.com/jwks".into());

@@ -120,9 +120,11 @@ pub struct Registrar<'a> {
 }
 
 /// What the checked metadata comes to.
-struct Checked {
-    new: NewClient,
-    method: String,
+pub(crate) struct Checked {
+    /// The client to store.
+    pub(crate) new: NewClient,
+    /// Its `token_endpoint_auth_method`.
+    pub(crate) method: String,
 }
 
 impl<'a> Registrar<'a> {
@@ -183,7 +185,7 @@ impl<'a> Registrar<'a> {
     }
 
     /// Checks `metadata` against the policy for a client registering `via`.
-    fn check(
+    pub(crate) fn check(
         &self,
         metadata: ClientMetadata,
         via: RegisteredVia,

@@ -163,5 +163,147 @@ fn main() {
         "now.txt",
         keymesh_testkit::NOW.to_string().as_bytes(),
     );
+    sidecar_seeds(&root, &jws, &jwk);
     println!("seed corpora written to {}", root.display());
+}
+
+/// The sidecar's targets: token, revocation and introspection forms of every grant and client authentication
+/// method; authorization queries and the login and consent forms; client registration bodies; discovery documents
+/// and JWK Sets of an external provider (`https://idp.fuzz.example`, the issuer those targets register).
+fn sidecar_seeds(root: &Path, jws: &serde_json::Value, jwk: &serde_json::Value) {
+    use base64ct::{Base64, Encoding};
+    let basic = |id: &str, secret: &str| {
+        format!(
+            "Basic {}",
+            Base64::encode_string(format!("{id}:{secret}").as_bytes())
+        )
+    };
+    let verifier = "dBjftJeZ4CVP-mJ0t5sqcgRFqsAOsQhd8uHvpHRy-Ka";
+    // token_request: the `Authorization` line (empty for none), then the form.
+    let dir = corpus(root, "token_request");
+    let forms: &[(&str, String)] = &[
+        ("cc-basic", format!("{}\ngrant_type=client_credentials&scope=orders%3Aread&resource=https%3A%2F%2Forders.example", basic("svc", "s3cret"))),
+        ("cc-post", "\ngrant_type=client_credentials&client_id=svc&client_secret=s3cret&resource=https%3A%2F%2Forders.example&resource=urn%3Ab&scope=read+write".into()),
+        ("cc-encoded-basic", format!("{}\ngrant_type=client_credentials", basic("svc%3Aa", "p%40ss+word"))),
+        ("code-public", format!("\ngrant_type=authorization_code&client_id=native&code=Zm9vYmFy&redirect_uri=http%3A%2F%2F127.0.0.1%3A4000%2Fcb&code_verifier={verifier}")),
+        ("code-confidential", format!("{}\ngrant_type=authorization_code&code=Zm9vYmFy&redirect_uri=https%3A%2F%2Fapp.example%2Fcb%3Ftenant%3Da&code_verifier={verifier}", basic("web", "s3cret"))),
+        ("refresh", format!("{}\ngrant_type=refresh_token&refresh_token=cmVmcmVzaA&scope=orders%3Aread", basic("web", "s3cret"))),
+        ("refresh-public", "\ngrant_type=refresh_token&client_id=native&refresh_token=cmVmcmVzaA&resource=https%3A%2F%2Forders.example".into()),
+        ("password", "\ngrant_type=password&username=alice&password=x&client_id=svc".into()),
+        ("mixed-auth", format!("{}\ngrant_type=client_credentials&client_id=svc&client_secret=s", basic("svc", "s"))),
+        ("mismatch", format!("{}\ngrant_type=client_credentials&client_id=other", basic("svc", "s"))),
+        ("repeated", "\ngrant_type=a&grant_type=b".into()),
+        ("bad-escape", "\ngrant_type=%zz&scope".into()),
+        ("revoke", format!("{}\ntoken=cmVmcmVzaA&token_type_hint=refresh_token", basic("web", "s3cret"))),
+        ("introspect-jwt", format!("{}\ntoken=eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln", basic("web", "s3cret"))),
+        ("revoke-public", "\nclient_id=native&token=cmVmcmVzaA".into()),
+        ("bearer", "Bearer abc\ngrant_type=client_credentials&client_id=a".into()),
+    ];
+    for (name, form) in forms {
+        write(&dir, name, form.as_bytes());
+    }
+    // authorize_request: the `Cookie` line, then the query (or a login or consent form body).
+    let dir = corpus(root, "authorize_request");
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let queries: &[(&str, String)] = &[
+        ("native", format!("\nclient_id=native&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A4000%2Fcb&scope=orders%3Aread&resource=https%3A%2F%2Forders.example&code_challenge={challenge}&code_challenge_method=S256&state=xyz")),
+        ("native-scheme", format!("keymesh_session=abc; theme=dark\nclient_id=native&response_type=code&redirect_uri=com.example.app%3A%2Fcallback&code_challenge={challenge}&code_challenge_method=S256")),
+        ("web", "\nclient_id=web&response_type=code&scope=orders%3Aread+orders%3Awrite&state=s+p%26a%3Dc&response_mode=query".into()),
+        ("web-resources", "\nclient_id=web&response_type=code&redirect_uri=https%3A%2F%2Fapp.example%2Fcb%3Ftenant%3Da&resource=https%3A%2F%2Forders.example&resource=https%3A%2F%2Fpayments.example".into()),
+        ("plain-pkce", "\nclient_id=native&response_type=code&code_challenge=abc&code_challenge_method=plain&state=1".into()),
+        ("implicit", "\nclient_id=web&response_type=token&state=1".into()),
+        ("fragment-mode", "\nclient_id=web&response_type=code&response_mode=fragment".into()),
+        ("login", "keymesh_session=c2Vzc2lvbg\ncsrf=Y3NyZg&request=cmVx&action=login&username=alice&password=correct+horse".into()),
+        ("consent", "keymesh_session=c2Vzc2lvbg\ncsrf=Y3NyZg&request=cmVx&action=approve".into()),
+    ];
+    for (name, query) in queries {
+        write(&dir, name, query.as_bytes());
+    }
+    // client_registration: RFC 7591 bodies, as MCP clients and native apps send them.
+    let dir = corpus(root, "client_registration");
+    let bodies = [
+        (
+            "mcp-public",
+            serde_json::json!({"client_name": "Inspector", "redirect_uris": ["http://127.0.0.1:6274/oauth/callback"], "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"], "token_endpoint_auth_method": "none", "scope": "orders:read"}),
+        ),
+        (
+            "confidential",
+            serde_json::json!({"redirect_uris": ["https://app.example/cb?tenant=a", "https://app.example/other"], "token_endpoint_auth_method": "client_secret_post", "scope": "orders:read orders:write"}),
+        ),
+        (
+            "native-scheme",
+            serde_json::json!({"redirect_uris": ["com.example.app:/callback"], "token_endpoint_auth_method": "none", "client_name": "App"}),
+        ),
+        (
+            "update",
+            serde_json::json!({"client_id": "dyn-abc", "redirect_uris": ["http://[::1]/cb"], "token_endpoint_auth_method": "none", "logo_uri": "https://x"}),
+        ),
+        (
+            "refused",
+            serde_json::json!({"redirect_uris": ["javascript:alert(1)", "http://evil.example/cb"], "grant_types": ["client_credentials"], "response_types": ["token"], "token_endpoint_auth_method": "private_key_jwt"}),
+        ),
+    ];
+    for (name, body) in bodies {
+        write(&dir, name, body.to_string().as_bytes());
+    }
+    // issuer_discovery: OIDC and RFC 8414 documents of the provider, an impostor's, and bad jwks_uris.
+    let dir = corpus(root, "issuer_discovery");
+    let issuer = "https://idp.fuzz.example";
+    let documents = [
+        (
+            "oidc",
+            serde_json::json!({"issuer": issuer, "authorization_endpoint": format!("{issuer}/authorize"), "token_endpoint": format!("{issuer}/token"), "jwks_uri": format!("{issuer}/.well-known/jwks.json"), "response_types_supported": ["code"], "subject_types_supported": ["public"], "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"]}),
+        ),
+        (
+            "rfc8414",
+            serde_json::json!({"issuer": issuer, "token_endpoint": format!("{issuer}/oauth/token"), "jwks_uri": "https://keys.fuzz.example:8443/v1/keys?tenant=a", "grant_types_supported": ["client_credentials"]}),
+        ),
+        (
+            "impostor",
+            serde_json::json!({"issuer": "https://evil.example", "jwks_uri": "https://evil.example/jwks"}),
+        ),
+        (
+            "loopback",
+            serde_json::json!({"issuer": issuer, "jwks_uri": "http://127.0.0.1:8080/jwks"}),
+        ),
+        (
+            "plain-http",
+            serde_json::json!({"issuer": issuer, "jwks_uri": "http://keys.example/jwks"}),
+        ),
+        (
+            "credentials",
+            serde_json::json!({"issuer": issuer, "jwks_uri": "https://user:pass@keys.example/jwks"}),
+        ),
+        ("no-jwks-uri", serde_json::json!({"issuer": issuer})),
+    ];
+    for (name, document) in documents {
+        write(&dir, name, document.to_string().as_bytes());
+    }
+    // issuer_jwks: the Wycheproof key sets and the fixture's, and a provider's set with one key of each kind of
+    // trouble beside a good one.
+    let dir = corpus(root, "issuer_jwks");
+    let mut n = 0;
+    for file in [jws, jwk] {
+        for group in file["testGroups"].as_array().into_iter().flatten() {
+            if group["public"].is_object() {
+                write(
+                    &dir,
+                    &format!("wycheproof-{n:03}"),
+                    group["public"].to_string().as_bytes(),
+                );
+                n += 1;
+            }
+        }
+    }
+    let fixture = keymesh_testkit::fixture().jwks();
+    write(&dir, "fixture", fixture.to_string().as_bytes());
+    let good = fixture["keys"][0].clone();
+    let mixed = serde_json::json!({"keys": [
+        good,
+        {"kty": "OKP", "crv": "Ed25519", "kid": "not-a-point", "x": "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
+        {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+        {"kty": "RSA", "kid": "enc", "use": "enc", "n": "sXch", "e": "AQAB"},
+        {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+    ]});
+    write(&dir, "mixed", mixed.to_string().as_bytes());
 }

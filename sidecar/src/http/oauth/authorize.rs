@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::http::oauth::authorize_error::{PageError, RedirectError, Target};
 use crate::http::oauth::pages;
-use crate::http::oauth::token_request;
+use crate::http::oauth::token_request::{self, Params};
 use crate::http::state::AppState;
 use crate::oauth::clients::{ClientError, ClientRecord, GrantType};
 use crate::oauth::redirect_uri;
@@ -45,55 +45,25 @@ async fn begin(state: &AppState, headers: &HeaderMap, query: &str) -> Result<Res
         .take("client_id")
         .ok_or_else(|| page(PageError::MissingClientId))?;
     let client = load_client(state, &client_id).await?;
-    let (redirect_uri, redirect_uri_given) = match params.take("redirect_uri") {
-        Some(requested) => {
-            if redirect_uri::find(&client.redirect_uris, &requested, client.public).is_none() {
-                tracing::info!(%client_id, redirect_uri = %requested, "unregistered redirect URI");
-                return Err(page(PageError::UnregisteredRedirectUri));
-            }
-            (requested, true)
+    let request = match check_request(&client, params) {
+        Ok(request) => request,
+        Err(Refusal::Page(error)) => return Err(page(error)),
+        Err(Refusal::Redirect(target, error)) => {
+            tracing::info!(%client_id, error = error.code(), %error, "authorization request refused");
+            return Err(target.error(error, issuer));
         }
-        None => match client.redirect_uris.as_slice() {
-            [only] => (only.clone(), false),
-            _ => return Err(page(PageError::RedirectUriRequired)),
-        },
     };
-    let target = Target {
-        redirect_uri,
-        state: params.take("state"),
-    };
+    let CheckedRequest {
+        target,
+        redirect_uri_given,
+        scopes,
+        resources,
+        code_challenge,
+    } = request;
     let fail = |error: RedirectError| {
         tracing::info!(%client_id, error = error.code(), %error, "authorization request refused");
         target.error(error, issuer)
     };
-
-    // From here on, errors go to the client.
-    if !client.allows(GrantType::AuthorizationCode) {
-        return Err(fail(RedirectError::UnauthorizedClient));
-    }
-    match params.take("response_type").as_deref() {
-        Some("code") => {}
-        Some(_) => return Err(fail(RedirectError::UnsupportedResponseType)),
-        None => return Err(fail(RedirectError::MissingResponseType)),
-    }
-    if params
-        .take("response_mode")
-        .is_some_and(|mode| mode != "query")
-    {
-        return Err(fail(RedirectError::UnsupportedResponseMode));
-    }
-    let scopes = oauth::select_scopes(&client.scopes, params.take("scope").as_deref())
-        .ok_or_else(|| fail(RedirectError::InvalidScope))?;
-    let resources = oauth::select_resources(&client.resources, &params.resources)
-        .ok_or_else(|| fail(RedirectError::InvalidTarget))?;
-    let code_challenge = pkce::challenge(
-        params.take("code_challenge").as_deref(),
-        params.take("code_challenge_method").as_deref(),
-    )
-    .map_err(|error| fail(RedirectError::Pkce(error)))?;
-    if client.public && code_challenge.is_none() {
-        return Err(fail(RedirectError::PkceRequired));
-    }
 
     let mut conn = state
         .redis()
@@ -140,6 +110,91 @@ async fn begin(state: &AppState, headers: &HeaderMap, query: &str) -> Result<Res
         &request_id,
         new_cookie.as_deref(),
     ))
+}
+
+/// An authorization request that may be shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CheckedRequest {
+    /// Where the answer goes: the requested redirect URI (or the only registered one), with `state`.
+    pub(crate) target: Target,
+    /// Whether the request named the redirect URI (the token request must then repeat it).
+    pub(crate) redirect_uri_given: bool,
+    /// The scopes to grant.
+    pub(crate) scopes: Vec<String>,
+    /// The resources (audiences) to grant.
+    pub(crate) resources: Vec<String>,
+    /// The PKCE `S256` challenge, if any.
+    pub(crate) code_challenge: Option<String>,
+}
+
+/// Why an authorization request is refused, and how the refusal is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The redirect URI cannot be trusted: an error page, nothing sent anywhere.
+    Page(PageError),
+    /// An `error` sent back to the client's (validated) redirect URI.
+    Redirect(Target, RedirectError),
+}
+
+/// Checks the parameters of an authorization request (`client_id` already taken) against `client`: the redirect
+/// URI first, then the response type and mode, scopes, resources and PKCE.
+pub(crate) fn check_request(
+    client: &ClientRecord,
+    mut params: Params,
+) -> Result<CheckedRequest, Refusal> {
+    let (redirect_uri, redirect_uri_given) = match params.take("redirect_uri") {
+        Some(requested) => {
+            if redirect_uri::find(&client.redirect_uris, &requested, client.public).is_none() {
+                tracing::info!(client_id = %client.client_id, redirect_uri = %requested,
+                    "unregistered redirect URI");
+                return Err(Refusal::Page(PageError::UnregisteredRedirectUri));
+            }
+            (requested, true)
+        }
+        None => match client.redirect_uris.as_slice() {
+            [only] => (only.clone(), false),
+            _ => return Err(Refusal::Page(PageError::RedirectUriRequired)),
+        },
+    };
+    let target = Target {
+        redirect_uri,
+        state: params.take("state"),
+    };
+    // From here on, errors go to the client.
+    let fail = |error: RedirectError| Refusal::Redirect(target.clone(), error);
+    if !client.allows(GrantType::AuthorizationCode) {
+        return Err(fail(RedirectError::UnauthorizedClient));
+    }
+    match params.take("response_type").as_deref() {
+        Some("code") => {}
+        Some(_) => return Err(fail(RedirectError::UnsupportedResponseType)),
+        None => return Err(fail(RedirectError::MissingResponseType)),
+    }
+    if params
+        .take("response_mode")
+        .is_some_and(|mode| mode != "query")
+    {
+        return Err(fail(RedirectError::UnsupportedResponseMode));
+    }
+    let scopes = oauth::select_scopes(&client.scopes, params.take("scope").as_deref())
+        .ok_or_else(|| fail(RedirectError::InvalidScope))?;
+    let resources = oauth::select_resources(&client.resources, &params.resources)
+        .ok_or_else(|| fail(RedirectError::InvalidTarget))?;
+    let code_challenge = pkce::challenge(
+        params.take("code_challenge").as_deref(),
+        params.take("code_challenge_method").as_deref(),
+    )
+    .map_err(|error| fail(RedirectError::Pkce(error)))?;
+    if client.public && code_challenge.is_none() {
+        return Err(fail(RedirectError::PkceRequired));
+    }
+    Ok(CheckedRequest {
+        target,
+        redirect_uri_given,
+        scopes,
+        resources,
+        code_challenge,
+    })
 }
 
 /// The page for a parked request: consent if the session is logged in, else login.

@@ -169,7 +169,7 @@ impl IntoResponse for PageError {
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.
-fn form_urlencode(value: &str) -> String {
+pub(crate) fn form_urlencode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         match b {

@@ -76,7 +76,8 @@ pub(crate) enum RequestProblem {
 }
 
 impl OAuthError {
-    fn code(self) -> &'static str {
+    /// The RFC 6749 §5.2 `error` code.
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidClient => "invalid_client",
@@ -92,7 +93,8 @@ impl OAuthError {
         }
     }
 
-    fn status(self) -> StatusCode {
+    /// The HTTP status of the answer.
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             Self::InvalidClient => StatusCode::UNAUTHORIZED,
             Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,

@@ -47,7 +47,11 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, RegistrationError> {
     }
 }
 
-fn metadata(headers: &HeaderMap, body: &Bytes) -> Result<ClientMetadata, RegistrationError> {
+/// The client metadata of a registration or update request: a JSON body (RFC 7591 §3.1).
+pub(crate) fn metadata(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ClientMetadata, RegistrationError> {
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -186,7 +190,8 @@ fn answer(status: StatusCode, info: &ClientInformation) -> Response {
     response
 }
 
-fn render(error: RegistrationError) -> Response {
+/// The RFC 7591 §3.2.2 (or RFC 6750) answer to a refused request.
+pub(crate) fn render(error: RegistrationError) -> Response {
     let (status, code, description) = match &error {
         RegistrationError::Disabled => {
             return (StatusCode::NOT_FOUND, "client registration is not enabled").into_response()

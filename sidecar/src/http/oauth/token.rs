@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::http::oauth::client_auth;
 use crate::http::oauth::error::{OAuthError, RequestProblem};
 use crate::http::oauth::source::Source;
-use crate::http::oauth::token_request::{self, TokenRequest};
+use crate::http::oauth::token_request::{self, Credentials, TokenRequest};
 use crate::http::state::AppState;
 use crate::oauth::clients::GrantType;
 use crate::oauth::issuing::{CodeRedemption, IssueError, Issued, Requested, TokenIssuer};
@@ -69,20 +69,25 @@ impl IntoResponse for TokenResponse {
     }
 }
 
-/// Handles a token request.
-pub(crate) async fn token(
-    State(state): State<AppState>,
-    source: Source,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, OAuthError> {
-    if !token_request::is_form(&headers) {
+/// A token request as read from the wire, before the client is authenticated.
+#[derive(Debug)]
+pub(crate) struct ParsedTokenRequest {
+    /// The parameters.
+    pub(crate) request: TokenRequest,
+    /// The credentials the client presented, not yet checked.
+    pub(crate) credentials: Credentials,
+    /// The grant asked for.
+    pub(crate) grant: GrantType,
+}
+
+/// Reads a token request: a form body, one client authentication method, a grant type this server knows.
+pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<ParsedTokenRequest, OAuthError> {
+    if !token_request::is_form(headers) {
         return Err(OAuthError::InvalidRequest(RequestProblem::ContentType));
     }
-    let body = body.map_err(|_| OAuthError::InvalidRequest(RequestProblem::MalformedBody))?;
-    let request = token_request::parse_form(&body).map_err(OAuthError::InvalidRequest)?;
+    let request = token_request::parse_form(body).map_err(OAuthError::InvalidRequest)?;
     let credentials = token_request::credentials(
-        &headers,
+        headers,
         request.client_id.as_deref(),
         request.client_secret.as_deref(),
     )?;
@@ -90,6 +95,26 @@ pub(crate) async fn token(
         .grant_type
         .parse()
         .map_err(|_| OAuthError::UnsupportedGrantType)?;
+    Ok(ParsedTokenRequest {
+        request,
+        credentials,
+        grant,
+    })
+}
+
+/// Handles a token request.
+pub(crate) async fn token(
+    State(state): State<AppState>,
+    source: Source,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, OAuthError> {
+    let body = body.map_err(|_| OAuthError::InvalidRequest(RequestProblem::MalformedBody))?;
+    let ParsedTokenRequest {
+        request,
+        credentials,
+        grant,
+    } = parse(&headers, &body)?;
     let client = client_auth::authenticate(&state, &source, credentials).await?;
     if !client.allows(grant) {
         tracing::info!(client_id = %client.client_id, %grant, "grant type not allowed for the client");

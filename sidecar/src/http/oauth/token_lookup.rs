@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use crate::http::oauth::client_auth;
 use crate::http::oauth::error::{OAuthError, RequestProblem};
 use crate::http::oauth::source::Source;
-use crate::http::oauth::token_request;
+use crate::http::oauth::token_request::{self, Credentials};
 use crate::http::state::AppState;
 use crate::oauth::access_token::{self, VerifiedToken};
 use crate::oauth::clients::ClientRecord;
@@ -29,11 +29,18 @@ pub(crate) async fn read(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<TokenQuery, OAuthError> {
+    let body = body.map_err(|_| OAuthError::InvalidRequest(RequestProblem::MalformedBody))?;
+    let (credentials, token) = parse(headers, &body)?;
+    let client = client_auth::authenticate(state, source, credentials).await?;
+    Ok(TokenQuery { client, token })
+}
+
+/// Reads a revocation or introspection request: a form body with `token`, and one client authentication method.
+pub(crate) fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(Credentials, String), OAuthError> {
     if !token_request::is_form(headers) {
         return Err(OAuthError::InvalidRequest(RequestProblem::ContentType));
     }
-    let body = body.map_err(|_| OAuthError::InvalidRequest(RequestProblem::MalformedBody))?;
-    let mut params = token_request::parse_params(&body).map_err(OAuthError::InvalidRequest)?;
+    let mut params = token_request::parse_params(body).map_err(OAuthError::InvalidRequest)?;
     let credentials = token_request::credentials(
         headers,
         params.take("client_id").as_deref(),
@@ -43,8 +50,7 @@ pub(crate) async fn read(
     let token = params
         .take("token")
         .ok_or(OAuthError::InvalidRequest(RequestProblem::Missing("token")))?;
-    let client = client_auth::authenticate(state, source, credentials).await?;
-    Ok(TokenQuery { client, token })
+    Ok((credentials, token))
 }
 
 /// What a presented token turned out to be.

@@ -28,7 +28,7 @@ pub(crate) struct TokenRequest {
 }
 
 /// A form (or query string) as name → value, with `resource` kept apart because it alone may repeat.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Params {
     single: HashMap<String, String>,
     /// Every `resource` value, in order.
