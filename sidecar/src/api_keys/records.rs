@@ -40,6 +40,7 @@ impl ApiKeyRecord {
             expires_at: self
                 .expires_at
                 .map(|at| i64::try_from(at).unwrap_or(i64::MAX)),
+            tier: None,
         }
     }
 }

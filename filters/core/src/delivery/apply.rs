@@ -4,13 +4,20 @@
 //! revoked list) only once everything it names is in place, and a version counts as held only once the record
 //! names it — an apply that failed half-way is applied again by the next bundle.
 
-use crate::delivery::record::{ApiKeyEntry, DeliveryRecord};
-use crate::delivery::shared_data::SharedData;
+use crate::delivery::bucket::{Bucket, BucketEntry, KeyHash};
+use crate::delivery::record::DeliveryRecord;
+use crate::delivery::rights::{Rights, RightsTable};
+use crate::delivery::shared_data::{SharedData, SharedDataError};
 use crate::delivery::store::SharedKeyMaterial;
-use crate::delivery::wire::{ApiKeyChangesDto, BundleDto, RevokedTokenDto};
+use crate::delivery::wire::{ApiKeyChangesDto, ApiKeyDto, BundleDto, RevokedTokenDto};
 use crate::error::{DeliveryError, KeyError};
 use crate::keyset::{KeySet, Skipped};
+use std::collections::BTreeMap;
 use std::rc::Rc;
+
+/// Attempts at a compare-and-swap rewrite of one bucket or of the rights table (only the fetching root writes
+/// them, so a conflict is rare).
+const CAS_ATTEMPTS: usize = 8;
 
 /// Revocations are kept this long past their token's `exp`: longer than any filter's `leeway_secs` (at most 300).
 pub const REVOKED_KEEP_SECS: i64 = 600;
@@ -93,19 +100,7 @@ impl<S: SharedData> SharedKeyMaterial<S> {
     /// Writes the API key entries, the revoked list and the issuers of `dto`.
     fn store(&self, dto: BundleDto, now_ms: u64) -> Result<(), DeliveryError> {
         let version = dto.version;
-        let ApiKeyChangesDto { put, delete } = &dto.api_keys;
-        for hash in delete {
-            self.write(&self.keys.api_key(hash), b"")?;
-        }
-        for key in put {
-            let entry = ApiKeyEntry {
-                generation: version,
-                key: key.clone(),
-            };
-            let bytes =
-                serde_json::to_vec(&entry).map_err(|_| DeliveryError::Encode("api key entry"))?;
-            self.write(&self.keys.api_key(&key.hash), &bytes)?;
-        }
+        self.store_api_keys(&dto.api_keys, version, dto.since.is_none())?;
         if revoked_list_changes(&dto) {
             let held = if dto.since.is_none() {
                 Vec::new()
@@ -126,6 +121,136 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         };
         let bytes = serde_json::to_vec(&issuers).map_err(|_| DeliveryError::Encode("issuers"))?;
         self.write(&self.keys.bundle, &bytes)
+    }
+
+    /// Writes the API key changes of a bundle at `version` into their buckets. A full bundle rewrites each bucket
+    /// it has keys for from scratch (the buckets it does not touch die when the record's floor rises to `version`);
+    /// a delta edits the buckets of the keys it names. The rights of the keys put are interned first, so that no
+    /// bucket names an index the table does not have yet.
+    pub(crate) fn store_api_keys(
+        &self,
+        changes: &ApiKeyChangesDto,
+        version: u64,
+        full: bool,
+    ) -> Result<(), DeliveryError> {
+        let rights = self.intern_rights(&changes.put)?;
+        let mut buckets: BTreeMap<u16, BucketChanges<'_>> = BTreeMap::new();
+        for (key, rights) in changes.put.iter().zip(rights) {
+            // A hash that is not base64url SHA-256 is never the hash of a presented key, and ids or owners past
+            // 64 KiB do not fit an entry: neither can be looked up, so neither is stored.
+            let Some(hash) = KeyHash::parse(&key.hash) else {
+                continue;
+            };
+            if key.id.len() > usize::from(u16::MAX) || key.owner.len() > usize::from(u16::MAX) {
+                continue;
+            }
+            let changes = buckets.entry(hash.bucket()).or_default();
+            changes.put.push((hash, rights, key));
+        }
+        for hash in changes
+            .delete
+            .iter()
+            .filter_map(|hash| KeyHash::parse(hash))
+        {
+            buckets.entry(hash.bucket()).or_default().delete.push(hash);
+        }
+        let floor = self.record().0.map_or(0, |record| record.floor);
+        for (bucket, changes) in buckets {
+            self.rewrite_bucket(bucket, &changes, version, full, floor)?;
+        }
+        Ok(())
+    }
+
+    /// Applies `changes` to one bucket with compare-and-swap. A bucket already written by a newer version is left
+    /// alone (a root that lost the lease mid-apply must not undo its successor's work), and a dead one (below
+    /// `floor`) or one that does not decode counts as empty.
+    fn rewrite_bucket(
+        &self,
+        bucket: u16,
+        changes: &BucketChanges<'_>,
+        version: u64,
+        full: bool,
+        floor: u64,
+    ) -> Result<(), DeliveryError> {
+        let key = self.keys.bucket(bucket);
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.shared.get(&key);
+            let cas = stored.as_ref().map(|value| value.cas);
+            let held = stored.and_then(|value| Bucket::decode(&value.bytes));
+            if held.as_ref().is_some_and(|held| held.generation > version) {
+                return Ok(());
+            }
+            let mut next = match held {
+                Some(held) if !full && held.generation >= floor => held,
+                _ => Bucket::default(),
+            };
+            let mut changed = full || !changes.put.is_empty();
+            for hash in &changes.delete {
+                changed |= next.remove(hash);
+            }
+            if !changed {
+                return Ok(());
+            }
+            for (hash, rights, dto) in &changes.put {
+                next.put(BucketEntry {
+                    hash: *hash,
+                    rights: *rights,
+                    expires_at: dto.expires_at,
+                    id: dto.id.clone(),
+                    owner: dto.owner.clone(),
+                });
+            }
+            next.generation = version;
+            let bytes = next
+                .encode()
+                .map_err(|_| DeliveryError::Encode("api key bucket"))?;
+            match self.shared.set(&key, &bytes, cas) {
+                Ok(()) => return Ok(()),
+                Err(SharedDataError::CasMismatch) => continue,
+                Err(source) => return Err(DeliveryError::Write { key, source }),
+            }
+        }
+        Err(DeliveryError::Contention(key))
+    }
+
+    /// The rights-table index of each key in `put`, appending the rights not in the table yet (with
+    /// compare-and-swap: an index handed out is never handed out again).
+    fn intern_rights(&self, put: &[ApiKeyDto]) -> Result<Vec<u32>, DeliveryError> {
+        if put.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = &self.keys.rights;
+        for _ in 0..CAS_ATTEMPTS {
+            let stored = self.shared.get(key);
+            let cas = stored.as_ref().map(|value| value.cas);
+            let mut table = match stored {
+                None => RightsTable::default(),
+                Some(value) => RightsTable::parse(&value.bytes)
+                    .ok_or_else(|| DeliveryError::RightsTableDamaged(key.clone()))?,
+            };
+            let indexes = put
+                .iter()
+                .map(|dto| table.intern(Rights::of(dto)))
+                .collect::<Result<Vec<u32>, _>>()
+                .map_err(|_| DeliveryError::Encode("rights table"))?;
+            if !table.grown() {
+                return Ok(indexes);
+            }
+            let bytes = table
+                .encode()
+                .map_err(|_| DeliveryError::Encode("rights table"))?;
+            match self.shared.set(key, &bytes, cas) {
+                Ok(()) => return Ok(indexes),
+                Err(SharedDataError::CasMismatch) => continue,
+                Err(source) => {
+                    return Err(DeliveryError::Write {
+                        key: key.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(DeliveryError::Contention(key.clone()))
     }
 
     /// Moves the delivery record to `version`: a full bundle raises the floor to it (entries it did not rewrite
@@ -158,4 +283,11 @@ impl<S: SharedData> SharedKeyMaterial<S> {
 /// force), a delta only when it revokes something.
 fn revoked_list_changes(dto: &BundleDto) -> bool {
     dto.since.is_none() || !dto.revoked_tokens.is_empty()
+}
+
+/// What one bundle changes in one bucket.
+#[derive(Default)]
+struct BucketChanges<'a> {
+    put: Vec<(KeyHash, u32, &'a ApiKeyDto)>,
+    delete: Vec<KeyHash>,
 }

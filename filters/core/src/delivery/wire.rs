@@ -68,6 +68,9 @@ pub struct ApiKeyDto {
     /// Expiry, seconds since the epoch; `None` never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// The key's service tier, forwarded upstream; `None` for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 /// One trusted issuer and its JSON Web Key Set.
