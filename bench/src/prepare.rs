@@ -279,7 +279,9 @@ pub(crate) fn prepare_api_keys(
     }
     std::fs::create_dir_all(out.join("keys"))
         .with_context(|| format!("cannot create {}", out.display()))?;
-    let set = generate_keys(keys, seed);
+    let mut set = generate_keys(keys, seed);
+    // In hash order, as the sidecar serves a full bundle; `last.txt` is then the key the filter stores last.
+    set.sort_by_cached_key(|key| hash_key(key));
     let unknown = generate_keys(pool, seed ^ 0x005E_ED0F_0DD0_BEEF);
     let known: std::collections::HashSet<&String> = set.iter().collect();
     if unknown.iter().any(|k| known.contains(k)) {

@@ -182,12 +182,10 @@ impl Context for AuthnRoot {
             return;
         };
         let status = host::call_response_status();
-        let body = match status {
-            Some(200) => host::call_response_body(body_size),
-            _ => None,
-        };
+        let body = (status == Some(200) && body_size > 0)
+            .then_some(host::CallResponseBody { size: body_size });
         let (outcome, fetch_again) =
-            fetcher.answered(&filter.material, status, body.as_deref(), host::now_ms());
+            fetcher.answered_from(&filter.material, status, body, host::now_ms());
         report(&filter, &outcome);
         if fetch_again {
             self.maybe_fetch();

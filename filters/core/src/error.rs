@@ -186,4 +186,8 @@ pub enum DeliveryError {
     /// closed once it is stale).
     #[error("the API key rights table in shared data `{0}` is damaged")]
     RightsTableDamaged(String),
+    /// The bundle body, read a second time to store its API keys, no longer parsed (the host stopped giving it,
+    /// or gave other bytes): what was stored so far is partly applied.
+    #[error("cannot read the bundle body again to store its API keys: {0}")]
+    Reread(String),
 }

@@ -7,6 +7,7 @@ mod bundle;
 mod config;
 mod external;
 mod resource_metadata;
+mod resync;
 mod scenarios;
 mod workers;
 

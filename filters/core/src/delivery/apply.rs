@@ -3,44 +3,73 @@
 //! Entries first, the issuers next, the delivery record last: a request sees a new version (and its floor and
 //! revoked list) only once everything it names is in place, and a version counts as held only once the record
 //! names it — an apply that failed half-way is applied again by the next bundle.
+//!
+//! The body stays with the host and is read twice in chunks ([`crate::delivery::stream`]): once to validate it
+//! and gather what is small (issuers, deletes, revocations, the distinct rights), once to store the API keys in
+//! batches ([`crate::delivery::apply_keys`]).
 
-use crate::delivery::bucket::{Bucket, BucketEntry, KeyHash};
 use crate::delivery::record::DeliveryRecord;
-use crate::delivery::rights::{Rights, RightsTable};
-use crate::delivery::shared_data::{SharedData, SharedDataError};
+use crate::delivery::rights::Rights;
+use crate::delivery::shared_data::SharedData;
 use crate::delivery::store::SharedKeyMaterial;
-use crate::delivery::wire::{ApiKeyChangesDto, ApiKeyDto, BundleDto, RevokedTokenDto};
+use crate::delivery::stream::{read_bundle, BodyReader, BodySource};
+use crate::delivery::wire::{ApiKeyChangesDto, BundleDto, RevokedTokenDto};
 use crate::error::{DeliveryError, KeyError};
 use crate::keyset::{KeySet, Skipped};
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::rc::Rc;
-
-/// Attempts at a compare-and-swap rewrite of one bucket or of the rights table (only the fetching root writes
-/// them, so a conflict is rare).
-const CAS_ATTEMPTS: usize = 8;
 
 /// Revocations are kept this long past their token's `exp`: longer than any filter's `leeway_secs` (at most 300).
 pub const REVOKED_KEEP_SECS: i64 = 600;
 
-/// A bundle response parsed and validated, ready to apply.
+/// A bundle response read through and validated, ready to apply. The API keys it puts are not held: they are
+/// read again from `body` when the bundle is applied.
 #[derive(Debug)]
-pub struct ReceivedBundle {
-    /// The wire form.
+pub struct ReceivedBundle<B> {
+    /// The wire form, with an empty `api_keys.put`.
     pub dto: BundleDto,
+    /// How many API keys the bundle puts.
+    pub puts: usize,
+    /// The distinct rights of the keys put.
+    pub(crate) rights: BTreeSet<Rights>,
     /// The validated signing keys.
     pub keys: KeySet,
     /// Keys left out of `keys`, and why (to log).
     pub skipped: Skipped,
+    pub(crate) body: B,
 }
 
-impl ReceivedBundle {
-    /// Parses and validates a response body. An error means the bundle is damaged and must not replace the last
-    /// good one.
-    pub fn parse(body: &[u8]) -> Result<Self, KeyError> {
-        let dto: BundleDto =
-            serde_json::from_slice(body).map_err(|e| KeyError::MalformedBundle(e.to_string()))?;
+impl<'b> ReceivedBundle<&'b [u8]> {
+    /// Parses and validates a response body held in memory (see [`ReceivedBundle::read`]).
+    pub fn parse(body: &'b [u8]) -> Result<Self, KeyError> {
+        Self::read(body)
+    }
+}
+
+impl<B: BodySource> ReceivedBundle<B> {
+    /// Reads a response body through and validates it. An error means the bundle is damaged and must not replace
+    /// the last good one.
+    pub fn read(body: B) -> Result<Self, KeyError> {
+        let mut puts = 0usize;
+        let mut rights = BTreeSet::new();
+        let dto = read_bundle(BodyReader::new(&body), &mut |key| {
+            puts = puts.saturating_add(1);
+            let granted = Rights::of(&key);
+            if !rights.contains(&granted) {
+                rights.insert(granted);
+            }
+            Ok(())
+        })
+        .map_err(|e| KeyError::MalformedBundle(e.to_string()))?;
         let (keys, skipped) = KeySet::from_bundle(&dto)?;
-        Ok(Self { dto, keys, skipped })
+        Ok(Self {
+            dto,
+            puts,
+            rights,
+            keys,
+            skipped,
+            body,
+        })
     }
 }
 
@@ -75,8 +104,14 @@ pub fn merge_revoked(
 
 impl<S: SharedData> SharedKeyMaterial<S> {
     /// Stores a validated bundle (full or delta) for every worker, at `now_ms`.
-    pub fn apply(&self, received: ReceivedBundle, now_ms: u64) -> Applied {
-        let ReceivedBundle { dto, keys, .. } = received;
+    pub fn apply<B: BodySource>(&self, received: ReceivedBundle<B>, now_ms: u64) -> Applied {
+        let ReceivedBundle {
+            dto,
+            rights,
+            keys,
+            body,
+            ..
+        } = received;
         let current = self.shared_version();
         let version = dto.version;
         if current.is_some_and(|held| held >= version) {
@@ -87,7 +122,7 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         }
         let full = dto.since.is_none();
         let revoked_changed = revoked_list_changes(&dto);
-        if let Err(e) = self.store(dto, now_ms) {
+        if let Err(e) = self.store(dto, &rights, &body, now_ms) {
             return Applied::Failed(e);
         }
         if let Err(e) = self.advance_record(version, full, revoked_changed, now_ms) {
@@ -97,10 +132,22 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         Applied::Stored
     }
 
-    /// Writes the API key entries, the revoked list and the issuers of `dto`.
-    fn store(&self, dto: BundleDto, now_ms: u64) -> Result<(), DeliveryError> {
+    /// Writes the API keys (read again from `body`), the revoked list and the issuers of `dto`.
+    fn store<B: BodySource>(
+        &self,
+        dto: BundleDto,
+        rights: &BTreeSet<Rights>,
+        body: &B,
+        now_ms: u64,
+    ) -> Result<(), DeliveryError> {
         let version = dto.version;
-        self.store_api_keys(&dto.api_keys, version, dto.since.is_none())?;
+        self.store_api_keys(
+            &dto.api_keys.delete,
+            rights,
+            body,
+            version,
+            dto.since.is_none(),
+        )?;
         if revoked_list_changes(&dto) {
             let held = if dto.since.is_none() {
                 Vec::new()
@@ -121,136 +168,6 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         };
         let bytes = serde_json::to_vec(&issuers).map_err(|_| DeliveryError::Encode("issuers"))?;
         self.write(&self.keys.bundle, &bytes)
-    }
-
-    /// Writes the API key changes of a bundle at `version` into their buckets. A full bundle rewrites each bucket
-    /// it has keys for from scratch (the buckets it does not touch die when the record's floor rises to `version`);
-    /// a delta edits the buckets of the keys it names. The rights of the keys put are interned first, so that no
-    /// bucket names an index the table does not have yet.
-    pub(crate) fn store_api_keys(
-        &self,
-        changes: &ApiKeyChangesDto,
-        version: u64,
-        full: bool,
-    ) -> Result<(), DeliveryError> {
-        let rights = self.intern_rights(&changes.put)?;
-        let mut buckets: BTreeMap<u16, BucketChanges<'_>> = BTreeMap::new();
-        for (key, rights) in changes.put.iter().zip(rights) {
-            // A hash that is not base64url SHA-256 is never the hash of a presented key, and ids or owners past
-            // 64 KiB do not fit an entry: neither can be looked up, so neither is stored.
-            let Some(hash) = KeyHash::parse(&key.hash) else {
-                continue;
-            };
-            if key.id.len() > usize::from(u16::MAX) || key.owner.len() > usize::from(u16::MAX) {
-                continue;
-            }
-            let changes = buckets.entry(hash.bucket()).or_default();
-            changes.put.push((hash, rights, key));
-        }
-        for hash in changes
-            .delete
-            .iter()
-            .filter_map(|hash| KeyHash::parse(hash))
-        {
-            buckets.entry(hash.bucket()).or_default().delete.push(hash);
-        }
-        let floor = self.record().0.map_or(0, |record| record.floor);
-        for (bucket, changes) in buckets {
-            self.rewrite_bucket(bucket, &changes, version, full, floor)?;
-        }
-        Ok(())
-    }
-
-    /// Applies `changes` to one bucket with compare-and-swap. A bucket already written by a newer version is left
-    /// alone (a root that lost the lease mid-apply must not undo its successor's work), and a dead one (below
-    /// `floor`) or one that does not decode counts as empty.
-    fn rewrite_bucket(
-        &self,
-        bucket: u16,
-        changes: &BucketChanges<'_>,
-        version: u64,
-        full: bool,
-        floor: u64,
-    ) -> Result<(), DeliveryError> {
-        let key = self.keys.bucket(bucket);
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self.shared.get(&key);
-            let cas = stored.as_ref().map(|value| value.cas);
-            let held = stored.and_then(|value| Bucket::decode(&value.bytes));
-            if held.as_ref().is_some_and(|held| held.generation > version) {
-                return Ok(());
-            }
-            let mut next = match held {
-                Some(held) if !full && held.generation >= floor => held,
-                _ => Bucket::default(),
-            };
-            let mut changed = full || !changes.put.is_empty();
-            for hash in &changes.delete {
-                changed |= next.remove(hash);
-            }
-            if !changed {
-                return Ok(());
-            }
-            for (hash, rights, dto) in &changes.put {
-                next.put(BucketEntry {
-                    hash: *hash,
-                    rights: *rights,
-                    expires_at: dto.expires_at,
-                    id: dto.id.clone(),
-                    owner: dto.owner.clone(),
-                });
-            }
-            next.generation = version;
-            let bytes = next
-                .encode()
-                .map_err(|_| DeliveryError::Encode("api key bucket"))?;
-            match self.shared.set(&key, &bytes, cas) {
-                Ok(()) => return Ok(()),
-                Err(SharedDataError::CasMismatch) => continue,
-                Err(source) => return Err(DeliveryError::Write { key, source }),
-            }
-        }
-        Err(DeliveryError::Contention(key))
-    }
-
-    /// The rights-table index of each key in `put`, appending the rights not in the table yet (with
-    /// compare-and-swap: an index handed out is never handed out again).
-    fn intern_rights(&self, put: &[ApiKeyDto]) -> Result<Vec<u32>, DeliveryError> {
-        if put.is_empty() {
-            return Ok(Vec::new());
-        }
-        let key = &self.keys.rights;
-        for _ in 0..CAS_ATTEMPTS {
-            let stored = self.shared.get(key);
-            let cas = stored.as_ref().map(|value| value.cas);
-            let mut table = match stored {
-                None => RightsTable::default(),
-                Some(value) => RightsTable::parse(&value.bytes)
-                    .ok_or_else(|| DeliveryError::RightsTableDamaged(key.clone()))?,
-            };
-            let indexes = put
-                .iter()
-                .map(|dto| table.intern(Rights::of(dto)))
-                .collect::<Result<Vec<u32>, _>>()
-                .map_err(|_| DeliveryError::Encode("rights table"))?;
-            if !table.grown() {
-                return Ok(indexes);
-            }
-            let bytes = table
-                .encode()
-                .map_err(|_| DeliveryError::Encode("rights table"))?;
-            match self.shared.set(key, &bytes, cas) {
-                Ok(()) => return Ok(indexes),
-                Err(SharedDataError::CasMismatch) => continue,
-                Err(source) => {
-                    return Err(DeliveryError::Write {
-                        key: key.clone(),
-                        source,
-                    })
-                }
-            }
-        }
-        Err(DeliveryError::Contention(key.clone()))
     }
 
     /// Moves the delivery record to `version`: a full bundle raises the floor to it (entries it did not rewrite
@@ -283,11 +200,4 @@ impl<S: SharedData> SharedKeyMaterial<S> {
 /// force), a delta only when it revokes something.
 fn revoked_list_changes(dto: &BundleDto) -> bool {
     dto.since.is_none() || !dto.revoked_tokens.is_empty()
-}
-
-/// What one bundle changes in one bucket.
-#[derive(Default)]
-struct BucketChanges<'a> {
-    put: Vec<(KeyHash, u32, &'a ApiKeyDto)>,
-    delete: Vec<KeyHash>,
 }

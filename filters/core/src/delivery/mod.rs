@@ -15,6 +15,7 @@
 //! any host (the proxy-wasm filter, a Node verifier) runs this unchanged, and it is tested natively.
 
 pub mod apply;
+pub mod apply_keys;
 pub mod bucket;
 pub mod fetch;
 pub mod lease;
@@ -22,6 +23,7 @@ pub mod record;
 pub mod rights;
 pub mod shared_data;
 pub mod store;
+pub mod stream;
 pub mod wire;
 
 pub use apply::{Applied, ReceivedBundle};
@@ -29,6 +31,7 @@ pub use fetch::{BundleFetcher, FetchOutcome, FetchRequest};
 pub use record::DeliveryRecord;
 pub use shared_data::{InMemorySharedData, SharedData, SharedDataError, SharedValue};
 pub use store::{MaterialSnapshot, SharedKeyMaterial};
+pub use stream::BodySource;
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// What a key may do, shared by every key granted the same.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Rights {
     /// Resource URIs (audiences) the key is valid for.
     #[serde(rename = "r", default)]
@@ -76,6 +76,11 @@ impl RightsTable {
         Ok(at)
     }
 
+    /// The index of `rights`, if the table has them.
+    pub fn index_of(&self, rights: &Rights) -> Option<u32> {
+        self.index.get(rights).copied()
+    }
+
     /// Whether [`RightsTable::intern`] appended anything since the table was read.
     pub fn grown(&self) -> bool {
         self.grown
@@ -113,6 +118,11 @@ mod tests {
             .unwrap();
         assert_eq!((read, write), (0, 1));
         assert_eq!(table.intern(rights("https://api", &["read"])), Ok(0));
+        assert_eq!(
+            table.index_of(&rights("https://api", &["read", "write"])),
+            Some(1)
+        );
+        assert_eq!(table.index_of(&rights("https://api", &[])), None);
         assert!(table.grown());
 
         // Read back, as another worker (or the next apply) would: same indexes, then growth at the end.

@@ -62,7 +62,11 @@ fn keys_sharing_a_bucket_are_found_and_revoked_apart() {
     assert_eq!(other.snapshot().api_key(&b).unwrap().scopes, ["write"]);
 
     // Revoking one rewrites the bucket without the other; the next request sees it.
-    apply(&fetcher, &bundle(2, Some(1), &[], &[a.clone()]), NOW_MS);
+    apply(
+        &fetcher,
+        &bundle(2, Some(1), &[], std::slice::from_ref(&a)),
+        NOW_MS,
+    );
     assert!(other.snapshot().api_key(&a).is_none());
     let kept = other.snapshot().api_key(&b).unwrap();
     assert_eq!(
@@ -86,7 +90,7 @@ fn a_revoked_key_in_a_full_bucket_is_refused_and_the_rest_of_the_bucket_kept() {
     assert!(other.snapshot().api_key(&revoked).is_some());
     apply(
         &fetcher,
-        &bundle(2, Some(1), &[], &[revoked.clone()]),
+        &bundle(2, Some(1), &[], std::slice::from_ref(&revoked)),
         NOW_MS,
     );
     let snapshot = other.snapshot();
@@ -266,7 +270,11 @@ fn a_bucket_rewrite_that_loses_a_compare_and_swap_reads_again_and_keeps_the_othe
     // A writer that never lets go: the apply reports it, and the record stays where it was.
     fetcher.shared.conflicts.set(1000);
     assert_eq!(
-        apply(&fetcher, &bundle(3, Some(2), &[], &[a.clone()]), NOW_MS),
+        apply(
+            &fetcher,
+            &bundle(3, Some(2), &[], std::slice::from_ref(&a)),
+            NOW_MS
+        ),
         Applied::Failed(DeliveryError::Contention(bucket_key(0x0aa)))
     );
     assert_eq!(fetcher.shared_version(), Some(2));
@@ -283,17 +291,90 @@ fn a_bucket_already_written_by_a_newer_version_is_left_alone() {
         &bundle(1, None, &[key_with(&a, "https://api", &[])], &[]),
         NOW_MS,
     );
-    apply(&successor, &bundle(3, Some(1), &[], &[a.clone()]), NOW_MS);
-    let received = ReceivedBundle::parse(&bundle(
-        2,
-        Some(1),
-        &[key_with(&a, "https://api", &[])],
-        &[],
-    ))
-    .unwrap();
-    // The late root's view of the record is older; it writes the bucket anyway (it cannot know), and must not
-    // bring the revoked key back.
-    late.store_api_keys(&received.dto.api_keys, 2, false)
+    apply(
+        &successor,
+        &bundle(3, Some(1), &[], std::slice::from_ref(&a)),
+        NOW_MS,
+    );
+    let body = bundle(2, Some(1), &[key_with(&a, "https://api", &[])], &[]);
+    let received = ReceivedBundle::parse(&body).unwrap();
+    // The late root checked the record before its successor moved it; it writes the bucket anyway (it cannot
+    // know), and must not bring the revoked key back.
+    late.store_api_keys(&[], &received.rights, &received.body, 2, false)
         .unwrap();
     assert!(successor.snapshot().api_key(&a).is_none());
+}
+
+/// Shared data that refuses every bucket write after the first `allowed`.
+struct FailingBuckets {
+    inner: InMemorySharedData,
+    allowed: Cell<usize>,
+}
+
+impl SharedData for FailingBuckets {
+    fn get(&self, key: &str) -> Option<SharedValue> {
+        self.inner.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        if key.starts_with(BUCKET_PREFIX) {
+            if self.allowed.get() == 0 {
+                return Err(SharedDataError::Refused);
+            }
+            self.allowed.set(self.allowed.get() - 1);
+        }
+        self.inner.set(key, value, cas)
+    }
+}
+
+#[test]
+fn a_full_resync_that_fails_half_way_exposes_no_version_and_kills_no_key() {
+    let failing = FailingBuckets {
+        inner: InMemorySharedData::new(),
+        allowed: Cell::new(usize::MAX),
+    };
+    let fetcher = SharedKeyMaterial::new(failing, "sidecar", "/v1/bundle");
+    let other = worker(&fetcher.shared.inner);
+    // v1: 64 keys in 64 buckets.
+    let old: Vec<String> = (0..64).map(|n| hash_in(n * 64, 1)).collect();
+    let put: Vec<Value> = old
+        .iter()
+        .map(|h| key_with(h, "https://api", &[]))
+        .collect();
+    apply(&fetcher, &bundle(1, None, &put, &[]), NOW_MS);
+    // v5 arrives as a full resync: the same keys but the first, plus 64 new ones. The host refuses bucket writes
+    // part of the way through.
+    let new: Vec<String> = (0..64).map(|n| hash_in(n * 64 + 1, 1)).collect();
+    let mut resync: Vec<Value> = old[1..]
+        .iter()
+        .chain(&new)
+        .map(|h| key_with(h, "https://api", &[]))
+        .collect();
+    resync.sort_by(|a, b| {
+        let bucket = |v: &Value| KeyHash::parse(v["hash"].as_str().unwrap()).unwrap();
+        bucket(a).cmp(&bucket(b))
+    });
+    fetcher.shared.allowed.set(40);
+    let body = bundle(5, None, &resync, &[]);
+    assert!(matches!(
+        apply(&fetcher, &body, NOW_MS),
+        Applied::Failed(DeliveryError::Write { .. })
+    ));
+    // No version is exposed: the record, its floor and the issuers stay at v1, so no bucket left unwritten is
+    // dead, and every key v5 keeps is still accepted wherever the resync stopped.
+    let record = other.record().0.unwrap();
+    assert_eq!((record.version, record.floor), (1, 1));
+    let snapshot = other.snapshot();
+    assert_eq!(snapshot.keys().map(|keys| keys.version()), Some(1));
+    assert!(old[1..].iter().all(|h| snapshot.api_key(h).is_some()));
+    // The next full bundle (asked for after a failure) completes it.
+    fetcher.shared.allowed.set(usize::MAX);
+    assert_eq!(apply(&fetcher, &body, NOW_MS), stored());
+    let snapshot = other.snapshot();
+    assert!(snapshot.api_key(&old[0]).is_none());
+    assert!(old[1..]
+        .iter()
+        .chain(&new)
+        .all(|h| snapshot.api_key(h).is_some()));
+    assert_eq!(other.record().0.unwrap().floor, 5);
 }
