@@ -24,7 +24,7 @@ mod issuer;
 mod key;
 mod user;
 
-pub use apikey::{parse_duration, run_apikey, ApiKeyCommand, CreateApiKeyArgs};
+pub use apikey::{parse_duration, parse_grace, run_apikey, ApiKeyCommand, CreateApiKeyArgs};
 pub use health::{run_health, HealthArgs, HealthError};
 pub use issuer::{run_issuer, AddIssuerArgs, IssuerCommand, IssuerCommandError};
 pub use key::{run_key, KeyCommand, KeyCommandError, RotateArgs};
