@@ -68,7 +68,8 @@ pub struct ApiKeyDto {
     /// Expiry, seconds since the epoch; `None` never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
-    /// The key's service tier, forwarded upstream; `None` for none.
+    /// The operator-set rate tier (such as `free` or `pro`), forwarded upstream as `x-keymesh-tier` so that
+    /// Envoy's own rate limiting can pick a limit per tier; `None` forwards no tier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
 }
