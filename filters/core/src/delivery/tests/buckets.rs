@@ -378,3 +378,31 @@ fn a_full_resync_that_fails_half_way_exposes_no_version_and_kills_no_key() {
         .all(|h| snapshot.api_key(h).is_some()));
     assert_eq!(other.record().0.unwrap().floor, 5);
 }
+
+#[test]
+fn a_regenerated_key_keeps_its_old_secret_as_a_second_entry_with_its_own_expiry() {
+    let shared = InMemorySharedData::new();
+    let (fetcher, other) = (worker(&shared), worker(&shared));
+    let (old, new) = (hash_in(0x500, 1), hash_in(0x777, 1));
+    let grace_end = now_secs() + 600;
+    let put = [
+        json!({"hash": old, "id": "ak_same", "owner": "bob", "resources": ["https://api"], "tier": "pro",
+               "expires_at": grace_end}),
+        json!({"hash": new, "id": "ak_same", "owner": "bob", "resources": ["https://api"], "tier": "pro"}),
+    ];
+    apply(&fetcher, &bundle(1, None, &put, &[]), NOW_MS);
+    assert_eq!(rights_len(&shared), 1, "both secrets share the rights");
+    let (old_entry, new_entry) = (
+        other.snapshot().api_key(&old).unwrap(),
+        other.snapshot().api_key(&new).unwrap(),
+    );
+    assert_eq!(
+        (old_entry.id.as_str(), old_entry.expires_at),
+        ("ak_same", Some(grace_end))
+    );
+    assert_eq!(
+        (new_entry.id.as_str(), new_entry.expires_at),
+        ("ak_same", None)
+    );
+    assert_eq!(new_entry.tier.as_deref(), Some("pro"));
+}
