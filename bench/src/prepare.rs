@@ -234,6 +234,7 @@ pub(crate) fn api_key_bundle_json(keys: &[String], version: u64) -> Result<Strin
                     resources: vec![BENCH_AUDIENCE.to_owned()],
                     scopes: vec![],
                     expires_at: None,
+                    tier: None,
                 })
                 .collect(),
             delete: vec![],
@@ -278,7 +279,9 @@ pub(crate) fn prepare_api_keys(
     }
     std::fs::create_dir_all(out.join("keys"))
         .with_context(|| format!("cannot create {}", out.display()))?;
-    let set = generate_keys(keys, seed);
+    let mut set = generate_keys(keys, seed);
+    // In hash order, as the sidecar serves a full bundle; `last.txt` is then the key the filter stores last.
+    set.sort_by_cached_key(|key| hash_key(key));
     let unknown = generate_keys(pool, seed ^ 0x005E_ED0F_0DD0_BEEF);
     let known: std::collections::HashSet<&String> = set.iter().collect();
     if unknown.iter().any(|k| known.contains(k)) {

@@ -89,7 +89,12 @@ async fn deltas_carry_exactly_the_changes_and_old_versions_get_the_full_bundle()
 
     // A regeneration: one version, the old hash deleted and the new entry put.
     let regenerated = store(p)
-        .regenerate(&mut redis.conn().await, &keys[1].id)
+        .regenerate(
+            &mut redis.conn().await,
+            &keys[1].id,
+            keymesh::api_keys::Grace::NONE,
+            NOW,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -192,6 +197,7 @@ fn record(id: &str, seed: u8) -> ApiKeyRecord {
         scopes: vec![],
         created_at: NOW,
         expires_at: None,
+        ..ApiKeyRecord::default()
     }
 }
 
@@ -309,6 +315,7 @@ async fn one_revocation_among_ten_thousand_keys_is_applied_without_a_reload() {
                 resources: vec![ORDERS.to_owned()],
                 scopes: vec!["read".to_owned()],
                 expires_in_secs: Some(86_400),
+                tier: None,
             };
             store("big:").create(&mut conn, new, NOW).await.unwrap()
         });

@@ -1,7 +1,7 @@
 //! The one place that calls proxy-wasm host functions. Every call returns a `Result` (or a neutral value), so a
 //! host error never becomes a panic in the data path.
 
-use keymesh_core::delivery::{SharedData, SharedDataError, SharedValue};
+use keymesh_core::delivery::{BodySource, SharedData, SharedDataError, SharedValue};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
@@ -67,6 +67,22 @@ pub(crate) fn dispatch_post_form(
     hostcalls::dispatch_http_call(cluster, headers, Some(body.as_bytes()), vec![], timeout)
 }
 
+pub(crate) fn dispatch_post_json(
+    cluster: &str,
+    authority: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<u32, Status> {
+    let headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", authority),
+        ("content-type", "application/json"),
+    ];
+    hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout)
+}
+
 /// `None` for a reset call: Envoy then has no response headers, and answers a single-header lookup
 /// `BadArgument` (on which the SDK panics), while listing the headers gives an empty list.
 pub(crate) fn call_response_status() -> Option<u16> {
@@ -77,10 +93,23 @@ pub(crate) fn call_response_status() -> Option<u16> {
         .and_then(|(_, value)| value.parse().ok())
 }
 
-pub(crate) fn call_response_body(size: usize) -> Option<Vec<u8>> {
-    hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size)
-        .ok()
-        .flatten()
+/// The body of the HTTP call being answered, left with Envoy and read in pieces (valid only during
+/// `on_http_call_response`): a bundle is never copied whole into the VM, whose memory never shrinks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallResponseBody {
+    pub(crate) size: usize,
+}
+
+impl BodySource for CallResponseBody {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn read(&self, start: usize, max: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, start, max)
+            .ok()
+            .flatten()
+    }
 }
 
 /// Envoy shared data (per `vm_id`, shared by all worker VMs) as core's [`SharedData`].

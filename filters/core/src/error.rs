@@ -177,4 +177,17 @@ pub enum DeliveryError {
     /// A value could not be encoded for storage.
     #[error("cannot encode `{0}` for shared data")]
     Encode(&'static str),
+    /// A value delivery keeps in shared data (an API key bucket, the rights table) kept changing under
+    /// compare-and-swap.
+    #[error("cannot update `{0}` in shared data (compare-and-swap kept failing)")]
+    Contention(String),
+    /// The rights table in shared data does not parse, so nothing can be added to it without changing what
+    /// stored keys mean: API keys are not updated until it is repaired (requests stay on what is stored, and fail
+    /// closed once it is stale).
+    #[error("the API key rights table in shared data `{0}` is damaged")]
+    RightsTableDamaged(String),
+    /// The bundle body, read a second time to store its API keys, no longer parsed (the host stopped giving it,
+    /// or gave other bytes): what was stored so far is partly applied.
+    #[error("cannot read the bundle body again to store its API keys: {0}")]
+    Reread(String),
 }

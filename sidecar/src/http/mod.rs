@@ -24,6 +24,8 @@ const TOKEN_BODY_LIMIT: usize = 16 * 1024;
 /// Admin requests carry one small JSON object.
 const ADMIN_BODY_LIMIT: usize = 16 * 1024;
 const REFETCH_BODY_LIMIT: usize = 1024;
+/// A usage report names at most a few thousand key ids (the filters' bound), about 40 bytes each.
+const USAGE_BODY_LIMIT: usize = 512 * 1024;
 
 /// The sidecar's HTTP API.
 pub fn app(state: AppState) -> Router {
@@ -72,6 +74,10 @@ pub fn app(state: AppState) -> Router {
             "/v1/issuers/refetch",
             post(keys::refetch::refetch).layer(DefaultBodyLimit::max(REFETCH_BODY_LIMIT)),
         )
+        .route(
+            "/v1/usage",
+            post(keys::usage::report).layer(DefaultBodyLimit::max(USAGE_BODY_LIMIT)),
+        )
         .route("/healthz", get(ops::health::healthz))
         .route("/livez", get(ops::health::livez))
         .route("/v1/status", get(ops::status::status))
@@ -85,7 +91,15 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/apikeys/{id}", delete(admin::api_keys::revoke))
         .route(
             "/v1/admin/apikeys/{id}/regenerate",
-            post(admin::api_keys::regenerate),
+            post(admin::api_keys::regenerate).layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/admin/apikeys/{id}/disable",
+            post(admin::api_keys::disable),
+        )
+        .route(
+            "/v1/admin/apikeys/{id}/enable",
+            post(admin::api_keys::enable),
         )
         .with_state(state)
 }

@@ -72,6 +72,15 @@ impl Vm {
         Ok(vm)
     }
 
+    /// The size of the filter's linear memory, in bytes: what the VM has ever grown to (wasm memory never
+    /// shrinks, so this is the high-water mark of its heap).
+    pub fn linear_memory_bytes(&self) -> usize {
+        self.state()
+            .guest
+            .memory
+            .map_or(0, |memory| memory.data_size(&self.store))
+    }
+
     pub(crate) fn state(&self) -> &HostState {
         self.store.data()
     }

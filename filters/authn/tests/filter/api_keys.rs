@@ -1,4 +1,4 @@
-//! API keys delivered as changes: per-key shared-data entries, deltas, full resyncs that retire keys deleted
+//! API keys delivered as changes: bucketed shared-data entries, deltas, full resyncs that retire keys deleted
 //! while out of the sidecar's window, the long poll, and revocation seen by every worker at once.
 
 use crate::{request, tick_and_answer, vm, SIDECAR};

@@ -6,7 +6,9 @@ mod api_keys;
 mod bundle;
 mod config;
 mod external;
+mod key_lifecycle;
 mod resource_metadata;
+mod resync;
 mod scenarios;
 mod workers;
 

@@ -3,37 +3,73 @@
 //! Entries first, the issuers next, the delivery record last: a request sees a new version (and its floor and
 //! revoked list) only once everything it names is in place, and a version counts as held only once the record
 //! names it — an apply that failed half-way is applied again by the next bundle.
+//!
+//! The body stays with the host and is read twice in chunks ([`crate::delivery::stream`]): once to validate it
+//! and gather what is small (issuers, deletes, revocations, the distinct rights), once to store the API keys in
+//! batches ([`crate::delivery::apply_keys`]).
 
-use crate::delivery::record::{ApiKeyEntry, DeliveryRecord};
+use crate::delivery::record::DeliveryRecord;
+use crate::delivery::rights::Rights;
 use crate::delivery::shared_data::SharedData;
 use crate::delivery::store::SharedKeyMaterial;
+use crate::delivery::stream::{read_bundle, BodyReader, BodySource};
 use crate::delivery::wire::{ApiKeyChangesDto, BundleDto, RevokedTokenDto};
 use crate::error::{DeliveryError, KeyError};
 use crate::keyset::{KeySet, Skipped};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 
 /// Revocations are kept this long past their token's `exp`: longer than any filter's `leeway_secs` (at most 300).
 pub const REVOKED_KEEP_SECS: i64 = 600;
 
-/// A bundle response parsed and validated, ready to apply.
+/// A bundle response read through and validated, ready to apply. The API keys it puts are not held: they are
+/// read again from `body` when the bundle is applied.
 #[derive(Debug)]
-pub struct ReceivedBundle {
-    /// The wire form.
+pub struct ReceivedBundle<B> {
+    /// The wire form, with an empty `api_keys.put`.
     pub dto: BundleDto,
+    /// How many API keys the bundle puts.
+    pub puts: usize,
+    /// The distinct rights of the keys put.
+    pub(crate) rights: BTreeSet<Rights>,
     /// The validated signing keys.
     pub keys: KeySet,
     /// Keys left out of `keys`, and why (to log).
     pub skipped: Skipped,
+    pub(crate) body: B,
 }
 
-impl ReceivedBundle {
-    /// Parses and validates a response body. An error means the bundle is damaged and must not replace the last
-    /// good one.
-    pub fn parse(body: &[u8]) -> Result<Self, KeyError> {
-        let dto: BundleDto =
-            serde_json::from_slice(body).map_err(|e| KeyError::MalformedBundle(e.to_string()))?;
+impl<'b> ReceivedBundle<&'b [u8]> {
+    /// Parses and validates a response body held in memory (see [`ReceivedBundle::read`]).
+    pub fn parse(body: &'b [u8]) -> Result<Self, KeyError> {
+        Self::read(body)
+    }
+}
+
+impl<B: BodySource> ReceivedBundle<B> {
+    /// Reads a response body through and validates it. An error means the bundle is damaged and must not replace
+    /// the last good one.
+    pub fn read(body: B) -> Result<Self, KeyError> {
+        let mut puts = 0usize;
+        let mut rights = BTreeSet::new();
+        let dto = read_bundle(BodyReader::new(&body), &mut |key| {
+            puts = puts.saturating_add(1);
+            let granted = Rights::of(&key);
+            if !rights.contains(&granted) {
+                rights.insert(granted);
+            }
+            Ok(())
+        })
+        .map_err(|e| KeyError::MalformedBundle(e.to_string()))?;
         let (keys, skipped) = KeySet::from_bundle(&dto)?;
-        Ok(Self { dto, keys, skipped })
+        Ok(Self {
+            dto,
+            puts,
+            rights,
+            keys,
+            skipped,
+            body,
+        })
     }
 }
 
@@ -68,8 +104,14 @@ pub fn merge_revoked(
 
 impl<S: SharedData> SharedKeyMaterial<S> {
     /// Stores a validated bundle (full or delta) for every worker, at `now_ms`.
-    pub fn apply(&self, received: ReceivedBundle, now_ms: u64) -> Applied {
-        let ReceivedBundle { dto, keys, .. } = received;
+    pub fn apply<B: BodySource>(&self, received: ReceivedBundle<B>, now_ms: u64) -> Applied {
+        let ReceivedBundle {
+            dto,
+            rights,
+            keys,
+            body,
+            ..
+        } = received;
         let current = self.shared_version();
         let version = dto.version;
         if current.is_some_and(|held| held >= version) {
@@ -80,7 +122,7 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         }
         let full = dto.since.is_none();
         let revoked_changed = revoked_list_changes(&dto);
-        if let Err(e) = self.store(dto, now_ms) {
+        if let Err(e) = self.store(dto, &rights, &body, now_ms) {
             return Applied::Failed(e);
         }
         if let Err(e) = self.advance_record(version, full, revoked_changed, now_ms) {
@@ -90,22 +132,22 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         Applied::Stored
     }
 
-    /// Writes the API key entries, the revoked list and the issuers of `dto`.
-    fn store(&self, dto: BundleDto, now_ms: u64) -> Result<(), DeliveryError> {
+    /// Writes the API keys (read again from `body`), the revoked list and the issuers of `dto`.
+    fn store<B: BodySource>(
+        &self,
+        dto: BundleDto,
+        rights: &BTreeSet<Rights>,
+        body: &B,
+        now_ms: u64,
+    ) -> Result<(), DeliveryError> {
         let version = dto.version;
-        let ApiKeyChangesDto { put, delete } = &dto.api_keys;
-        for hash in delete {
-            self.write(&self.keys.api_key(hash), b"")?;
-        }
-        for key in put {
-            let entry = ApiKeyEntry {
-                generation: version,
-                key: key.clone(),
-            };
-            let bytes =
-                serde_json::to_vec(&entry).map_err(|_| DeliveryError::Encode("api key entry"))?;
-            self.write(&self.keys.api_key(&key.hash), &bytes)?;
-        }
+        self.store_api_keys(
+            &dto.api_keys.delete,
+            rights,
+            body,
+            version,
+            dto.since.is_none(),
+        )?;
         if revoked_list_changes(&dto) {
             let held = if dto.since.is_none() {
                 Vec::new()

@@ -5,6 +5,7 @@ use crate::config::SidecarConfig;
 use crate::delivery::apply::{Applied, ReceivedBundle};
 use crate::delivery::shared_data::SharedData;
 use crate::delivery::store::SharedKeyMaterial;
+use crate::delivery::stream::BodySource;
 use crate::delivery::wire::etag;
 use crate::error::{DeliveryError, KeyError};
 use crate::keyset::Skipped;
@@ -174,6 +175,19 @@ impl BundleFetcher {
         body: Option<&[u8]>,
         now_ms: u64,
     ) -> (FetchOutcome, bool) {
+        self.answered_from(material, status, body, now_ms)
+    }
+
+    /// [`BundleFetcher::answered`] with the body left with the host, read in chunks: the fetching worker's memory
+    /// does not grow with the bundle.
+    pub fn answered_from<S: SharedData, B: BodySource>(
+        &mut self,
+        material: &SharedKeyMaterial<S>,
+        status: Option<u16>,
+        body: Option<B>,
+        now_ms: u64,
+    ) -> (FetchOutcome, bool) {
+        let body_handled = matches!(status, Some(200)) && body.is_some();
         let outcome = match (status, body) {
             (Some(200), Some(body)) => self.accept(material, body, now_ms),
             (Some(200), None) => FetchOutcome::NoBody,
@@ -190,26 +204,25 @@ impl BundleFetcher {
             // A lost freshness update only makes the material look older than it is; the next answer retries.
             let _ = material.mark_fresh(now_ms);
         }
-        let body_handled = matches!(status, Some(200)) && body.is_some();
         let again =
             body_handled && (matches!(outcome, FetchOutcome::Stored { .. }) || self.need_full);
         (outcome, again)
     }
 
-    fn accept<S: SharedData>(
+    fn accept<S: SharedData, B: BodySource>(
         &mut self,
         material: &SharedKeyMaterial<S>,
-        body: &[u8],
+        body: B,
         now_ms: u64,
     ) -> FetchOutcome {
-        let received = match ReceivedBundle::parse(body) {
+        let received = match ReceivedBundle::read(body) {
             Ok(received) => received,
             // Keep the last good bundle: a broken response must not take keys away.
             Err(e) => return FetchOutcome::Rejected(e),
         };
         let version = received.dto.version;
         let delta = received.dto.since.is_some();
-        let puts = received.dto.api_keys.put.len();
+        let puts = received.puts;
         let deletes = received.dto.api_keys.delete.len();
         let skipped = received.skipped.clone();
         match material.apply(received, now_ms) {

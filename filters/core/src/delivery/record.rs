@@ -1,8 +1,5 @@
 //! The small records delivery keeps in shared data, and their byte formats.
 
-use crate::delivery::wire::ApiKeyDto;
-use serde::{Deserialize, Serialize};
-
 /// What every request needs to know about the key material, kept under `…/state` as one value so that a request
 /// costs one shared-data read before its own lookups. Written last by an apply, so a request sees a version (and
 /// its floor and revoked list) only once everything it names is in place.
@@ -44,29 +41,6 @@ impl DeliveryRecord {
     /// Milliseconds since the sidecar last answered, by `record`; 0 before any bundle (no keys to be stale).
     pub fn age_ms(record: Option<Self>, now_ms: u64) -> u64 {
         record.map_or(0, |record| now_ms.saturating_sub(record.fresh_at_ms))
-    }
-}
-
-/// An API key entry as stored under `…/ak/<hash>`: the wire entry plus the generation (bundle version) that wrote
-/// it. A deleted key is overwritten with an empty value (shared data cannot remove).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ApiKeyEntry {
-    /// The generation that wrote this entry.
-    #[serde(rename = "g")]
-    pub(crate) generation: u64,
-    #[serde(flatten)]
-    pub(crate) key: ApiKeyDto,
-}
-
-impl ApiKeyEntry {
-    /// The key stored in `bytes` under `hash`, if it is alive: not deleted, written at or above `floor`, and
-    /// really the entry for `hash`.
-    pub(crate) fn live(bytes: &[u8], hash: &str, floor: u64) -> Option<ApiKeyDto> {
-        if bytes.is_empty() {
-            return None;
-        }
-        let entry: Self = serde_json::from_slice(bytes).ok()?;
-        (entry.generation >= floor && entry.key.hash == hash).then_some(entry.key)
     }
 }
 
@@ -131,28 +105,6 @@ mod tests {
         assert_eq!(DeliveryRecord::age_ms(None, 99_000), 0);
         assert_eq!(DeliveryRecord::age_ms(Some(record), 12_500), 2_500);
         assert_eq!(DeliveryRecord::age_ms(Some(record), 9_000), 0);
-    }
-
-    #[test]
-    fn api_key_entries_below_the_floor_or_under_another_hash_are_dead() {
-        let key = ApiKeyDto {
-            hash: "h1".into(),
-            id: "ak_1".into(),
-            owner: "alice".into(),
-            resources: vec![],
-            scopes: vec![],
-            expires_at: None,
-        };
-        let bytes = serde_json::to_vec(&ApiKeyEntry {
-            generation: 5,
-            key: key.clone(),
-        })
-        .unwrap();
-        assert_eq!(ApiKeyEntry::live(&bytes, "h1", 5), Some(key));
-        assert_eq!(ApiKeyEntry::live(&bytes, "h1", 6), None);
-        assert_eq!(ApiKeyEntry::live(&bytes, "h2", 0), None);
-        assert_eq!(ApiKeyEntry::live(b"", "h1", 0), None);
-        assert_eq!(ApiKeyEntry::live(b"{", "h1", 0), None);
     }
 
     #[test]

@@ -3,15 +3,20 @@
 //! Shared data is shared by all workers of one host, so everything is stored once:
 //! - the issuers part of the bundle (small) under `…/bundle`; a worker re-reads and parses it only when the
 //!   version in the record moves past the keys it holds;
-//! - every API key as its own entry `…/ak/<hash>` ([`ApiKeyEntry`]), so a lookup is one small read whatever the
-//!   number of keys, and a revocation rewrites one entry instead of the whole set;
+//! - the API keys in [`BUCKETS`](crate::delivery::bucket::BUCKETS) buckets `…/ak/<bucket>` ([`crate::delivery::bucket`]), packed binary arrays
+//!   chosen by the first bits of the key's hash, so a lookup is one read of a small value whatever the number of
+//!   keys, and a revocation rewrites one bucket instead of the whole set;
+//! - the rights keys grant, interned in an append-only table under `…/rights` ([`crate::delivery::rights`]); each
+//!   worker keeps a parsed copy and re-reads it only when an entry names an index past its end;
 //! - the revoked access tokens not yet expired, as one list under `…/revoked`; each worker keeps a parsed copy and
 //!   re-reads it only when the list changes;
 //! - `…/state`: the [`DeliveryRecord`] (version, floor, freshness, revoked-list generation) in one value. It is
 //!   the commit point: a version counts as held only once the record names it, so an apply that failed half-way
 //!   is simply applied again.
 
-use crate::delivery::record::{ApiKeyEntry, DeliveryRecord};
+use crate::delivery::bucket::{BucketView, KeyHash};
+use crate::delivery::record::DeliveryRecord;
+use crate::delivery::rights::{parse_list, Rights};
 use crate::delivery::shared_data::SharedData;
 use crate::delivery::wire::{ApiKeyDto, RevokedTokenDto};
 use crate::error::{DeliveryError, KeyError};
@@ -37,7 +42,9 @@ pub(crate) struct SharedKeys {
     pub(crate) refetch_at: String,
     /// The counter handing out fetch-lease owner ids.
     pub(crate) root_sequence: String,
-    entry_prefix: String,
+    /// The interned rights table.
+    pub(crate) rights: String,
+    bucket_prefix: String,
 }
 
 impl SharedKeys {
@@ -50,12 +57,14 @@ impl SharedKeys {
             lease: format!("{base}/lease"),
             refetch_at: format!("{base}/refetch_at"),
             root_sequence: format!("{base}/roots"),
-            entry_prefix: format!("{base}/ak/"),
+            rights: format!("{base}/rights"),
+            bucket_prefix: format!("{base}/ak/"),
         }
     }
 
-    pub(crate) fn api_key(&self, hash: &str) -> String {
-        format!("{}{hash}", self.entry_prefix)
+    /// The shared-data key of an API key bucket: three hex digits.
+    pub(crate) fn bucket(&self, bucket: u16) -> String {
+        format!("{}{bucket:03x}", self.bucket_prefix)
     }
 }
 
@@ -69,6 +78,8 @@ pub struct SharedKeyMaterial<S> {
     parsed_keys: RefCell<Option<Rc<KeySet>>>,
     /// This worker's copy of the revoked list, with the generation it was read at.
     revoked_copy: RefCell<Option<(u64, Rc<HashSet<String>>)>>,
+    /// This worker's copy of the rights table (append-only, so a longer copy is always a newer one).
+    rights_copy: RefCell<Rc<Vec<Rights>>>,
 }
 
 /// The key material as one request sees it: the delivery record read once, the worker's keys for that version.
@@ -112,14 +123,30 @@ impl<S: SharedData> MaterialSnapshot<'_, S> {
 }
 
 impl<S: SharedData> Directory for MaterialSnapshot<'_, S> {
-    /// The live API key entry with this hash, if any: not deleted, and written at or above the floor.
+    /// The live API key with this hash, if any: in its bucket, and the bucket written at or above the floor.
+    /// Anything that does not decode (the hash, the bucket, the entry, its rights) is an unknown key.
     fn api_key(&self, hash: &str) -> Option<ApiKeyDto> {
-        let entry = self
+        let key_hash = KeyHash::parse(hash)?;
+        let stored = self
             .material
             .shared
-            .get(&self.material.keys.api_key(hash))?;
+            .get(&self.material.keys.bucket(key_hash.bucket()))?;
+        let bucket = BucketView::new(&stored.bytes)?;
         let floor = self.record.map_or(0, |record| record.floor);
-        ApiKeyEntry::live(&entry.bytes, hash, floor)
+        if bucket.generation < floor {
+            return None;
+        }
+        let entry = bucket.find(&key_hash)?;
+        let rights = self.material.rights(entry.rights)?;
+        Some(ApiKeyDto {
+            hash: hash.to_owned(),
+            id: entry.id,
+            owner: entry.owner,
+            resources: rights.resources,
+            scopes: rights.scopes,
+            expires_at: entry.expires_at,
+            tier: rights.tier,
+        })
     }
 
     fn is_revoked(&self, jti: &str) -> bool {
@@ -136,7 +163,21 @@ impl<S: SharedData> SharedKeyMaterial<S> {
             keys: SharedKeys::new(cluster, path),
             parsed_keys: RefCell::new(None),
             revoked_copy: RefCell::new(None),
+            rights_copy: RefCell::default(),
         }
+    }
+
+    /// The rights at `index` in the table, re-reading this worker's copy if it is too short; `None` if the table
+    /// has no such entry (or does not parse).
+    fn rights(&self, index: u32) -> Option<Rights> {
+        let index = usize::try_from(index).ok()?;
+        if let Some(rights) = self.rights_copy.borrow().get(index) {
+            return Some(rights.clone());
+        }
+        let list = parse_list(&self.shared.get(&self.keys.rights)?.bytes)?;
+        let rights = list.get(index).cloned();
+        *self.rights_copy.borrow_mut() = Rc::new(list);
+        rights
     }
 
     /// The bundle version in shared data (the record's), if any bundle has been stored.

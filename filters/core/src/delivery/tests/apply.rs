@@ -80,9 +80,19 @@ fn a_resync_raises_the_floor_over_keys_deleted_out_of_the_window() {
     // Version 5 comes as a full bundle (this host missed the deltas): `gone` was deleted meanwhile, its entry is
     // still in shared data (nothing can remove it), written by generation 1.
     assert_eq!(apply(&fetcher, &full(5, &["kept"], &[]), NOW_MS), stored());
-    assert!(shared
-        .get("keymesh.authn.v1/sidecar/v1/bundle/ak/gone")
-        .is_some_and(|entry| !entry.bytes.is_empty()));
+    let gone = bucket::KeyHash::parse(&hash_of("gone")).unwrap();
+    let kept = bucket::KeyHash::parse(&hash_of("kept")).unwrap();
+    assert_ne!(gone.bucket(), kept.bucket());
+    let stale = shared
+        .get(&format!(
+            "keymesh.authn.v1/sidecar/v1/bundle/ak/{:03x}",
+            gone.bucket()
+        ))
+        .unwrap();
+    assert!(bucket::BucketView::new(&stale.bytes)
+        .unwrap()
+        .find(&gone)
+        .is_some());
     assert!(!has_key(&fetcher, "gone"), "below the floor");
     assert!(has_key(&fetcher, "kept"));
     // A key put back later by a delta is alive again: its entry is rewritten above the floor.

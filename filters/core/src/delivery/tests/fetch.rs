@@ -200,7 +200,7 @@ fn an_apply_that_failed_half_way_is_applied_again_without_a_fetch_loop() {
         snapshot.is_revoked("r1"),
         "the revoked list's generation moved"
     );
-    assert!(snapshot.api_key("k1").is_none());
+    assert!(snapshot.api_key(&hash_of("k1")).is_none());
 }
 
 #[test]

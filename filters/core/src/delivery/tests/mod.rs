@@ -20,8 +20,13 @@ fn worker(shared: &InMemorySharedData) -> Worker {
     SharedKeyMaterial::new(shared.clone(), "sidecar", "/v1/bundle")
 }
 
-fn api_key(hash: &str) -> Value {
-    json!({"hash": hash, "id": format!("ak_{hash}"), "owner": "alice", "scopes": ["orders:read"]})
+/// The wire hash of the test key named `label` (the tests name keys; buckets hold real SHA-256 hashes).
+fn hash_of(label: &str) -> String {
+    crate::apikey::hash_key(label)
+}
+
+fn api_key(label: &str) -> Value {
+    json!({"hash": hash_of(label), "id": format!("ak_{label}"), "owner": "alice", "scopes": ["orders:read"]})
 }
 
 fn revoked(jti: &str, exp_secs: i64) -> Value {
@@ -33,7 +38,7 @@ fn now_secs() -> i64 {
 }
 
 fn full(version: u64, keys: &[&str], revoked_tokens: &[Value]) -> Vec<u8> {
-    let keys: Vec<Value> = keys.iter().map(|hash| api_key(hash)).collect();
+    let keys: Vec<Value> = keys.iter().map(|label| api_key(label)).collect();
     serde_json::to_vec(&json!({
         "version": version,
         "issuers": [],
@@ -50,7 +55,8 @@ fn delta(
     delete: &[&str],
     revoked_tokens: &[Value],
 ) -> Vec<u8> {
-    let put: Vec<Value> = put.iter().map(|hash| api_key(hash)).collect();
+    let put: Vec<Value> = put.iter().map(|label| api_key(label)).collect();
+    let delete: Vec<String> = delete.iter().map(|label| hash_of(label)).collect();
     serde_json::to_vec(&json!({
         "version": version,
         "since": since,
@@ -69,8 +75,8 @@ fn stored() -> Applied {
     Applied::Stored
 }
 
-fn has_key<S: SharedData>(worker: &SharedKeyMaterial<S>, hash: &str) -> bool {
-    worker.snapshot().api_key(hash).is_some()
+fn has_key<S: SharedData>(worker: &SharedKeyMaterial<S>, label: &str) -> bool {
+    worker.snapshot().api_key(&hash_of(label)).is_some()
 }
 
 fn sidecar() -> SidecarConfig {
@@ -83,6 +89,8 @@ fn sidecar() -> SidecarConfig {
         long_poll_secs: 25,
         max_age_secs: 600,
         refetch_path: "/v1/issuers/refetch".into(),
+        usage_path: "/v1/usage".into(),
+        usage_report_ms: 10_000,
     }
 }
 
@@ -109,4 +117,5 @@ impl SharedData for ContendedRecord {
 }
 
 mod apply;
+mod buckets;
 mod fetch;
