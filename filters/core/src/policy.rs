@@ -171,6 +171,7 @@ fn authorize_token(
     Verdict::Allow(Identity {
         subject: claims.subject.clone(),
         client_id: claims.client_id.clone(),
+        actor: claims.actor().map(str::to_owned),
         scopes: claims.scopes.clone(),
         issuer: Some(claims.issuer.clone()),
         credential: "jwt",
@@ -216,6 +217,7 @@ fn authorize_api_key(
     Verdict::Allow(Identity {
         subject: entry.owner,
         client_id: Some(entry.id),
+        actor: None,
         scopes: entry.scopes,
         issuer: None,
         credential: "api_key",
@@ -287,6 +289,9 @@ fn verify_signed_claims(
     }
     if claims.client_id.as_deref().is_some_and(|c| !header_safe(c)) {
         return Err(CredentialError::UnforwardableClaim("client_id"));
+    }
+    if claims.actor().is_some_and(|a| !header_safe(a)) {
+        return Err(CredentialError::UnforwardableClaim("act"));
     }
     if !claims
         .scopes

@@ -6,8 +6,9 @@ use crate::error::CredentialError;
 
 /// Request headers keymesh sets upstream. Any copy sent by the client is removed first, so an upstream can trust
 /// them.
-pub const IDENTITY_HEADERS: [&str; 5] = [
+pub const IDENTITY_HEADERS: [&str; 6] = [
     "x-keymesh-subject",
+    "x-keymesh-actor",
     "x-keymesh-client-id",
     "x-keymesh-scope",
     "x-keymesh-issuer",
@@ -21,6 +22,8 @@ pub struct Identity {
     pub subject: String,
     /// `client_id`, when the token has one.
     pub client_id: Option<String>,
+    /// `act.sub` of a token issued by token exchange: the party calling on the subject's behalf.
+    pub actor: Option<String>,
     /// Granted scopes.
     pub scopes: Vec<String>,
     /// `iss` of a token; `None` for an API key.
@@ -42,6 +45,9 @@ impl Identity {
         }
         if let Some(client_id) = &self.client_id {
             headers.push(("x-keymesh-client-id", client_id.clone()));
+        }
+        if let Some(actor) = &self.actor {
+            headers.push(("x-keymesh-actor", actor.clone()));
         }
         headers
     }

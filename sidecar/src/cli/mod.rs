@@ -111,6 +111,10 @@ pub struct CreateArgs {
     /// confidential clients.
     #[arg(long = "grant-type", value_name = "GRANT", num_args = 1.., value_parser = clap::value_parser!(GrantType))]
     pub grant_types: Vec<GrantType>,
+    /// A resource (absolute URI) the client may get tokens for by RFC 8693 token exchange, on behalf of the user
+    /// of a token it received; repeatable. Allows the token exchange grant. Off by default.
+    #[arg(long = "exchange-resource", value_name = "URI", num_args = 1..)]
+    pub exchange_resources: Vec<String>,
     /// Replace an existing client with the same id.
     #[arg(long)]
     pub force: bool,
@@ -172,6 +176,8 @@ struct ListedClient<'a> {
     scopes: &'a [String],
     redirect_uris: &'a [String],
     grant_types: &'a [GrantType],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    exchange_resources: &'a [String],
     created_at: u64,
 }
 
@@ -195,6 +201,7 @@ pub async fn run_client(
                 scopes: args.scopes,
                 redirect_uris: args.redirect_uris,
                 grant_types: args.grant_types,
+                exchange_resources: args.exchange_resources,
                 force: args.force,
             };
             let registered = store.register(&mut conn, new, clock.now_secs()).await?;
@@ -213,6 +220,13 @@ pub async fn run_client(
                 writeln!(out, "scopes:        {}", registered.scopes.join(" "))?;
                 writeln!(out, "redirect_uris: {}", registered.redirect_uris.join(" "))?;
                 writeln!(out, "grant_types:   {}", grants.join(" "))?;
+                if !registered.exchange_resources.is_empty() {
+                    writeln!(
+                        out,
+                        "exchange:      {}",
+                        registered.exchange_resources.join(" ")
+                    )?;
+                }
                 if !registered.public {
                     writeln!(
                         out,
@@ -233,6 +247,7 @@ pub async fn run_client(
                     scopes: &c.scopes,
                     redirect_uris: &c.redirect_uris,
                     grant_types: &c.grant_types,
+                    exchange_resources: &c.exchange_resources,
                     created_at: c.created_at,
                 })
                 .collect();

@@ -152,6 +152,11 @@ impl KeyNames {
         format!("{}grant:{grant_id}:tokens", self.prefix)
     }
 
+    /// String naming the root of an exchanged token's chain: the `jti` of the first subject token.
+    pub fn exchange_root(&self, jti: &str) -> String {
+        format!("{}exchanged:{jti}", self.prefix)
+    }
+
     /// Key of one refresh token (by the SHA-256 of the token): the grant it belongs to.
     pub fn refresh_token(&self, digest: &str) -> String {
         format!("{}refresh:{digest}", self.prefix)
