@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# keymesh benchmark: keymesh authn vs Envoy's native jwt_authn (with and without jwt_cache_config) and no filter,
+# keymesh benchmark: keymesh authn vs Envoy's native jwt_authn (with and without jwt_cache_config), no filter and
+# two do-nothing wasm modules (the floor: empty_min, empty_sdk),
 # on the same Envoy binary, the same upstream and the same tokens, measured with wrk, in one interleaved run.
 #   scripts/bench.sh                 full run (about 11 min): 20000-token pools, 5 s cells after 1 s warm-up, 3 reps
 #   scripts/bench.sh --quick         smoke run (about 2 min): 2000-token pools, 1 s cells, no per-cell warm-up, 2 reps
@@ -87,8 +88,8 @@ if [ "$token_endpoint" = 1 ]; then
   exit 0
 fi
 
-log "building the filter (wasm32-wasip1, release) and keymesh-bench (release)"
-cargo build -q --release --target wasm32-wasip1 -p keymesh-authn
+log "building the filter and the floor modules (wasm32-wasip1, release) and keymesh-bench (release)"
+cargo build -q --release --target wasm32-wasip1 -p keymesh-authn -p keymesh-bench-empty-sdk -p keymesh-bench-empty-min
 cargo build -q --release -p keymesh-bench
 
 if [ "$api_keys" = 1 ]; then

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what is missing, builds, and runs every test
 # (core units + Wycheproof, sidecar against real Redis, the compiled filter in the wasmtime host, and the
-# end-to-end tests against real Envoy, Redis and the sidecar).
+# end-to-end tests against real Envoy, Redis and the sidecar, and the Node.js package under `node --test`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export KEYMESH_ENVOY="$PWD/.venv/bin/envoy"
 cargo build --release --target wasm32-wasip1 -p keymesh-authn -p keymesh-egress
+scripts/build-node.sh
+(cd filters/node && node --test test/*.test.mjs)
 cargo test --workspace --no-fail-fast "$@"

@@ -36,9 +36,17 @@ pub(crate) struct ProxyInputs<'a> {
     pub(crate) jwks: &'a str,
     /// The keymesh module.
     pub(crate) wasm: &'a Path,
+    /// The floor modules (`empty_sdk`, `empty_min`).
+    pub(crate) empty_sdk: &'a Path,
+    pub(crate) empty_min: &'a Path,
     /// `jwt_cache_config.jwt_cache_size` of the caching variant.
     pub(crate) jwt_cache_size: u32,
     pub(crate) upstream: UpstreamPorts,
+}
+
+/// Where the floor module `name` (`empty_sdk`, `empty_min`) is built: next to the keymesh module.
+pub(crate) fn floor_module(keymesh_wasm: &Path, name: &str) -> std::path::PathBuf {
+    keymesh_wasm.with_file_name(format!("{name}.wasm"))
 }
 
 pub(crate) const HCM: &str =
@@ -86,14 +94,20 @@ pub(crate) fn router() -> Value {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
 }
 
-/// Envoy's native `jwt_authn`: one provider for the bench issuer with the JWKS inline, token forwarded (so the
-/// request upstream is the same as keymesh's with `forward_token`), required on every path.
+/// Envoy's native `jwt_authn`: one provider for the bench issuer with the JWKS inline, required on every path,
+/// doing the work keymesh does: the token forwarded (keymesh's `forward_token`) and the identity written upstream
+/// (`claim_to_headers` for `sub`, `client_id` and `scope`, under keymesh's header names).
 fn jwt_authn(jwks: &str, cache_size: Option<u32>) -> Value {
     let mut provider = json!({
         "issuer": ISSUER,
         "audiences": [BENCH_AUDIENCE],
         "forward": true,
         "local_jwks": {"inline_string": jwks},
+        "claim_to_headers": [
+            {"header_name": "x-keymesh-subject", "claim_name": "sub"},
+            {"header_name": "x-keymesh-client-id", "claim_name": "client_id"},
+            {"header_name": "x-keymesh-scope", "claim_name": "scope"},
+        ],
     });
     if let (Some(size), Some(map)) = (cache_size, provider.as_object_mut()) {
         map.insert("jwt_cache_config".into(), json!({"jwt_cache_size": size}));
@@ -135,6 +149,21 @@ fn keymesh_filter(wasm: &Path, config: String) -> Value {
     }})
 }
 
+/// A do-nothing floor module on V8, in its own VM, with no configuration.
+fn floor_filter(name: &str, wasm: &Path) -> Value {
+    json!({"name": format!("bench.{name}"), "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {
+            "name": name,
+            "vm_config": {
+                "vm_id": name,
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": wasm.display().to_string()}},
+            },
+        },
+    }})
+}
+
 /// The HTTP filters of `variant`, router last.
 pub(crate) fn http_filters(variant: Variant, inputs: &ProxyInputs<'_>) -> Vec<Value> {
     let mut filters = match variant {
@@ -142,6 +171,8 @@ pub(crate) fn http_filters(variant: Variant, inputs: &ProxyInputs<'_>) -> Vec<Va
         Variant::JwtAuthn => vec![jwt_authn(inputs.jwks, None)],
         Variant::JwtAuthnCache => vec![jwt_authn(inputs.jwks, Some(inputs.jwt_cache_size))],
         Variant::Keymesh => vec![keymesh_filter(inputs.wasm, keymesh_filter_config(true))],
+        Variant::EmptySdk => vec![floor_filter("empty_sdk", inputs.empty_sdk)],
+        Variant::EmptyMin => vec![floor_filter("empty_min", inputs.empty_min)],
     };
     filters.push(router());
     filters
@@ -217,12 +248,14 @@ pub(crate) fn keymesh_api_key_filter_config(bundle_path: &str) -> String {
     .to_string()
 }
 
-/// Envoy's native `api_key_auth` with `credentials` inline, the key read from `x-api-key`.
+/// Envoy's native `api_key_auth` with `credentials` inline, the key read from `x-api-key`, and the client id
+/// forwarded upstream (`forwarding`, under keymesh's header name), as keymesh forwards the identity.
 pub(crate) fn api_key_auth_filter(credentials: Value) -> Value {
     json!({"name": "envoy.filters.http.api_key_auth", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
         "credentials": credentials,
         "key_sources": [{"header": API_KEY_HEADER}],
+        "forwarding": {"header": "x-keymesh-client-id"},
     }})
 }
 
@@ -236,6 +269,7 @@ pub(crate) fn key_proxy_bootstrap(
 ) -> Value {
     let mut filters = match variant {
         KeyVariant::None => vec![],
+        KeyVariant::EmptyMin => vec![floor_filter("empty_min", &floor_module(wasm, "empty_min"))],
         KeyVariant::ApiKeyAuth => vec![api_key_auth_filter(credentials.clone())],
         KeyVariant::Keymesh => vec![keymesh_filter(
             wasm,
@@ -308,6 +342,8 @@ mod tests {
         ProxyInputs {
             jwks: r#"{"keys":[]}"#,
             wasm: Path::new("/x/keymesh_authn.wasm"),
+            empty_sdk: Path::new("/x/empty_sdk.wasm"),
+            empty_min: Path::new("/x/empty_min.wasm"),
             jwt_cache_size: 100,
             upstream: UpstreamPorts {
                 app: 2001,
@@ -348,6 +384,8 @@ mod tests {
             (Variant::JwtAuthn, "envoy.filters.http.jwt_authn"),
             (Variant::JwtAuthnCache, "envoy.filters.http.jwt_authn"),
             (Variant::Keymesh, "keymesh.authn"),
+            (Variant::EmptySdk, "bench.empty_sdk"),
+            (Variant::EmptyMin, "bench.empty_min"),
         ] {
             assert_eq!(
                 filter_names(&render(variant)),
@@ -366,6 +404,13 @@ mod tests {
             assert_eq!(provider["audiences"][0], BENCH_AUDIENCE);
             assert_eq!(provider["forward"], true);
             assert_eq!(provider["local_jwks"]["inline_string"], r#"{"keys":[]}"#);
+            let claims: Vec<&str> = provider["claim_to_headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["claim_name"].as_str().unwrap())
+                .collect();
+            assert_eq!(claims, ["sub", "client_id", "scope"]);
             assert_eq!(config["rules"][0]["requires"]["provider_name"], "bench");
             assert_eq!(text.contains("jwt_cache_config"), cached, "{variant}");
             if cached {
@@ -448,6 +493,7 @@ mod tests {
         assert_eq!(config["credentials"][1]["key"], keys[1].as_str());
         assert_eq!(config["credentials"][1]["client"], "bench-client-1");
         assert_eq!(config["key_sources"][0]["header"], "x-api-key");
+        assert_eq!(config["forwarding"]["header"], "x-keymesh-client-id");
     }
 
     #[test]

@@ -120,7 +120,7 @@ struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "none,jwt_authn,jwt_authn_cache,keymesh"
+        default_value = "none,empty_min,empty_sdk,jwt_authn,jwt_authn_cache,keymesh"
     )]
     variants: Vec<String>,
     /// Algorithms: eddsa, es256, rs256.
@@ -355,9 +355,13 @@ fn main() -> Result<()> {
                 Variant::parse(&variant).with_context(|| format!("unknown variant `{variant}`"))?;
             let jwks = std::fs::read_to_string(data.join("jwks.json"))?;
             let wasm = wasm.unwrap_or_else(default_wasm);
+            let empty_sdk = envoy::floor_module(&wasm, "empty_sdk");
+            let empty_min = envoy::floor_module(&wasm, "empty_min");
             let inputs = envoy::ProxyInputs {
                 jwks: &jwks,
                 wasm: &wasm,
+                empty_sdk: &empty_sdk,
+                empty_min: &empty_min,
                 jwt_cache_size: 100,
                 upstream: envoy::UpstreamPorts {
                     app: 10001,

@@ -21,11 +21,17 @@ pub(crate) enum Variant {
     JwtAuthnCache,
     /// The keymesh authn wasm filter (V8).
     Keymesh,
+    /// A proxy-wasm Rust SDK filter that returns Continue: the floor of any filter built with the SDK.
+    EmptySdk,
+    /// The leanest do-nothing wasm module (four exports, no SDK): the price of any wasm filter on this Envoy.
+    EmptyMin,
 }
 
 impl Variant {
-    pub(crate) const ALL: [Variant; 4] = [
+    pub(crate) const ALL: [Variant; 6] = [
         Variant::None,
+        Variant::EmptyMin,
+        Variant::EmptySdk,
         Variant::JwtAuthn,
         Variant::JwtAuthnCache,
         Variant::Keymesh,
@@ -39,6 +45,8 @@ impl Variant {
             Variant::JwtAuthn => "jwt_authn",
             Variant::JwtAuthnCache => "jwt_authn_cache",
             Variant::Keymesh => "keymesh",
+            Variant::EmptySdk => "empty_sdk",
+            Variant::EmptyMin => "empty_min",
         }
     }
 
@@ -48,7 +56,7 @@ impl Variant {
 
     /// True when the variant checks tokens (so an invalid token must get 401).
     pub(crate) fn authenticates(self) -> bool {
-        self != Variant::None
+        !matches!(self, Variant::None | Variant::EmptySdk | Variant::EmptyMin)
     }
 }
 
@@ -146,8 +154,8 @@ pub(crate) struct Cell<V = Variant, W = Workload> {
     pub(crate) workload: W,
 }
 
-/// True when `variant` is measured under `workload`: the unfiltered Envoy lets every token through, so it is
-/// only measured with valid single tokens (its floor does not depend on which token it forwards).
+/// True when `variant` is measured under `workload`: the unfiltered Envoy and the do-nothing modules let every
+/// token through, so they are only measured with valid single tokens (a floor does not depend on the token).
 pub(crate) fn applies(variant: Variant, workload: Workload) -> bool {
     variant.authenticates() || workload.case == TokenCase::Cached
 }
@@ -199,12 +207,15 @@ pub(crate) enum KeyVariant {
     Keymesh,
     /// keymesh with an empty bundle (memory baseline of the VM without keys).
     KeymeshEmpty,
+    /// The leanest do-nothing wasm module: the price of any wasm filter.
+    EmptyMin,
 }
 
 impl KeyVariant {
     /// The variants measured under load, side by side.
-    pub(crate) const THROUGHPUT: [KeyVariant; 3] = [
+    pub(crate) const THROUGHPUT: [KeyVariant; 4] = [
         KeyVariant::None,
+        KeyVariant::EmptyMin,
         KeyVariant::ApiKeyAuth,
         KeyVariant::Keymesh,
     ];
@@ -222,6 +233,7 @@ impl KeyVariant {
             KeyVariant::ApiKeyAuth => "api_key_auth",
             KeyVariant::Keymesh => "keymesh",
             KeyVariant::KeymeshEmpty => "keymesh_0",
+            KeyVariant::EmptyMin => "empty_min",
         }
     }
 
@@ -259,20 +271,23 @@ impl KeyCase {
     /// What a correct `variant` answers.
     pub(crate) fn expected_status(self, variant: KeyVariant) -> u16 {
         match (self, variant) {
-            (KeyCase::Valid, _) | (KeyCase::Unknown, KeyVariant::None) => 200,
+            (KeyCase::Valid, _) | (KeyCase::Unknown, KeyVariant::None | KeyVariant::EmptyMin) => {
+                200
+            }
             (KeyCase::Unknown, _) => 401,
         }
     }
 }
 
-/// The API-key schedule: like [`schedule`]; `none` runs only the valid case (it forwards everything).
+/// The API-key schedule: like [`schedule`]; `none` and `empty_min` run only the valid case (they forward
+/// everything).
 pub(crate) fn key_schedule(
     reps: usize,
     variants: &[KeyVariant],
     cases: &[KeyCase],
 ) -> Vec<Cell<KeyVariant, KeyCase>> {
     schedule_where(reps, variants, cases, |v, c| {
-        v != KeyVariant::None || c == KeyCase::Valid
+        !matches!(v, KeyVariant::None | KeyVariant::EmptyMin) || c == KeyCase::Valid
     })
 }
 
@@ -297,14 +312,14 @@ mod tests {
     #[test]
     fn schedule_covers_every_applicable_cell_once_per_rep() {
         let cells = schedule(3, &Variant::ALL, &workloads());
-        // 3 filtering variants x 9 workloads + the unfiltered floor on the 3 cached workloads.
-        assert_eq!(cells.len(), 3 * (3 * 9 + 3));
+        // 3 filtering variants x 9 workloads + the 3 floors on the 3 cached workloads.
+        assert_eq!(cells.len(), 3 * (3 * 9 + 3 * 3));
         for rep in 0..3 {
             let mine: Vec<_> = cells.iter().filter(|c| c.rep == rep).collect();
-            assert_eq!(mine.len(), 30);
+            assert_eq!(mine.len(), 36);
             assert!(!mine
                 .iter()
-                .any(|c| c.variant == Variant::None && c.workload.case != TokenCase::Cached));
+                .any(|c| !c.variant.authenticates() && c.workload.case != TokenCase::Cached));
         }
     }
 
@@ -322,16 +337,16 @@ mod tests {
             .iter()
             .filter(|c| c.workload == w[0])
             .collect::<Vec<_>>();
-        assert_eq!(last[0].variant, Variant::JwtAuthn);
+        assert_eq!(last[0].variant, Variant::EmptyMin);
     }
 
     #[test]
     fn key_schedule_rotates_and_runs_none_only_on_valid_keys() {
         let cells = key_schedule(2, &KeyVariant::THROUGHPUT, &KeyCase::ALL);
-        assert_eq!(cells.len(), 2 * (3 + 2));
+        assert_eq!(cells.len(), 2 * (4 + 2));
         assert!(!cells
             .iter()
-            .any(|c| c.variant == KeyVariant::None && c.workload == KeyCase::Unknown));
+            .any(|c| !c.variant.holds_keys() && c.workload == KeyCase::Unknown));
         assert_eq!(cells[0].workload, KeyCase::Valid);
         assert_eq!(cells[5].workload, KeyCase::Unknown);
         assert_eq!(cells[0].variant, KeyVariant::None);

@@ -89,13 +89,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
         }
     });
-    axum::serve(listener, keymesh::app(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Held long polls would otherwise keep the server up until they time out.
-            stopping.begin_shutdown();
-        })
-        .await?;
+    axum::serve(
+        listener,
+        // The peer address is what registration is rate-limited by.
+        keymesh::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Held long polls would otherwise keep the server up until they time out.
+        stopping.begin_shutdown();
+    })
+    .await?;
     tracing::info!("shut down");
     Ok(())
 }

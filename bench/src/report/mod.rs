@@ -80,6 +80,65 @@ pub(crate) struct Ratio {
     pub(crate) figures: RatioFigures,
 }
 
+/// keymesh's Envoy CPU per request above a floor variant (`empty_min`, `empty_sdk`, `none`), for one (alg, case),
+/// each difference taken within one repetition (the floor's cell is its `cached` cell of the same algorithm: a
+/// floor does not look at the token).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AboveFloor {
+    pub(crate) alg: String,
+    pub(crate) case: TokenCase,
+    pub(crate) floor: Variant,
+    /// keymesh CPU/req − floor CPU/req, µs.
+    pub(crate) cpu_us_per_req: Option<Spread>,
+    /// keymesh req/s ÷ floor req/s.
+    pub(crate) rps_ratio: Option<Spread>,
+}
+
+/// The floor variants keymesh's cost is measured above.
+const FLOORS: [Variant; 3] = [Variant::EmptyMin, Variant::EmptySdk, Variant::None];
+
+/// keymesh above each floor, pair by pair.
+pub(crate) fn above_floors(cells: &[CellResult]) -> Vec<AboveFloor> {
+    let mut out = Vec::new();
+    for alg in in_order(cells, |c| c.alg.clone()) {
+        for case in TokenCase::ALL {
+            for floor in FLOORS {
+                let mut diffs = Vec::new();
+                let mut rps = Vec::new();
+                for rep in in_order(cells, |c| c.rep) {
+                    let keymesh = cells.iter().find(|c| {
+                        c.alg == alg
+                            && c.case == case
+                            && c.variant == Variant::Keymesh
+                            && c.rep == rep
+                    });
+                    let base = cells.iter().find(|c| {
+                        c.alg == alg
+                            && c.case == TokenCase::Cached
+                            && c.variant == floor
+                            && c.rep == rep
+                    });
+                    if let (Some(k), Some(b)) = (keymesh, base) {
+                        diffs.push(k.measured.cpu_us_per_req - b.measured.cpu_us_per_req);
+                        rps.push((k.measured.wrk.rps, b.measured.wrk.rps));
+                    }
+                }
+                if diffs.is_empty() {
+                    continue;
+                }
+                out.push(AboveFloor {
+                    alg: alg.clone(),
+                    case,
+                    floor,
+                    cpu_us_per_req: crate::stats::spread(&diffs),
+                    rps_ratio: crate::stats::pairwise_ratio(&rps),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Results {
@@ -87,6 +146,7 @@ pub(crate) struct Results {
     pub(crate) settings: Settings,
     pub(crate) summary: Vec<Summary>,
     pub(crate) ratios: Vec<Ratio>,
+    pub(crate) above_floor: Vec<AboveFloor>,
     pub(crate) memory: Vec<MemoryRow>,
     pub(crate) cells: Vec<CellResult>,
 }
@@ -205,6 +265,7 @@ impl Results {
         Self {
             summary: summarise(&cells),
             ratios: ratios(&cells),
+            above_floor: above_floors(&cells),
             machine,
             settings,
             memory,
@@ -312,6 +373,40 @@ impl Results {
                     ratio_cell(r.figures.p50),
                     ratio_cell(r.figures.p99),
                     ratio_cell(r.figures.cpu_per_req)
+                );
+            }
+        }
+
+        if !self.above_floor.is_empty() {
+            let _ = writeln!(md, "\n## keymesh above the floor, pair by pair\n");
+            let _ = writeln!(md, "`empty_min` is the leanest do-nothing wasm module (the price of any wasm filter on this \
+                Envoy), `empty_sdk` a do-nothing filter built with the proxy-wasm Rust SDK, `none` no filter. Each \
+                figure is keymesh's cell minus (CPU) or over (req/s) the floor's `cached` cell of the same algorithm \
+                and repetition, as median (min–max) over repetitions.\n");
+            let _ = writeln!(
+                md,
+                "| alg | tokens | floor | keymesh CPU/req above it | keymesh req/s ÷ its req/s |"
+            );
+            let _ = writeln!(md, "|---|---|---|---:|---:|");
+            for a in &self.above_floor {
+                let cpu = a.cpu_us_per_req.map_or_else(
+                    || "–".into(),
+                    |s| {
+                        if s.n > 1 {
+                            format!("{:.1} µs ({:.1}–{:.1})", s.median, s.min, s.max)
+                        } else {
+                            format!("{:.1} µs", s.median)
+                        }
+                    },
+                );
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} |",
+                    a.alg,
+                    a.case.name(),
+                    a.floor,
+                    cpu,
+                    ratio_cell(a.rps_ratio)
                 );
             }
         }

@@ -299,6 +299,13 @@ pub(crate) fn run(opts: KeyRunOptions) -> Result<KeyResults> {
             opts.wasm.display()
         );
     }
+    let empty_min = crate::envoy::floor_module(&opts.wasm, "empty_min");
+    if !empty_min.exists() {
+        bail!(
+            "no module at {}: cargo build --release --target wasm32-wasip1 -p keymesh-bench-empty-min",
+            empty_min.display()
+        );
+    }
     let machine = Machine::gather(&opts.envoy, &opts.repo);
     std::fs::create_dir_all(&opts.work)?;
     let launcher = Launcher {

@@ -84,6 +84,8 @@ struct Ctx {
     upstream: UpstreamPorts,
     ticks_per_sec: u64,
     pinning: Pinning,
+    empty_sdk: PathBuf,
+    empty_min: PathBuf,
 }
 
 impl Ctx {
@@ -91,6 +93,8 @@ impl Ctx {
         ProxyInputs {
             jwks: &self.jwks,
             wasm: &self.opts.wasm,
+            empty_sdk: &self.empty_sdk,
+            empty_min: &self.empty_min,
             jwt_cache_size: self.opts.jwt_cache_size,
             upstream: self.upstream,
         }
@@ -330,6 +334,19 @@ pub(crate) fn run(mut opts: RunOptions) -> Result<Results> {
             opts.wasm.display()
         );
     }
+    let empty_sdk = crate::envoy::floor_module(&opts.wasm, "empty_sdk");
+    let empty_min = crate::envoy::floor_module(&opts.wasm, "empty_min");
+    for (variant, module, package) in [
+        (Variant::EmptySdk, &empty_sdk, "keymesh-bench-empty-sdk"),
+        (Variant::EmptyMin, &empty_min, "keymesh-bench-empty-min"),
+    ] {
+        if opts.variants.contains(&variant) && !module.exists() {
+            bail!(
+                "no module at {}: cargo build --release --target wasm32-wasip1 -p {package}",
+                module.display()
+            );
+        }
+    }
     let machine = Machine::gather(&opts.envoy, &opts.repo);
     std::fs::create_dir_all(&opts.work)
         .with_context(|| format!("cannot create {}", opts.work.display()))?;
@@ -346,6 +363,8 @@ pub(crate) fn run(mut opts: RunOptions) -> Result<Results> {
     let pinning = pinning(opts.pin, opts.concurrency, machine.nproc);
     opts.wrk.cpus.clone_from(&pinning.load);
     let ctx = Ctx {
+        empty_sdk,
+        empty_min,
         jwks: read(&opts.data.join("jwks.json"))?,
         script: opts.data.join("pool.lua"),
         pinning,

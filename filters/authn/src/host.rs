@@ -67,11 +67,14 @@ pub(crate) fn dispatch_post_form(
     hostcalls::dispatch_http_call(cluster, headers, Some(body.as_bytes()), vec![], timeout)
 }
 
+/// `None` for a reset call: Envoy then has no response headers, and answers a single-header lookup
+/// `BadArgument` (on which the SDK panics), while listing the headers gives an empty list.
 pub(crate) fn call_response_status() -> Option<u16> {
-    hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse().ok())
+    hostcalls::get_map(MapType::HttpCallResponseHeaders)
+        .ok()?
+        .into_iter()
+        .find(|(name, _)| name == ":status")
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 pub(crate) fn call_response_body(size: usize) -> Option<Vec<u8>> {
@@ -141,7 +144,14 @@ pub(crate) fn record(id: Option<u32>, value: u64) {
 }
 
 /// Envoy's node id (`--service-node` / `node.id`), if set.
+///
+/// Envoy 1.40 answers the node under the `xds` attribute namespace (`xds.node.id`) and NotFound for the older
+/// `node.id` path, which earlier releases served; ask for the current name first, then the old one.
 pub(crate) fn node_id() -> Option<String> {
-    let bytes = hostcalls::get_property(vec!["node", "id"]).ok().flatten()?;
-    String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
+    [vec!["xds", "node", "id"], vec!["node", "id"]]
+        .into_iter()
+        .find_map(|path| {
+            let bytes = hostcalls::get_property(path).ok().flatten()?;
+            String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
+        })
 }

@@ -64,6 +64,16 @@ impl HttpContext for AuthnHttp {
             .iter()
             .find(|(n, _)| n == ":path")
             .map_or("/", |(_, v)| v.as_str());
+        // RFC 9728 metadata is answered here and never reaches the upstream.
+        if let Some(reply) = filter.config.resource_metadata.as_ref().and_then(|m| {
+            let method = headers.iter().find(|(n, _)| n == ":method");
+            m.serve(method.map_or("GET", |(_, v)| v.as_str()), path)
+        }) {
+            if let Err(status) = host::send_response(reply.status, &reply.headers, &reply.body) {
+                log::error!("cannot send local response: {status:?}");
+            }
+            return Action::Pause;
+        }
         let values = |name: &str| -> Vec<&str> {
             headers
                 .iter()

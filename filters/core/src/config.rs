@@ -4,6 +4,7 @@
 //! refuses the configuration.
 
 use crate::error::FilterConfigError;
+use crate::resource_metadata::{ProtectedResources, ResourceMetadataDto};
 use serde::Deserialize;
 
 /// Wire form of the plugin configuration (Envoy `configuration` of the wasm filter).
@@ -27,6 +28,8 @@ struct ConfigDto {
     api_key_header: Option<String>,
     #[serde(default = "default_token_cache_size")]
     token_cache_size: usize,
+    #[serde(default)]
+    resource_metadata: Option<ResourceMetadataDto>,
     routes: Vec<RouteDto>,
 }
 
@@ -213,6 +216,8 @@ pub struct FilterConfig {
     pub token_cache_size: usize,
     /// Route rules, in order.
     pub routes: Vec<Route>,
+    /// RFC 9728 protected-resource metadata served for each route audience, when configured.
+    pub resource_metadata: Option<ProtectedResources>,
 }
 
 impl FilterConfig {
@@ -378,6 +383,10 @@ impl TryFrom<ConfigDto> for FilterConfig {
                 when_stale,
             });
         }
+        let resource_metadata = dto
+            .resource_metadata
+            .map(|m| ProtectedResources::build(m, &routes, dto.token_query_param.is_some()))
+            .transpose()?;
         Ok(Self {
             sidecar: SidecarConfig {
                 cluster: s.cluster,
@@ -398,6 +407,7 @@ impl TryFrom<ConfigDto> for FilterConfig {
             api_key_header: dto.api_key_header,
             token_cache_size: dto.token_cache_size,
             routes,
+            resource_metadata,
         })
     }
 }

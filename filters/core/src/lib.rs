@@ -26,6 +26,7 @@ pub mod jwk;
 pub mod jws;
 pub mod keyset;
 pub mod policy;
+pub mod resource_metadata;
 pub mod rsa_verify;
 mod strict_json;
 pub mod token_cache;

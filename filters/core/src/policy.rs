@@ -45,7 +45,8 @@ pub struct KeyMaterial<'a> {
     pub cache: Option<&'a TokenCache>,
 }
 
-/// Decides one request; `now` is seconds since the epoch.
+/// Decides one request; `now` is seconds since the epoch. With protected-resource metadata configured, every
+/// bearer challenge names the route audience's metadata URL.
 pub fn authorize(
     config: &FilterConfig,
     req: &RequestParts<'_>,
@@ -55,6 +56,24 @@ pub fn authorize(
     let Some(route) = config.route_for(req.path) else {
         return Verdict::Deny(Denial::no_route());
     };
+    let verdict = authorize_route(config, route, req, material, now);
+    let metadata_url = config
+        .resource_metadata
+        .as_ref()
+        .and_then(|m| m.url_for(&route.audience));
+    match (verdict, metadata_url) {
+        (Verdict::Deny(denial), Some(url)) => Verdict::Deny(denial.with_resource_metadata(url)),
+        (verdict, _) => verdict,
+    }
+}
+
+fn authorize_route(
+    config: &FilterConfig,
+    route: &Route,
+    req: &RequestParts<'_>,
+    material: &KeyMaterial<'_>,
+    now: i64,
+) -> Verdict {
     let Some(keys) = material.keys else {
         return Verdict::Deny(Denial::no_key_material());
     };

@@ -226,6 +226,24 @@ impl Denial {
         )
     }
 
+    /// Adds `resource_metadata="<url>"` (RFC 9728 §5.1) to the `Bearer` challenge, so a client that meets the
+    /// refusal can discover the authorization server and the resource to ask a token for. `apikey` challenges
+    /// are left as they are: the metadata describes OAuth access, not API keys.
+    pub fn with_resource_metadata(mut self, url: &str) -> Self {
+        let param = format!(", resource_metadata=\"{url}\"");
+        for (name, value) in &mut self.headers {
+            if *name != "www-authenticate" || !value.starts_with("Bearer ") {
+                continue;
+            }
+            // A route taking either credential offers `Bearer …, apikey …`: the parameter belongs to the first.
+            match value.find(", apikey ") {
+                Some(at) => value.insert_str(at, &param),
+                None => value.push_str(&param),
+            }
+        }
+        self
+    }
+
     fn render(
         status: u16,
         reason: DenyReason,

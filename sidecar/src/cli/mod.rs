@@ -179,6 +179,8 @@ struct ListedClient<'a> {
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     exchange_resources: &'a [String],
     created_at: u64,
+    /// `operator` (`client create`) or how the client registered itself.
+    created_by: &'static str,
 }
 
 /// Runs a `client` subcommand against the configured Redis, writing its output to `out`.
@@ -249,6 +251,10 @@ pub async fn run_client(
                     grant_types: &c.grant_types,
                     exchange_resources: &c.exchange_resources,
                     created_at: c.created_at,
+                    created_by: c
+                        .registration
+                        .as_ref()
+                        .map_or("operator", |r| r.via.as_str()),
                 })
                 .collect();
             if json {
@@ -259,14 +265,15 @@ pub async fn run_client(
                     let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
                     writeln!(
                         out,
-                        "{}\t{}\tresources={}\tscopes={}\tredirect_uris={}\tgrant_types={}\tcreated_at={}",
+                        "{}\t{}\tresources={}\tscopes={}\tredirect_uris={}\tgrant_types={}\tcreated_at={}\tcreated_by={}",
                         c.client_id,
                         if c.public { "public" } else { "confidential" },
                         c.resources.join(","),
                         c.scopes.join(","),
                         c.redirect_uris.join(","),
                         grants.join(","),
-                        c.created_at
+                        c.created_at,
+                        c.created_by
                     )?;
                 }
             }
@@ -275,7 +282,18 @@ pub async fn run_client(
             if !store.delete(&mut conn, &id).await? {
                 return Err(CliError::NotFound(id));
             }
-            writeln!(out, "deleted client {id}")?;
+            // Its grants go with it: refresh tokens stop, and access tokens issued from them are revoked at every
+            // proxy.
+            let names = KeyNames::new(config.key_prefix.clone());
+            let revoked = crate::oauth::registration::revoke_client_grants(
+                &mut conn,
+                &names,
+                &id,
+                clock.now_secs(),
+            )
+            .await
+            .map_err(crate::oauth::clients::ClientError::Redis)?;
+            writeln!(out, "deleted client {id} ({revoked} access tokens revoked)")?;
         }
     }
     Ok(())

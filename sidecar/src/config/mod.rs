@@ -16,6 +16,7 @@ use crate::support::syntax;
 
 mod issuers;
 mod redis_settings;
+mod registration;
 mod setting;
 mod signing;
 
@@ -41,6 +42,7 @@ mod test_support {
 }
 
 pub use issuers::IssuerSettings;
+pub use registration::{RegistrationSettings, INITIAL_ACCESS_TOKEN_ENV};
 pub use setting::Origin;
 use setting::{parse_secs, raw, setting, validate, Env};
 pub use signing::SigningConfig;
@@ -82,6 +84,8 @@ pub struct Config {
     /// How external identity providers' keys are fetched (`KEYMESH_ISSUER_REFRESH_SECS`,
     /// `KEYMESH_ISSUER_REFETCH_MIN_SECS`, `KEYMESH_ISSUER_FETCH_TIMEOUT_MS`).
     pub external_issuers: IssuerSettings,
+    /// Dynamic client registration policy (RFC 7591; the `registration_*` settings).
+    pub registration: RegistrationSettings,
 }
 
 impl fmt::Debug for Config {
@@ -100,6 +104,7 @@ impl fmt::Debug for Config {
             .field("admin_token", &self.admin_token)
             .field("signing", &self.signing)
             .field("external_issuers", &self.external_issuers)
+            .field("registration", &self.registration)
             .finish_non_exhaustive()
     }
 }
@@ -117,6 +122,7 @@ impl Default for Config {
             admin_token: None,
             signing: SigningConfig::default(),
             external_issuers: IssuerSettings::default(),
+            registration: RegistrationSettings::default(),
         }
     }
 }
@@ -173,6 +179,12 @@ struct ConfigFile {
     issuer_refresh_secs: Option<u64>,
     issuer_refetch_min_secs: Option<u64>,
     issuer_fetch_timeout_ms: Option<u64>,
+    registration_initial_access_token: Option<String>,
+    registration_anonymous: Option<bool>,
+    registration_resources: Option<Vec<String>>,
+    registration_scopes: Option<Vec<String>>,
+    registration_rate_per_minute: Option<u64>,
+    registration_unused_ttl_secs: Option<u64>,
 }
 
 impl Config {
@@ -245,6 +257,17 @@ impl Config {
             (None, None) => None,
         };
         let issuer_defaults = defaults.external_issuers;
+        let registration = registration::from_sources(
+            registration::RegistrationFile {
+                initial_access_token: parsed.registration_initial_access_token,
+                anonymous: parsed.registration_anonymous,
+                resources: parsed.registration_resources,
+                scopes: parsed.registration_scopes,
+                rate_per_minute: parsed.registration_rate_per_minute,
+                unused_ttl_secs: parsed.registration_unused_ttl_secs,
+            },
+            env,
+        )?;
         let config =
             Self {
                 redis_url: setting(
@@ -332,6 +355,7 @@ impl Config {
                         },
                     )?,
                 },
+                registration,
             };
         redis_settings::check_key_prefix(&config, key_prefix_origin)?;
         Ok(config)

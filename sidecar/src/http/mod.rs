@@ -51,6 +51,17 @@ pub fn app(state: AppState) -> Router {
             oauth::discovery::INTROSPECTION_PATH,
             post(oauth::introspect::introspect).layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
         )
+        .route(
+            oauth::register::REGISTRATION_PATH,
+            post(oauth::register::register).layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT)),
+        )
+        .route(
+            "/oauth/register/{client_id}",
+            get(oauth::register::read)
+                .put(oauth::register::update)
+                .delete(oauth::register::delete)
+                .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT)),
+        )
         .route(oauth::discovery::JWKS_PATH, get(oauth::discovery::jwks))
         .route(
             "/.well-known/oauth-authorization-server",

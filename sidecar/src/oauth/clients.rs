@@ -110,6 +110,9 @@ pub struct ClientRecord {
     pub exchange_resources: Vec<String>,
     /// When the client was registered (seconds since the Unix epoch).
     pub created_at: u64,
+    /// Set when the client registered itself (RFC 7591) rather than being created by an operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<crate::oauth::registration_record::Registration>,
 }
 
 impl ClientRecord {
@@ -368,6 +371,7 @@ impl ClientStore {
             grant_types,
             exchange_resources,
             created_at: now,
+            registration: None,
         };
         let json = serde_json::to_string(&record).map_err(ClientError::Encode)?;
         let mut set = redis::cmd("SET");

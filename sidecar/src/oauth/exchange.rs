@@ -338,6 +338,7 @@ mod tests {
             grant_types: vec![GrantType::TokenExchange],
             exchange_resources: strings(&["https://payments.example", "https://ledger.example"]),
             created_at: 0,
+            registration: None,
         }
     }
 

@@ -13,6 +13,8 @@ pub mod grants;
 pub mod issuing;
 pub mod pkce;
 pub mod redirect_uri;
+pub mod registration;
+pub mod registration_record;
 pub mod revocation;
 pub mod sessions;
 pub mod throttle;

@@ -107,6 +107,11 @@ impl KeyNames {
         key.strip_prefix(&self.prefix)?.strip_prefix("client:")
     }
 
+    /// Counter of client registrations from one source address in the current minute.
+    pub fn registration_rate(&self, source: &str) -> String {
+        format!("{}registration_rate:{source}", self.prefix)
+    }
+
     /// Key of one user's record.
     pub fn user(&self, username: &str) -> String {
         format!("{}user:{username}", self.prefix)

@@ -81,6 +81,20 @@ pub fn authn_wasm() -> &'static Path {
     })
 }
 
+/// The `@keymesh/verify` Node package directory, freshly built by `scripts/build-node.sh` (once per test
+/// binary).
+pub fn node_package() -> &'static Path {
+    static PKG: OnceLock<PathBuf> = OnceLock::new();
+    PKG.get_or_init(|| {
+        let status = Command::new(workspace().join("scripts/build-node.sh"))
+            .current_dir(workspace())
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/build-node.sh failed");
+        workspace().join("filters/node/pkg")
+    })
+}
+
 /// The Envoy binary: `$KEYMESH_ENVOY`, else `.venv/bin/envoy` (installed by scripts/setup.sh).
 pub fn envoy_bin() -> PathBuf {
     let path = std::env::var_os("KEYMESH_ENVOY")

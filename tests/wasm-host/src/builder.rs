@@ -24,6 +24,7 @@ pub struct VmBuilder {
     seed: u64,
     log_level: LogLevel,
     allow_grpc: bool,
+    clusters: std::collections::BTreeMap<String, bool>,
     properties: Vec<(Vec<String>, Option<Vec<u8>>)>,
 }
 
@@ -38,6 +39,7 @@ impl VmBuilder {
             seed: 0x6b65_796d_6573_6821,
             log_level: LogLevel::Trace,
             allow_grpc: false,
+            clusters: std::collections::BTreeMap::new(),
             properties: Vec::new(),
         }
     }
@@ -102,13 +104,27 @@ impl VmBuilder {
         self
     }
 
-    /// Let the filter open gRPC calls (answered `UNIMPLEMENTED`) without failing the test.
+    /// Declares upstream cluster `name` (with hosts). HTTP and gRPC calls to a cluster that was
+    /// not declared fail at dispatch, as calls to a cluster Envoy does not know.
+    pub fn cluster(mut self, name: &str) -> VmBuilder {
+        self.clusters.insert(name.to_owned(), true);
+        self
+    }
+
+    /// Declares cluster `name` without hosts: dispatches to it get `InternalFailure`.
+    pub fn cluster_without_hosts(mut self, name: &str) -> VmBuilder {
+        self.clusters.insert(name.to_owned(), false);
+        self
+    }
+
+    /// Answer every gRPC call `UNIMPLEMENTED` right after the callback that opened it, instead of
+    /// leaving it for [`Vm::respond_to_grpc_call`](crate::Vm::respond_to_grpc_call).
     pub fn allow_grpc_calls(mut self) -> VmBuilder {
         self.allow_grpc = true;
         self
     }
 
-    /// A VM-wide property, e.g. `.property(&["node", "id"], "sidecar~1")`.
+    /// A VM-wide property, e.g. `.property(&["xds", "node", "id"], "sidecar~1")`.
     pub fn property(mut self, path: &[&str], value: impl Into<Vec<u8>>) -> VmBuilder {
         self.properties.push((owned_path(path), Some(value.into())));
         self
@@ -131,7 +147,8 @@ impl VmBuilder {
             self.seed,
         );
         state.output.level = self.log_level;
-        state.grpc.allowed = self.allow_grpc;
+        state.grpc.auto_unimplemented = self.allow_grpc;
+        state.http.clusters = self.clusters;
         let defaults = [
             ("plugin_root_id", self.root_id.clone()),
             ("plugin_name", self.root_id.clone()),

@@ -112,7 +112,7 @@ enum Answer {
 
 enum Expectation {
     HttpCall { upstream: String, answer: Answer },
-    LocalResponse { status: u32 },
+    LocalResponse { status: u16 },
     Log { level: LogLevel, contains: String },
 }
 
@@ -127,7 +127,7 @@ pub struct Call<'vm, R> {
 }
 
 /// An expected HTTP call, waiting to be told how the test answers it.
-#[must_use = "say how the call is answered: .returning(..), .failing() or .unanswered()"]
+#[must_use = "say how the call is answered: .returning(..), .reset() or .unanswered()"]
 pub struct ExpectHttpCall<'vm, R> {
     call: Call<'vm, R>,
     upstream: String,
@@ -147,8 +147,9 @@ impl<'vm, R> ExpectHttpCall<'vm, R> {
         self.answer(Answer::Respond(response))
     }
 
-    /// Fail the call (no headers, no body) right after the callback.
-    pub fn failing(self) -> Call<'vm, R> {
+    /// Reset the call (no headers, no body, no response maps) right after the callback; see
+    /// [`Vm::reset_http_call`].
+    pub fn reset(self) -> Call<'vm, R> {
         self.answer(Answer::Fail)
     }
 
@@ -177,7 +178,7 @@ impl<'vm, R: CallOutput> Call<'vm, R> {
     }
 
     /// Expect a local response with `status` (checked, and marked consumed).
-    pub fn expect_local_response(mut self, status: u32) -> Call<'vm, R> {
+    pub fn expect_local_response(mut self, status: u16) -> Call<'vm, R> {
         self.expectations
             .push(Expectation::LocalResponse { status });
         self
@@ -237,6 +238,7 @@ impl<'vm, R: CallOutput> Call<'vm, R> {
                 "{callback}: internal error: unexpected result type"
             ));
         };
+        let result = vm.settle(result)?;
         let mut claimed = Vec::new();
         for expectation in &expectations {
             if let Expectation::HttpCall { upstream, answer } = expectation {
@@ -256,7 +258,7 @@ impl<'vm, R: CallOutput> Call<'vm, R> {
                     Answer::Respond(response) => {
                         vm.respond_to_http_call(token, response.clone())?
                     }
-                    Answer::Fail => vm.fail_http_call(token)?,
+                    Answer::Fail => vm.reset_http_call(token)?,
                     Answer::Leave => {}
                 }
             }

@@ -72,7 +72,7 @@ pub enum HostError {
         callback: &'static str,
     },
     /// During a callback the filter made host calls the test did not allow for.
-    #[error("unexpected host calls during {callback} (context {context_id}):{}", bullets(.violations))]
+    #[error("unexpected host calls during {callback} (context {context_id}; the operation's result, already applied: {returned}):{}", bullets(.violations))]
     Unexpected {
         /// The callback.
         callback: &'static str,
@@ -80,6 +80,9 @@ pub enum HostError {
         context_id: u32,
         /// One line per offending host call.
         violations: Vec<String>,
+        /// What the operation returned (e.g. `Pause`); its effects, such as a paused request, were
+        /// applied as usual.
+        returned: String,
     },
     /// Effects the test had to consume (HTTP calls to answer, local responses to check, paused
     /// streams, resets) were left unconsumed when the stream or VM finished.
@@ -100,13 +103,16 @@ pub enum HostError {
         /// What was expected.
         what: &'static str,
     },
+    /// The filter needs something this host does not provide (e.g. it is a TCP filter).
+    #[error("{0}")]
+    Unsupported(String),
     /// A test expectation did not hold, or the test used the host out of order.
     #[error("{0}")]
     Expectation(String),
-    /// `build_filter` could not build the package.
-    #[error("building filter package {package}: {message}")]
+    /// `build_filter` or `build_filter_at` could not build the filter.
+    #[error("building filter {package}: {message}")]
     Build {
-        /// The cargo package.
+        /// The cargo package, or the manifest path.
         package: String,
         /// What went wrong, with cargo's output.
         message: String,

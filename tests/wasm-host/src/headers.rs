@@ -73,25 +73,11 @@ impl HeaderMap {
         self.entries.push((name.to_ascii_lowercase(), value.into()));
     }
 
-    /// Sets `name` to `value`: the first entry is replaced in place and later ones removed, or
-    /// the entry is appended if absent (Envoy `setCopy`).
+    /// Sets `name` to `value` as Envoy 1.40's `proxy_replace_header_map_value` does: every entry
+    /// of `name` is removed and the new one appended at the end.
     pub fn replace(&mut self, name: &str, value: impl Into<Vec<u8>>) {
-        let value = value.into();
-        match self
-            .entries
-            .iter()
-            .position(|(n, _)| n.eq_ignore_ascii_case(name))
-        {
-            Some(first) => {
-                self.entries[first].1 = value;
-                let mut index = 0;
-                self.entries.retain(|(n, _)| {
-                    index += 1;
-                    index - 1 == first || !n.eq_ignore_ascii_case(name)
-                });
-            }
-            None => self.append(name, value),
-        }
+        self.remove(name);
+        self.append(name, value);
     }
 
     /// Removes every entry named `name`.
@@ -140,12 +126,12 @@ mod tests {
     }
 
     #[test]
-    fn replace_keeps_position_and_drops_duplicates() {
+    fn replace_removes_every_entry_and_appends_at_the_end_as_envoy_does() {
         let mut map: HeaderMap = [("a", "1"), ("b", "2"), ("a", "3")].into_iter().collect();
         map.replace("A", "9");
         assert_eq!(
             map.to_pairs(),
-            vec![("a".into(), "9".into()), ("b".into(), "2".into())]
+            vec![("b".into(), "2".into()), ("a".into(), "9".into())]
         );
         map.replace("c", "4");
         assert_eq!(map.get_all("c"), vec!["4"]);

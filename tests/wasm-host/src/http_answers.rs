@@ -28,15 +28,16 @@ impl Vm {
     }
 
     /// The oldest unanswered HTTP call to cluster `upstream`; an error naming what was dispatched
-    /// if there is none. Answer it with [`Vm::respond_to_http_call`] or [`Vm::fail_http_call`].
-    pub fn expect_http_call(&mut self, upstream: &str) -> Result<HttpCall, HostError> {
+    /// if there is none. Answer it with [`Vm::respond_to_http_call`] or [`Vm::reset_http_call`].
+    pub fn next_http_call(&mut self, upstream: &str) -> Result<HttpCall, HostError> {
         let pending = self.pending_http_calls();
         match pending.iter().find(|call| call.upstream == upstream) {
             Some(call) => Ok(call.clone()),
             None => {
                 let seen: Vec<String> = pending.iter().map(HttpCall::describe).collect();
+                let notes = self.state().output.notes.join("; ");
                 self.expectation(format!(
-                    "no unanswered HTTP call to cluster `{upstream}`; unanswered: {seen:?}"
+                    "no unanswered HTTP call to cluster `{upstream}`; unanswered: {seen:?}; host notes: [{notes}]"
                 ))
             }
         }
@@ -51,9 +52,11 @@ impl Vm {
         self.deliver_http_call(token, Some(response))
     }
 
-    /// Fails HTTP call `token` (connection failure, reset or timeout): Envoy then calls
-    /// `proxy_on_http_call_response` with zero headers, body and trailers, and no response maps.
-    pub fn fail_http_call(&mut self, token: u32) -> Result<(), HostError> {
+    /// Resets HTTP call `token` (the upstream cut off, e.g. mid-body): Envoy 1.40 then calls
+    /// `proxy_on_http_call_response` with zero headers, body and trailers, and has no response maps
+    /// (reading one gets `BadArgument`). A refused connection or a timeout is not a reset: answer
+    /// those with [`HttpResponse::connect_failure`] or [`HttpResponse::timeout`].
+    pub fn reset_http_call(&mut self, token: u32) -> Result<(), HostError> {
         self.deliver_http_call(token, None)
     }
 
@@ -107,6 +110,7 @@ impl Vm {
             None,
             "proxy_on_http_call_response",
         )?;
-        self.run_deferred()
+        self.run_deferred()?;
+        self.settle(())
     }
 }

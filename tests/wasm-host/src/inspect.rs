@@ -101,9 +101,9 @@ impl Vm {
             .flatten()
     }
 
-    /// Let the filter open gRPC calls (answered `UNIMPLEMENTED`) without failing the test.
+    /// From now on, answer every gRPC call `UNIMPLEMENTED` right after the callback that opened it.
     pub fn allow_grpc_calls(&mut self) {
-        self.state_mut().grpc.allowed = true;
+        self.state_mut().grpc.auto_unimplemented = true;
     }
 
     /// Every gRPC call or stream the filter opened.
@@ -124,6 +124,7 @@ impl Vm {
     /// Delivers pending shared-queue notifications for queues this VM registered (items other VMs
     /// enqueued); notifications caused by this VM's own callbacks are delivered right after them.
     pub fn deliver_queue_notifications(&mut self) -> Result<(), crate::HostError> {
-        self.run_deferred()
+        self.run_deferred()?;
+        self.settle(())
     }
 }

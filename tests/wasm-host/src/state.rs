@@ -37,6 +37,47 @@ pub(crate) struct HostState {
     pub(crate) done_calls: u32,
     /// SplitMix64 state for `random_get`.
     pub(crate) rng: u64,
+    /// The callback running now: which maps and buffers Envoy would expose.
+    pub(crate) phase: Phase,
+}
+
+/// The callback the filter is in, as far as the availability of maps and buffers goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    RequestHeaders,
+    RequestBody,
+    RequestTrailers,
+    ResponseHeaders,
+    ResponseBody,
+    ResponseTrailers,
+    HttpCallResponse,
+    GrpcCallback,
+    Configure,
+    Log,
+    Done,
+    Other,
+}
+
+impl Phase {
+    pub(crate) fn of(export: &str) -> Phase {
+        match export {
+            "proxy_on_request_headers" => Phase::RequestHeaders,
+            "proxy_on_request_body" => Phase::RequestBody,
+            "proxy_on_request_trailers" => Phase::RequestTrailers,
+            "proxy_on_response_headers" => Phase::ResponseHeaders,
+            "proxy_on_response_body" => Phase::ResponseBody,
+            "proxy_on_response_trailers" => Phase::ResponseTrailers,
+            "proxy_on_http_call_response" => Phase::HttpCallResponse,
+            "proxy_on_grpc_receive"
+            | "proxy_on_grpc_close"
+            | "proxy_on_grpc_receive_initial_metadata"
+            | "proxy_on_grpc_receive_trailing_metadata" => Phase::GrpcCallback,
+            "proxy_on_configure" => Phase::Configure,
+            "proxy_on_log" => Phase::Log,
+            "proxy_on_done" => Phase::Done,
+            _ => Phase::Other,
+        }
+    }
 }
 
 /// Exports of the instance that host functions call back into.
@@ -76,12 +117,19 @@ impl HostState {
             violations: Vec::new(),
             done_calls: 0,
             rng: seed,
+            phase: Phase::Other,
         }
     }
 
     /// Records a host call the test did not allow for; the running callback then fails.
     pub(crate) fn violate(&mut self, what: String) {
         self.violations.push(what);
+    }
+
+    /// Records why the host answered a call with an error status, as Envoy would: shown with a trap
+    /// (the Rust SDK panics on most error statuses) and in failure messages.
+    pub(crate) fn note(&mut self, what: String) {
+        self.output.notes.push(what);
     }
 
     /// The HTTP context the current callback runs for, if it is one.

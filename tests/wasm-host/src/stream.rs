@@ -206,7 +206,7 @@ impl<'vm> HttpStream<'vm> {
     }
 
     /// A property for this stream only (shadows the VM's), e.g. `&["request", "path"]`.
-    pub fn set_property(&mut self, path: &[&str], value: impl Into<Vec<u8>>) {
+    pub fn set_stream_property(&mut self, path: &[&str], value: impl Into<Vec<u8>>) {
         if let Some(stream) = self.vm.state_mut().streams.get_mut(&self.id) {
             stream
                 .properties
@@ -215,14 +215,14 @@ impl<'vm> HttpStream<'vm> {
     }
 
     /// Declares a property absent for this stream.
-    pub fn set_property_absent(&mut self, path: &[&str]) {
+    pub fn set_stream_property_absent(&mut self, path: &[&str]) {
         if let Some(stream) = self.vm.state_mut().streams.get_mut(&self.id) {
             stream.properties.insert(owned_path(path), None);
         }
     }
 
     /// A property as this stream sees it (including values the filter set).
-    pub fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+    pub fn stream_property(&self, path: &[&str]) -> Option<Vec<u8>> {
         let path = owned_path(path);
         match self.stream().and_then(|s| s.properties.get(&path)) {
             Some(value) => value.clone(),
@@ -310,9 +310,19 @@ impl Vm {
         let size = crate::codec::len_u32(size);
         let raw = match end_of_stream {
             Some(eos) => {
-                self.invoke::<(u32, u32, u32), i32>(export, id, (id, size, u32::from(eos)))?
+                self.invoke::<(u32, u32, u32), i32>(export, id, (id, size, u32::from(eos)))
             }
-            None => self.invoke::<(u32, u32), i32>(export, id, (id, size))?,
+            None => self.invoke::<(u32, u32), i32>(export, id, (id, size)),
+        };
+        let raw = match raw {
+            // The Rust SDK's answer when the context it created for this id is a stream (TCP) one.
+            Err(HostError::Trap { output, .. }) if output.contains("invalid context_id") => {
+                return Err(HostError::Unsupported(format!(
+                    "TCP filters are not supported: {export} reached context {id}, which the filter's root \
+                     context created as a stream (TCP) context, not an HTTP one; this host drives HTTP filters only"
+                )));
+            }
+            raw => raw?,
         };
         let action = match raw.map(|raw| (raw, Action::from_raw(raw))) {
             None => Action::Continue,

@@ -185,8 +185,10 @@ pub(crate) enum Status {
     NotFound = 1,
     BadArgument = 2,
     SerializationFailure = 3,
+    ParseFailure = 4,
     Empty = 7,
     CasMismatch = 8,
+    InternalFailure = 10,
 }
 
 impl Status {

@@ -3,10 +3,11 @@
 //! end-of-test check.
 
 use crate::abi::context::nanos;
+use crate::abi::http_calls::GrpcResponse;
 use crate::abi::stream::StreamState;
 use crate::error::HostError;
 use crate::module::FilterModule;
-use crate::state::HostState;
+use crate::state::{HostState, Phase};
 use crate::stream::HttpStream;
 use crate::types::{Action, GRPC_UNIMPLEMENTED};
 use std::time::Duration;
@@ -30,6 +31,9 @@ pub struct Vm {
     failed: bool,
     finished: bool,
     last_context_id: u32,
+    /// Host calls the test did not allow for, made by a callback whose result is still being
+    /// applied; reported by [`Vm::settle`] with that result.
+    unexpected: Option<(&'static str, u32, Vec<String>)>,
 }
 
 impl Vm {
@@ -55,11 +59,13 @@ impl Vm {
             failed: false,
             finished: false,
             last_context_id: ROOT_CONTEXT_ID,
+            unexpected: None,
         };
         // A wasip1 reactor initializes itself (and runs the SDK's `main!`) in `_initialize`.
         for init in ["_initialize", "_start"] {
             if vm.instance.get_func(&mut vm.store, init).is_some() {
                 vm.invoke::<(), ()>(init, 0, ())?;
+                vm.settle(())?;
                 break;
             }
         }
@@ -74,6 +80,20 @@ impl Vm {
         self.store.data_mut()
     }
 
+    /// Ends a test-facing operation: if a callback made host calls the test did not allow for,
+    /// fails with them and with what the operation returned, after its effects were applied.
+    pub(crate) fn settle<T: std::fmt::Debug>(&mut self, returned: T) -> Result<T, HostError> {
+        match self.unexpected.take() {
+            None => Ok(returned),
+            Some((callback, context_id, violations)) => self.fail(HostError::Unexpected {
+                callback,
+                context_id,
+                violations,
+                returned: format!("{returned:?}"),
+            }),
+        }
+    }
+
     /// Records that the test got an error, and returns it.
     pub(crate) fn fail<T>(&mut self, error: HostError) -> Result<T, HostError> {
         self.failed = true;
@@ -82,6 +102,23 @@ impl Vm {
 
     pub(crate) fn expectation<T>(&mut self, message: String) -> Result<T, HostError> {
         self.fail(HostError::Expectation(message))
+    }
+
+    /// Turns a test's own failed expectation into a [`HostError::Expectation`], and marks the VM
+    /// as failed so that dropping it does not panic about unconsumed effects and hide `message`.
+    pub fn expectation_failed(&mut self, message: impl Into<String>) -> HostError {
+        self.failed = true;
+        HostError::Expectation(message.into())
+    }
+
+    /// `Ok(())` if `condition` holds, else [`Vm::expectation_failed`] with `message`:
+    /// `stream.ensure(stream.is_request_paused(), "request should wait for the call")?`.
+    pub fn ensure(&mut self, condition: bool, message: impl Into<String>) -> Result<(), HostError> {
+        if condition {
+            Ok(())
+        } else {
+            Err(self.expectation_failed(message))
+        }
     }
 
     /// Calls export `export` for `context_id`; `Ok(None)` if the module does not export it (Envoy
@@ -109,16 +146,22 @@ impl Vm {
             }
         };
         self.state_mut().current_context = context_id;
+        self.state_mut().phase = Phase::of(export);
         let mark = self.state().output.mark();
         let result = func.call(&mut self.store, params);
+        self.state_mut().phase = Phase::Other;
         let violations = std::mem::take(&mut self.state_mut().violations);
         match result {
-            Ok(value) if violations.is_empty() => Ok(Some(value)),
-            Ok(_) => self.fail(HostError::Unexpected {
-                callback: export,
-                context_id,
-                violations,
-            }),
+            Ok(value) => {
+                // Reported once the caller applied the result (pauses, actions): see `settle`.
+                if !violations.is_empty() {
+                    self.unexpected
+                        .get_or_insert((export, context_id, Vec::new()))
+                        .2
+                        .extend(violations);
+                }
+                Ok(Some(value))
+            }
             Err(trap) => {
                 self.crashed = Some(export);
                 let mut output = self.state().output.since(mark);
@@ -151,15 +194,10 @@ impl Vm {
                 if !self.is_live_context(context) {
                     continue;
                 }
-                self.state_mut().grpc.status =
-                    Some((GRPC_UNIMPLEMENTED, "unimplemented".to_owned()));
-                let result = self.invoke::<(u32, u32, u32), ()>(
-                    "proxy_on_grpc_close",
-                    context,
-                    (context, token, GRPC_UNIMPLEMENTED),
-                );
-                self.state_mut().grpc.status = None;
-                result?;
+                if self.state().grpc.open.contains(&token) {
+                    let unimplemented = GrpcResponse::status(GRPC_UNIMPLEMENTED, "unimplemented");
+                    self.respond_to_grpc_call(token, unimplemented)?;
+                }
                 continue;
             }
             let root = self.state().root_context_id;
@@ -285,6 +323,7 @@ impl Vm {
             // Re-armed before the callback, so a filter changing its period re-arms from here.
             clock.next_tick = Some(due.saturating_add(nanos(period).max(1)));
             self.tick_raw()?;
+            self.settle(())?;
             fired += 1;
         }
         let clock = &mut self.state_mut().clock;
@@ -310,6 +349,7 @@ impl Vm {
         self.state_mut().streams.insert(id, StreamState::default());
         self.invoke::<(u32, u32), ()>("proxy_on_context_create", id, (id, root))?;
         self.run_deferred()?;
+        self.settle(())?;
         Ok(HttpStream::new(self, id))
     }
 
@@ -344,6 +384,7 @@ impl Vm {
                 callback,
                 context_id: context,
                 violations,
+                returned: "Continue".to_owned(),
             });
         }
         Ok(())
@@ -357,8 +398,11 @@ impl Vm {
     }
 
     fn finish_inner(&mut self) -> Result<(), HostError> {
-        if self.crashed.is_some() {
-            return Ok(());
+        if let Some(first) = self.crashed {
+            return Err(HostError::Crashed {
+                first,
+                callback: "finish",
+            });
         }
         let mut effects = Vec::new();
         let live: Vec<u32> = self.state().streams.keys().copied().collect();
@@ -370,6 +414,11 @@ impl Vm {
             http.pending
                 .iter()
                 .filter_map(|t| http.call(*t))
+                .map(|call| format!("{} was never answered", call.describe())),
+        );
+        effects.extend(
+            self.pending_grpc_calls()
+                .iter()
                 .map(|call| format!("{} was never answered", call.describe())),
         );
         if effects.is_empty() {
@@ -388,6 +437,7 @@ impl Vm {
         self.invoke::<u32, ()>("proxy_on_log", id, id)?;
         self.invoke::<u32, ()>("proxy_on_delete", id, id)?;
         self.run_deferred()?;
+        self.settle(())?;
         let state = self.state_mut();
         let Some(stream) = state.streams.remove(&id) else {
             return Ok(Vec::new());
@@ -427,6 +477,17 @@ impl Vm {
             }
         }
         state.grpc.to_close.retain(|(context, _)| *context != id);
+        let grpc = &mut state.grpc;
+        let (orphans, kept): (Vec<u32>, Vec<u32>) = grpc
+            .open
+            .iter()
+            .partition(|t| grpc.call(**t).is_some_and(|c| c.context_id == id));
+        grpc.open = kept;
+        for token in orphans {
+            if let Some(call) = grpc.call(token) {
+                effects.push(format!("{} was never answered", call.describe()));
+            }
+        }
         Ok(effects)
     }
 }

@@ -34,7 +34,7 @@ fn key_status(vm: &mut Vm, key: &str) -> Result<u16, HostError> {
 
 /// Answers the pending long poll (dispatched right after the last stored bundle) with `body`.
 fn push(vm: &mut Vm, body: String) -> Result<(), HostError> {
-    let call = vm.expect_http_call(SIDECAR)?;
+    let call = vm.next_http_call(SIDECAR)?;
     vm.respond_to_http_call(call.token, HttpResponse::new(200).body(body))
 }
 
@@ -46,7 +46,7 @@ fn after_a_change_the_filter_long_polls_for_the_next_one() -> Result<(), HostErr
         HttpResponse::new(200).body(full(4, api_key_entries())),
     )?;
     // Right after storing v4 the root asks again, and the sidecar may hold the request until something changes.
-    let call = vm.expect_http_call(SIDECAR)?;
+    let call = vm.next_http_call(SIDECAR)?;
     assert_eq!(call.path(), "/v1/bundle?wait=25");
     assert_eq!(call.headers.get("if-none-match"), Some("\"4\""));
     assert_eq!(call.timeout, Duration::from_millis(2000 + 25_000));
@@ -102,7 +102,7 @@ fn a_delta_for_another_version_is_ignored_and_a_full_bundle_requested() -> Resul
         "a delta from v3 was applied to v1"
     );
     // The filter asks again at once, without If-None-Match: it wants everything.
-    let call = vm.expect_http_call(SIDECAR)?;
+    let call = vm.next_http_call(SIDECAR)?;
     assert_eq!(call.headers.get("if-none-match"), None);
     vm.respond_to_http_call(call.token, HttpResponse::new(200).body(full(5, json!([]))))?;
     assert_eq!(key_status(&mut vm, KEY_ORDERS)?, 401);

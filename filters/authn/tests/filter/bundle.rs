@@ -38,7 +38,7 @@ fn first_fetch_is_a_plain_get_to_the_sidecar_cluster() -> Result<(), HostError> 
         "no call may be made during on_configure"
     );
     vm.advance_time(STARTUP_TICK)?;
-    let call = vm.expect_http_call(SIDECAR)?;
+    let call = vm.next_http_call(SIDECAR)?;
     assert_eq!((call.method(), call.path()), ("GET", "/v1/bundle"));
     assert_eq!(call.headers.get(":authority"), Some("keymesh-sidecar"));
     assert_eq!(call.headers.get("if-none-match"), None);
@@ -64,7 +64,7 @@ fn refresh_is_conditional_and_304_keeps_the_keys() -> Result<(), HostError> {
     tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(7)))?;
     // The next tick moves to the configured interval, and asks only for something newer than v7.
     vm.advance_time(STARTUP_TICK)?;
-    let call = vm.expect_http_call(SIDECAR)?;
+    let call = vm.next_http_call(SIDECAR)?;
     assert_eq!(call.headers.get("if-none-match"), Some("\"7\""));
     assert_eq!(vm.tick_period(), Some(Duration::from_millis(1000)));
     vm.respond_to_http_call(call.token, HttpResponse::new(304))?;
@@ -189,8 +189,8 @@ fn sidecar_timeouts_and_errors_are_counted_and_retried() -> Result<(), HostError
     let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
     // Unreachable before the first bundle: still fail closed, and keep trying on every tick.
     vm.advance_time(STARTUP_TICK)?;
-    let call = vm.expect_http_call(SIDECAR)?;
-    vm.fail_http_call(call.token)?;
+    let call = vm.next_http_call(SIDECAR)?;
+    vm.reset_http_call(call.token)?;
     assert!(vm
         .find_log(LogLevel::Warn, "unreachable or timed out")
         .is_some());
@@ -208,8 +208,8 @@ fn sidecar_timeouts_and_errors_are_counted_and_retried() -> Result<(), HostError
     assert_eq!(vm.counter("keymesh.authn.bundle_fetch_failures"), Some(2));
     // Once keys are held, a failing sidecar does not take them away.
     vm.advance_time(Duration::from_millis(1000))?;
-    let call = vm.expect_http_call(SIDECAR)?;
-    vm.fail_http_call(call.token)?;
+    let call = vm.next_http_call(SIDECAR)?;
+    vm.reset_http_call(call.token)?;
     assert_eq!(
         request(
             &mut vm,
@@ -227,7 +227,7 @@ fn sidecar_timeouts_and_errors_are_counted_and_retried() -> Result<(), HostError
 fn one_fetch_at_a_time() -> Result<(), HostError> {
     let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
     vm.advance_time(STARTUP_TICK)?;
-    let first = vm.expect_http_call(SIDECAR)?;
+    let first = vm.next_http_call(SIDECAR)?;
     // Ticks while the call is outstanding dispatch nothing more.
     vm.advance_time(STARTUP_TICK * 3)?;
     assert_eq!(
@@ -254,12 +254,12 @@ fn stale_key_material_fails_closed_and_recovers() -> Result<(), HostError> {
     // The sidecar goes away: every long poll and every retry fails for a little over a minute.
     for _ in 0..62 {
         for call in vm.pending_http_calls() {
-            vm.fail_http_call(call.token)?;
+            vm.reset_http_call(call.token)?;
         }
         vm.advance_time(Duration::from_secs(1))?;
     }
     for call in vm.pending_http_calls() {
-        vm.fail_http_call(call.token)?;
+        vm.reset_http_call(call.token)?;
     }
     assert!(vm
         .gauge("keymesh.authn.bundle_age_ms")

@@ -6,6 +6,7 @@ mod api_keys;
 mod bundle;
 mod config;
 mod external;
+mod resource_metadata;
 mod scenarios;
 mod workers;
 
@@ -37,9 +38,10 @@ pub(crate) fn vm(config: &str, shared: &SharedStore) -> Result<Vm, HostError> {
         .vm()
         .root_id("keymesh_authn")
         .vm_id("keymesh")
+        .cluster(SIDECAR)
         .plugin_configuration(config)
         .shared(shared.clone())
-        .property(&["node", "id"], "test-node")
+        .property(&["xds", "node", "id"], "test-node")
         .start_time(UNIX_EPOCH + Duration::from_secs(NOW.unsigned_abs()))
         .build()?;
     vm.start()?;
@@ -50,7 +52,7 @@ pub(crate) fn vm(config: &str, shared: &SharedStore) -> Result<Vm, HostError> {
 pub(crate) fn tick_and_answer(vm: &mut Vm, response: HttpResponse) -> Result<(), HostError> {
     let period = vm.tick_period().unwrap_or(STARTUP_TICK);
     vm.advance_time(period)?;
-    let call = vm.expect_http_call(SIDECAR)?;
+    let call = vm.next_http_call(SIDECAR)?;
     vm.respond_to_http_call(call.token, response)
 }
 
@@ -87,9 +89,7 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     pub(crate) fn status(&self) -> u16 {
-        self.local
-            .as_ref()
-            .map_or(200, |l| u16::try_from(l.status_code).unwrap_or(0))
+        self.local.as_ref().map_or(200, |l| l.status_code)
     }
     pub(crate) fn upstream_header(&self, name: &str) -> Option<&str> {
         self.upstream

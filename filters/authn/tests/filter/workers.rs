@@ -19,7 +19,7 @@ fn one_worker_fetches_and_every_worker_uses_the_bundle() -> Result<(), HostError
     } else {
         (&mut first, &mut second)
     };
-    let call = fetcher.expect_http_call(SIDECAR)?;
+    let call = fetcher.next_http_call(SIDECAR)?;
     fetcher.respond_to_http_call(call.token, HttpResponse::new(200).body(fixture().bundle(1)))?;
 
     let token = bearer(&fixture().token(
@@ -86,7 +86,7 @@ fn a_worker_that_cannot_dispatch_does_not_keep_the_others_from_fetching() -> Res
     );
     // The other worker's next startup tick fetches.
     other.advance_time(STARTUP_TICK)?;
-    let call = other.expect_http_call(SIDECAR)?;
+    let call = other.next_http_call(SIDECAR)?;
     other.respond_to_http_call(call.token, HttpResponse::new(200).body(fixture().bundle(1)))?;
     let token = bearer(&fixture().token(
         Alg::EdDsa,

@@ -18,7 +18,7 @@ fn refused_with(
     let call = token_call(&mut vm)?;
     match answer {
         Some(response) => vm.respond_to_http_call(call.token, response)?,
-        None => vm.fail_http_call(call.token)?,
+        None => vm.reset_http_call(call.token)?,
     }
     let local = vm
         .http_stream(sent.id)?

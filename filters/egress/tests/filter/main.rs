@@ -53,6 +53,7 @@ pub(crate) fn worker(config: &str, shared: &SharedStore) -> Result<Vm, HostError
         .vm()
         .root_id("keymesh_egress")
         .vm_id("keymesh_egress")
+        .cluster(SIDECAR)
         .plugin_configuration(config)
         .shared(shared.clone())
         .start_time(UNIX_EPOCH + Duration::from_secs(NOW))
@@ -128,7 +129,7 @@ pub(crate) fn token_answer(token: &str, expires_in: u64) -> HttpResponse {
 pub(crate) fn token_call(vm: &mut Vm) -> Result<HttpCall, HostError> {
     let pending = vm.pending_http_calls();
     assert_eq!(pending.len(), 1, "expected one token request: {pending:?}");
-    vm.expect_http_call(SIDECAR)
+    vm.next_http_call(SIDECAR)
 }
 
 /// The form body of a call, as text.

@@ -43,7 +43,7 @@ pub(crate) async fn metadata(State(state): State<AppState>) -> Response {
     let issuer = &state.config().issuer;
     let base = issuer.trim_end_matches('/');
     let grant_types: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
-    let mut response = Json(serde_json::json!({
+    let mut document = serde_json::json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{base}{AUTHORIZE_PATH}"),
         "token_endpoint": format!("{base}{TOKEN_PATH}"),
@@ -59,8 +59,12 @@ pub(crate) async fn metadata(State(state): State<AppState>) -> Response {
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "authorization_response_iss_parameter_supported": true,
-    }))
-    .into_response();
+    });
+    if state.config().registration.enabled() {
+        document["registration_endpoint"] =
+            format!("{base}{}", crate::http::oauth::register::REGISTRATION_PATH).into();
+    }
+    let mut response = Json(document).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=60"),

@@ -8,6 +8,7 @@ pub(crate) mod discovery;
 pub(crate) mod error;
 pub(crate) mod introspect;
 pub(crate) mod pages;
+pub(crate) mod register;
 pub(crate) mod revoke;
 pub(crate) mod token;
 pub(crate) mod token_lookup;

@@ -173,6 +173,13 @@ pub(crate) async fn token(
                 .await?
         }
     };
+    if client.registration.is_some() {
+        // A self-registered client that obtained a token is in use: it no longer expires as unused.
+        let mut conn = client_auth::redis(&state).await?;
+        crate::oauth::registration::mark_used(&mut conn, state.names(), &client.client_id)
+            .await
+            .map_err(client_auth::unavailable)?;
+    }
     Ok(TokenResponse::from(issued).into_response())
 }
 

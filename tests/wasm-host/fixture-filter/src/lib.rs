@@ -1,8 +1,8 @@
 //! Test fixture for `keymesh-wasm-host`: a deliberately small proxy-wasm filter whose behaviour is
 //! keyed on request headers, so each host test can exercise one ABI area.
 //!
-//! Root context: reads `plugin_root_id` and the plugin configuration (`tick_ms=N`, or `reject` to
-//! fail configuration), defines metrics, and on every tick fetches `/keys` from cluster `keys`,
+//! Root context: reads `plugin_root_id` and the plugin configuration (`tick_ms=N`, `reject` to
+//! fail configuration, or `tcp` to act as a TCP filter), defines metrics, and on every tick fetches `/keys` from cluster `keys`,
 //! storing the response body in shared data under `fixture.keys` with a CAS write.
 //!
 //! HTTP context, on request headers:
@@ -49,7 +49,16 @@ struct FixtureRoot {
     metrics: Metrics,
     fetch_in_flight: Option<u32>,
     queue_id: u32,
+    /// Configured `tcp`: the root creates stream (TCP) contexts, to prove the host names the problem.
+    tcp: bool,
 }
+
+/// The stream context of the `tcp` configuration; it does nothing.
+struct FixtureTcp;
+
+impl Context for FixtureTcp {}
+
+impl proxy_wasm::traits::StreamContext for FixtureTcp {}
 
 impl FixtureRoot {
     fn define_metrics(&mut self) -> Result<(), Status> {
@@ -133,6 +142,7 @@ impl RootContext for FixtureRoot {
         log::info!("configuring root id {}", String::from_utf8_lossy(&root_id));
         let config = self.get_plugin_configuration().unwrap_or_default();
         let config = String::from_utf8_lossy(&config);
+        self.tcp = config.trim() == "tcp";
         if config.trim() == "reject" {
             log::error!("configuration rejected");
             return false;
@@ -186,7 +196,15 @@ impl RootContext for FixtureRoot {
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        Some(if self.tcp {
+            ContextType::StreamContext
+        } else {
+            ContextType::HttpContext
+        })
+    }
+
+    fn create_stream_context(&self, _: u32) -> Option<Box<dyn proxy_wasm::traits::StreamContext>> {
+        Some(Box::new(FixtureTcp))
     }
 }
 
@@ -204,8 +222,13 @@ impl FixtureHttp {
 
 impl Context for FixtureHttp {
     fn on_http_call_response(&mut self, _: u32, num_headers: usize, _: usize, _: usize) {
-        let status = self.get_http_call_response_header(":status");
-        if num_headers > 0 && status.as_deref() == Some("200") {
+        // A reset call has no response maps: Envoy answers a lookup `BadArgument`, and the SDK panics.
+        let status = if num_headers == 0 {
+            None
+        } else {
+            self.get_http_call_response_header(":status")
+        };
+        if status.as_deref() == Some("200") {
             self.add_http_request_header("x-authz", "ok");
             self.resume_http_request();
         } else {

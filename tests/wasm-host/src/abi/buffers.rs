@@ -5,7 +5,7 @@
 //! `proxy_on_http_call_response` runs (absent when the call failed).
 
 use crate::guest::{self, Caller};
-use crate::state::HostState;
+use crate::state::{HostState, Phase};
 use crate::types::{BufferType, Status};
 use wasmtime::{Linker, Result};
 
@@ -15,12 +15,31 @@ pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<()> {
     Ok(())
 }
 
+/// The body of the current stream in direction `response`, if Envoy exposes it now: during the
+/// body callback of that direction, and while a body callback keeps buffering it (paused).
+fn open_body(state: &mut HostState, response: bool) -> Option<&mut Vec<u8>> {
+    let (phase, export) = if response {
+        (Phase::ResponseBody, "proxy_on_response_body")
+    } else {
+        (Phase::RequestBody, "proxy_on_request_body")
+    };
+    let current = state.phase;
+    let stream = state.streams.get_mut(&state.current_context)?;
+    let paused = if response {
+        stream.response_paused
+    } else {
+        stream.request_paused
+    };
+    (current == phase || paused == Some(export)).then(|| stream.body_mut(response))
+}
+
 fn read_buffer(state: &mut HostState, buffer: BufferType) -> std::result::Result<Vec<u8>, Status> {
     match buffer {
+        // Envoy 1.40 answers a body it does not expose now with an empty buffer.
         BufferType::RequestBody | BufferType::ResponseBody => {
-            let label = format!("proxy_get_buffer_bytes({buffer:?})");
-            let stream = state.stream_for(&label).ok_or(Status::BadArgument)?;
-            Ok(stream.body_mut(buffer == BufferType::ResponseBody).clone())
+            Ok(open_body(state, buffer == BufferType::ResponseBody)
+                .map(|body| body.clone())
+                .unwrap_or_default())
         }
         BufferType::CallResponseBody => state
             .http
@@ -29,13 +48,15 @@ fn read_buffer(state: &mut HostState, buffer: BufferType) -> std::result::Result
             .map(|r| r.body.clone())
             .ok_or(Status::NotFound),
         BufferType::VmConfiguration => Ok(state.config.vm_configuration.clone()),
-        BufferType::PluginConfiguration => Ok(state.config.plugin_configuration.clone()),
-        // gRPC responses never arrive (calls are answered "unimplemented"); TCP and foreign-call
-        // buffers do not exist for an HTTP filter.
-        BufferType::GrpcReceive
-        | BufferType::DownstreamData
-        | BufferType::UpstreamData
-        | BufferType::CallData => Err(Status::NotFound),
+        // Only `proxy_on_configure` sees the plugin configuration.
+        BufferType::PluginConfiguration if state.phase == Phase::Configure => {
+            Ok(state.config.plugin_configuration.clone())
+        }
+        BufferType::PluginConfiguration => Err(Status::NotFound),
+        BufferType::GrpcReceive => Ok(state.grpc.delivering_message.clone().unwrap_or_default()),
+        // Envoy 1.40 answers an HTTP filter's TCP buffers with an empty buffer.
+        BufferType::DownstreamData | BufferType::UpstreamData => Ok(Vec::new()),
+        BufferType::CallData => Err(Status::NotFound),
     }
 }
 
@@ -74,15 +95,24 @@ fn set_buffer_bytes(
         Some(buffer @ (BufferType::RequestBody | BufferType::ResponseBody)) => buffer,
         _ => return Ok(Status::BadArgument.raw()),
     };
-    let label = format!("proxy_set_buffer_bytes({buffer:?})");
-    let Some(stream) = caller.data_mut().stream_for(&label) else {
+    let state = caller.data_mut();
+    let Some(body) = open_body(state, buffer == BufferType::ResponseBody) else {
+        state.note(format!(
+            "proxy_set_buffer_bytes({buffer:?}) answered BadArgument: a body is writable only during its body callback, or while that callback keeps it buffered"
+        ));
         return Ok(Status::BadArgument.raw());
     };
-    // Replace `size` bytes at `start` (clamped): covers Envoy's prepend (0, 0), append (len, 0)
-    // and replace-all (0, len) cases.
-    let body = stream.body_mut(buffer == BufferType::ResponseBody);
-    let start = (start as usize).min(body.len());
-    let end = start.saturating_add(size as usize).min(body.len());
-    body.splice(start..end, data);
+    // Envoy 1.40 knows three edits: prepend (start 0, size 0), replace all (start 0, size >=
+    // length) and append (start >= length); anything else is `BadArgument`.
+    let (start, size, len) = (start as usize, size as usize, body.len());
+    if start == 0 && size == 0 {
+        body.splice(0..0, data);
+    } else if start == 0 && size >= len {
+        *body = data;
+    } else if start >= len {
+        body.extend(data);
+    } else {
+        return Ok(Status::BadArgument.raw());
+    }
     Ok(Status::Ok.raw())
 }

@@ -1,6 +1,8 @@
-//! Outgoing calls: `proxy_http_call` (recorded until the test answers it) and the gRPC family
-//! (`proxy_grpc_call`, `proxy_grpc_stream`, `proxy_grpc_send`, `proxy_grpc_cancel`,
-//! `proxy_grpc_close`, `proxy_get_status`), which this host answers `UNIMPLEMENTED`.
+//! Outgoing calls: `proxy_http_call` and the gRPC family (`proxy_grpc_call`, `proxy_grpc_stream`,
+//! `proxy_grpc_send`, `proxy_grpc_cancel`, `proxy_grpc_close`, `proxy_get_status`). Calls are
+//! recorded until the test answers them. As in Envoy 1.40, a call to a cluster the test did not
+//! declare fails at dispatch (HTTP: `BadArgument`, gRPC: `ParseFailure`), and one to a cluster
+//! without hosts gets `InternalFailure`.
 
 use crate::codec;
 use crate::guest::{self, Caller};
@@ -81,6 +83,23 @@ impl HttpResponse {
         }
     }
 
+    /// What Envoy 1.40 delivers when it cannot connect to the cluster's host: a 503 with its
+    /// `upstream connect error or disconnect/reset before headers` body (checked by the
+    /// conformance probe).
+    pub fn connect_failure() -> HttpResponse {
+        HttpResponse::new(503)
+            .header("content-type", "text/plain")
+            .body("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure")
+    }
+
+    /// What Envoy 1.40 delivers when the call's timeout passes: a 504 `upstream request timeout`
+    /// (checked by the conformance probe).
+    pub fn timeout() -> HttpResponse {
+        HttpResponse::new(504)
+            .header("content-type", "text/plain")
+            .body("upstream request timeout")
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> HttpResponse {
         self.headers.append(name, value);
@@ -100,7 +119,54 @@ impl HttpResponse {
     }
 }
 
-/// A gRPC call or stream the filter opened; the host closes it with `UNIMPLEMENTED`.
+/// The answer a test gives to a [`GrpcCall`]: initial metadata, messages, trailing metadata and the
+/// closing status, delivered in that order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GrpcResponse {
+    /// Initial metadata (`proxy_on_grpc_receive_initial_metadata`, skipped when empty).
+    pub initial_metadata: HeaderMap,
+    /// Messages, each delivered with `proxy_on_grpc_receive`.
+    pub messages: Vec<Vec<u8>>,
+    /// Trailing metadata (`proxy_on_grpc_receive_trailing_metadata`, skipped when empty).
+    pub trailing_metadata: HeaderMap,
+    /// gRPC status code passed to `proxy_on_grpc_close` (0 = OK).
+    pub status: u32,
+    /// Status message, readable with `proxy_get_status`.
+    pub status_message: String,
+}
+
+impl GrpcResponse {
+    /// Status OK with one response message.
+    pub fn ok(message: impl Into<Vec<u8>>) -> GrpcResponse {
+        GrpcResponse {
+            messages: vec![message.into()],
+            ..GrpcResponse::default()
+        }
+    }
+
+    /// A call closed with status `code` (e.g. 7 PERMISSION_DENIED) and `message`, without messages.
+    pub fn status(code: u32, message: &str) -> GrpcResponse {
+        GrpcResponse {
+            status: code,
+            status_message: message.to_owned(),
+            ..GrpcResponse::default()
+        }
+    }
+
+    /// Adds initial metadata.
+    pub fn initial_metadata(mut self, name: &str, value: &str) -> GrpcResponse {
+        self.initial_metadata.append(name, value);
+        self
+    }
+
+    /// Adds trailing metadata.
+    pub fn trailing_metadata(mut self, name: &str, value: &str) -> GrpcResponse {
+        self.trailing_metadata.append(name, value);
+        self
+    }
+}
+
+/// A gRPC call or stream the filter opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrpcCall {
     /// Token the filter got back.
@@ -123,6 +189,21 @@ pub struct GrpcCall {
     pub streaming: bool,
 }
 
+impl GrpcCall {
+    /// One line naming the call, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "gRPC {} #{} `{}/{}` on cluster `{}` from context {}",
+            if self.streaming { "stream" } else { "call" },
+            self.token,
+            self.service,
+            self.method,
+            self.upstream,
+            self.context_id
+        )
+    }
+}
+
 /// HTTP calls of one VM.
 #[derive(Default)]
 pub(crate) struct HttpCalls {
@@ -135,6 +216,26 @@ pub(crate) struct HttpCalls {
     pub(crate) delivering: Option<HttpResponse>,
     /// Dispatches are refused with `BadArgument`, as Envoy does before its cluster manager is ready.
     pub(crate) refusing: bool,
+    /// Clusters the test declared, and whether each has hosts.
+    pub(crate) clusters: std::collections::BTreeMap<String, bool>,
+}
+
+/// Why a dispatch to `upstream` fails at once, as Envoy 1.40 decides it: `(status, reason)`.
+fn cluster_check(state: &HostState, upstream: &str, unknown: Status) -> Option<(Status, String)> {
+    match state.http.clusters.get(upstream) {
+        Some(true) => None,
+        Some(false) => Some((
+            Status::InternalFailure,
+            format!("cluster `{upstream}` has no hosts"),
+        )),
+        None => Some((
+            unknown,
+            format!(
+                "cluster `{upstream}` is unknown (declare it with VmBuilder::cluster; declared: {:?})",
+                state.http.clusters.keys().collect::<Vec<_>>()
+            ),
+        )),
+    }
 }
 
 impl HttpCalls {
@@ -152,13 +253,24 @@ impl HttpCalls {
 /// gRPC calls of one VM.
 #[derive(Default)]
 pub(crate) struct GrpcCalls {
-    /// Whether the test allowed gRPC calls (they are violations otherwise).
-    pub(crate) allowed: bool,
+    /// Answer every gRPC call `UNIMPLEMENTED` right after the callback (`allow_grpc_calls`).
+    pub(crate) auto_unimplemented: bool,
     pub(crate) history: Vec<GrpcCall>,
-    /// `(context, token)` of calls still to be closed with `UNIMPLEMENTED` after the callback.
+    /// Tokens of calls still open (the test has not answered them, nor the filter cancelled them).
+    pub(crate) open: Vec<u32>,
+    /// `(context, token)` of calls to be closed with `UNIMPLEMENTED` after the callback.
     pub(crate) to_close: Vec<(u32, u32)>,
     /// `(code, message)` while `proxy_on_grpc_close` runs, for `proxy_get_status`.
     pub(crate) status: Option<(u32, String)>,
+    /// Metadata being delivered, and the message being delivered (`GrpcReceive` buffer).
+    pub(crate) delivering_metadata: Option<HeaderMap>,
+    pub(crate) delivering_message: Option<Vec<u8>>,
+}
+
+impl GrpcCalls {
+    pub(crate) fn call(&self, token: u32) -> Option<&GrpcCall> {
+        self.history.iter().find(|c| c.token == token)
+    }
 }
 
 pub(crate) fn link(linker: &mut Linker<HostState>) -> Result<()> {
@@ -202,7 +314,14 @@ fn http_call(
     }
     let state = caller.data_mut();
     if state.http.refusing {
+        state.note(format!(
+            "proxy_http_call(\"{upstream}\") refused: refuse_http_calls(true)"
+        ));
         return Ok(Status::BadArgument.raw());
+    }
+    if let Some((status, why)) = cluster_check(state, &upstream, Status::BadArgument) {
+        state.note(format!("proxy_http_call answered {status:?}: {why}"));
+        return Ok(status.raw());
     }
     let token = state.http.next_token();
     let context_id = state.current_context;
@@ -221,22 +340,20 @@ fn http_call(
     Ok(Status::Ok.raw())
 }
 
-/// Records a gRPC call or stream and schedules its `UNIMPLEMENTED` close.
+/// Records a gRPC call or stream; with `allow_grpc_calls` its `UNIMPLEMENTED` close is scheduled.
 fn open_grpc(caller: &mut Caller<'_>, mut call: GrpcCall, return_token: u32) -> Result<u32> {
     let state = caller.data_mut();
+    if let Some((status, why)) = cluster_check(state, &call.upstream, Status::ParseFailure) {
+        state.note(format!("proxy_grpc_call answered {status:?}: {why}"));
+        return Ok(status.raw());
+    }
     call.token = state.http.next_token();
     call.context_id = state.current_context;
-    if !state.grpc.allowed {
-        state.violate(format!(
-            "gRPC {} `{}/{}` on cluster `{}`: gRPC is answered UNIMPLEMENTED; allow it with allow_grpc_calls()",
-            if call.streaming { "stream" } else { "call" },
-            call.service,
-            call.method,
-            call.upstream
-        ));
-    }
     let token = call.token;
-    state.grpc.to_close.push((call.context_id, token));
+    state.grpc.open.push(token);
+    if state.grpc.auto_unimplemented {
+        state.grpc.to_close.push((call.context_id, token));
+    }
     state.grpc.history.push(call);
     guest::write_u32(caller, return_token, token)?;
     Ok(Status::Ok.raw())
@@ -310,7 +427,7 @@ fn grpc_stream(
 }
 
 fn is_open(state: &HostState, token: u32) -> bool {
-    state.grpc.to_close.iter().any(|(_, t)| *t == token)
+    state.grpc.open.contains(&token)
 }
 
 fn grpc_send(
@@ -323,7 +440,7 @@ fn grpc_send(
     Ok(if is_open(caller.data(), token) {
         Status::Ok
     } else {
-        Status::NotFound
+        Status::BadArgument
     }
     .raw())
 }
@@ -332,9 +449,10 @@ fn grpc_send(
 fn grpc_cancel(mut caller: Caller<'_>, token: u32) -> Result<u32> {
     let state = caller.data_mut();
     if !is_open(state, token) {
-        return Ok(Status::NotFound.raw());
+        return Ok(Status::BadArgument.raw());
     }
     state.grpc.to_close.retain(|(_, t)| *t != token);
+    state.grpc.open.retain(|t| *t != token);
     Ok(Status::Ok.raw())
 }
 

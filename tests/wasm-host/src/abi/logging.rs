@@ -30,6 +30,8 @@ pub(crate) struct Output {
     pub(crate) level: LogLevel,
     pub(crate) stdout: Vec<u8>,
     pub(crate) stderr: Vec<u8>,
+    /// Why the host answered calls with error statuses (see `HostState::note`).
+    pub(crate) notes: Vec<String>,
 }
 
 impl Default for Output {
@@ -39,6 +41,7 @@ impl Default for Output {
             level: LogLevel::Trace,
             stdout: Vec::new(),
             stderr: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -49,6 +52,7 @@ pub(crate) struct OutputMark {
     logs: usize,
     stdout: usize,
     stderr: usize,
+    notes: usize,
 }
 
 impl Output {
@@ -57,6 +61,7 @@ impl Output {
             logs: self.logs.len(),
             stdout: self.stdout.len(),
             stderr: self.stderr.len(),
+            notes: self.notes.len(),
         }
     }
 
@@ -71,6 +76,9 @@ impl Output {
             .filter(|l| l.level >= LogLevel::Warn)
         {
             out.push_str(&format!("{line}\n"));
+        }
+        for note in self.notes.iter().skip(mark.notes) {
+            out.push_str(&format!("host: {note}\n"));
         }
         for (name, stream, from) in [
             ("stderr", &self.stderr, mark.stderr),

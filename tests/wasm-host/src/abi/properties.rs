@@ -72,9 +72,15 @@ fn set_property(
     let path = codec::decode_path(&guest::read(&caller, path_ptr, path_len)?);
     let value = guest::read(&caller, value_ptr, value_len)?;
     let state = caller.data_mut();
-    match state.current_stream() {
-        Some(stream) => stream.properties.insert(path, Some(value)),
-        None => state.properties.values.insert(path, Some(value)),
+    // Envoy 1.40 keeps properties a filter sets in the stream's filter state: a root context has
+    // none, and gets `NotFound`.
+    let Some(stream) = state.current_stream() else {
+        state.note(format!(
+            "proxy_set_property(\"{}\") answered NotFound: a root context cannot set properties",
+            dotted(&path)
+        ));
+        return Ok(Status::NotFound.raw());
     };
+    stream.properties.insert(path, Some(value));
     Ok(Status::Ok.raw())
 }

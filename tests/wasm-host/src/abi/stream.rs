@@ -14,7 +14,7 @@ use wasmtime::{Linker, Result};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalResponse {
     /// HTTP status code.
-    pub status_code: u32,
+    pub status_code: u16,
     /// Envoy's "response code details" (empty when the SDK sends none).
     pub details: String,
     /// Headers to send.
@@ -101,6 +101,12 @@ fn send_local_response(
     let body = guest::read(&caller, body_ptr, body_len)?;
     let Some(headers) = codec::decode_map(&guest::read(&caller, headers_ptr, headers_len)?) else {
         return Ok(Status::SerializationFailure.raw());
+    };
+    let Ok(status_code) = u16::try_from(status_code) else {
+        caller.data_mut().note(format!(
+            "proxy_send_local_response({status_code}) answered BadArgument: not an HTTP status"
+        ));
+        return Ok(Status::BadArgument.raw());
     };
     let response = LocalResponse {
         status_code,

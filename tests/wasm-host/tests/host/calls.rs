@@ -1,7 +1,7 @@
 //! HTTP calls from an HTTP context, answered, failed, and through the call builder; gRPC calls.
 
-use crate::{fixture, started_vm};
-use keymesh_wasm_host::{Action, HostError, HttpResponse, LogLevel, StreamType};
+use crate::{fixture, fixture_vm, started_vm};
+use keymesh_wasm_host::{Action, GrpcResponse, HostError, HttpResponse, LogLevel, StreamType};
 use std::time::Duration;
 
 #[test]
@@ -14,7 +14,7 @@ fn http_call_is_recorded_and_its_answer_resumes_the_request() -> Result<(), Host
     );
     assert!(stream.is_request_paused());
 
-    let call = stream.expect_http_call("authz")?;
+    let call = stream.next_http_call("authz")?;
     assert_eq!(call.context_id, stream.id());
     assert_eq!((call.method(), call.path()), ("POST", "/check"));
     assert_eq!(call.headers.get("x-path"), Some("/api"));
@@ -40,8 +40,8 @@ fn failed_http_call_reaches_the_filter_as_zero_headers() -> Result<(), HostError
     let mut vm = started_vm()?;
     let mut stream = vm.new_http_stream()?;
     stream.on_request_headers(&[(":path", "/"), ("x-fixture-call", "1")], true)?;
-    let token = stream.expect_http_call("authz")?.token;
-    stream.fail_http_call(token)?;
+    let token = stream.next_http_call("authz")?.token;
+    stream.reset_http_call(token)?;
     // No `:status` to read: the filter's header lookup came back empty.
     assert!(
         stream
@@ -102,7 +102,7 @@ fn call_builder_reports_what_did_not_match() -> Result<(), HostError> {
 
 #[test]
 fn grpc_calls_are_answered_unimplemented_when_allowed() -> Result<(), HostError> {
-    let mut vm = fixture()?.vm().allow_grpc_calls().build()?;
+    let mut vm = fixture_vm()?.allow_grpc_calls().build()?;
     vm.start()?;
     let mut stream = vm.new_http_stream()?;
     // The UNIMPLEMENTED close is delivered right after the callback, and the filter resumes.
@@ -126,6 +126,63 @@ fn grpc_calls_are_answered_unimplemented_when_allowed() -> Result<(), HostError>
             call.method.as_str()
         ),
         ("authz", "fixture.Authz", "Check")
+    );
+    stream.finish()?;
+    vm.finish()
+}
+
+#[test]
+fn grpc_call_is_answered_with_the_status_the_test_chooses() -> Result<(), HostError> {
+    let mut vm = started_vm()?;
+    let mut stream = vm.new_http_stream()?;
+    stream.on_request_headers(&[(":path", "/"), ("x-fixture-grpc", "1")], true)?;
+    let call = stream.pending_grpc_calls()[0].clone();
+    assert_eq!(
+        (call.service.as_str(), call.method.as_str()),
+        ("fixture.Authz", "Check")
+    );
+    stream.respond_to_grpc_call(call.token, GrpcResponse::status(7, "denied"))?;
+    assert!(
+        stream
+            .find_log(LogLevel::Warn, "grpc call 1 closed with status 7")
+            .is_some(),
+        "{:?}",
+        stream.logs()
+    );
+    assert!(stream.pending_grpc_calls().is_empty());
+    stream.finish()?;
+    vm.finish()
+}
+
+#[test]
+fn calls_to_undeclared_or_empty_clusters_fail_at_dispatch_as_in_envoy() -> Result<(), HostError> {
+    // `authz` is unknown: Envoy 1.40 answers the dispatch `BadArgument`, the fixture replies 500.
+    let mut vm = fixture()?.vm().build()?;
+    vm.start()?;
+    let mut stream = vm.new_http_stream()?;
+    stream.on_request_headers(&[(":path", "/"), ("x-fixture-call", "1")], true)?;
+    assert!(stream.pending_http_calls().is_empty());
+    assert_eq!(
+        stream.take_local_response().map(|r| r.status_code),
+        Some(500)
+    );
+    stream.finish()?;
+    vm.finish()?;
+
+    let mut vm = fixture()?.vm().cluster_without_hosts("authz").build()?;
+    vm.start()?;
+    let mut stream = vm.new_http_stream()?;
+    stream.on_request_headers(&[(":path", "/"), ("x-fixture-call", "1")], true)?;
+    assert!(
+        stream
+            .find_log(LogLevel::Error, "InternalFailure")
+            .is_some(),
+        "{:?}",
+        stream.logs()
+    );
+    assert_eq!(
+        stream.take_local_response().map(|r| r.status_code),
+        Some(500)
     );
     stream.finish()?;
     vm.finish()

@@ -1,13 +1,12 @@
 //! VM lifecycle, configuration, properties of the root, logging, virtual clock and ticks.
 
-use crate::fixture;
+use crate::fixture_vm;
 use keymesh_wasm_host::{HostError, HttpResponse, LogLevel};
 use std::time::{Duration, UNIX_EPOCH};
 
 #[test]
 fn vm_start_and_configure_report_results_and_read_root_id() -> Result<(), HostError> {
-    let mut vm = fixture()?
-        .vm()
+    let mut vm = fixture_vm()?
         .root_id("keymesh")
         .vm_configuration("vm-config")
         .build()?;
@@ -30,7 +29,7 @@ fn vm_start_and_configure_report_results_and_read_root_id() -> Result<(), HostEr
 
 #[test]
 fn rejected_configuration_returns_false_and_logs_error() -> Result<(), HostError> {
-    let mut vm = fixture()?.vm().plugin_configuration("reject").build()?;
+    let mut vm = fixture_vm()?.plugin_configuration("reject").build()?;
     vm.call_on_vm_start().execute_and_expect(true)?;
     vm.call_on_configure()
         .expect_log(LogLevel::Error, "configuration rejected")
@@ -44,8 +43,7 @@ fn rejected_configuration_returns_false_and_logs_error() -> Result<(), HostError
 
 #[test]
 fn log_level_drops_lower_lines() -> Result<(), HostError> {
-    let mut vm = fixture()?
-        .vm()
+    let mut vm = fixture_vm()?
         .log_level(LogLevel::Warn)
         .plugin_configuration("reject")
         .build()?;
@@ -58,10 +56,7 @@ fn log_level_drops_lower_lines() -> Result<(), HostError> {
 
 #[test]
 fn virtual_clock_fires_ticks_at_the_filter_period() -> Result<(), HostError> {
-    let mut vm = fixture()?
-        .vm()
-        .plugin_configuration("tick_ms=1000")
-        .build()?;
+    let mut vm = fixture_vm()?.plugin_configuration("tick_ms=1000").build()?;
     vm.start()?;
     let start = vm.now();
     assert_eq!(start, UNIX_EPOCH + Duration::from_secs(1_735_689_600));
@@ -106,14 +101,11 @@ fn virtual_clock_fires_ticks_at_the_filter_period() -> Result<(), HostError> {
 
 #[test]
 fn failed_key_fetch_is_delivered_with_no_headers() -> Result<(), HostError> {
-    let mut vm = fixture()?
-        .vm()
-        .plugin_configuration("tick_ms=100")
-        .build()?;
+    let mut vm = fixture_vm()?.plugin_configuration("tick_ms=100").build()?;
     vm.start()?;
     vm.call_on_tick()
         .expect_http_call("keys")
-        .failing()
+        .reset()
         .expect_log(LogLevel::Warn, "key fetch 1 failed")
         .execute()?;
     assert_eq!(vm.counter("fixture.fetch_failures"), Some(1));
@@ -124,8 +116,7 @@ fn failed_key_fetch_is_delivered_with_no_headers() -> Result<(), HostError> {
 #[test]
 fn wasi_environment_clock_stdout_and_seeded_randomness() -> Result<(), HostError> {
     let wasi_line = |seed: u64| -> Result<(String, String), HostError> {
-        let mut vm = fixture()?
-            .vm()
+        let mut vm = fixture_vm()?
             .env("FIXTURE_MODE", "strict")
             .random_seed(seed)
             .build()?;

@@ -2,13 +2,15 @@
 //! module per ABI area. One test binary, so the fixture is built and compiled once.
 
 mod calls;
+mod conformance;
+mod example_filter;
 mod lifecycle;
 mod loading;
 mod requests;
 mod shared;
 mod strict;
 
-use keymesh_wasm_host::{build_filter, FilterModule, HostError, Vm};
+use keymesh_wasm_host::{build_filter, FilterModule, HostError, Vm, VmBuilder};
 use std::sync::OnceLock;
 
 /// The fixture, built and compiled once per test binary.
@@ -23,9 +25,14 @@ pub(crate) fn fixture() -> Result<&'static FilterModule, HostError> {
         .map_err(|e| HostError::Expectation(format!("fixture unavailable: {e}")))
 }
 
+/// A builder for the fixture with the clusters it calls (`authz`, `keys`) declared.
+pub(crate) fn fixture_vm() -> Result<VmBuilder, HostError> {
+    Ok(fixture()?.vm().cluster("authz").cluster("keys"))
+}
+
 /// A started and configured fixture VM with root id `fixture`.
 pub(crate) fn started_vm() -> Result<Vm, HostError> {
-    let mut vm = fixture()?.vm().root_id("fixture").build()?;
+    let mut vm = fixture_vm()?.root_id("fixture").build()?;
     vm.start()?;
     Ok(vm)
 }

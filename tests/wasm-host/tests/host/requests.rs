@@ -91,7 +91,7 @@ fn properties_are_read_per_stream_or_declared_absent() -> Result<(), HostError> 
     let mut vm = started_vm()?;
     vm.set_property_absent(&["source", "address"]);
     let mut stream = vm.new_http_stream()?;
-    stream.set_property(&["request", "path"], "/from-property");
+    stream.set_stream_property(&["request", "path"], "/from-property");
     stream.on_request_headers(
         &[(":path", "/"), ("x-fixture-property", "request.path")],
         true,

@@ -1,10 +1,10 @@
 //! Several worker VMs sharing one store: shared data with CAS, queues, metrics.
 
-use crate::fixture;
+use crate::fixture_vm;
 use keymesh_wasm_host::{HostError, HttpResponse, LogLevel, SharedStore, Vm};
 
 fn worker(shared: &SharedStore) -> Result<Vm, HostError> {
-    let mut vm = fixture()?.vm().shared(shared.clone()).build()?;
+    let mut vm = fixture_vm()?.shared(shared.clone()).build()?;
     vm.start()?;
     Ok(vm)
 }
