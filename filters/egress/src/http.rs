@@ -20,9 +20,9 @@ impl EgressHttp {
 }
 
 impl Context for EgressHttp {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
         if let Some(worker) = &self.worker {
-            worker.answered(token, body_size, self.context_id);
+            worker.answered(token, headers, body_size, self.context_id);
         }
     }
 

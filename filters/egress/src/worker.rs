@@ -143,12 +143,26 @@ impl Worker {
 
     /// Handles the answer to token request `token`, if it is one of this worker's. `current` is the context the
     /// answer was delivered to, made effective again afterwards.
-    pub(crate) fn answered(&self, token: u32, body_size: usize, current: u32) -> bool {
+    /// A reset call (`num_headers` 0) has no response maps: reading one is `BadArgument`, on which the SDK
+    /// panics, so it is answered as unavailable without looking.
+    pub(crate) fn answered(
+        &self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        current: u32,
+    ) -> bool {
         let Some(flight) = self.in_flight.borrow_mut().remove(&token) else {
             return false;
         };
-        let status = host::call_response_status();
-        let body = host::call_response_body(body_size);
+        let (status, body) = if num_headers == 0 {
+            (None, None)
+        } else {
+            (
+                host::call_response_status(),
+                host::call_response_body(body_size),
+            )
+        };
         let now = host::now_ms();
         let answer = Answer::read(status, body.as_deref(), now);
         if let Answer::Refused(refusal) = &answer {
