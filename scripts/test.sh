@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what is missing, builds, and runs every test
 # (core units + Wycheproof, sidecar against real Redis, the compiled filter in the wasmtime host, and the
-# end-to-end tests against real Envoy, Redis and the sidecar, and the Node.js package under `node --test`).
+# end-to-end tests against real Envoy, Redis and the sidecar, and the Node.js package under `node --test`), then a
+# bounded run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -10,3 +11,5 @@ cargo build --release --target wasm32-wasip1 -p keymesh-authn -p keymesh-egress
 scripts/build-node.sh
 (cd filters/node && node --test test/*.test.mjs)
 cargo test --workspace --no-fail-fast "$@"
+# Every fuzz target for a bounded time (KEYMESH_FUZZ_SECS each, 20 by default; about 4 min with the nightly build).
+scripts/fuzz.sh --secs "${KEYMESH_FUZZ_SECS:-20}"

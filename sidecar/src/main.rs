@@ -1,10 +1,16 @@
 //! The `keymesh` binary: configuration, logging, the CLI and the server's lifecycle.
 
+use std::future::IntoFuture;
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Parser;
 use keymesh::cli::{Cli, Command};
 use keymesh::{AppState, Clock, Config};
 use tracing_subscriber::EnvFilter;
+
+/// How long requests still in progress after the drain may take before the process exits regardless.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -43,6 +49,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Issuer(command) => {
             let mut stdout = std::io::stdout().lock();
             keymesh::cli::run_issuer(&config, command, &Clock::system(), &mut stdout).await?;
+            Ok(())
+        }
+        Command::Health(args) => {
+            let mut stdout = std::io::stdout().lock();
+            keymesh::cli::run_health(&config, &args, &mut stdout)?;
             Ok(())
         }
         Command::User(command) => {
@@ -89,17 +100,36 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("cannot set TCP_NODELAY on a connection: {e}");
         }
     });
-    axum::serve(
-        listener,
-        // The peer address is what registration is rate-limited by.
-        keymesh::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        // Held long polls would otherwise keep the server up until they time out.
-        stopping.begin_shutdown();
-    })
-    .await?;
+    let drain = Duration::from_secs(config.shutdown_drain_secs);
+    let (drained, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    // The peer address is the source failed authentications are counted under (or the proxy vouching for one),
+    // and what registration is rate-limited by.
+    let app = keymesh::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Readiness fails and held long polls are answered (304, `Connection: close`) at once; the server
+            // keeps answering while the orchestrator withdraws the endpoint, then stops accepting connections.
+            stopping.begin_shutdown();
+            tracing::info!(drain_secs = drain.as_secs(), "draining");
+            tokio::time::sleep(drain).await;
+            let _ = drained.send(());
+        })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => served?,
+        () = async {
+            if drained_rx.await.is_ok() {
+                tokio::time::sleep(CLOSE_TIMEOUT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => tracing::warn!(
+            "connections still open {}s after draining: exiting anyway",
+            CLOSE_TIMEOUT.as_secs()
+        ),
+    }
     tracing::info!("shut down");
     Ok(())
 }

@@ -156,6 +156,17 @@ async fn codes_are_bound_to_client_redirect_uri_lifetime_and_resources() {
     let code = browser.code(&request, "alice").await;
     let reply = exchange(&app.router, &other, &code, WEB_CALLBACK, None, "").await;
     assert_eq!(reply.json()["error"], "invalid_grant", "another client");
+    // Another client holding the code did not burn it: it still works, once, for the client it was issued to.
+    let reply = exchange(&app.router, &web, &code, WEB_CALLBACK, None, "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    let reply = exchange(&app.router, &other, &code, WEB_CALLBACK, None, "").await;
+    assert_eq!(
+        reply.json()["error"],
+        "invalid_grant",
+        "another client, after use"
+    );
+    let reply = exchange(&app.router, &web, &code, WEB_CALLBACK, None, "").await;
+    assert_eq!(reply.json()["error"], "invalid_grant", "the owner's replay");
 
     let code = browser.code(&request, "alice").await;
     let reply = exchange(

@@ -150,6 +150,7 @@ async fn repeated_failed_client_authentication_is_throttled_across_replicas() {
     // The window ends.
     redis::cmd("DEL")
         .arg(format!("{P}authfail:client:web"))
+        .arg(format!("{P}authfail:client:web:from:unknown"))
         .query_async::<()>(&mut redis.conn().await)
         .await
         .unwrap();

@@ -1,5 +1,6 @@
 //! The real binary on a real socket: `keymesh serve`, `keymesh client create --json`, a token over HTTP, API keys
-//! from the admin API and the CLI, and a clean, prompt exit on SIGTERM even with a long poll held open.
+//! from the admin API and the CLI, `keymesh health`, and on SIGTERM: readiness failing at once, long polls answered
+//! `304` with `Connection: close` during the drain, and a clean exit right after it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -44,6 +45,7 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
         ("KEYMESH_KEY_PREFIX", "serve:".to_owned()),
         ("KEYMESH_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
         ("KEYMESH_KEK", support::TEST_KEK.to_owned()),
+        ("KEYMESH_SHUTDOWN_DRAIN_SECS", "1".to_owned()),
         // Debug for keymesh, so the most talkative logging is the one checked for secrets.
         ("RUST_LOG", "info,keymesh=debug".to_owned()),
     ];
@@ -210,9 +212,18 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
 
-    // A long poll held open does not hold up the shutdown: it is answered 304.
+    // The health subcommand reaches the server at its configured listen address.
+    let ready = keymesh(&env, &["health", "--ready"]);
+    assert!(ready.status.success(), "{}", dump("health --ready"));
+    assert_eq!(
+        String::from_utf8_lossy(&ready.stdout).trim(),
+        format!("ok {base}/healthz")
+    );
+
+    // A long poll held open does not hold up the shutdown: it is answered 304 when the drain begins.
     let poll = std::thread::spawn({
         let (http, url) = (http.clone(), format!("{base}/v1/bundle?wait=60"));
+        let etag = etag.clone();
         move || {
             http.get(url)
                 .header("If-None-Match", &etag)
@@ -230,20 +241,49 @@ fn serve_issues_tokens_to_cli_created_clients_and_stops_on_sigterm() {
 
     server.signal("TERM").unwrap();
     let signalled = Instant::now();
-    let status = server
-        .wait_timeout(Duration::from_secs(10))
-        .unwrap()
-        .unwrap_or_else(|| panic!("{}", dump("no exit")));
-    assert!(
-        signalled.elapsed() < Duration::from_secs(3),
-        "{}",
-        dump(&format!("shutdown took {:?}", signalled.elapsed()))
-    );
     assert_eq!(
         poll.join().unwrap().ok(),
         Some(304),
         "{}",
         dump("long poll")
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_millis(800),
+        "{}",
+        dump(&format!(
+            "held poll answered after {:?}",
+            signalled.elapsed()
+        ))
+    );
+    // During the drain: not ready, still alive, and a new long poll is answered at once, closing its connection.
+    assert_eq!(
+        http.get(format!("{base}/healthz")).call().unwrap().status(),
+        503
+    );
+    assert_eq!(
+        http.get(format!("{base}/livez")).call().unwrap().status(),
+        200
+    );
+    assert!(!keymesh(&env, &["health", "--ready"]).status.success());
+    assert!(keymesh(&env, &["health"]).status.success());
+    let asked = Instant::now();
+    let late = http
+        .get(format!("{base}/v1/bundle?wait=60"))
+        .header("If-None-Match", &etag)
+        .call()
+        .unwrap();
+    assert_eq!(late.status(), 304);
+    assert!(asked.elapsed() < Duration::from_millis(500));
+    assert_eq!(late.headers().get("connection").unwrap(), "close");
+    let status = server
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap_or_else(|| panic!("{}", dump("no exit")));
+    let stopped = signalled.elapsed();
+    assert!(
+        stopped >= Duration::from_secs(1) && stopped < Duration::from_secs(3),
+        "{}",
+        dump(&format!("exit {stopped:?} after SIGTERM with a 1 s drain"))
     );
     assert!(
         status.success(),

@@ -392,3 +392,67 @@ async fn secrets_are_stored_only_hashed() {
         .starts_with("$argon2id$"));
     assert_eq!(record["resources"], json!([ORDERS]));
 }
+
+#[tokio::test]
+async fn with_every_argon2_slot_busy_a_chosen_secret_gets_503_and_a_generated_one_still_a_token() {
+    let redis = RedisServer::start();
+    let app = start_app_with(keymesh::Config {
+        argon2_concurrency: 1,
+        ..config(&redis, "t:")
+    })
+    .await;
+    let generated = register(&redis, "t:", "gen", None, &[ORDERS], &[]).await;
+    register(&redis, "t:", "chosen", Some("demo-secret"), &[ORDERS], &[]).await;
+    let body = format!(
+        "grant_type=client_credentials&resource={}",
+        form_urlencode(ORDERS)
+    );
+
+    // The one slot is taken (as by a long burst of verifications): the request waits, then is told to retry.
+    let held = app.state.argon2_slots().acquire().await.unwrap();
+    let asked = std::time::Instant::now();
+    let reply = post_token(&app.router, Some(&basic("chosen", "demo-secret")), &body).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        reply.body
+    );
+    assert!(asked.elapsed() >= std::time::Duration::from_millis(900));
+    assert_eq!(reply.json()["error"], "temporarily_unavailable");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    // A wrong secret is not counted as a failed authentication while it could not be checked.
+    let reply = post_token(&app.router, Some(&basic("chosen", "wrong")), &body).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A generated secret's SHA-256 form needs no slot.
+    let reply = post_token(
+        &app.router,
+        Some(&basic("gen", &generated.client_secret)),
+        &body,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+
+    drop(held);
+    let reply = post_token(&app.router, Some(&basic("chosen", "demo-secret")), &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let failures: bool = redis::cmd("EXISTS")
+        .arg("t:authfail:client:chosen")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert!(
+        !failures,
+        "checks refused for want of a slot are not failed authentications"
+    );
+    // With the slot free, the wrong secret is checked and counted.
+    let reply = post_token(&app.router, Some(&basic("chosen", "wrong")), &body).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let failures: bool = redis::cmd("EXISTS")
+        .arg("t:authfail:client:chosen")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert!(failures);
+}

@@ -15,6 +15,8 @@ pub(crate) struct Metrics {
     pub(crate) bundle_age_ms: Option<u32>,
     pub(crate) bundle_fetch_failures: Option<u32>,
     pub(crate) bundle_rejected: Option<u32>,
+    /// Keys (or whole issuers) left out of the bundle last applied, because they cannot be used.
+    pub(crate) bundle_keys_refused: Option<u32>,
     allowed: Option<u32>,
     /// Allowed requests not yet handed to Envoy.
     allowed_pending: Cell<u64>,
@@ -29,6 +31,7 @@ impl Metrics {
             bundle_age_ms: host::define_gauge("keymesh.authn.bundle_age_ms"),
             bundle_fetch_failures: host::define_counter("keymesh.authn.bundle_fetch_failures"),
             bundle_rejected: host::define_counter("keymesh.authn.bundle_rejected"),
+            bundle_keys_refused: host::define_gauge("keymesh.authn.bundle_keys_refused"),
             allowed: host::define_counter("keymesh.authn.allowed"),
             allowed_pending: Cell::new(0),
             denied: RefCell::default(),

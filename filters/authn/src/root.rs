@@ -132,6 +132,9 @@ fn report(filter: &ConfiguredFilter, outcome: &FetchOutcome) {
             for reason in skipped {
                 log::warn!("bundle key left out: {reason}");
             }
+            // The other keys of a provider with one unusable key keep working; this gauge says how many were not.
+            let refused = u64::try_from(skipped.len()).unwrap_or(u64::MAX);
+            host::record(filter.metrics.bundle_keys_refused, refused);
             host::record(filter.metrics.bundle_version, *version);
             let kind = if *delta { "delta" } else { "full" };
             log::info!(

@@ -52,6 +52,9 @@ pub enum CredentialError {
     /// A claim RFC 9068 requires is absent.
     #[error("missing claim `{0}`")]
     MissingClaim(&'static str),
+    /// The header `typ` is not `at+jwt` (RFC 9068 §4), nor a type the issuer's entry accepts.
+    #[error("token type is not at+jwt")]
+    WrongTokenType,
     /// The token's `iss` is not the issuer that owns the verifying key.
     #[error("issuer not trusted for this key")]
     WrongIssuer,
@@ -114,6 +117,15 @@ pub enum KeyError {
         kid: String,
         /// What is wrong.
         detail: String,
+    },
+    /// A key carries private or symmetric key material: the provider is leaking secrets, so its whole set is
+    /// refused.
+    #[error("key `{kid}`: private member `{member}` in a public key set")]
+    PrivateMaterial {
+        /// The key's id (`(no kid)` when it has none).
+        kid: String,
+        /// The private member found.
+        member: &'static str,
     },
     /// The same issuer is listed twice in a bundle.
     #[error("issuer `{0}` listed twice")]

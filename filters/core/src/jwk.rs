@@ -91,12 +91,23 @@ const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
 
 /// Parses one JWK object into a public key, refusing anything but EdDSA, ES256 and RS256 signature keys.
 pub fn parse_jwk(jwk: &Map<String, Value>) -> Result<KeyEntry, KeyError> {
+    let kty = jwk.get("kty").and_then(Value::as_str).unwrap_or("");
+    // Private material is checked before anything else, whatever the key's use, type or kid: a provider that
+    // publishes it is leaking secrets. A symmetric key's `k` is left to the `oct` refusal below.
+    if kty != "oct" {
+        if let Some(member) = PRIVATE_MEMBERS.iter().find(|m| jwk.contains_key(**m)) {
+            let kid = jwk.get("kid").and_then(Value::as_str).unwrap_or("(no kid)");
+            return Err(KeyError::PrivateMaterial {
+                kid: kid.to_owned(),
+                member,
+            });
+        }
+    }
     let kid = match jwk.get("kid") {
         Some(Value::String(kid)) if !kid.is_empty() => kid.clone(),
         _ => return Err(KeyError::MissingKid),
     };
     let text = |name: &str| jwk.get(name).and_then(Value::as_str);
-    let kty = text("kty").unwrap_or("");
     let crv = text("crv");
     let alg = text("alg");
     let unsupported = || KeyError::Unsupported {
@@ -123,12 +134,6 @@ pub fn parse_jwk(jwk: &Map<String, Value>) -> Result<KeyEntry, KeyError> {
     }
     if kty == "oct" {
         return Err(unsupported());
-    }
-    if let Some(member) = PRIVATE_MEMBERS.iter().find(|m| jwk.contains_key(**m)) {
-        return Err(KeyError::Invalid {
-            kid,
-            detail: format!("private member `{member}` in a public key set"),
-        });
     }
 
     let algorithm = match (kty, crv, alg) {
@@ -207,5 +212,26 @@ mod tests {
         for case in cases {
             assert!(parse_jwk(&obj(case.clone())).is_err(), "accepted {case}");
         }
+    }
+
+    #[test]
+    fn private_material_is_named_whatever_the_use_or_kid() {
+        for case in [
+            json!({"kty":"OKP","crv":"Ed25519","x":ED_X,"d":ED_X,"kid":"p"}),
+            json!({"kty":"RSA","n":"AQAB","e":"AQAB","p":"AQAB","kid":"r","use":"enc"}),
+            json!({"kty":"EC","crv":"P-256","x":ED_X,"y":ED_X,"d":ED_X}),
+        ] {
+            assert!(
+                matches!(
+                    parse_jwk(&obj(case.clone())),
+                    Err(KeyError::PrivateMaterial { .. })
+                ),
+                "{case}"
+            );
+        }
+        assert!(matches!(
+            parse_jwk(&obj(json!({"kty":"oct","k":"AAAA","kid":"h"}))),
+            Err(KeyError::Unsupported { .. })
+        ));
     }
 }

@@ -3,6 +3,7 @@
 use crate::delivery::wire::{BundleDto, JwksDto};
 use crate::error::KeyError;
 use crate::jwk::{parse_jwk, PublicKey};
+use crate::token_type::AcceptedTypes;
 use std::collections::HashMap;
 
 /// A public key and the issuer it belongs to. A token verified by this key must carry exactly that `iss`.
@@ -33,6 +34,7 @@ struct Issuer {
     name: String,
     audiences: Option<Vec<String>>,
     external: bool,
+    types: AcceptedTypes,
 }
 
 /// What was left out of a key set, and why; a filter logs these, it does not fail on them.
@@ -46,10 +48,10 @@ impl KeySet {
         Self::from_bundle(&dto)
     }
 
-    /// Builds a key set from a bundle. Keys of types keymesh does not verify (or not meant for signatures) are
-    /// skipped and reported; an issuer whose set is unsafe to use (duplicate `kid`, private or malformed key
-    /// material) is dropped whole and reported, so one bad external JWKS cannot block everyone else's updates.
-    /// A bundle naming the same issuer twice is refused.
+    /// Builds a key set from a bundle. A key that cannot be used (another type or use, no `kid`, malformed or
+    /// weak material) is skipped and reported, and the issuer's other keys are kept; an issuer whose set is unsafe
+    /// to use as a whole (a repeated `kid`, private key material) is dropped whole and reported, so one bad
+    /// external JWKS cannot block everyone else's updates. A bundle naming the same issuer twice is refused.
     pub fn from_bundle(dto: &BundleDto) -> Result<(Self, Skipped), KeyError> {
         let mut set = Self {
             version: dto.version,
@@ -67,6 +69,7 @@ impl KeySet {
                         name: entry.issuer.clone(),
                         audiences: entry.audiences.clone(),
                         external: entry.external,
+                        types: AcceptedTypes::new(&entry.accept_typ, entry.accept_missing_typ),
                     });
                     for (kid, key) in keys {
                         set.by_kid
@@ -101,6 +104,7 @@ impl KeySet {
                 name: issuer.to_owned(),
                 audiences: None,
                 external: false,
+                types: AcceptedTypes::default(),
             }],
             by_kid,
         })
@@ -121,6 +125,13 @@ impl KeySet {
         self.issuers
             .get(key.issuer)
             .map_or("", |issuer| &issuer.name)
+    }
+
+    /// Whether a token verified by `key` may carry this `typ` header: `at+jwt`, or what the key's issuer accepts.
+    pub fn accepts_type(&self, key: &TrustedKey, typ: Option<&str>) -> bool {
+        self.issuers
+            .get(key.issuer)
+            .is_some_and(|issuer| issuer.types.accepts(typ))
     }
 
     /// Whether tokens of `issuer` may be used at the API `audience`: an issuer listed with allowed audiences is
@@ -172,10 +183,11 @@ fn issuer_keys(
     for jwk in &jwks.keys {
         match parse_jwk(jwk) {
             Ok(entry) => keys.push((entry.kid, entry.key)),
-            Err(e @ (KeyError::Unsupported { .. } | KeyError::NotForSignatures(_))) => {
-                skipped.push(e)
-            }
-            Err(e) => return Err(e),
+            // A provider publishing private material is leaking secrets: nothing of its set is trusted.
+            Err(e @ KeyError::PrivateMaterial { .. }) => return Err(e),
+            // One unusable key (another type or use, no kid, a bad point, a weak modulus) costs only itself, so
+            // one sloppy key does not take down the provider's other keys.
+            Err(e) => skipped.push(e),
         }
     }
     Ok(keys)

@@ -30,6 +30,7 @@ pub mod resource_metadata;
 pub mod rsa_verify;
 mod strict_json;
 pub mod token_cache;
+pub mod token_type;
 pub mod verdict;
 
 /// The bundle wire types under their earlier path (the sidecar imports them from here).

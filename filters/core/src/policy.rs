@@ -243,8 +243,9 @@ fn authorize_api_key(
     })
 }
 
-/// Verifies a compact JWT access token against `keys`: the signature by the key its `kid` names, `iss` equal to
-/// that key's issuer (and among `trusted_issuers` when given), `exp`/`nbf` against `now`.
+/// Verifies a compact JWT access token against `keys`: the signature by the key its `kid` names, `typ` an access
+/// token's (`at+jwt`, or a type the key's issuer accepts), `iss` equal to that key's issuer (and among
+/// `trusted_issuers` when given), `exp`/`nbf` against `now`.
 pub fn verify_jwt(
     token: &str,
     keys: &KeySet,
@@ -286,14 +287,18 @@ pub fn verify_jwt_cached(
     Ok(claims)
 }
 
-/// Everything about a token that does not depend on the time: signature by the key its `kid` names, `iss` equal
-/// to that key's issuer (and trusted), claims well formed and forwardable.
-fn verify_signed_claims(
+/// Everything about a token that does not depend on the time: signature by the key its `kid` names, `typ`, `iss`
+/// equal to that key's issuer (and trusted), claims well formed and forwardable. `exp` and `nbf` are the caller's
+/// to check (the sidecar's revocation endpoint, for one, must accept a token that expired moments ago).
+pub fn verify_signed_claims(
     token: &str,
     keys: &KeySet,
     trusted_issuers: Option<&[String]>,
 ) -> Result<AccessClaims, CredentialError> {
     let verified = jws::verify(token, keys)?;
+    if !keys.accepts_type(verified.key, verified.typ.as_deref()) {
+        return Err(CredentialError::WrongTokenType);
+    }
     let claims = AccessClaims::parse(&verified.payload)?;
     if claims.issuer != verified.issuer {
         return Err(CredentialError::WrongIssuer);

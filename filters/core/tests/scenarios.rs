@@ -371,3 +371,108 @@ fn the_actor_of_an_exchanged_token_is_forwarded_and_must_be_header_safe() {
         assert!(matches!(verdict(bad.clone()), Verdict::Deny(_)), "{bad}");
     }
 }
+
+#[test]
+fn typ_is_checked_per_issuer_and_refusals_say_why() {
+    use keymesh_core::policy::verify_jwt;
+    use keymesh_core::CredentialError;
+    use keymesh_testkit::{claims, with, Alg, OTHER_ISSUER};
+    use serde_json::json;
+    let fx = fixture();
+    let ok = claims(&["https://orders.local"], "orders:read");
+    let ours_jwt = fx.typed_token(Alg::EdDsa, Some("JWT"), &ok);
+    let (keys, _) = KeySet::parse_bundle(fx.bundle(1).as_bytes()).unwrap();
+    assert_eq!(
+        verify_jwt(&ours_jwt, &keys, None, 0, NOW).unwrap_err(),
+        CredentialError::WrongTokenType
+    );
+    // The same bundle with the first issuer opted in to `JWT` and to no `typ` accepts both; the second issuer,
+    // opted in to `JWT` only, still refuses a token without `typ`.
+    let mut bundle: serde_json::Value = serde_json::from_str(&fx.bundle(1)).unwrap();
+    bundle["issuers"][0]["accept_typ"] = json!(["jwt"]);
+    bundle["issuers"][0]["accept_missing_typ"] = json!(true);
+    let (lenient, _) = KeySet::parse_bundle(bundle.to_string().as_bytes()).unwrap();
+    assert!(verify_jwt(&ours_jwt, &lenient, None, 0, NOW).is_ok());
+    let untyped = fx.typed_token(Alg::Rs256, None, &ok);
+    assert!(verify_jwt(&untyped, &lenient, None, 0, NOW).is_ok());
+    assert_eq!(
+        verify_jwt(&untyped, &keys, None, 0, NOW).unwrap_err(),
+        CredentialError::WrongTokenType
+    );
+    let theirs = with(ok, "iss", json!(OTHER_ISSUER));
+    let theirs_untyped = fx.other_issuer_typed_token(None, &theirs);
+    assert_eq!(
+        verify_jwt(&theirs_untyped, &lenient, None, 0, NOW).unwrap_err(),
+        CredentialError::WrongTokenType
+    );
+}
+
+/// An Ed25519 `x` that is not a point of the curve (y = 2 has no x).
+const NOT_A_POINT: &str = "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn bundle_with_first_issuer_keys(extra: &[serde_json::Value]) -> String {
+    let mut bundle: serde_json::Value = serde_json::from_str(&fixture().bundle(1)).unwrap();
+    let keys = bundle["issuers"][0]["jwks"]["keys"].as_array_mut().unwrap();
+    keys.extend(extra.iter().cloned());
+    bundle.to_string()
+}
+
+fn verifies(keys: &KeySet, alg: keymesh_testkit::Alg) -> bool {
+    let token = fixture().token(alg, &keymesh_testkit::claims(&["https://orders.local"], ""));
+    keymesh_core::policy::verify_jwt(&token, keys, None, 0, NOW).is_ok()
+}
+
+#[test]
+fn one_bad_key_costs_only_itself() {
+    use keymesh_testkit::Alg;
+    use serde_json::json;
+    let bad = [
+        json!({"kty":"OKP","crv":"Ed25519","x":NOT_A_POINT,"kid":"not-a-point","alg":"EdDSA"}),
+        json!({"kty":"RSA","n":"AQAB","e":"AQAB","kid":"weak-rsa"}),
+        json!({"kty":"EC","crv":"P-256","x":NOT_A_POINT,"kid":"no-y"}),
+        json!({"kty":"OKP","crv":"Ed25519","x":NOT_A_POINT}),
+    ];
+    let (keys, skipped) =
+        KeySet::parse_bundle(bundle_with_first_issuer_keys(&bad).as_bytes()).unwrap();
+    assert_eq!(skipped.len(), 4, "{skipped:?}");
+    let reasons: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("not-a-point")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("weak-rsa")),
+        "{reasons:?}"
+    );
+    for alg in [Alg::EdDsa, Alg::Es256, Alg::Rs256] {
+        assert!(verifies(&keys, alg), "{alg:?} stopped verifying");
+    }
+    assert!(keys.candidates("not-a-point").is_empty());
+}
+
+#[test]
+fn private_material_or_a_repeated_kid_refuses_the_issuer_whole() {
+    use keymesh_testkit::Alg;
+    use serde_json::json;
+    let x = fixture().public_jwk(Alg::EdDsa)["x"].clone();
+    let private = json!({"kty":"OKP","crv":"Ed25519","x":x,"d":x,"kid":"leaked"});
+    let repeated = fixture().public_jwk(Alg::EdDsa);
+    for (what, extra) in [("private key", private), ("repeated kid", repeated)] {
+        let (keys, skipped) =
+            KeySet::parse_bundle(bundle_with_first_issuer_keys(&[extra]).as_bytes()).unwrap();
+        assert_eq!(skipped.len(), 1, "{what}: {skipped:?}");
+        for alg in [Alg::EdDsa, Alg::Es256, Alg::Rs256] {
+            assert!(!verifies(&keys, alg), "{what}: {alg:?} still verifies");
+        }
+        // The other issuer of the bundle is not affected.
+        let theirs = fixture().other_issuer_token(&keymesh_testkit::with(
+            keymesh_testkit::claims(&["https://orders.local"], ""),
+            "iss",
+            json!(keymesh_testkit::OTHER_ISSUER),
+        ));
+        assert!(
+            keymesh_core::policy::verify_jwt(&theirs, &keys, None, 0, NOW).is_ok(),
+            "{what}"
+        );
+    }
+}

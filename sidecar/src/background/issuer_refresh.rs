@@ -178,7 +178,11 @@ impl IssuerTask {
                     for skipped in &fetched.skipped {
                         tracing::debug!(issuer = %record.issuer, key = %skipped, "external key left out");
                     }
-                    let changed = store.store_keys(conn, record, &fetched.jwks, now).await?;
+                    for refused in &fetched.refused {
+                        tracing::warn!(issuer = %record.issuer, kid = %refused.kid, reason = %refused.reason,
+                            "external key refused; the provider's other keys are kept");
+                    }
+                    let changed = store.store_keys(conn, record, &fetched, now).await?;
                     if changed {
                         tracing::info!(issuer = %record.issuer, kids = ?jwks_kids(&fetched.jwks), reason,
                             "external issuer keys changed");
@@ -263,6 +267,9 @@ mod tests {
                     .collect(),
             }),
             keys_changed_at: 0,
+            accept_typ: Vec::new(),
+            accept_missing_typ: false,
+            refused_keys: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@ use super::{connect, CliError};
 use crate::config::Config;
 use crate::issuers::{
     jwks_kids, ExternalIssuer, FetchError, FetchStatus, Fetched, Fetcher, IssuerError, IssuerStore,
-    KeySource, NewIssuer,
+    KeySource, NewIssuer, RefusedKey,
 };
 use crate::store::names::KeyNames;
 use crate::support::clock::Clock;
@@ -55,6 +55,13 @@ pub struct AddIssuerArgs {
     /// An API (audience URI) the provider's tokens may be used at; repeatable, at least one.
     #[arg(long = "audience", value_name = "URI", required = true, num_args = 1..)]
     pub audiences: Vec<String>,
+    /// Also accept access tokens whose `typ` header is this media type (e.g. `JWT`), for a provider known to
+    /// mint them so; repeatable. `at+jwt` (RFC 9068) is always accepted, and by default nothing else.
+    #[arg(long = "accept-typ", value_name = "TYPE")]
+    pub accept_typ: Vec<String>,
+    /// Also accept this provider's access tokens that carry no `typ` header at all.
+    #[arg(long)]
+    pub accept_missing_typ: bool,
     /// Replace an existing registration of this issuer.
     #[arg(long)]
     pub force: bool,
@@ -86,6 +93,9 @@ struct Listed<'a> {
     source: &'a KeySource,
     audiences: &'a [String],
     kids: Vec<&'a str>,
+    accept_typ: &'a [String],
+    accept_missing_typ: bool,
+    refused_keys: &'a [RefusedKey],
     keys_changed_at: u64,
     status: FetchStatus,
 }
@@ -108,6 +118,7 @@ pub async fn run_issuer(
                 (None, false, None) => return Err(IssuerCommandError::NoSource.into()),
             };
             let new = NewIssuer::new(args.issuer, source, args.audiences, &config.issuer)
+                .and_then(|new| new.accepting_types(args.accept_typ, args.accept_missing_typ))
                 .map_err(IssuerCommandError::from)?;
             // Fetch before storing: a registration that cannot fetch is reported now, not found out later.
             let probe = ExternalIssuer {
@@ -116,6 +127,9 @@ pub async fn run_issuer(
                 audiences: new.audiences.clone(),
                 jwks: None,
                 keys_changed_at: 0,
+                accept_typ: new.accept_typ.clone(),
+                accept_missing_typ: new.accept_missing_typ,
+                refused_keys: Vec::new(),
             };
             let fetched = fetch(&fetcher, probe).await?;
             let mut conn = connect(config).await?;
@@ -130,6 +144,9 @@ pub async fn run_issuer(
                     &serde_json::json!({
                         "issuer": record.issuer, "jwks_uri": fetched.jwks_uri,
                         "audiences": record.audiences, "kids": kids,
+                        "accept_typ": record.accept_typ,
+                        "accept_missing_typ": record.accept_missing_typ,
+                        "refused_keys": record.refused_keys,
                     }),
                 )?;
                 writeln!(out)?;
@@ -138,8 +155,19 @@ pub async fn run_issuer(
                 writeln!(out, "jwks_uri:  {}", fetched.jwks_uri)?;
                 writeln!(out, "audiences: {}", record.audiences.join(" "))?;
                 writeln!(out, "kids:      {}", kids.join(" "))?;
+                if !record.accept_typ.is_empty() || record.accept_missing_typ {
+                    let mut types = vec!["at+jwt".to_owned()];
+                    types.extend(record.accept_typ.iter().cloned());
+                    if record.accept_missing_typ {
+                        types.push("(no typ)".into());
+                    }
+                    writeln!(out, "typ:       {}", types.join(" "))?;
+                }
                 for skipped in &fetched.skipped {
                     writeln!(out, "left out:  {skipped}")?;
+                }
+                for refused in &fetched.refused {
+                    writeln!(out, "refused:   {}: {}", refused.kid, refused.reason)?;
                 }
             }
         }
@@ -161,6 +189,9 @@ pub async fn run_issuer(
                     source: &record.source,
                     audiences: &record.audiences,
                     kids: record.kids(),
+                    accept_typ: &record.accept_typ,
+                    accept_missing_typ: record.accept_missing_typ,
+                    refused_keys: &record.refused_keys,
                     keys_changed_at: record.keys_changed_at,
                     status: statuses.get(&record.issuer).cloned().unwrap_or_default(),
                 })
@@ -172,10 +203,12 @@ pub async fn run_issuer(
                 for entry in &listed {
                     writeln!(
                         out,
-                        "{}\tkeys={}\taudiences={}\tlast_success={}\tfailures={}{}",
+                        "{}\tkeys={}\taudiences={}{}{}\tlast_success={}\tfailures={}{}",
                         entry.issuer,
                         entry.kids.join(","),
                         entry.audiences.join(","),
+                        typ_column(entry.accept_typ, entry.accept_missing_typ),
+                        refused_column(entry.refused_keys),
                         entry.status.last_success,
                         entry.status.failures,
                         entry
@@ -209,7 +242,7 @@ pub async fn run_issuer(
             let fetched = fetch(&fetcher, record.clone()).await?;
             let now = clock.now_secs();
             let changed = store
-                .store_keys(&mut conn, &record, &fetched.jwks, now)
+                .store_keys(&mut conn, &record, &fetched, now)
                 .await
                 .map_err(IssuerCommandError::from)?;
             store
@@ -226,6 +259,31 @@ pub async fn run_issuer(
         }
     }
     Ok(())
+}
+
+/// The `typ` column of `issuer list`: empty for a provider held to `at+jwt` only.
+fn typ_column(accept_typ: &[String], missing: bool) -> String {
+    if accept_typ.is_empty() && !missing {
+        return String::new();
+    }
+    let mut types = vec!["at+jwt".to_owned()];
+    types.extend(accept_typ.iter().cloned());
+    if missing {
+        types.push("none".into());
+    }
+    format!("\taccept_typ={}", types.join(","))
+}
+
+/// The `refused` column of `issuer list`: each refused key and why; empty when none was.
+fn refused_column(refused: &[RefusedKey]) -> String {
+    if refused.is_empty() {
+        return String::new();
+    }
+    let keys: Vec<String> = refused
+        .iter()
+        .map(|key| format!("{} ({})", key.kid, key.reason))
+        .collect();
+    format!("\trefused={}", keys.join("; "))
 }
 
 async fn fetch(fetcher: &Fetcher, record: ExternalIssuer) -> Result<Fetched, CliError> {

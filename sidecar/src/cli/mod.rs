@@ -1,6 +1,6 @@
 //! The command line: `keymesh serve`, `keymesh client {create,list,delete}`,
 //! `keymesh apikey {create,list,revoke,regenerate}`, `keymesh user {create,list,delete}`, `keymesh key …` and
-//! `keymesh issuer {add,list,remove,refresh}`.
+//! `keymesh issuer {add,list,remove,refresh}` and `keymesh health`.
 //!
 //! Every subcommand loads the same [`Config`] as the server, so client and API key commands act on the Redis (and
 //! key prefix) the running sidecar uses.
@@ -19,11 +19,13 @@ use crate::store::names::KeyNames;
 use crate::support::clock::Clock;
 
 mod apikey;
+mod health;
 mod issuer;
 mod key;
 mod user;
 
 pub use apikey::{parse_duration, run_apikey, ApiKeyCommand, CreateApiKeyArgs};
+pub use health::{run_health, HealthArgs, HealthError};
 pub use issuer::{run_issuer, AddIssuerArgs, IssuerCommand, IssuerCommandError};
 pub use key::{run_key, KeyCommand, KeyCommandError, RotateArgs};
 pub use user::{run_user, CreateUserArgs, UserCommand};
@@ -62,6 +64,8 @@ pub enum Command {
     /// Manage the external identity providers whose tokens the filters accept.
     #[command(subcommand)]
     Issuer(IssuerCommand),
+    /// Ask the running server whether it is alive or ready: exit 0 if so, 1 if not (for container health checks).
+    Health(HealthArgs),
 }
 
 /// `keymesh client …`.

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::support::admin_token::AdminToken;
+use crate::support::source_address::TrustedProxies;
 use crate::support::syntax;
 
 mod issuers;
 mod redis_settings;
 mod registration;
+mod secret_files;
 mod setting;
 mod signing;
 
@@ -44,7 +46,7 @@ mod test_support {
 pub use issuers::IssuerSettings;
 pub use registration::{RegistrationSettings, INITIAL_ACCESS_TOKEN_ENV};
 pub use setting::Origin;
-use setting::{parse_secs, raw, setting, validate, Env};
+use setting::{parse_secs, raw, setting, validate, Env, Raw};
 pub use signing::SigningConfig;
 
 /// Environment variable naming the configuration file (the `--config` flag takes precedence).
@@ -61,7 +63,8 @@ const MAX_REFRESH_TOKEN_TTL_SECS: u64 = 365 * 86_400;
 /// Validated runtime configuration. `Debug` masks the Redis password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Redis connection URL (`KEYMESH_REDIS_URL`); in cluster mode, the comma-separated URLs of seed nodes.
+    /// Redis connection URL (`KEYMESH_REDIS_URL`, or a file named by `KEYMESH_REDIS_URL_FILE`); in cluster mode,
+    /// the comma-separated URLs of seed nodes.
     pub redis_url: String,
     /// Whether Redis is a Redis Cluster (`KEYMESH_REDIS_CLUSTER`). The key prefix then carries a hash tag, so that
     /// every key is in one slot.
@@ -77,13 +80,23 @@ pub struct Config {
     pub refresh_token_ttl_secs: u64,
     /// Prefix of every Redis key and channel the sidecar uses (`KEYMESH_KEY_PREFIX`).
     pub key_prefix: String,
-    /// Bearer token of the admin API (`KEYMESH_ADMIN_TOKEN`), kept only as a digest; `None` disables the API.
+    /// Bearer token of the admin API (`KEYMESH_ADMIN_TOKEN`, or a file named by `KEYMESH_ADMIN_TOKEN_FILE`), kept
+    /// only as a digest; `None` disables the API.
     pub admin_token: Option<AdminToken>,
     /// Signing keys: the key-encryption key and the rotation schedule.
     pub signing: SigningConfig,
     /// How external identity providers' keys are fetched (`KEYMESH_ISSUER_REFRESH_SECS`,
     /// `KEYMESH_ISSUER_REFETCH_MIN_SECS`, `KEYMESH_ISSUER_FETCH_TIMEOUT_MS`).
     pub external_issuers: IssuerSettings,
+    /// Seconds `serve` keeps answering after SIGTERM, with readiness failing and long polls answered at once,
+    /// while the orchestrator withdraws the endpoint (`KEYMESH_SHUTDOWN_DRAIN_SECS`).
+    pub shutdown_drain_secs: u64,
+    /// Argon2id verifications (operator-chosen client secrets, user passwords) running at once; each holds about
+    /// 19 MiB, so more requests wait briefly and are then answered 503 (`KEYMESH_ARGON2_CONCURRENCY`).
+    pub argon2_concurrency: usize,
+    /// Peers whose `x-forwarded-for` names the client's address, for throttling per source
+    /// (`KEYMESH_TRUSTED_PROXIES`: addresses and CIDR networks); none by default.
+    pub trusted_proxies: TrustedProxies,
     /// Dynamic client registration policy (RFC 7591; the `registration_*` settings).
     pub registration: RegistrationSettings,
 }
@@ -104,6 +117,9 @@ impl fmt::Debug for Config {
             .field("admin_token", &self.admin_token)
             .field("signing", &self.signing)
             .field("external_issuers", &self.external_issuers)
+            .field("shutdown_drain_secs", &self.shutdown_drain_secs)
+            .field("argon2_concurrency", &self.argon2_concurrency)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("registration", &self.registration)
             .finish_non_exhaustive()
     }
@@ -122,6 +138,9 @@ impl Default for Config {
             admin_token: None,
             signing: SigningConfig::default(),
             external_issuers: IssuerSettings::default(),
+            shutdown_drain_secs: 5,
+            argon2_concurrency: 2,
+            trusted_proxies: TrustedProxies::default(),
             registration: RegistrationSettings::default(),
         }
     }
@@ -164,6 +183,7 @@ pub enum ConfigLoadError {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     redis_url: Option<String>,
+    redis_url_file: Option<PathBuf>,
     redis_cluster: Option<bool>,
     listen: Option<String>,
     issuer: Option<String>,
@@ -171,6 +191,7 @@ struct ConfigFile {
     refresh_token_ttl_secs: Option<u64>,
     key_prefix: Option<String>,
     admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
     kek_file: Option<PathBuf>,
     key_algorithm: Option<String>,
     key_publish_delay_secs: Option<u64>,
@@ -179,6 +200,9 @@ struct ConfigFile {
     issuer_refresh_secs: Option<u64>,
     issuer_refetch_min_secs: Option<u64>,
     issuer_fetch_timeout_ms: Option<u64>,
+    shutdown_drain_secs: Option<u64>,
+    argon2_concurrency: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
     registration_initial_access_token: Option<String>,
     registration_anonymous: Option<bool>,
     registration_resources: Option<Vec<String>>,
@@ -225,6 +249,7 @@ impl Config {
         };
 
         let env: Env<'_> = &env;
+        let file_dir = file.and_then(|(path, _)| path.parent());
         let signing = signing::from_sources(
             signing::SigningFile {
                 kek_file: parsed.kek_file,
@@ -233,7 +258,7 @@ impl Config {
                 key_rotation_interval_secs: parsed.key_rotation_interval_secs,
                 key_retire_leeway_secs: parsed.key_retire_leeway_secs,
             },
-            file.and_then(|(path, _)| path.parent()),
+            file_dir,
             env,
         )?;
         let redis_cluster = setting(
@@ -251,11 +276,18 @@ impl Config {
             env,
         );
         let key_prefix_origin = key_prefix.origin.clone();
-        let admin_token = match (env(ADMIN_TOKEN_ENV), parsed.admin_token) {
-            (Some(token), _) => Some((token, Origin::Env(ADMIN_TOKEN_ENV))),
-            (None, Some(token)) => Some((token, Origin::File)),
-            (None, None) => None,
-        };
+        let redis_url = secret_files::REDIS_URL
+            .raw(parsed.redis_url, parsed.redis_url_file, file_dir, env)?
+            .unwrap_or(Raw {
+                value: defaults.redis_url,
+                origin: Origin::Default,
+            });
+        let admin_token = secret_files::ADMIN_TOKEN.raw(
+            parsed.admin_token,
+            parsed.admin_token_file,
+            file_dir,
+            env,
+        )?;
         let issuer_defaults = defaults.external_issuers;
         let registration = registration::from_sources(
             registration::RegistrationFile {
@@ -268,95 +300,115 @@ impl Config {
             },
             env,
         )?;
-        let config =
-            Self {
-                redis_url: setting(
-                    "redis_url",
-                    "KEYMESH_REDIS_URL",
-                    parsed.redis_url,
-                    defaults.redis_url,
-                    env,
-                    |v| redis_settings::parse_redis_url(v, redis_cluster),
-                )?,
-                redis_cluster,
-                listen: setting(
-                    "listen",
-                    "KEYMESH_LISTEN",
-                    parsed.listen,
-                    defaults.listen,
-                    env,
-                    |v| v.trim().parse::<SocketAddr>().map_err(|e| e.to_string()),
-                )?,
-                issuer: setting(
-                    "issuer",
-                    "KEYMESH_ISSUER",
-                    parsed.issuer,
-                    defaults.issuer,
-                    env,
-                    parse_issuer,
-                )?,
-                token_ttl_secs: setting(
-                    "token_ttl_secs",
-                    "KEYMESH_TOKEN_TTL_SECS",
-                    parsed.token_ttl_secs,
-                    defaults.token_ttl_secs,
-                    env,
-                    |v| parse_secs(v, 1, MAX_TOKEN_TTL_SECS),
-                )?,
-                refresh_token_ttl_secs: setting(
-                    "refresh_token_ttl_secs",
-                    "KEYMESH_REFRESH_TOKEN_TTL_SECS",
-                    parsed.refresh_token_ttl_secs,
-                    defaults.refresh_token_ttl_secs,
-                    env,
-                    |v| parse_secs(v, 60, MAX_REFRESH_TOKEN_TTL_SECS),
-                )?,
-                key_prefix: validate("key_prefix", key_prefix, parse_key_prefix)?,
-                admin_token: match admin_token {
-                    None => None,
-                    Some((token, origin)) => Some(AdminToken::new(&token).map_err(|reason| {
-                        ConfigLoadError::Invalid {
+        let config = Self {
+            redis_url: validate("redis_url", redis_url, |v| {
+                redis_settings::parse_redis_url(v, redis_cluster)
+            })?,
+            redis_cluster,
+            listen: setting(
+                "listen",
+                "KEYMESH_LISTEN",
+                parsed.listen,
+                defaults.listen,
+                env,
+                |v| v.trim().parse::<SocketAddr>().map_err(|e| e.to_string()),
+            )?,
+            issuer: setting(
+                "issuer",
+                "KEYMESH_ISSUER",
+                parsed.issuer,
+                defaults.issuer,
+                env,
+                parse_issuer,
+            )?,
+            token_ttl_secs: setting(
+                "token_ttl_secs",
+                "KEYMESH_TOKEN_TTL_SECS",
+                parsed.token_ttl_secs,
+                defaults.token_ttl_secs,
+                env,
+                |v| parse_secs(v, 1, MAX_TOKEN_TTL_SECS),
+            )?,
+            refresh_token_ttl_secs: setting(
+                "refresh_token_ttl_secs",
+                "KEYMESH_REFRESH_TOKEN_TTL_SECS",
+                parsed.refresh_token_ttl_secs,
+                defaults.refresh_token_ttl_secs,
+                env,
+                |v| parse_secs(v, 60, MAX_REFRESH_TOKEN_TTL_SECS),
+            )?,
+            key_prefix: validate("key_prefix", key_prefix, parse_key_prefix)?,
+            admin_token: match admin_token {
+                None => None,
+                Some(Raw { value, origin }) => {
+                    Some(
+                        AdminToken::new(&value).map_err(|reason| ConfigLoadError::Invalid {
                             field: "admin_token",
                             origin,
                             reason,
+                        })?,
+                    )
+                }
+            },
+            signing,
+            trusted_proxies: setting(
+                "trusted_proxies",
+                "KEYMESH_TRUSTED_PROXIES",
+                parsed.trusted_proxies.map(|list| list.join(",")),
+                "",
+                env,
+                TrustedProxies::parse,
+            )?,
+            external_issuers: IssuerSettings {
+                refresh_secs: setting(
+                    "issuer_refresh_secs",
+                    "KEYMESH_ISSUER_REFRESH_SECS",
+                    parsed.issuer_refresh_secs,
+                    issuer_defaults.refresh_secs,
+                    env,
+                    |v| parse_secs(v, 10, 86_400),
+                )?,
+                refetch_min_secs: setting(
+                    "issuer_refetch_min_secs",
+                    "KEYMESH_ISSUER_REFETCH_MIN_SECS",
+                    parsed.issuer_refetch_min_secs,
+                    issuer_defaults.refetch_min_secs,
+                    env,
+                    |v| parse_secs(v, 1, 3_600),
+                )?,
+                fetch_timeout: setting(
+                    "issuer_fetch_timeout_ms",
+                    "KEYMESH_ISSUER_FETCH_TIMEOUT_MS",
+                    parsed.issuer_fetch_timeout_ms,
+                    issuer_defaults.fetch_timeout.as_millis(),
+                    env,
+                    |v| {
+                        let ms: u64 = v.trim().parse().map_err(|e| format!("{e}"))?;
+                        if !(100..=60_000).contains(&ms) {
+                            return Err("must be between 100 and 60000 milliseconds".to_owned());
                         }
-                    })?),
-                },
-                signing,
-                external_issuers: IssuerSettings {
-                    refresh_secs: setting(
-                        "issuer_refresh_secs",
-                        "KEYMESH_ISSUER_REFRESH_SECS",
-                        parsed.issuer_refresh_secs,
-                        issuer_defaults.refresh_secs,
-                        env,
-                        |v| parse_secs(v, 10, 86_400),
-                    )?,
-                    refetch_min_secs: setting(
-                        "issuer_refetch_min_secs",
-                        "KEYMESH_ISSUER_REFETCH_MIN_SECS",
-                        parsed.issuer_refetch_min_secs,
-                        issuer_defaults.refetch_min_secs,
-                        env,
-                        |v| parse_secs(v, 1, 3_600),
-                    )?,
-                    fetch_timeout: setting(
-                        "issuer_fetch_timeout_ms",
-                        "KEYMESH_ISSUER_FETCH_TIMEOUT_MS",
-                        parsed.issuer_fetch_timeout_ms,
-                        issuer_defaults.fetch_timeout.as_millis(),
-                        env,
-                        |v| {
-                            let ms: u64 = v.trim().parse().map_err(|e| format!("{e}"))?;
-                            if !(100..=60_000).contains(&ms) {
-                                return Err("must be between 100 and 60000 milliseconds".to_owned());
-                            }
-                            Ok(std::time::Duration::from_millis(ms))
-                        },
-                    )?,
-                },
-                registration,
-            };
+                        Ok(std::time::Duration::from_millis(ms))
+                    },
+                )?,
+            },
+            shutdown_drain_secs: setting(
+                "shutdown_drain_secs",
+                "KEYMESH_SHUTDOWN_DRAIN_SECS",
+                parsed.shutdown_drain_secs,
+                defaults.shutdown_drain_secs,
+                env,
+                |v| parse_secs(v, 0, 120),
+            )?,
+            argon2_concurrency: setting(
+                "argon2_concurrency",
+                "KEYMESH_ARGON2_CONCURRENCY",
+                parsed.argon2_concurrency,
+                defaults.argon2_concurrency,
+                env,
+                parse_argon2_concurrency,
+            )?,
+            registration,
+        };
         redis_settings::check_key_prefix(&config, key_prefix_origin)?;
         Ok(config)
     }
@@ -382,6 +434,13 @@ fn parse_issuer(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
+fn parse_argon2_concurrency(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err("must be a whole number from 1 to 64".to_owned()),
+    }
+}
+
 fn parse_key_prefix(value: &str) -> Result<String, String> {
     // Glob metacharacters would break the `SCAN MATCH {prefix}client:*` used to list clients.
     if value.is_empty() {
@@ -399,211 +458,4 @@ fn parse_key_prefix(value: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::test_support::{env, file};
-    use super::*;
-
-    #[test]
-    fn defaults_are_the_demo_stack() {
-        let config = Config::from_sources(None, env(&[])).unwrap();
-        assert_eq!(config.redis_url, "redis://127.0.0.1:6380/");
-        assert_eq!(
-            config.listen,
-            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
-        );
-        assert_eq!(config.issuer, "http://127.0.0.1:8080");
-        assert_eq!(config.token_ttl_secs, 300);
-        assert_eq!(config.refresh_token_ttl_secs, 30 * 86_400);
-        assert_eq!(config.key_prefix, "keymesh:");
-        assert_eq!(config, Config::default());
-    }
-
-    #[test]
-    fn file_overrides_defaults() {
-        let text = r#"
-            redis_url = "redis://10.0.0.1:6379/2"
-            listen = "0.0.0.0:9000"
-            issuer = "https://auth.example.com"
-            token_ttl_secs = 60
-            refresh_token_ttl_secs = 3600
-            key_prefix = "staging:"
-        "#;
-        let config = Config::from_sources(file(text), env(&[])).unwrap();
-        assert_eq!(config.redis_url, "redis://10.0.0.1:6379/2");
-        assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.issuer, "https://auth.example.com");
-        assert_eq!(config.token_ttl_secs, 60);
-        assert_eq!(config.refresh_token_ttl_secs, 3600);
-        assert_eq!(config.key_prefix, "staging:");
-    }
-
-    #[test]
-    fn partial_file_keeps_other_defaults() {
-        let config = Config::from_sources(file("token_ttl_secs = 42"), env(&[])).unwrap();
-        assert_eq!(config.token_ttl_secs, 42);
-        assert_eq!(config.issuer, "http://127.0.0.1:8080");
-    }
-
-    #[test]
-    fn env_overrides_file() {
-        let text = "token_ttl_secs = 60\nkey_prefix = \"file:\"\nlisten = \"127.0.0.1:9000\"";
-        let config = Config::from_sources(
-            file(text),
-            env(&[
-                ("KEYMESH_TOKEN_TTL_SECS", "120"),
-                ("KEYMESH_KEY_PREFIX", "env:"),
-                ("KEYMESH_REDIS_URL", "redis://127.0.0.1:7000/"),
-                ("KEYMESH_ISSUER", "https://issuer.example"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(config.token_ttl_secs, 120);
-        assert_eq!(config.key_prefix, "env:");
-        assert_eq!(config.redis_url, "redis://127.0.0.1:7000/");
-        assert_eq!(config.issuer, "https://issuer.example");
-        // Not set in the environment: the file still wins over the default.
-        assert_eq!(config.listen.port(), 9000);
-    }
-
-    #[test]
-    fn bad_values_name_the_field_and_origin() {
-        // (file text, environment, field named, origin named)
-        type Case<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a str, &'a str);
-        let cases: &[Case<'_>] = &[
-            (
-                None,
-                &[("KEYMESH_TOKEN_TTL_SECS", "soon")],
-                "token_ttl_secs",
-                "KEYMESH_TOKEN_TTL_SECS",
-            ),
-            (
-                None,
-                &[("KEYMESH_TOKEN_TTL_SECS", "0")],
-                "token_ttl_secs",
-                "KEYMESH_TOKEN_TTL_SECS",
-            ),
-            (
-                None,
-                &[("KEYMESH_REFRESH_TOKEN_TTL_SECS", "59")],
-                "refresh_token_ttl_secs",
-                "KEYMESH_REFRESH_TOKEN_TTL_SECS",
-            ),
-            (
-                Some("refresh_token_ttl_secs = 40000000"),
-                &[],
-                "refresh_token_ttl_secs",
-                "config file",
-            ),
-            (
-                None,
-                &[("KEYMESH_LISTEN", "localhost")],
-                "listen",
-                "KEYMESH_LISTEN",
-            ),
-            (
-                None,
-                &[("KEYMESH_REDIS_URL", "http://x")],
-                "redis_url",
-                "KEYMESH_REDIS_URL",
-            ),
-            (
-                None,
-                &[("KEYMESH_ISSUER", "auth.example.com")],
-                "issuer",
-                "KEYMESH_ISSUER",
-            ),
-            (
-                None,
-                &[("KEYMESH_ISSUER", "https://a.example/#x")],
-                "issuer",
-                "KEYMESH_ISSUER",
-            ),
-            (
-                None,
-                &[("KEYMESH_KEY_PREFIX", "")],
-                "key_prefix",
-                "KEYMESH_KEY_PREFIX",
-            ),
-            (
-                None,
-                &[("KEYMESH_KEY_PREFIX", "a*")],
-                "key_prefix",
-                "KEYMESH_KEY_PREFIX",
-            ),
-            (Some("listen = \"nowhere\""), &[], "listen", "config file"),
-        ];
-        for (text, vars, field, origin) in cases {
-            let err = Config::from_sources(text.and_then(file), env(vars)).unwrap_err();
-            let message = err.to_string();
-            assert!(
-                matches!(&err, ConfigLoadError::Invalid { field: f, .. } if f == field),
-                "{vars:?}: {message}"
-            );
-            assert!(
-                message.contains(field) && message.contains(origin),
-                "{message}"
-            );
-        }
-    }
-
-    #[test]
-    fn admin_token_from_file_or_environment_is_kept_as_a_digest() {
-        let token = "file-token-0123456789abcdef0123456789";
-        let from_file =
-            Config::from_sources(file(&format!("admin_token = \"{token}\"")), env(&[])).unwrap();
-        let kept = from_file.admin_token.clone().unwrap();
-        assert!(kept.verify(token) && !kept.verify("other"));
-        assert!(
-            !format!("{from_file:?}").contains(token),
-            "token in Debug output"
-        );
-
-        let env_token = "env-token-0123456789abcdef0123456789ab";
-        let from_env = Config::from_sources(
-            file(&format!("admin_token = \"{token}\"")),
-            env(&[(ADMIN_TOKEN_ENV, env_token)]),
-        )
-        .unwrap();
-        let kept = from_env.admin_token.unwrap();
-        assert!(
-            kept.verify(env_token) && !kept.verify(token),
-            "environment wins"
-        );
-
-        assert_eq!(
-            Config::from_sources(None, env(&[])).unwrap().admin_token,
-            None
-        );
-        let spaced = "token with spaces";
-        let err = Config::from_sources(None, env(&[(ADMIN_TOKEN_ENV, spaced)])).unwrap_err();
-        let message = err.to_string();
-        assert!(
-            message.contains("admin_token") && message.contains(ADMIN_TOKEN_ENV),
-            "{message}"
-        );
-        assert!(
-            !message.contains(spaced),
-            "the token is not echoed: {message}"
-        );
-        let err = Config::from_sources(file("admin_token = \"\""), env(&[])).unwrap_err();
-        assert!(err.to_string().contains("config file"), "{err}");
-    }
-
-    #[test]
-    fn file_errors_point_at_the_key() {
-        let err = Config::from_sources(file("listne = \"127.0.0.1:1\""), env(&[])).unwrap_err();
-        assert!(matches!(err, ConfigLoadError::Syntax { .. }));
-        assert!(err.to_string().contains("listne"), "{err}");
-
-        let err = Config::from_sources(file("token_ttl_secs = \"five\""), env(&[])).unwrap_err();
-        assert!(err.to_string().contains("token_ttl_secs"), "{err}");
-    }
-
-    #[test]
-    fn missing_file_is_a_read_error() {
-        let err = Config::load(Some(Path::new("/nonexistent/keymesh.toml"))).unwrap_err();
-        assert!(matches!(err, ConfigLoadError::Read { .. }));
-        assert!(err.to_string().contains("/nonexistent/keymesh.toml"));
-    }
-}
+mod tests;

@@ -4,7 +4,7 @@
 //! - [`oauth`](self::oauth): the authorization server (token, authorize, revoke, introspect, discovery);
 //! - `keys`: key material for the filters (the bundle, reports of unknown kids);
 //! - `admin`: the admin API for API keys;
-//! - [`ops`]: health, status and metrics.
+//! - [`ops`]: readiness, liveness, status and metrics.
 
 pub(crate) mod admin;
 pub(crate) mod error;
@@ -73,6 +73,7 @@ pub fn app(state: AppState) -> Router {
             post(keys::refetch::refetch).layer(DefaultBodyLimit::max(REFETCH_BODY_LIMIT)),
         )
         .route("/healthz", get(ops::health::healthz))
+        .route("/livez", get(ops::health::livez))
         .route("/v1/status", get(ops::status::status))
         .route("/metrics", get(ops::metrics::metrics))
         .route(

@@ -16,11 +16,15 @@ use crate::mirror::{Mirror, MirrorTask};
 use crate::oauth::clients::ClientStore;
 use crate::store::connection::{RedisConnection, RedisTarget};
 use crate::store::names::KeyNames;
+use crate::support::argon2_slots::Argon2Slots;
 use crate::support::clock::Clock;
 use crate::support::kek;
 
 /// Limit on request-path Redis operations, so a hung Redis turns into an error response rather than a hang.
 const REQUEST_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a request waits for an Argon2 slot before it is answered 503: long enough to ride out a burst of
+/// a few dozen verifications, short enough to stay within a client's timeout.
+const ARGON2_SLOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Everything the handlers share. Cloning is cheap; the mirror task stops when the last clone is dropped.
 #[derive(Clone)]
@@ -50,6 +54,8 @@ struct Inner {
     /// `true` once shutdown has begun: long polls answer at once instead of holding the server open.
     shutdown: watch::Sender<bool>,
     telemetry: Telemetry,
+    /// The cap on Argon2 verifications running at once.
+    argon2: Argon2Slots,
     /// Unknown kids reported by filters, for the external issuer task.
     refetch: Arc<RefetchRequests>,
     _mirror_task: TaskHandle,
@@ -77,6 +83,7 @@ impl AppState {
             algorithm: config.signing.algorithm,
         };
         let mirror_task = TaskHandle::spawn(task.run())?;
+        let argon2 = Argon2Slots::new(config.argon2_concurrency, ARGON2_SLOT_WAIT);
         Ok(Self {
             inner: Arc::new(Inner {
                 clients: ClientStore::new(names.clone()),
@@ -89,6 +96,7 @@ impl AppState {
                 clock,
                 shutdown: watch::Sender::new(false),
                 telemetry: Telemetry::new(),
+                argon2,
                 refetch: Arc::new(RefetchRequests::default()),
                 _mirror_task: mirror_task,
             }),
@@ -161,6 +169,11 @@ impl AppState {
     /// Proxy freshness and request counters.
     pub fn telemetry(&self) -> &Telemetry {
         &self.inner.telemetry
+    }
+
+    /// The cap on Argon2 verifications (client secrets an operator chose, user passwords).
+    pub fn argon2_slots(&self) -> &Argon2Slots {
+        &self.inner.argon2
     }
 
     /// The clock used for issued tokens.

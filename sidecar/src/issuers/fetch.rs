@@ -23,8 +23,21 @@ pub struct Fetched {
     pub jwks: JwksDto,
     /// The URL the keys came from.
     pub jwks_uri: String,
-    /// Keys left out, and why.
+    /// Keys not meant for keymesh (another type or use), left out, and why.
     pub skipped: Vec<String>,
+    /// Keys meant for signatures that cannot be used (no `kid`, not a curve point, a weak modulus…), refused one
+    /// by one: the provider's other keys are kept.
+    pub refused: Vec<RefusedKey>,
+}
+
+/// A key of a provider's set that keymesh refused, and why; reported by `issuer list`, `/v1/status` and
+/// `keymesh_issuer_refused_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefusedKey {
+    /// The key's `kid` (`(no kid)` when it has none).
+    pub kid: String,
+    /// Why it was refused.
+    pub reason: String,
 }
 
 /// Why a fetch failed. Messages name URLs without credentials (registration refuses URLs with them).
@@ -104,15 +117,16 @@ impl Fetcher {
         };
         check_fetch_url(&jwks_uri).map_err(FetchError::Url)?;
         let document = self.get_json(&jwks_uri)?;
-        let (jwks, skipped) =
+        let usable =
             usable_keys(&record.issuer, &document).map_err(|reason| FetchError::Unusable {
                 url: jwks_uri.clone(),
                 reason,
             })?;
         Ok(Fetched {
-            jwks,
+            jwks: usable.jwks,
             jwks_uri,
-            skipped,
+            skipped: usable.skipped,
+            refused: usable.refused,
         })
     }
 
@@ -177,13 +191,27 @@ impl Fetcher {
     }
 }
 
-/// The keys of a fetched JWK Set the filters can verify with, validated as the filters validate them; keys of
-/// other types or uses are left out and reported. A set with no usable key, or one the filters would refuse
-/// whole (a private key, a repeated `kid`), is an error, so a broken fetch never replaces good keys.
-pub fn usable_keys(issuer: &str, document: &Value) -> Result<(JwksDto, Vec<String>), String> {
+/// The keys of a fetched JWK Set, sorted out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsableKeys {
+    /// The keys the filters can verify with.
+    pub jwks: JwksDto,
+    /// Keys not meant for keymesh, and why.
+    pub skipped: Vec<String>,
+    /// Signature keys that cannot be used, and why.
+    pub refused: Vec<RefusedKey>,
+}
+
+/// The keys of a fetched JWK Set the filters can verify with, validated as the filters validate them. Keys of
+/// other types or uses are left out; a signature key that cannot be used (no `kid`, malformed or weak material)
+/// is refused alone, so one sloppy key does not take down the provider's others. A set with no usable key, or one
+/// that is unsafe as a whole (private key material, a repeated `kid`), is an error, so a broken fetch never
+/// replaces good keys.
+pub fn usable_keys(issuer: &str, document: &Value) -> Result<UsableKeys, String> {
     let jwks: JwksDto =
         serde_json::from_value(document.clone()).map_err(|e| format!("not a JWK Set: {e}"))?;
     let mut skipped = Vec::new();
+    let mut refused = Vec::new();
     let mut usable = Vec::new();
     for key in jwks.keys {
         let kid = key
@@ -193,18 +221,28 @@ pub fn usable_keys(issuer: &str, document: &Value) -> Result<(JwksDto, Vec<Strin
             .to_owned();
         match parse_jwk(&key) {
             Ok(_) => usable.push(key),
-            // Not for keymesh (another type or use, or no kid to select it by): left out.
-            Err(
-                e @ (KeyError::Unsupported { .. }
-                | KeyError::NotForSignatures(_)
-                | KeyError::MissingKid),
-            ) => skipped.push(format!("{kid}: {e}")),
-            // Private or malformed material: the provider is misbehaving, keep the keys held.
-            Err(e) => return Err(e.to_string()),
+            // Not for keymesh (another type or use): left out.
+            Err(e @ (KeyError::Unsupported { .. } | KeyError::NotForSignatures(_))) => {
+                skipped.push(format!("{kid}: {e}"))
+            }
+            // The provider publishes secrets: keep the keys held.
+            Err(e @ KeyError::PrivateMaterial { .. }) => return Err(e.to_string()),
+            Err(KeyError::MissingKid) => refused.push(RefusedKey {
+                kid,
+                reason: "no kid: tokens cannot name it".into(),
+            }),
+            Err(KeyError::Invalid { detail, .. }) => refused.push(RefusedKey {
+                kid,
+                reason: detail,
+            }),
+            Err(e) => refused.push(RefusedKey {
+                kid,
+                reason: e.to_string(),
+            }),
         }
     }
     let jwks = JwksDto { keys: usable };
-    // The filters' own check, over the whole set: duplicate kids and private material refuse it.
+    // The filters' own check, over the whole set: a repeated kid refuses it.
     let bundle = BundleDto {
         version: 0,
         since: None,
@@ -213,6 +251,8 @@ pub fn usable_keys(issuer: &str, document: &Value) -> Result<(JwksDto, Vec<Strin
             jwks: jwks.clone(),
             audiences: None,
             external: true,
+            accept_typ: Vec::new(),
+            accept_missing_typ: false,
         }],
         api_keys: Default::default(),
         revoked_tokens: vec![],
@@ -220,6 +260,7 @@ pub fn usable_keys(issuer: &str, document: &Value) -> Result<(JwksDto, Vec<Strin
     let (set, dropped) = KeySet::from_bundle(&bundle).map_err(|e| e.to_string())?;
     if set.is_empty() {
         let mut reasons: Vec<String> = dropped.iter().map(ToString::to_string).collect();
+        reasons.extend(refused.iter().map(|r| format!("{}: {}", r.kid, r.reason)));
         reasons.extend(skipped);
         return Err(if reasons.is_empty() {
             "no keys".to_owned()
@@ -227,7 +268,11 @@ pub fn usable_keys(issuer: &str, document: &Value) -> Result<(JwksDto, Vec<Strin
             format!("no usable signature key ({})", reasons.join("; "))
         });
     }
-    Ok((jwks, skipped))
+    Ok(UsableKeys {
+        jwks,
+        skipped,
+        refused,
+    })
 }
 
 #[cfg(test)]
@@ -246,16 +291,45 @@ mod tests {
             {"kty":"OKP","crv":"Ed25519","x":X,"kid":"enc","use":"enc"},
             {"kty":"OKP","crv":"Ed25519","x":X},
         ]});
-        let (jwks, skipped) = usable_keys("https://idp", &document).unwrap();
-        assert_eq!(jwks.keys.len(), 1);
-        assert_eq!(jwks.keys[0]["kid"], "ed");
-        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        let usable = usable_keys("https://idp", &document).unwrap();
+        assert_eq!(usable.jwks.keys.len(), 1);
+        assert_eq!(usable.jwks.keys[0]["kid"], "ed");
+        assert_eq!(usable.skipped.len(), 2, "{usable:?}");
+        assert_eq!(usable.refused.len(), 1, "the key without kid: {usable:?}");
+    }
+
+    #[test]
+    fn one_invalid_key_is_refused_alone_and_named() {
+        let document = json!({"keys": [
+            {"kty":"OKP","crv":"Ed25519","x":X,"kid":"good"},
+            // y = 2 is not on the curve.
+            {"kty":"OKP","crv":"Ed25519","x":"AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","kid":"sloppy"},
+            {"kty":"RSA","n":"AQAB","e":"AQAB","kid":"weak"},
+        ]});
+        let usable = usable_keys("https://idp", &document).unwrap();
+        assert_eq!(super::super::jwks_kids(&usable.jwks), ["good"]);
+        let refused: Vec<&str> = usable.refused.iter().map(|r| r.kid.as_str()).collect();
+        assert_eq!(refused, ["sloppy", "weak"]);
+        assert!(usable.refused[0].reason.contains("point"), "{usable:?}");
+        assert!(usable.refused[1].reason.contains("modulus"), "{usable:?}");
     }
 
     #[test]
     fn unusable_sets_are_refused_whole() {
         let private = json!({"keys": [{"kty":"OKP","crv":"Ed25519","x":X,"d":X,"kid":"ed"}]});
         assert!(usable_keys("https://idp", &private).is_err());
+        // One leaked private key refuses the set, even next to good keys and even if marked for encryption.
+        let leaked = json!({"keys": [
+            {"kty":"OKP","crv":"Ed25519","x":X,"kid":"good"},
+            {"kty":"OKP","crv":"Ed25519","x":X,"d":X,"kid":"enc","use":"enc"},
+        ]});
+        assert!(usable_keys("https://idp", &leaked)
+            .unwrap_err()
+            .contains("private"));
+        let only_invalid = json!({"keys": [{"kty":"RSA","n":"AQAB","e":"AQAB","kid":"weak"}]});
+        assert!(usable_keys("https://idp", &only_invalid)
+            .unwrap_err()
+            .contains("weak"));
         let duplicate = json!({"keys": [
             {"kty":"OKP","crv":"Ed25519","x":X,"kid":"ed"},
             {"kty":"OKP","crv":"Ed25519","x":X,"kid":"ed"},

@@ -32,7 +32,7 @@ use crate::support::syntax;
 
 pub mod fetch;
 
-pub use fetch::{FetchError, Fetched, Fetcher};
+pub use fetch::{FetchError, Fetched, Fetcher, RefusedKey};
 
 /// Where a provider's keys are found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +69,15 @@ pub struct ExternalIssuer {
     /// When the keys last changed (seconds since the epoch; 0 if never fetched).
     #[serde(default)]
     pub keys_changed_at: u64,
+    /// `typ` values its access tokens may carry besides `at+jwt` (RFC 9068 §4), e.g. `JWT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_typ: Vec<String>,
+    /// Whether its access tokens may carry no `typ` at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_missing_typ: bool,
+    /// Keys of its last fetched set that could not be used, and why (its other keys are delivered).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused_keys: Vec<RefusedKey>,
 }
 
 impl ExternalIssuer {
@@ -80,6 +89,8 @@ impl ExternalIssuer {
             jwks,
             audiences: Some(self.audiences.clone()),
             external: true,
+            accept_typ: self.accept_typ.clone(),
+            accept_missing_typ: self.accept_missing_typ,
         })
     }
 
@@ -138,6 +149,9 @@ pub enum IssuerError {
     /// An audience is not an absolute URI.
     #[error("audience {0:?} is not an absolute URI")]
     InvalidAudience(String),
+    /// An accepted `typ` is not a media type.
+    #[error("--accept-typ {0:?} is not a media type (such as JWT or application/jwt)")]
+    InvalidTokenType(String),
     /// The issuer is registered already (and replacing it was not asked for).
     #[error("issuer {0:?} is registered already (use --force to replace it)")]
     Exists(String),
@@ -219,10 +233,15 @@ pub struct NewIssuer {
     pub source: KeySource,
     /// The APIs its tokens may be used at.
     pub audiences: Vec<String>,
+    /// `typ` values accepted besides `at+jwt`.
+    pub accept_typ: Vec<String>,
+    /// Whether tokens without `typ` are accepted.
+    pub accept_missing_typ: bool,
 }
 
 impl NewIssuer {
-    /// Validates a registration; `own_issuer` is the sidecar's own `iss`, which cannot be registered.
+    /// Validates a registration; `own_issuer` is the sidecar's own `iss`, which cannot be registered. It accepts
+    /// only `at+jwt` access tokens; see [`NewIssuer::accepting_types`].
     pub fn new(
         issuer: String,
         source: KeySource,
@@ -255,7 +274,33 @@ impl NewIssuer {
             issuer,
             source,
             audiences: unique,
+            accept_typ: Vec::new(),
+            accept_missing_typ: false,
         })
+    }
+
+    /// The registration also accepting access tokens with these `typ` values (media types, compared as such) and,
+    /// with `missing`, without `typ`: for a provider known to mint access tokens so.
+    pub fn accepting_types(
+        mut self,
+        types: Vec<String>,
+        missing: bool,
+    ) -> Result<Self, IssuerError> {
+        for typ in types {
+            if !keymesh_core::token_type::is_media_type(&typ) {
+                return Err(IssuerError::InvalidTokenType(typ));
+            }
+            let normal = keymesh_core::token_type::normalize(&typ);
+            let known = self
+                .accept_typ
+                .iter()
+                .any(|t| keymesh_core::token_type::normalize(t) == normal);
+            if !known && normal != keymesh_core::token_type::ACCESS_TOKEN_TYPE {
+                self.accept_typ.push(typ);
+            }
+        }
+        self.accept_missing_typ = missing;
+        Ok(self)
     }
 
     /// The default discovery URL of `issuer`: OpenID Connect Discovery 1.0 §4.
@@ -357,6 +402,9 @@ impl IssuerStore {
             audiences: new.audiences,
             jwks: Some(fetched.jwks.clone()),
             keys_changed_at: now,
+            accept_typ: new.accept_typ,
+            accept_missing_typ: new.accept_missing_typ,
+            refused_keys: fetched.refused.clone(),
         };
         self.write(conn, &record.issuer, current.as_deref(), Some(&record))
             .await?;
@@ -383,16 +431,18 @@ impl IssuerStore {
         Ok(())
     }
 
-    /// Stores keys fetched for `read` (the record as it was when the fetch began), if they differ from the keys it
-    /// holds; returns whether the record changed. A record changed or removed meanwhile is left alone.
+    /// Stores keys fetched for `read` (the record as it was when the fetch began), with the keys refused, if they
+    /// differ from what it holds; returns whether the record changed. A record changed or removed meanwhile is
+    /// left alone.
     pub async fn store_keys<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
         read: &ExternalIssuer,
-        jwks: &JwksDto,
+        fetched: &Fetched,
         now: u64,
     ) -> Result<bool, IssuerError> {
-        if read.jwks.as_ref() == Some(jwks) {
+        let jwks = &fetched.jwks;
+        if read.jwks.as_ref() == Some(jwks) && read.refused_keys == fetched.refused {
             return Ok(false);
         }
         let Some(current) = self.current(conn, &read.issuer).await? else {
@@ -406,9 +456,15 @@ impl IssuerStore {
         {
             return Ok(false);
         }
+        let keys_changed_at = if read.jwks.as_ref() == Some(jwks) {
+            read.keys_changed_at
+        } else {
+            now
+        };
         let updated = ExternalIssuer {
             jwks: Some(jwks.clone()),
-            keys_changed_at: now,
+            keys_changed_at,
+            refused_keys: fetched.refused.clone(),
             ..read.clone()
         };
         self.write(conn, &read.issuer, Some(&current), Some(&updated))
@@ -477,111 +533,4 @@ pub fn parse_records(records: &HashMap<String, String>) -> Vec<ExternalIssuer> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fetch_urls_must_be_https_except_on_loopback() {
-        assert!(check_fetch_url("https://idp.example.com/jwks").is_ok());
-        assert!(check_fetch_url("http://127.0.0.1:9000/jwks").is_ok());
-        assert!(check_fetch_url("http://localhost/jwks").is_ok());
-        assert!(check_fetch_url("http://[::1]:80/jwks").is_ok());
-        assert!(check_fetch_url("http://idp.example.com/jwks").is_err());
-        assert!(check_fetch_url("http://127.0.0.1.example.com/jwks").is_err());
-        assert!(check_fetch_url("ftp://idp.example.com/jwks").is_err());
-        assert!(check_fetch_url("/jwks").is_err());
-        let with_password =
-            check_fetch_url("https://user:hunter2@idp.example.com/jwks").unwrap_err();
-        assert!(!with_password.contains("hunter2"), "{with_password}");
-    }
-
-    #[test]
-    fn registrations_are_validated() {
-        let jwks = KeySource::JwksUri("https://idp.example.com/jwks".into());
-        let ok = NewIssuer::new(
-            "https://idp.example.com".into(),
-            jwks.clone(),
-            vec!["urn:a".into(), "urn:a".into(), "https://b.example".into()],
-            "https://own.example",
-        )
-        .unwrap();
-        assert_eq!(ok.audiences, ["urn:a", "https://b.example"]);
-        let err = |issuer: &str, source: KeySource, audiences: &[&str]| {
-            NewIssuer::new(
-                issuer.into(),
-                source,
-                audiences.iter().map(|a| (*a).to_owned()).collect(),
-                "https://own.example",
-            )
-            .unwrap_err()
-        };
-        assert!(matches!(
-            err("https://own.example", jwks.clone(), &["urn:a"]),
-            IssuerError::OwnIssuer(_)
-        ));
-        assert!(matches!(
-            err("https://idp.example.com?x=1", jwks.clone(), &["urn:a"]),
-            IssuerError::InvalidIssuer(_)
-        ));
-        assert!(matches!(
-            err("http://idp.example.com", jwks.clone(), &["urn:a"]),
-            IssuerError::InvalidIssuer(_)
-        ));
-        assert!(matches!(
-            err("https://idp.example.com", jwks.clone(), &[]),
-            IssuerError::NoAudiences
-        ));
-        assert!(matches!(
-            err("https://idp.example.com", jwks, &["not a uri"]),
-            IssuerError::InvalidAudience(_)
-        ));
-        assert!(matches!(
-            err(
-                "https://idp.example.com",
-                KeySource::Discovery(
-                    "http://idp.example.com/.well-known/openid-configuration".into()
-                ),
-                &["urn:a"]
-            ),
-            IssuerError::InvalidUrl(_)
-        ));
-        assert_eq!(
-            NewIssuer::discovery_url("https://idp.example.com/realms/x/"),
-            "https://idp.example.com/realms/x/.well-known/openid-configuration"
-        );
-    }
-
-    #[test]
-    fn records_become_bundle_entries_bound_to_their_audiences() {
-        let record = ExternalIssuer {
-            issuer: "https://idp.example.com".into(),
-            source: KeySource::JwksUri("https://idp.example.com/jwks".into()),
-            audiences: vec!["urn:a".into()],
-            jwks: None,
-            keys_changed_at: 0,
-        };
-        assert!(record.bundle_entry().is_none(), "no keys yet, no entry");
-        let key = serde_json::json!({"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k1"});
-        let with_keys = ExternalIssuer {
-            jwks: Some(JwksDto {
-                keys: vec![key.as_object().unwrap().clone()],
-            }),
-            ..record
-        };
-        let entry = with_keys.bundle_entry().unwrap();
-        assert_eq!(entry.audiences.as_deref(), Some(&["urn:a".to_owned()][..]));
-        assert!(entry.external);
-        assert_eq!(with_keys.kids(), ["k1"]);
-
-        let json = serde_json::to_string(&with_keys).unwrap();
-        assert!(
-            json.contains(r#""source":{"jwks_uri":"https://idp.example.com/jwks"}"#),
-            "{json}"
-        );
-        let mut stored = HashMap::new();
-        stored.insert(with_keys.issuer.clone(), json);
-        stored.insert("https://elsewhere.example".into(), "{not json".into());
-        assert_eq!(parse_records(&stored), [with_keys]);
-    }
-}
+mod tests;

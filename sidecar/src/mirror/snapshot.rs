@@ -198,6 +198,8 @@ impl Snapshot {
             jwks,
             audiences: None,
             external: false,
+            accept_typ: Vec::new(),
+            accept_missing_typ: false,
         };
         let issuers = std::iter::once(own)
             .chain(

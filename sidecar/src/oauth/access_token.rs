@@ -1,11 +1,12 @@
 //! RFC 9068 JWT access tokens, signed with the active key (EdDSA, ES256 or RS256), and their verification for
-//! introspection and revocation, by the same verifier the filters run ([`keymesh_core::policy::verify_jwt`]).
+//! introspection and revocation, by the same verifier the filters run
+//! ([`keymesh_core::policy::verify_signed_claims`]; the caller checks the time).
 
 use base64ct::{Base64UrlUnpadded, Encoding};
 use jwt_compact::{Claims, CreationError, Header};
 use keymesh_core::KeySet;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::keys::SigningKey;
 
@@ -156,18 +157,14 @@ pub struct VerifiedToken {
 }
 
 /// Verifies `token` as an access token of `issuer` signed by one of `keys` (the sidecar's published keys), with
-/// the filters' verifier: signature by the key the `kid` names, `iss`, and well-formed, forwardable claims. Beyond
-/// what a filter requires, the token must carry the RFC 9068 `typ` and the `jti`, `client_id` and `iat` every token
-/// of this sidecar has. Expiry and revocation are the caller's to check: revocation must still find a token that
+/// the filters' verifier: signature by the key the `kid` names, the RFC 9068 `typ`, `iss`, and well-formed,
+/// forwardable claims. Beyond what a filter requires, the token must carry the `jti`, `client_id` and `iat` every
+/// token of this sidecar has. Expiry and revocation are the caller's to check: revocation must still find a token that
 /// expired a moment ago, while filters may accept it within their leeway. `None` for anything else.
 pub fn verify(token: &str, issuer: &str, keys: &KeySet) -> Option<VerifiedToken> {
-    if !has_access_token_type(token) {
-        return None;
-    }
-    // The time check is left to the caller: a leeway this large accepts any `exp` and `nbf`.
+    // The time check is left to the caller.
     let claims =
-        keymesh_core::policy::verify_jwt(token, keys, Some(&[issuer.to_owned()]), i64::MAX, 0)
-            .ok()?;
+        keymesh_core::policy::verify_signed_claims(token, keys, Some(&[issuer.to_owned()])).ok()?;
     Some(VerifiedToken {
         subject: claims.subject,
         client_id: claims.client_id?,
@@ -181,7 +178,7 @@ pub fn verify(token: &str, issuer: &str, keys: &KeySet) -> Option<VerifiedToken>
 
 /// Whether the token's header says `typ: at+jwt` (RFC 9068 §4); the signature is checked separately.
 pub(crate) fn has_access_token_type(token: &str) -> bool {
-    #[derive(Deserialize)]
+    #[derive(serde::Deserialize)]
     struct TypedHeader {
         typ: Option<String>,
     }

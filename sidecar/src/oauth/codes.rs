@@ -66,6 +66,9 @@ pub enum Redemption {
     First(CodeGrant),
     /// The code was redeemed before.
     Replay(CodeGrant),
+    /// Another client presented the code. It is left unused for the client it was issued to: a thief holding a
+    /// code cannot burn it (RFC 6749 §4.1.3 requires refusing it; it does not require spending it).
+    OtherClient,
 }
 
 /// Why a code operation failed.
@@ -82,10 +85,13 @@ pub enum CodeError {
     Corrupt(serde_json::Error),
 }
 
-/// `KEYS[1]` = the code; `ARGV[1]` = how long to remember a used code. Returns `{data, 1 if first use}` or nil.
+/// `KEYS[1]` = the code; `ARGV[1]` = how long to remember a used code, `ARGV[2]` = the presenting client. Returns
+/// `{data, 1 if first use, 0 if used before, -1 if issued to another client}` or nil.
 const REDEEM: &str = r"
 local data = redis.call('HGET', KEYS[1], 'data')
 if not data then return false end
+local owner = redis.call('HGET', KEYS[1], 'client')
+if owner and owner ~= ARGV[2] then return {'', -1} end
 local first = redis.call('HSETNX', KEYS[1], 'used', '1')
 if first == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return {data, first}
@@ -118,6 +124,8 @@ impl CodeStore {
             .atomic()
             .hset(&key, "data", data)
             .ignore()
+            .hset(&key, "client", &grant.client_id)
+            .ignore()
             .expire(&key, i64::try_from(CODE_TTL_SECS).unwrap_or(60))
             .ignore()
             .query_async::<()>(conn)
@@ -125,20 +133,26 @@ impl CodeStore {
         Ok(code)
     }
 
-    /// Redeems `code`: marks it used and returns what it stands for.
+    /// Redeems `code` for `client_id`: marks it used and returns what it stands for. A code issued to another
+    /// client is left as it is.
     pub async fn redeem<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
         code: &str,
+        client_id: &str,
     ) -> Result<Redemption, CodeError> {
         let reply: Option<(String, i64)> = REDEEM_SCRIPT
             .key(self.names.auth_code(&digest(code)))
             .arg(USED_CODE_MEMORY_SECS)
+            .arg(client_id)
             .invoke_async(conn)
             .await?;
         let Some((data, first)) = reply else {
             return Ok(Redemption::Unknown);
         };
+        if first < 0 {
+            return Ok(Redemption::OtherClient);
+        }
         let grant: CodeGrant = serde_json::from_str(&data).map_err(CodeError::Corrupt)?;
         Ok(if first == 1 {
             Redemption::First(grant)

@@ -238,12 +238,16 @@ impl<'a> TokenIssuer<'a> {
         let now = self.now;
         let grants = GrantStore::new(self.names.clone());
         let grant = match CodeStore::new(self.names.clone())
-            .redeem(conn, redemption.code)
+            .redeem(conn, redemption.code, &client.client_id)
             .await
             .map_err(unavailable)?
         {
             Redemption::Unknown => {
                 tracing::info!(client_id = %client.client_id, "unknown authorization code");
+                return Err(IssueError::InvalidGrant);
+            }
+            Redemption::OtherClient => {
+                tracing::warn!(client_id = %client.client_id, "authorization code of another client presented");
                 return Err(IssueError::InvalidGrant);
             }
             Redemption::Replay(grant) => {

@@ -11,6 +11,7 @@ use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
 use crate::store::names::KeyNames;
+use crate::support::argon2_slots::{Argon2Slots, VerifyError};
 use crate::support::secret::{self, SecretError};
 use crate::support::syntax;
 
@@ -92,6 +93,9 @@ pub enum UserError {
     /// The background hashing task failed.
     #[error("hashing task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// No Argon2 slot came free in time: the caller answers "try again later".
+    #[error("{0}")]
+    Verify(#[from] VerifyError),
 }
 
 /// A hash no password matches, verified for unknown users so that a login takes as long whether or not the user
@@ -178,6 +182,7 @@ impl UserStore {
         conn: &mut C,
         username: &str,
         password: &str,
+        slots: &Argon2Slots,
     ) -> Result<Option<UserRecord>, UserError> {
         let user = if password.len() > MAX_PASSWORD_BYTES {
             None
@@ -186,12 +191,17 @@ impl UserStore {
         };
         let stored = user.as_ref().map(|user| user.password_hash.clone());
         let password = password.to_owned();
+        // Every check is Argon2 (the decoy too), so every check takes a slot; the task keeps it until the hash is
+        // done, even if the request is dropped meanwhile.
+        let permit = slots.acquire().await?;
         let matches = tokio::task::spawn_blocking(move || {
             // The decoy is hashed on first use, off the async workers like every Argon2 call.
-            match stored.or_else(|| DECOY_HASH.clone()) {
+            let matches = match stored.or_else(|| DECOY_HASH.clone()) {
                 Some(stored) => secret::verify(&password, &stored),
                 None => false,
-            }
+            };
+            drop(permit);
+            matches
         })
         .await?;
         Ok(user.filter(|_| matches))

@@ -177,13 +177,24 @@ impl KeyNames {
         format!("{}authreq:{id}", self.prefix)
     }
 
-    /// Counter of recent failed authentications of one client.
+    /// Counter of recent failed authentications of one client, from all sources.
     pub fn client_auth_failures(&self, client_id: &str) -> String {
         format!("{}authfail:client:{client_id}", self.prefix)
     }
 
-    /// Counter of recent failed logins of one user.
+    /// Counter of recent failed authentications of one client from one source (see
+    /// [`crate::support::source_address::source_key`]).
+    pub fn client_auth_failures_from(&self, client_id: &str, source: &str) -> String {
+        format!("{}authfail:client:{client_id}:from:{source}", self.prefix)
+    }
+
+    /// Counter of recent failed logins of one user, from all sources.
     pub fn login_failures(&self, username: &str) -> String {
         format!("{}authfail:user:{username}", self.prefix)
+    }
+
+    /// Counter of recent failed logins of one user from one source.
+    pub fn login_failures_from(&self, username: &str, source: &str) -> String {
+        format!("{}authfail:user:{username}:from:{source}", self.prefix)
     }
 }

@@ -277,9 +277,10 @@ fn read_file(path: &Path) -> Result<Kek, KekError> {
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
+    // `metadata` follows symlinks: a Kubernetes Secret volume links each key to a file under `..data/`.
     if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), "the key-encryption key file is accessible to group or others: chmod 600 it");
+        if let Some(problem) = permission_problem(meta.permissions().mode()) {
+            tracing::warn!(path = %path.display(), "the key-encryption key file is {problem}: chmod 0400 (or 0440 in a group only this process is in) it");
         }
     }
 }
@@ -287,10 +288,69 @@ fn warn_if_readable_by_others(path: &Path) {
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_path: &Path) {}
 
+/// What is wrong with a KEK file's permission bits, if anything.
+///
+/// Owner-only (`0400`, `0600`) is the plain-host form. Group read is accepted too: Kubernetes mounts a Secret as
+/// root-owned files whose group is the pod's `fsGroup`, so a non-root container can only read a file `0440` (the
+/// pod's own group, which no other workload shares). Anything more is reported: any access by others, because it
+/// reaches every local account, and group write or execute, because a group member could replace the KEK.
+#[cfg_attr(not(unix), allow(dead_code))]
+fn permission_problem(mode: u32) -> Option<&'static str> {
+    if mode & 0o007 != 0 {
+        Some("accessible to others")
+    } else if mode & 0o030 != 0 {
+        Some("writable or executable by its group")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_only_and_group_read_kek_files_pass_while_others_or_group_write_are_reported() {
+        // (mode, accepted): 0440 is a Kubernetes Secret mounted with `defaultMode: 0440` and an fsGroup.
+        let cases = [
+            (0o400, true),
+            (0o600, true),
+            (0o440, true),
+            (0o640, true),
+            (0o444, false),
+            (0o404, false),
+            (0o460, false),
+            (0o660, false),
+            (0o450, false),
+            (0o604, false),
+            (0o100_440, true),
+        ];
+        for (mode, accepted) in cases {
+            assert_eq!(permission_problem(mode).is_none(), accepted, "{mode:o}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_group_readable_kek_file_behind_a_symlink_is_read_and_accepted() {
+        use std::os::unix::fs::PermissionsExt;
+        // The layout of a Secret volume: `kek` → `..data/kek`, the file 0440.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("..data")).unwrap();
+        let target = dir.path().join("..data").join("kek");
+        let kek = Kek::generate();
+        std::fs::write(&target, kek.to_base64().as_bytes()).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o440)).unwrap();
+        let link = dir.path().join("kek");
+        std::os::unix::fs::symlink("..data/kek", &link).unwrap();
+        let mode = std::fs::metadata(&link).unwrap().permissions().mode();
+        assert_eq!(permission_problem(mode), None, "{mode:o}");
+        assert_eq!(KekSource::File(link).resolve().unwrap().id(), kek.id());
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(permission_problem(mode), Some("accessible to others"));
+    }
 
     #[test]
     fn seal_and_open_round_trip_with_fresh_nonces() {

@@ -1,13 +1,15 @@
 //! The ground floor: what every other floor may use and which knows nothing of them. The clock, redaction of
-//! secrets in logged values, syntax checks of protocol values, secret hashing, the admin token and the
+//! secrets in logged values, syntax checks of protocol values, secret hashing and the cap on Argon2 verifications, the admin token and the
 //! key-encryption key, and the names of the signing algorithms.
 
 pub mod admin_token;
 pub mod alg;
+pub mod argon2_slots;
 pub mod clock;
 pub mod kek;
 pub mod redact;
 pub mod secret;
+pub mod source_address;
 pub mod syntax;
 
 /// Removes repeated values, keeping the first occurrence's position.

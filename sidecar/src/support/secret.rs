@@ -50,9 +50,15 @@ pub fn hash_chosen(secret: &str) -> Result<String, SecretError> {
         .map_err(SecretError::Argon2)
 }
 
+/// Whether the stored form is memory-hard (Argon2id), so that verifying it costs tens of MiB for tens of ms.
+pub fn is_memory_hard(stored: &str) -> bool {
+    stored.starts_with(ARGON2ID_PREFIX)
+}
+
 /// Whether `secret` matches the stored hash. Comparisons are constant-time; an unknown stored form never matches.
 ///
-/// Argon2 hashes take tens of milliseconds: call this off the async executor.
+/// Argon2 hashes take tens of milliseconds: call this off the async executor, through
+/// [`super::argon2_slots::Argon2Slots`].
 pub fn verify(secret: &str, stored: &str) -> bool {
     if let Some(expected) = stored.strip_prefix(SHA256_PREFIX) {
         let actual = Base64UrlUnpadded::encode_string(&Sha256::digest(secret.as_bytes()));

@@ -257,6 +257,26 @@ pub async fn call(
     send(router, request.body(body).unwrap()).await
 }
 
+/// Any request through the router as if it arrived on a connection from `peer` (what the server's connect info
+/// gives the handlers).
+pub async fn call_from(
+    router: &Router,
+    peer: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
+    let mut request = Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let peer: std::net::SocketAddr = peer.parse().unwrap();
+    request = request.extension(axum::extract::ConnectInfo(peer));
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_owned()));
+    send(router, request.body(body).unwrap()).await
+}
+
 /// A `GET /v1/bundle` reply as a bundle.
 pub fn bundle_of(reply: &Reply) -> keymesh_core::bundle::BundleDto {
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);

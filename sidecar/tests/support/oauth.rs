@@ -218,6 +218,8 @@ impl AuthorizeRequest {
 pub struct Browser {
     pub router: Router,
     pub cookie: Option<String>,
+    /// The address its requests come from (`ip:port`); none: the server is given no connection info.
+    pub peer: Option<String>,
 }
 
 impl Browser {
@@ -225,6 +227,7 @@ impl Browser {
         Self {
             router: router.clone(),
             cookie: None,
+            peer: None,
         }
     }
 
@@ -254,14 +257,29 @@ impl Browser {
     pub async fn post(&mut self, body: &str) -> Reply {
         let mut headers = self.cookie_header();
         headers.push(("content-type", "application/x-www-form-urlencoded"));
-        let reply = call(
-            &self.router,
-            "POST",
-            "/oauth/authorize",
-            &headers,
-            Some(body),
-        )
-        .await;
+        let reply = match &self.peer {
+            Some(peer) => {
+                super::call_from(
+                    &self.router,
+                    peer,
+                    "POST",
+                    "/oauth/authorize",
+                    &headers,
+                    Some(body),
+                )
+                .await
+            }
+            None => {
+                call(
+                    &self.router,
+                    "POST",
+                    "/oauth/authorize",
+                    &headers,
+                    Some(body),
+                )
+                .await
+            }
+        };
         self.remember(&reply);
         reply
     }

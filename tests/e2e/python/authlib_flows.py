@@ -13,13 +13,14 @@ non-zero exit status means a flow failed; the traceback says which.
 
 import json
 import os
-import re
 import sys
 from urllib.parse import parse_qs, urlencode, urlparse
 
 import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
+
+from consent_forms import login_and_approve
 
 ENV = os.environ
 BASE = ENV["KEYMESH_URL"].rstrip("/")
@@ -58,45 +59,12 @@ class Session(OAuth2Session):
         return self.parse_response_token(response)
 
 
-def hidden(html, name):
-    match = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert match, f"no hidden {name} in page: {html[:500]}"
-    return match.group(1)
-
-
-def browser_login_and_approve(authorization_url):
-    """What a user does in a browser: open the page, log in, approve. Returns the redirect's Location."""
-    browser = requests.Session()
-    page = browser.get(authorization_url, timeout=10)
-    assert page.status_code == 200 and 'name="password"' in page.text, page.text[:500]
-    consent = browser.post(
-        f"{BASE}/oauth/authorize",
-        data={
-            "csrf": hidden(page.text, "csrf"),
-            "request": hidden(page.text, "request"),
-            "action": "login",
-            "username": ENV["USERNAME"],
-            "password": ENV["PASSWORD"],
-        },
-        timeout=10,
-    )
-    assert consent.status_code == 200 and "Approve" in consent.text, consent.text[:500]
-    answer = browser.post(
-        f"{BASE}/oauth/authorize",
-        data={"csrf": hidden(consent.text, "csrf"), "request": hidden(consent.text, "request"), "action": "approve"},
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert answer.status_code == 303, (answer.status_code, answer.text[:500])
-    return answer.headers["Location"]
-
-
 def code_flow(session, meta, redirect_uri, **authorize_params):
     verifier = generate_token(64)
     url, state = session.create_authorization_url(
         meta["authorization_endpoint"], code_verifier=verifier, **authorize_params
     )
-    location = browser_login_and_approve(url)
+    location = login_and_approve(url)
     assert location.startswith(redirect_uri + "?"), location
     query = parse_qs(urlparse(location).query)
     assert query["state"] == [state] and query["iss"] == [BASE], query

@@ -14,15 +14,15 @@ and callback handlers, where `requests` stands in for the user's browser on the 
 import asyncio
 import json
 import os
-import re
 import sys
 from urllib.parse import parse_qs, urlparse
 
-import requests
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+import consent_forms
 
 ENV = os.environ
 BASE = ENV["KEYMESH_URL"].rstrip("/")
@@ -51,40 +51,12 @@ class MemoryStorage(TokenStorage):
         self.client = client_info
 
 
-def hidden(html, name):
-    match = re.search(rf'name="{name}" value="([^"]*)"', html)
-    assert match, f"no hidden {name} in page: {html[:500]}"
-    return match.group(1)
-
-
 def login_and_approve(authorization_url):
-    """What the user does in a browser: open the page, log in, approve. Returns the redirect's Location."""
+    """The SDK's redirect handler: the URL must ask for S256 PKCE and this MCP server as `resource`."""
     query = parse_qs(urlparse(authorization_url).query)
     assert query.get("code_challenge_method") == ["S256"], authorization_url
     assert query.get("resource") == [ENV["MCP_URL"]], authorization_url
-    browser = requests.Session()
-    page = browser.get(authorization_url, timeout=10)
-    assert page.status_code == 200 and 'name="password"' in page.text, page.text[:500]
-    consent = browser.post(
-        f"{BASE}/oauth/authorize",
-        data={
-            "csrf": hidden(page.text, "csrf"),
-            "request": hidden(page.text, "request"),
-            "action": "login",
-            "username": ENV["USERNAME"],
-            "password": ENV["PASSWORD"],
-        },
-        timeout=10,
-    )
-    assert consent.status_code == 200 and "Approve" in consent.text, consent.text[:500]
-    answer = browser.post(
-        f"{BASE}/oauth/authorize",
-        data={"csrf": hidden(consent.text, "csrf"), "request": hidden(consent.text, "request"), "action": "approve"},
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert answer.status_code == 303, (answer.status_code, answer.text[:500])
-    return answer.headers["Location"]
+    return consent_forms.login_and_approve(authorization_url)
 
 
 async def main():

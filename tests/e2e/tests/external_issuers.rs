@@ -98,6 +98,8 @@ fn external_providers_keys_are_fetched_bound_to_their_issuer_and_audiences() {
         ORDERS,
         "--audience",
         PAYMENTS,
+        "--accept-typ",
+        "JWT",
     ]);
 
     let from_a = token(Alg::EdDsa, "a-1", &claims(&iss_a, &[ORDERS, PAYMENTS]));
@@ -123,6 +125,29 @@ fn external_providers_keys_are_fetched_bound_to_their_issuer_and_audiences() {
     );
     assert_eq!(status(&stack, p.orders, &from_b), 200);
     assert_eq!(status(&stack, p.payments, &from_b), 200);
+    // RFC 9068 §4: A's tokens must say `typ: at+jwt`; B was registered with `--accept-typ JWT`, so its `JWT`
+    // tokens pass too, but not its tokens without `typ`.
+    let a_typed_jwt = {
+        let header = json!({"alg": "EdDSA", "kid": "a-1", "typ": "JWT"});
+        let signed = fixture().sign_raw(
+            Alg::EdDsa,
+            &header,
+            claims(&iss_a, &[ORDERS]).to_string().as_bytes(),
+        );
+        format!("Bearer {signed}")
+    };
+    assert_eq!(status(&stack, p.orders, &a_typed_jwt), 401);
+    let b_claims = claims(&iss_b, &[ORDERS]);
+    let b_typed_jwt = format!(
+        "Bearer {}",
+        fixture().other_issuer_typed_token(Some("JWT"), &b_claims)
+    );
+    assert_eq!(status(&stack, p.orders, &b_typed_jwt), 200);
+    let b_untyped = format!(
+        "Bearer {}",
+        fixture().other_issuer_typed_token(None, &b_claims)
+    );
+    assert_eq!(status(&stack, p.orders, &b_untyped), 401);
     // A token claiming to be from A but signed with B's key fails, and the other way round.
     let a_signed_by_b = format!(
         "Bearer {}",
@@ -291,4 +316,75 @@ fn registrations_that_cannot_be_trusted_are_refused() {
     // Nothing was stored by any of these.
     let listed = stack.keymesh(&["issuer", "list", "--json"]);
     assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "[]");
+}
+
+#[test]
+fn one_bad_key_does_not_take_down_a_provider() {
+    let mut stack = Stack::new();
+    stack.start_redis();
+    stack.start_sidecar();
+    stack.start_mesh();
+    let p = stack.ports;
+    // The provider publishes a good key and one whose `x` is not a point of Ed25519 (y = 2).
+    let sloppy = json!({"kty":"OKP","crv":"Ed25519","kid":"sloppy",
+                        "x":"AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+    let idp = TestIdp::start(
+        json!({"keys": [with_kid(fixture().public_jwk(Alg::EdDsa), "good"), sloppy]}),
+    );
+    let iss = idp.issuer();
+    let added = stack.keymesh(&[
+        "issuer",
+        "add",
+        &iss,
+        "--jwks-uri",
+        &idp.jwks_uri(),
+        "--audience",
+        ORDERS,
+        "--json",
+    ]);
+    let added: Value = serde_json::from_slice(&added.stdout).unwrap();
+    assert_eq!(added["kids"], json!(["good"]), "{added}");
+    assert_eq!(added["refused_keys"][0]["kid"], "sloppy", "{added}");
+
+    // Tokens signed with the good key work.
+    let good = token(Alg::EdDsa, "good", &claims(&iss, &[ORDERS]));
+    wait_status(
+        &stack,
+        "the provider's good key to reach Envoy",
+        p.orders,
+        &good,
+        200,
+    );
+
+    // The refused key is reported with its reason: issuer list, /v1/status, and a metric.
+    let listed = stack.keymesh(&["issuer", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let refused = &listed[0]["refused_keys"][0];
+    assert_eq!(refused["kid"], "sloppy", "{listed}");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("point"),
+        "{listed}"
+    );
+    let text = stack.keymesh(&["issuer", "list"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("refused=sloppy"));
+    let status_doc = stack.get(p.sidecar, "/v1/status", &[]).json();
+    assert_eq!(
+        status_doc["external_issuers"][0]["refused_keys"][0]["kid"], "sloppy",
+        "{status_doc}"
+    );
+    let metrics = stack.get(p.sidecar, "/metrics", &[]).body;
+    let line = format!("keymesh_issuer_refused_keys{{issuer=\"{iss}\"}} 1");
+    assert!(metrics.contains(&line), "{metrics}");
+
+    // A provider that publishes a private key next to good ones is a security signal: the set is refused whole.
+    let mut private = fixture().public_jwk(Alg::Es256);
+    private["d"] = private["x"].clone();
+    idp.set_jwks(json!({"keys": [with_kid(fixture().public_jwk(Alg::EdDsa), "good"), private]}));
+    let refresh = stack.keymesh_fails(&["issuer", "refresh", &iss]);
+    assert!(refresh.contains("private"), "{refresh}");
+    assert_eq!(
+        status(&stack, p.orders, &good),
+        200,
+        "the keys held are kept"
+    );
 }

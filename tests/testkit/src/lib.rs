@@ -47,7 +47,8 @@ use std::sync::OnceLock;
 
 /// The issuer of fixture tokens.
 pub const ISSUER: &str = "https://issuer.keymesh.test";
-/// A second issuer, with its own Ed25519 key (`other-ed-1`).
+/// A second issuer, with its own Ed25519 key (`other-ed-1`). Its bundle entry accepts `typ: JWT` besides
+/// `at+jwt`, as an operator would for a provider that mints such access tokens.
 pub const OTHER_ISSUER: &str = "https://other-issuer.keymesh.test";
 /// The fixed "now" of scenarios, seconds since the epoch.
 pub const NOW: i64 = 1_800_000_000;
@@ -135,7 +136,8 @@ impl Fixture {
     pub fn bundle(&self, version: u64) -> String {
         json!({"version": version, "issuers": [
             {"issuer": ISSUER, "jwks": self.jwks()},
-            {"issuer": OTHER_ISSUER, "jwks": {"keys": [Self::ed_jwk(&self.other_ed, "other-ed-1")]}},
+            {"issuer": OTHER_ISSUER, "jwks": {"keys": [Self::ed_jwk(&self.other_ed, "other-ed-1")]},
+             "accept_typ": ["JWT"]},
         ], "api_keys": {"put": api_key_entries(), "delete": []},
            "revoked_tokens": [{"jti": REVOKED_JTI, "exp": NOW + 3600}]})
         .to_string()
@@ -171,9 +173,26 @@ impl Fixture {
         self.sign_raw(alg, &header, claims.to_string().as_bytes())
     }
 
+    /// An access token with this `typ` header (`None`: no `typ`), signed with a fixture key.
+    pub fn typed_token(&self, alg: Alg, typ: Option<&str>, claims: &Value) -> String {
+        let mut header = json!({"alg": alg.name(), "kid": alg.kid()});
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
+        self.sign_raw(alg, &header, claims.to_string().as_bytes())
+    }
+
     /// A token signed by the second issuer's key.
     pub fn other_issuer_token(&self, claims: &Value) -> String {
-        let header = json!({"alg": "EdDSA", "kid": "other-ed-1", "typ": "at+jwt"});
+        self.other_issuer_typed_token(Some("at+jwt"), claims)
+    }
+
+    /// A token signed by the second issuer's key with this `typ` header (`None`: no `typ`).
+    pub fn other_issuer_typed_token(&self, typ: Option<&str>, claims: &Value) -> String {
+        let mut header = json!({"alg": "EdDSA", "kid": "other-ed-1"});
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
         let input = format!(
             "{}.{}",
             b64(header.to_string().as_bytes()),

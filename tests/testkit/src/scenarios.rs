@@ -426,6 +426,55 @@ pub fn scenarios() -> Vec<Scenario> {
                 json!("a\r\nx-keymesh-scope: admin"),
             )),
         ),
+        // RFC 9068 §4: `typ` must be `at+jwt` (a media type: any case, `application/` optional), unless the
+        // issuer's entry accepts more; the second issuer accepts `JWT`.
+        allow(
+            "typ application/at+jwt accepted",
+            "/orders/1",
+            fx.typed_token(Alg::EdDsa, Some("application/at+jwt"), &ok),
+        ),
+        allow(
+            "typ in upper case accepted",
+            "/orders/1",
+            fx.typed_token(Alg::Es256, Some("AT+JWT"), &ok),
+        ),
+        invalid(
+            "typ JWT refused",
+            fx.typed_token(Alg::EdDsa, Some("JWT"), &ok),
+        ),
+        invalid("no typ refused", fx.typed_token(Alg::Rs256, None, &ok)),
+        invalid(
+            "typ with parameters refused",
+            fx.typed_token(Alg::EdDsa, Some("at+jwt; charset=utf-8"), &ok),
+        ),
+        invalid(
+            "id token typ refused",
+            fx.typed_token(Alg::EdDsa, Some("id_token+jwt"), &ok),
+        ),
+        allow(
+            "typ JWT accepted where the issuer allows it",
+            "/orders/1",
+            fx.other_issuer_typed_token(Some("JWT"), &with(ok.clone(), "iss", json!(OTHER_ISSUER))),
+        ),
+        allow(
+            "typ application/jwt accepted where the issuer allows JWT",
+            "/orders/1",
+            fx.other_issuer_typed_token(
+                Some("application/jwt"),
+                &with(ok.clone(), "iss", json!(OTHER_ISSUER)),
+            ),
+        ),
+        invalid(
+            "no typ refused where the issuer allows only JWT",
+            fx.other_issuer_typed_token(None, &with(ok.clone(), "iss", json!(OTHER_ISSUER))),
+        ),
+        invalid(
+            "typ JOSE refused where the issuer allows only JWT",
+            fx.other_issuer_typed_token(
+                Some("JOSE"),
+                &with(ok.clone(), "iss", json!(OTHER_ISSUER)),
+            ),
+        ),
         invalid("short eddsa signature", {
             let t = ed(&ok);
             let (rest, _) = t.rsplit_once('.').unwrap();

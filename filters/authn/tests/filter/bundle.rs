@@ -185,6 +185,38 @@ fn an_issuer_with_an_unsafe_key_set_is_dropped_alone() -> Result<(), HostError> 
 }
 
 #[test]
+fn one_unusable_key_costs_only_itself() -> Result<(), HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    // An Ed25519 `x` that is not a curve point (y = 2), next to the issuer's good keys.
+    let not_a_point = serde_json::json!({"kty":"OKP","crv":"Ed25519","kid":"sloppy",
+        "x":"AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"});
+    let bundle = serde_json::json!({"version": 3, "issuers": [
+        {"issuer": keymesh_testkit::ISSUER, "jwks": {"keys": [
+            fixture().public_jwk(Alg::EdDsa), not_a_point, fixture().public_jwk(Alg::Rs256)]}}]});
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(bundle.to_string()))?;
+    assert!(
+        vm.find_log(LogLevel::Warn, "sloppy").is_some(),
+        "{:?}",
+        vm.logs()
+    );
+    assert_eq!(vm.gauge("keymesh.authn.bundle_keys_refused"), Some(1));
+    for alg in [Alg::EdDsa, Alg::Rs256] {
+        let out = request(
+            &mut vm,
+            "/orders/1",
+            &[("authorization", &orders_token(alg))],
+        )?;
+        assert_eq!(out.status(), 200, "{alg:?}");
+    }
+    // A later bundle without the bad key clears the gauge.
+    let clean = serde_json::json!({"version": 4, "issuers": [
+        {"issuer": keymesh_testkit::ISSUER, "jwks": {"keys": [fixture().public_jwk(Alg::EdDsa)]}}]});
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(clean.to_string()))?;
+    assert_eq!(vm.gauge("keymesh.authn.bundle_keys_refused"), Some(0));
+    crate::finish(vm)
+}
+
+#[test]
 fn sidecar_timeouts_and_errors_are_counted_and_retried() -> Result<(), HostError> {
     let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
     // Unreachable before the first bundle: still fail closed, and keep trying on every tick.

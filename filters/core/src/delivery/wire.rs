@@ -85,6 +85,13 @@ pub struct IssuerKeysDto {
     /// keys has may be signed by a key it has just rolled out, so the filter asks the sidecar to look again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub external: bool,
+    /// `typ` values accepted besides `at+jwt` (RFC 9068 §4), for a provider known to mint access tokens with
+    /// another `typ` (often `JWT`). Compared as media types; see [`crate::token_type`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accept_typ: Vec<String>,
+    /// Whether this issuer's tokens may carry no `typ` at all (a provider that never sets one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_missing_typ: bool,
 }
 
 /// A JWK Set (RFC 7517 §5), kept as raw JSON objects: each key is validated when the key set is built, so one

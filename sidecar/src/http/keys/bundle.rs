@@ -85,9 +85,26 @@ impl Held {
 }
 
 /// Serves the bundle from the mirror: `304`, a delta or the full bundle, possibly after a long poll.
+///
+/// Once shutdown has begun every answer carries `Connection: close`, so the proxy's next poll opens a new
+/// connection, which its load balancer sends to a replica that is not stopping.
 pub(crate) async fn bundle(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let mut response = answer(state.clone(), query, headers).await?;
+    if state.is_shutting_down() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+async fn answer(
+    state: AppState,
+    query: Option<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let wait = parse_wait(query.as_deref())?;

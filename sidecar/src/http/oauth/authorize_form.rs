@@ -17,6 +17,7 @@ use crate::http::oauth::authorize::{
 };
 use crate::http::oauth::authorize_error::{PageError, RedirectError, Target};
 use crate::http::oauth::pages;
+use crate::http::oauth::source::Source;
 use crate::http::oauth::token_request;
 use crate::http::state::AppState;
 use crate::oauth::clients::ClientRecord;
@@ -31,10 +32,11 @@ const GRANT_ID_BYTES: usize = 16;
 /// Handles a submitted login or consent form.
 pub(crate) async fn submit(
     State(state): State<AppState>,
+    source: Source,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match handle(&state, &headers, body).await {
+    match handle(&state, &source, &headers, body).await {
         Ok(response) | Err(response) => response,
     }
 }
@@ -50,6 +52,7 @@ struct Form {
 
 async fn handle(
     state: &AppState,
+    source: &Source,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Response> {
@@ -95,7 +98,7 @@ async fn handle(
         Some("login") => {
             let username = params.take("username").unwrap_or_default();
             let password = params.take("password").unwrap_or_default();
-            login(state, form, &username, &password).await
+            login(state, source, form, &username, &password).await
         }
         Some("approve") => approve(state, form).await,
         Some("deny") => deny(state, form).await,
@@ -105,6 +108,7 @@ async fn handle(
 
 async fn login(
     state: &AppState,
+    source: &Source,
     form: Form,
     username: &str,
     password: &str,
@@ -113,7 +117,10 @@ async fn login(
         .redis()
         .await
         .map_err(|_| page(PageError::Unavailable))?;
-    let failures = state.names().login_failures(username);
+    let failures = throttle::Counters {
+        per_source: state.names().login_failures_from(username, &source.0),
+        all_sources: state.names().login_failures(username),
+    };
     let retry = |status: StatusCode, message: &str| {
         pages::page(
             status,
@@ -130,14 +137,14 @@ async fn login(
         .await
         .map_err(|_| page(PageError::Unavailable))?
     {
-        tracing::warn!(%username, "login throttled");
+        tracing::warn!(%username, source = %source.0, "login throttled");
         return Err(retry(
             StatusCode::TOO_MANY_REQUESTS,
             &format!("Too many failed attempts. Try again in {secs} seconds."),
         ));
     }
     let user = UserStore::new(state.names().clone())
-        .check_password(&mut conn, username, password)
+        .check_password(&mut conn, username, password, state.argon2_slots())
         .await
         .map_err(|error| {
             tracing::warn!(%error, "cannot check a password");

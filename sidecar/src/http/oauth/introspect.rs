@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::http::oauth::client_auth::{self, unavailable};
 use crate::http::oauth::error::OAuthError;
+use crate::http::oauth::source::Source;
 use crate::http::oauth::token_lookup::{self, Found};
 use crate::http::state::AppState;
 use crate::oauth::revocation;
@@ -22,10 +23,11 @@ use crate::oauth::revocation;
 /// Handles an introspection request.
 pub(crate) async fn introspect(
     State(state): State<AppState>,
+    source: Source,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let query = token_lookup::read(&state, &headers, body).await?;
+    let query = token_lookup::read(&state, &source, &headers, body).await?;
     if query.client.public {
         // A public client proves nothing about who is asking.
         tracing::info!(client_id = %query.client.client_id, "public client refused at introspection");

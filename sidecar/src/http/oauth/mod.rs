@@ -10,6 +10,7 @@ pub(crate) mod introspect;
 pub(crate) mod pages;
 pub(crate) mod register;
 pub(crate) mod revoke;
+pub(crate) mod source;
 pub(crate) mod token;
 pub(crate) mod token_lookup;
 pub(crate) mod token_request;

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::http::oauth::client_auth::{self, unavailable};
 use crate::http::oauth::error::OAuthError;
+use crate::http::oauth::source::Source;
 use crate::http::oauth::token_lookup::{self, Found};
 use crate::http::state::AppState;
 use crate::oauth::exchange;
@@ -23,10 +24,11 @@ use crate::oauth::grants::GrantStore;
 /// Handles a revocation request.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
+    source: Source,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
-    let query = token_lookup::read(&state, &headers, body).await?;
+    let query = token_lookup::read(&state, &source, &headers, body).await?;
     let client_id = query.client.client_id.as_str();
     let now = state.clock().now_secs();
     match token_lookup::find(&state, &query.token).await? {

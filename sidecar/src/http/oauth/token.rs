@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::http::oauth::client_auth;
 use crate::http::oauth::error::{OAuthError, RequestProblem};
+use crate::http::oauth::source::Source;
 use crate::http::oauth::token_request::{self, TokenRequest};
 use crate::http::state::AppState;
 use crate::oauth::clients::GrantType;
@@ -78,6 +79,7 @@ impl IntoResponse for TokenResponse {
 /// Handles a token request.
 pub(crate) async fn token(
     State(state): State<AppState>,
+    source: Source,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
@@ -95,7 +97,7 @@ pub(crate) async fn token(
         .grant_type
         .parse()
         .map_err(|_| OAuthError::UnsupportedGrantType)?;
-    let client = client_auth::authenticate(&state, credentials).await?;
+    let client = client_auth::authenticate(&state, &source, credentials).await?;
     if !client.allows(grant) {
         tracing::info!(client_id = %client.client_id, %grant, "grant type not allowed for the client");
         return Err(OAuthError::UnauthorizedClient);

@@ -7,6 +7,7 @@ use axum::http::HeaderMap;
 
 use crate::http::oauth::client_auth;
 use crate::http::oauth::error::{OAuthError, RequestProblem};
+use crate::http::oauth::source::Source;
 use crate::http::oauth::token_request;
 use crate::http::state::AppState;
 use crate::oauth::access_token::{self, VerifiedToken};
@@ -24,6 +25,7 @@ pub(crate) struct TokenQuery {
 /// Parses the form, requires `token` and authenticates the client.
 pub(crate) async fn read(
     state: &AppState,
+    source: &Source,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<TokenQuery, OAuthError> {
@@ -41,7 +43,7 @@ pub(crate) async fn read(
     let token = params
         .take("token")
         .ok_or(OAuthError::InvalidRequest(RequestProblem::Missing("token")))?;
-    let client = client_auth::authenticate(state, credentials).await?;
+    let client = client_auth::authenticate(state, source, credentials).await?;
     Ok(TokenQuery { client, token })
 }
 

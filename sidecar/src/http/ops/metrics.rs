@@ -85,6 +85,19 @@ fn render(state: &AppState) -> String {
             None,
             snapshot.kids().len() as u64,
         );
+        gauge(
+            &mut out,
+            "keymesh_issuer_refused_keys",
+            "Keys of each external provider's set that could not be used (its other keys are delivered).",
+        );
+        for record in snapshot.external_issuers() {
+            sample(
+                &mut out,
+                "keymesh_issuer_refused_keys",
+                Some(("issuer", &record.issuer)),
+                record.refused_keys.len() as u64,
+            );
+        }
     }
     counter(
         &mut out,

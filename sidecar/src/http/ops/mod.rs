@@ -1,4 +1,4 @@
-//! Operations: liveness, the status report, Prometheus metrics and the telemetry they read.
+//! Operations: readiness and liveness, the status report, Prometheus metrics and the telemetry they read.
 
 pub(crate) mod health;
 pub(crate) mod metrics;

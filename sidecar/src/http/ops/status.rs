@@ -4,7 +4,8 @@
 //! {"sidecar_version": "0.1.0", "redis_connected": true, "bundle_version": 42, "active_kid": "…",
 //!  "proxies": [{"id": "envoy-orders-1", "version": 41, "behind_by": 1, "last_seen": 1700000000, "long_poll": true}],
 //!  "external_issuers": [{"issuer": "https://idp.example.com", "kids": ["k1"], "audiences": ["urn:orders"],
-//!                        "keys_changed_at": 1700000000}]}
+//!                        "keys_changed_at": 1700000000,
+//!                        "refused_keys": [{"kid": "k0", "reason": "not a point of Ed25519"}]}]}
 //! ```
 //!
 //! `external_issuers` lists the keys this sidecar delivers for each registered provider; how fetching them has
@@ -20,6 +21,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::http::state::AppState;
+use crate::issuers::RefusedKey;
 
 #[derive(Serialize)]
 struct Status {
@@ -37,6 +39,8 @@ struct ExternalStatus {
     kids: Vec<String>,
     audiences: Vec<String>,
     keys_changed_at: u64,
+    /// Keys of the provider's set that could not be used, with why; its other keys are delivered.
+    refused_keys: Vec<RefusedKey>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +88,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> Response {
                         kids: record.kids().into_iter().map(str::to_owned).collect(),
                         audiences: record.audiences.clone(),
                         keys_changed_at: record.keys_changed_at,
+                        refused_keys: record.refused_keys.clone(),
                     })
                     .collect()
             })
