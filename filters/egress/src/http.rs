@@ -20,12 +20,6 @@ impl EgressHttp {
 }
 
 impl Context for EgressHttp {
-    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
-        if let Some(worker) = &self.worker {
-            worker.answered(token, headers, body_size, self.context_id);
-        }
-    }
-
     fn on_done(&mut self) -> bool {
         if let Some(worker) = &self.worker {
             worker.forget(self.context_id);

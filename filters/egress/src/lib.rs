@@ -4,8 +4,9 @@
 //! `keymesh_core::egress`'s; this crate moves headers and bytes. Only [`host`] calls proxy-wasm host functions.
 //!
 //! Tokens are cached in Envoy shared data and obtained once per Envoy: the worker holding a key's lease asks the
-//! sidecar; requests on that worker are resumed when the answer arrives, requests on other workers on their next
-//! tick (every [`worker::WAIT_TICK`] while any request waits).
+//! sidecar from its root context (so the request that needed the token may end first, see [`worker`]); requests
+//! on that worker are resumed when the answer arrives, requests on other workers on their next tick (every
+//! [`worker::WAIT_TICK`] while any request waits).
 
 #![cfg_attr(
     not(test),

@@ -1,4 +1,5 @@
-//! The root context: configuration, and the tick that serves requests waiting for a token another worker gets.
+//! The root context: configuration, the answers to token requests (all dispatched from here), and the tick that
+//! serves requests waiting for a token another worker gets.
 
 use crate::host;
 use crate::http::EgressHttp;
@@ -25,7 +26,7 @@ impl EgressRoot {
 impl Context for EgressRoot {
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
         if let Some(worker) = &self.worker {
-            worker.answered(token, headers, body_size, self.context_id);
+            worker.answered(token, headers, body_size);
         }
     }
 }
@@ -42,7 +43,7 @@ impl RootContext for EgressRoot {
         };
         match EgressConfig::parse(&bytes) {
             Ok(config) => {
-                self.worker = Some(Rc::new(Worker::new(config)));
+                self.worker = Some(Rc::new(Worker::new(config, self.context_id)));
                 true
             }
             Err(e) => {
@@ -54,7 +55,7 @@ impl RootContext for EgressRoot {
 
     fn on_tick(&mut self) {
         if let Some(worker) = &self.worker {
-            worker.tick(self.context_id);
+            worker.tick();
         }
     }
 

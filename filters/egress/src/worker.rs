@@ -1,22 +1,35 @@
 //! One worker's side of the token cache: the requests waiting for a token, the token requests this worker has in
 //! flight, and resuming the waiting requests when a token (or a refusal) arrives. Shared by the root context and
 //! the HTTP contexts of one worker (one VM, one thread).
+//!
+//! Token requests are dispatched by the root context, in its tick, whatever request needed them. Envoy cancels an
+//! HTTP call when the stream that made it ends, and the proxy-wasm SDK delivers an answer to the context whose
+//! callback made the call; a token is for every request waiting for it, so neither may be the first request's
+//! stream. An HTTP context that needs a token therefore only records it and asks for a tick in
+//! [`DISPATCH_TICK`]; the root dispatches, receives the answer, and resumes every waiting stream.
 
 use crate::host::{self, HostSharedData};
 use keymesh_core::egress::cache::{CacheKey, CachedAnswer, Lookup, TokenCache};
 use keymesh_core::egress::exchange::{token_request, Answer, Refusal};
 use keymesh_core::egress::{Destination, EgressConfig};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// How soon the root runs after a request needs a token request (the least tick period Envoy has).
+pub(crate) const DISPATCH_TICK: Duration = Duration::from_millis(1);
 /// How often a worker with waiting requests looks for the token another worker is getting.
 pub(crate) const WAIT_TICK: Duration = Duration::from_millis(20);
 
-/// What a request waits for: the token of one key, to be asked for on `destination`'s terms.
-struct Waiting {
+/// What a token request is for: one key's token, asked for on `destination`'s terms.
+struct Wanted {
     destination: Destination,
     subject: Option<String>,
+}
+
+/// The requests waiting for one key's token.
+struct Waiting {
+    wanted: Wanted,
     contexts: Vec<u32>,
 }
 
@@ -29,11 +42,16 @@ struct InFlight {
 /// The state of one configured plugin on one worker.
 pub(crate) struct Worker {
     pub(crate) config: EgressConfig,
+    /// The root context: token requests are made (and answered) there.
+    root: u32,
     cache: TokenCache<HostSharedData>,
     owner: u64,
     waiting: RefCell<HashMap<CacheKey, Waiting>>,
+    /// Keys whose cached token is due for renewal (no request waits for them).
+    renewals: RefCell<HashMap<CacheKey, Wanted>>,
     in_flight: RefCell<HashMap<u32, InFlight>>,
-    ticking: RefCell<bool>,
+    /// The tick period asked of the host (zero: none).
+    tick_period: Cell<Duration>,
 }
 
 /// What an HTTP context does with its request.
@@ -47,20 +65,22 @@ pub(crate) enum Step {
 }
 
 impl Worker {
-    pub(crate) fn new(config: EgressConfig) -> Self {
+    pub(crate) fn new(config: EgressConfig, root: u32) -> Self {
         let cache = TokenCache::new(HostSharedData, &config);
         let owner = cache.register_owner();
         Self {
             config,
+            root,
             cache,
             owner,
             waiting: RefCell::default(),
+            renewals: RefCell::default(),
             in_flight: RefCell::default(),
-            ticking: RefCell::new(false),
+            tick_period: Cell::new(Duration::ZERO),
         }
     }
 
-    /// The step for request `context_id` to `destination`, on behalf of `subject`.
+    /// The step for request `context_id` to `destination`, on behalf of `subject`. Runs in the HTTP context.
     pub(crate) fn step(
         &self,
         context_id: u32,
@@ -68,49 +88,44 @@ impl Worker {
         subject: Option<&str>,
     ) -> Step {
         let key = CacheKey::new(destination, subject);
-        let now = host::now_ms();
-        match self.cache.lookup(&key, now) {
+        let wanted = || Wanted {
+            destination: destination.clone(),
+            subject: subject.map(str::to_owned),
+        };
+        match self.cache.lookup(&key, host::now_ms()) {
             Lookup::Fresh(token) => Step::Send(format!("Bearer {token}")),
             Lookup::Renew(token) => {
-                self.fetch(&key, destination, subject, now, context_id);
+                self.renewals.borrow_mut().entry(key).or_insert_with(wanted);
+                self.tick_every(DISPATCH_TICK);
                 Step::Send(format!("Bearer {token}"))
             }
             Lookup::Refused(refusal) => Step::Refuse(refusal),
             Lookup::Miss => {
                 self.waiting
                     .borrow_mut()
-                    .entry(key.clone())
+                    .entry(key)
                     .or_insert_with(|| Waiting {
-                        destination: destination.clone(),
-                        subject: subject.map(str::to_owned),
+                        wanted: wanted(),
                         contexts: Vec::new(),
                     })
                     .contexts
                     .push(context_id);
-                self.fetch(&key, destination, subject, now, context_id);
-                self.ensure_ticking();
+                self.tick_every(DISPATCH_TICK);
                 Step::Wait
             }
         }
     }
 
-    /// Asks the sidecar for `key`'s token, unless this worker already is or another worker holds the lease.
-    /// `current` is the context this runs in.
-    fn fetch(
-        &self,
-        key: &CacheKey,
-        destination: &Destination,
-        subject: Option<&str>,
-        now: u64,
-        current: u32,
-    ) {
+    /// Asks the sidecar for `key`'s token, unless this worker already is or another worker holds the lease. Runs
+    /// in the root context's tick.
+    fn fetch(&self, key: &CacheKey, wanted: &Wanted, now: u64) {
         if self.in_flight.borrow().values().any(|f| &f.key == key) {
             return;
         }
         if !self.cache.try_lease(key, self.owner, now) {
             return;
         }
-        let request = token_request(&self.config, destination, subject);
+        let request = token_request(&self.config, &wanted.destination, wanted.subject.as_deref());
         let sidecar = &self.config.sidecar;
         match host::dispatch_post(
             &sidecar.cluster,
@@ -136,22 +151,15 @@ impl Worker {
                 );
                 let refused = CachedAnswer::of(Answer::Refused(Refusal::Unavailable), now);
                 self.cache.store(key, &refused, self.owner);
-                self.complete(key, &refused, current);
+                self.complete(key, &refused);
             }
         }
     }
 
-    /// Handles the answer to token request `token`, if it is one of this worker's. `current` is the context the
-    /// answer was delivered to, made effective again afterwards.
-    /// A reset call (`num_headers` 0) has no response maps: reading one is `BadArgument`, on which the SDK
-    /// panics, so it is answered as unavailable without looking.
-    pub(crate) fn answered(
-        &self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        current: u32,
-    ) -> bool {
+    /// Handles the answer to token request `token` (delivered to the root context), if it is one of this
+    /// worker's. A reset call (`num_headers` 0) has no response maps: reading one is `BadArgument`, on which the
+    /// SDK panics, so it is answered as unavailable without looking.
+    pub(crate) fn answered(&self, token: u32, num_headers: usize, body_size: usize) -> bool {
         let Some(flight) = self.in_flight.borrow_mut().remove(&token) else {
             return false;
         };
@@ -170,12 +178,12 @@ impl Worker {
         }
         let cached = CachedAnswer::of(answer, now);
         self.cache.store(&flight.key, &cached, self.owner);
-        self.complete(&flight.key, &cached, current);
+        self.complete(&flight.key, &cached);
         true
     }
 
-    /// Resumes (or answers) every request of this worker waiting for `key`, then makes `current` effective again.
-    fn complete(&self, key: &CacheKey, answer: &CachedAnswer, current: u32) {
+    /// Resumes (or answers) every request of this worker waiting for `key`, then makes the root effective again.
+    fn complete(&self, key: &CacheKey, answer: &CachedAnswer) {
         let Some(waiting) = self.waiting.borrow_mut().remove(key) else {
             return;
         };
@@ -195,12 +203,13 @@ impl Worker {
                 CachedAnswer::Refused { refusal, .. } => respond(*refusal),
             }
         }
-        let _ = host::switch_to(current);
+        let _ = host::switch_to(self.root);
     }
 
-    /// On each tick while requests wait: serve them from tokens other workers stored, and take over keys whose
-    /// fetch stalled (a lease that expired, or a request of this worker unanswered past its timeout).
-    pub(crate) fn tick(&self, root: u32) {
+    /// The root context's tick: dispatch the token requests HTTP contexts asked for (renewals, and tokens requests
+    /// wait for), serve waiting requests from tokens other workers stored, and take over keys whose fetch stalled
+    /// (a lease that expired, or a request of this worker unanswered past its timeout).
+    pub(crate) fn tick(&self) {
         let now = host::now_ms();
         let stale_after = self
             .config
@@ -210,6 +219,12 @@ impl Worker {
         self.in_flight
             .borrow_mut()
             .retain(|_, flight| now < flight.since_ms.saturating_add(stale_after));
+        let renewals: Vec<(CacheKey, Wanted)> = self.renewals.borrow_mut().drain().collect();
+        for (key, wanted) in renewals {
+            if !matches!(self.cache.lookup(&key, now), Lookup::Fresh(_)) {
+                self.fetch(&key, &wanted, now);
+            }
+        }
         let keys: Vec<CacheKey> = self.waiting.borrow().keys().cloned().collect();
         for key in keys {
             match self.cache.lookup(&key, now) {
@@ -219,7 +234,6 @@ impl Worker {
                         token,
                         exp_ms: u64::MAX,
                     },
-                    root,
                 ),
                 Lookup::Refused(refusal) => self.complete(
                     &key,
@@ -227,22 +241,25 @@ impl Worker {
                         refusal,
                         until_ms: 0,
                     },
-                    root,
                 ),
                 Lookup::Miss => {
                     let waiting = self.waiting.borrow();
                     let Some(w) = waiting.get(&key) else {
                         continue;
                     };
-                    let (destination, subject) = (w.destination.clone(), w.subject.clone());
+                    let wanted = Wanted {
+                        destination: w.wanted.destination.clone(),
+                        subject: w.wanted.subject.clone(),
+                    };
                     drop(waiting);
-                    self.fetch(&key, &destination, subject.as_deref(), now, root);
+                    self.fetch(&key, &wanted, now);
                 }
             }
         }
-        if self.waiting.borrow().is_empty() && *self.ticking.borrow() {
-            self.ticking.replace(false);
-            let _ = host::set_tick_period(Duration::ZERO);
+        if self.waiting.borrow().is_empty() {
+            self.tick_every(Duration::ZERO);
+        } else {
+            self.tick_every(WAIT_TICK);
         }
     }
 
@@ -254,9 +271,10 @@ impl Worker {
         });
     }
 
-    fn ensure_ticking(&self) {
-        if !*self.ticking.borrow() && host::set_tick_period(WAIT_TICK).is_ok() {
-            self.ticking.replace(true);
+    /// Asks the host to tick every `period` (zero: stop), unless it already does.
+    fn tick_every(&self, period: Duration) {
+        if self.tick_period.get() != period && host::set_tick_period(period).is_ok() {
+            self.tick_period.set(period);
         }
     }
 }

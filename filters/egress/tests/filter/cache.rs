@@ -67,6 +67,9 @@ fn concurrent_requests_on_every_worker_cause_one_exchange() -> Result<(), HostEr
         .iter()
         .chain(&on_two)
         .all(|s| s.action == Action::Pause));
+    // Each worker's root runs: the first takes the lease and asks, the second finds the lease taken.
+    dispatch(&mut one)?;
+    two.advance_time(Duration::from_millis(1))?;
     assert_eq!(
         one.pending_http_calls().len() + two.pending_http_calls().len(),
         1,
@@ -135,6 +138,7 @@ fn each_user_and_destination_gets_its_own_token() -> Result<(), HostError> {
     let alice = send(&mut vm, "payments.local", Some(&bearer("alice.t.1")))?;
     let bob = send(&mut vm, "payments.local", Some(&bearer("bob.t.1")))?;
     let ledger = send(&mut vm, "ledger.local", Some(&bearer("alice.t.1")))?;
+    dispatch(&mut vm)?;
     let calls = vm.pending_http_calls();
     assert_eq!(calls.len(), 3, "{calls:?}");
     let own = calls
@@ -241,4 +245,47 @@ fn keymesh_core_key() -> String {
     let destination = config.destination("payments.local").unwrap();
     let key = keymesh_core::egress::CacheKey::new(destination, Some(USER_TOKEN));
     format!("keymesh_egress.token.{}", key.id())
+}
+
+#[test]
+fn the_token_reaches_every_waiter_when_the_request_that_asked_for_it_is_reset(
+) -> Result<(), HostError> {
+    let shared = SharedStore::new();
+    let mut one = worker(CONFIG, &shared)?;
+    let mut two = worker(CONFIG, &shared)?;
+    let user = bearer(USER_TOKEN);
+    let first = send(&mut one, "payments.local", Some(&user))?;
+    let same_worker = send(&mut one, "payments.local", Some(&user))?;
+    let other_worker = send(&mut two, "payments.local", Some(&user))?;
+    let call = token_call(&mut one)?;
+    two.advance_time(Duration::from_millis(1))?;
+    assert!(
+        two.pending_http_calls().is_empty(),
+        "one exchange per Envoy"
+    );
+    // The client of the first request goes away before the sidecar answers. The token request was made by
+    // the root context, so Envoy does not cancel it with the stream, and the answer reaches the root.
+    let cancelled = one.http_stream(first.id)?.reset_by_client()?;
+    assert!(
+        cancelled.is_empty(),
+        "cancelled with the stream: {cancelled:?}"
+    );
+    one.respond_to_http_call(call.token, token_answer("payments.token.1", 300))?;
+    assert!(!paused(&mut one, same_worker.id)?, "resumed at once");
+    assert_eq!(
+        upstream_authorization(&mut one, same_worker.id)?.as_deref(),
+        Some("Bearer payments.token.1")
+    );
+    // The other worker finds it on its next tick, well inside the lease.
+    two.advance_time(Duration::from_millis(20))?;
+    assert_eq!(
+        upstream_authorization(&mut two, other_worker.id)?.as_deref(),
+        Some("Bearer payments.token.1")
+    );
+    assert_eq!(one.http_call_history().len(), 1);
+    assert!(two.http_call_history().is_empty());
+    end(&mut one, same_worker.id)?;
+    end(&mut two, other_worker.id)?;
+    one.finish()?;
+    two.finish()
 }
