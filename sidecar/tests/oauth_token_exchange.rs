@@ -380,6 +380,41 @@ async fn revoking_an_exchanged_token_revokes_its_own_descendants_only() {
 }
 
 #[tokio::test]
+async fn revoking_a_middle_token_revokes_every_token_below_it() {
+    const AUDIT: &str = "https://audit.test";
+    let (redis, app, _clock, _web, user) = setup().await;
+    let orders = workload(&redis, "orders", &[PAYMENTS]).await;
+    let payments = workload(&redis, "payments-svc", &[LEDGER]).await;
+    let ledger = workload(&redis, "ledger-svc", &[AUDIT]).await;
+    let audit = workload(&redis, "audit-svc", &[ORDERS]).await;
+    // user -> first (orders) -> second (payments) -> third (ledger): four tokens, three exchanges deep.
+    let mut chain = vec![user.clone()];
+    for (client, target) in [(&orders, PAYMENTS), (&payments, LEDGER), (&ledger, AUDIT)] {
+        let reply = exchange_token(&app, client, chain.last().unwrap(), &resource(target)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+        chain.push(reply.json()["access_token"].as_str().unwrap().to_owned());
+    }
+    let jti = |token: &str| claims(token)["jti"].as_str().unwrap().to_owned();
+    let reply = client_post(
+        &app.router,
+        "/oauth/revoke",
+        &orders,
+        &format!("token={}", form_urlencode(&chain[1])),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // The revoked token and both tokens below it, not the user's above it.
+    for token in &chain[1..] {
+        wait_revoked(&app, &jti(token)).await;
+    }
+    let snapshot = app.state.mirror().snapshot().unwrap();
+    assert!(!snapshot.is_revoked(&jti(&user)));
+    // The deepest token can no longer be exchanged further.
+    let reply = exchange_token(&app, &audit, &chain[3], &resource(ORDERS)).await;
+    assert_eq!(error_of(&reply), bad("invalid_request"));
+}
+
+#[tokio::test]
 async fn metadata_lists_the_grant_and_registration_enforces_the_policy() {
     let redis = RedisServer::start();
     let app = start_app(&redis, P).await;

@@ -4,15 +4,17 @@
 //! the client's exchange resources, its scopes are the subject's that the client may request, and it expires no
 //! later than the subject token.
 //!
-//! Revoking a subject token revokes what was exchanged from it, with the mechanism of refresh-token grants: each
-//! exchanged token is recorded in the family `grant:exchange.{jti}` of the first subject token of its chain (and of
-//! its direct subject when that differs), and revoking an access token revokes its family in the same script. The
-//! recording script refuses to add a token once the subject or the root of its chain is revoked, so an exchange
-//! racing a revocation cannot leave a live token behind.
+//! Revoking a subject token revokes what was exchanged from it, transitively, with the mechanism of refresh-token
+//! grants: each exchanged token is recorded in the family `grant:exchange.{jti}` of every ancestor in its chain
+//! (the subject token, the subject token's subject token, … up to the first), and revoking an access token revokes
+//! its family in the same script. So revoking any token of a chain revokes everything below it, however deep. The
+//! recording script refuses to add a token once any ancestor is revoked, so an exchange racing a revocation cannot
+//! leave a live token behind. Chains are at most [`MAX_ACTOR_DEPTH`] exchanges deep (the depth of `act` the
+//! filters accept), which bounds the families a token is recorded in.
 
 use std::sync::LazyLock;
 
-use keymesh_core::claims::AccessClaims;
+use keymesh_core::claims::{AccessClaims, MAX_ACTOR_DEPTH};
 use keymesh_core::delivery::wire::BundleDto;
 use keymesh_core::KeySet;
 use redis::aio::ConnectionLike;
@@ -32,7 +34,8 @@ pub const MAX_TARGETS: usize = 16;
 /// Why an exchange is refused before anything is signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ExchangeError {
-    /// The subject token is malformed, forged, expired, revoked, or its `may_act` names another party.
+    /// The subject token is malformed, forged, expired, revoked, its `may_act` names another party, or its
+    /// delegation chain is already [`MAX_ACTOR_DEPTH`] deep.
     #[error("invalid subject token")]
     InvalidSubject,
     /// A target is not one of the client's exchange resources.
@@ -190,6 +193,10 @@ pub fn narrow(
         tracing::info!(client_id = %client.client_id, "subject token's may_act names another party");
         return Err(ExchangeError::InvalidSubject);
     }
+    if subject.actors.len() >= MAX_ACTOR_DEPTH {
+        tracing::info!(client_id = %client.client_id, "subject token's delegation chain is at its limit");
+        return Err(ExchangeError::InvalidSubject);
+    }
     if targets.len() > MAX_TARGETS {
         return Err(ExchangeError::InvalidTarget);
     }
@@ -212,20 +219,23 @@ fn family(jti: &str) -> String {
     format!("exchange.{jti}")
 }
 
-/// `KEYS[1]` = revoked marker of the subject, `KEYS[2]` = revoked marker of the root, `KEYS[3]`/`KEYS[4]` = root
-/// family and its tokens, `KEYS[5]`/`KEYS[6]` = the subject's family and its tokens, `KEYS[7]` = the new token's
-/// root pointer; `ARGV[1]` = new jti, `ARGV[2]` = its exp, `ARGV[3]` = TTL, `ARGV[4]` = root jti. Returns 1, or 0
-/// when the subject or its chain is revoked.
+/// `KEYS[1]` = the new token's ancestors list, then per ancestor `a` three keys: the revoked marker of `a`, the
+/// family of `a` and its tokens; `ARGV[1]` = new jti, `ARGV[2]` = its exp, `ARGV[3]` = TTL, `ARGV[4]` = the
+/// ancestors, space-separated. Returns 1, or 0 when an ancestor is revoked.
 const RECORD: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-if redis.call('HGET', KEYS[3], 'revoked') == '1' or redis.call('HGET', KEYS[5], 'revoked') == '1' then return 0 end
-for i = 3, 5, 2 do
-  redis.call('HSETNX', KEYS[i], 'data', 'exchange')
-  if redis.call('TTL', KEYS[i]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[i], ARGV[3]) end
-  redis.call('ZADD', KEYS[i + 1], ARGV[2], ARGV[1])
-  if redis.call('TTL', KEYS[i + 1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[i + 1], ARGV[3]) end
+local ancestors = (#KEYS - 1) / 3
+for i = 0, ancestors - 1 do
+  if redis.call('EXISTS', KEYS[2 + i * 3]) == 1 then return 0 end
+  if redis.call('HGET', KEYS[3 + i * 3], 'revoked') == '1' then return 0 end
 end
-redis.call('SET', KEYS[7], ARGV[4], 'EX', ARGV[3])
+for i = 0, ancestors - 1 do
+  local family, tokens = KEYS[3 + i * 3], KEYS[4 + i * 3]
+  redis.call('HSETNX', family, 'data', 'exchange')
+  if redis.call('TTL', family) < tonumber(ARGV[3]) then redis.call('EXPIRE', family, ARGV[3]) end
+  redis.call('ZADD', tokens, ARGV[2], ARGV[1])
+  if redis.call('TTL', tokens) < tonumber(ARGV[3]) then redis.call('EXPIRE', tokens, ARGV[3]) end
+end
+redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[3])
 return 1
 ";
 
@@ -242,9 +252,9 @@ static RECORD_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::
 static REVOKE_WITH_FAMILY_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| commit::script(&format!("{REVOKE_LUA}\n{REVOKE_WITH_FAMILY}")));
 
-/// Records the exchanged token `jti` (valid until `exp`) under the families of `subject_jti` and of the root of
-/// its chain. Returns `false`, recording nothing, when the subject or the root is revoked: the token must then
-/// not be handed out.
+/// Records the exchanged token `jti` (valid until `exp`) under the families of `subject_jti` and of every
+/// ancestor of it. Returns `false`, recording nothing, when any of them is revoked: the token must then not be
+/// handed out.
 pub async fn record<C: ConnectionLike + Send>(
     conn: &mut C,
     names: &KeyNames,
@@ -253,27 +263,29 @@ pub async fn record<C: ConnectionLike + Send>(
     exp: u64,
     now: u64,
 ) -> redis::RedisResult<bool> {
-    let root: Option<String> = redis::cmd("GET")
-        .arg(names.exchange_root(subject_jti))
+    // Written once, before the subject token was handed out, so reading it outside the script is not a race.
+    let above: Option<String> = redis::cmd("GET")
+        .arg(names.exchange_ancestors(subject_jti))
         .query_async(conn)
         .await?;
-    let root = root.unwrap_or_else(|| subject_jti.to_owned());
+    let mut ancestors: Vec<&str> = above.as_deref().unwrap_or("").split_whitespace().collect();
+    ancestors.push(subject_jti);
     let ttl = exp
         .saturating_add(REVOCATION_GRACE_SECS)
         .saturating_sub(now)
         .max(1);
-    let recorded: u64 = RECORD_SCRIPT
-        .key(names.revoked_token(subject_jti))
-        .key(names.revoked_token(&root))
-        .key(names.grant(&family(&root)))
-        .key(names.grant_tokens(&family(&root)))
-        .key(names.grant(&family(subject_jti)))
-        .key(names.grant_tokens(&family(subject_jti)))
-        .key(names.exchange_root(jti))
+    let mut invocation = RECORD_SCRIPT.key(names.exchange_ancestors(jti));
+    for ancestor in &ancestors {
+        invocation
+            .key(names.revoked_token(ancestor))
+            .key(names.grant(&family(ancestor)))
+            .key(names.grant_tokens(&family(ancestor)));
+    }
+    let recorded: u64 = invocation
         .arg(jti)
         .arg(exp)
         .arg(ttl)
-        .arg(&root)
+        .arg(ancestors.join(" "))
         .invoke_async(conn)
         .await?;
     Ok(recorded == 1)
@@ -288,8 +300,8 @@ pub async fn is_revoked<C: ConnectionLike + Send>(
     crate::oauth::revocation::is_revoked(conn, names, jti).await
 }
 
-/// Revokes the access token `jti` (valid until `exp`) and every token exchanged from it. Returns whether this
-/// call revoked the token, and how many exchanged tokens it revoked.
+/// Revokes the access token `jti` (valid until `exp`) and every token exchanged from it, directly or down a
+/// chain. Returns whether this call revoked the token, and how many exchanged tokens it revoked.
 pub async fn revoke_with_exchanged<C: ConnectionLike + Send>(
     conn: &mut C,
     names: &KeyNames,
@@ -415,6 +427,18 @@ mod tests {
         );
         subject.may_act = Some("orders".into());
         assert!(narrow(&client(), &subject, &[], None).is_ok());
+    }
+
+    #[test]
+    fn chains_stop_at_the_act_depth_the_filters_accept() {
+        let mut subject = subject(&["payments:read"]);
+        subject.actors = vec!["svc".to_owned(); MAX_ACTOR_DEPTH - 1];
+        assert!(narrow(&client(), &subject, &[], None).is_ok());
+        subject.actors.push("svc".to_owned());
+        assert_eq!(
+            narrow(&client(), &subject, &[], None),
+            Err(ExchangeError::InvalidSubject)
+        );
     }
 
     #[test]

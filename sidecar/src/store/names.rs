@@ -157,8 +157,9 @@ impl KeyNames {
         format!("{}grant:{grant_id}:tokens", self.prefix)
     }
 
-    /// String naming the root of an exchanged token's chain: the `jti` of the first subject token.
-    pub fn exchange_root(&self, jti: &str) -> String {
+    /// String listing the ancestors of an exchanged token (the `jti`s of the subject tokens of its chain, the
+    /// first subject token first), separated by spaces.
+    pub fn exchange_ancestors(&self, jti: &str) -> String {
         format!("{}exchanged:{jti}", self.prefix)
     }
 
