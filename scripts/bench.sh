@@ -10,6 +10,10 @@
 #                                    --concurrency 2, throughput; ARGS go to `keymesh-bench run-api-keys`
 #   scripts/bench.sh --token-endpoint [SECONDS] [CONNECTIONS...]  client_credentials tokens/s and latency at the
 #                                    release sidecar with real Redis (default 10 s at 16 and 64 connections)
+#   scripts/bench.sh --exchange [SECONDS]  RFC 8693 token exchanges/s and latency at the release sidecar (16 and 64
+#                                    connections), then the egress filter's added latency with a cached token
+#                                    against the same route without it, in one interleaved run (1 and 16
+#                                    connections, 3 rounds); SECONDS per cell, default 5
 # Results: bench/results/latest.md (also printed) and bench/results/latest.json; configs and logs in
 # $CARGO_TARGET_DIR/bench-data/run. Every process started here is stopped on exit, Ctrl-C included.
 set -euo pipefail
@@ -22,13 +26,15 @@ command_line="scripts/bench.sh${*:+ $*}"
 quick=0
 api_keys=0
 token_endpoint=0
+exchange=0
 run_args=()
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
     --api-keys) api_keys=1 ;;
     --token-endpoint) token_endpoint=1 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --exchange) exchange=1 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) run_args+=("$arg") ;;
   esac
 done
@@ -85,6 +91,16 @@ fi
 if [ "$token_endpoint" = 1 ]; then
   log "token endpoint: cargo run --release -p keymesh-e2e --example token_endpoint -- ${run_args[*]}"
   cargo run -q --release -p keymesh-e2e --example token_endpoint -- "${run_args[@]}"
+  exit 0
+fi
+
+if [ "$exchange" = 1 ]; then
+  secs="${run_args[0]:-5}"
+  log "token exchange: cargo run --release -p keymesh-e2e --example token_exchange -- $secs 16 64"
+  cargo run -q --release -p keymesh-e2e --example token_exchange -- "$secs" 16 64
+  log "egress filter: cargo run --release -p keymesh-e2e --example egress_latency -- $secs 3 1 16"
+  KEYMESH_ENVOY="${KEYMESH_ENVOY:-$PWD/.venv/bin/envoy}" \
+    cargo run -q --release -p keymesh-e2e --example egress_latency -- "$secs" 3 1 16
   exit 0
 fi
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The keymesh demo stack on one machine: Redis, the sidecar, two demo APIs (orders, payments) each behind its own
-# Envoy listener with the keymesh filter, and an unfiltered listener in front of orders as a baseline for load tests.
+# Envoy listener with the keymesh filter, an unfiltered listener in front of orders as a baseline for load tests, and
+# orders' egress listener, through which orders calls payments on its caller's behalf (RFC 8693 token exchange).
 # Prints what to try (every printed line runs as printed); Ctrl-C stops everything it started.
 #   Redis 127.0.0.1:6380 · sidecar 127.0.0.1:8080 · orders 127.0.0.1:10001 · payments 127.0.0.1:10002
-#   orders without the filter 127.0.0.1:10003 · Envoy admin 127.0.0.1:9901 · echo upstreams 127.0.0.1:9001, 9002
+#   orders without the filter 127.0.0.1:10003 · orders' egress 127.0.0.1:10004 · Envoy admin 127.0.0.1:9901
+#   echo upstreams 127.0.0.1:9001 (orders, relaying /orders/{id}/payment to payments through 10004), 9002
 #
 # Settings (environment; the defaults are what a user wants, the others let tests run the demo beside a real one):
 #   KEYMESH_DEMO_SETUP=0          skip scripts/setup.sh (what it installs is already there)
@@ -26,7 +28,7 @@ if ! [[ "$OFFSET" =~ ^[0-9]+$ ]] || [ "$OFFSET" -gt 50000 ]; then
 fi
 REDIS_PORT=$((6380 + OFFSET)) SIDECAR_PORT=$((8080 + OFFSET)) ADMIN_PORT=$((9901 + OFFSET))
 ORDERS_UP=$((9001 + OFFSET)) PAYMENTS_UP=$((9002 + OFFSET))
-ORDERS=$((10001 + OFFSET)) PAYMENTS=$((10002 + OFFSET)) UNFILTERED=$((10003 + OFFSET))
+ORDERS=$((10001 + OFFSET)) PAYMENTS=$((10002 + OFFSET)) UNFILTERED=$((10003 + OFFSET)) EGRESS=$((10004 + OFFSET))
 SIDECAR="http://127.0.0.1:$SIDECAR_PORT"
 
 if [ "${KEYMESH_DEMO_SETUP:-1}" != 0 ]; then scripts/setup.sh; fi
@@ -36,7 +38,7 @@ BIN="target/$PROFILE"
 [ -z "${CARGO_TARGET_DIR:-}" ] || BIN="$CARGO_TARGET_DIR/$PROFILE"
 KEYMESH="$BIN/keymesh"
 
-for port in $REDIS_PORT $SIDECAR_PORT $ORDERS_UP $PAYMENTS_UP $ADMIN_PORT $ORDERS $PAYMENTS $UNFILTERED; do
+for port in $REDIS_PORT $SIDECAR_PORT $ORDERS_UP $PAYMENTS_UP $ADMIN_PORT $ORDERS $PAYMENTS $UNFILTERED $EGRESS; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "port $port is in use; stop whatever holds it (an earlier demo?) and try again" >&2
     exit 1
@@ -68,7 +70,7 @@ if [ "$OFFSET" != 0 ]; then
   ENVOY_CONFIG="$STATE/envoy.yaml"
   cp envoy/demo.yaml "$ENVOY_CONFIG"
   # Highest first, so that no port is moved twice.
-  for port in 10003 10002 10001 9901 9002 9001 8080; do
+  for port in 10004 10003 10002 10001 9901 9002 9001 8080; do
     sed -i "s/port_value: $port /port_value: $((port + OFFSET)) /" "$ENVOY_CONFIG"
   done
 fi
@@ -101,7 +103,7 @@ for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && brea
 pids+=($!)
 wait_for "the sidecar" "$SIDECAR/healthz"
 
-"$BIN/keymesh-echo" "$ORDERS_UP" orders >"$STATE/orders.log" 2>&1 &
+"$BIN/keymesh-echo" "$ORDERS_UP" orders --relay "$EGRESS" >"$STATE/orders.log" 2>&1 &
 pids+=($!)
 "$BIN/keymesh-echo" "$PAYMENTS_UP" payments >"$STATE/payments.log" 2>&1 &
 pids+=($!)
@@ -119,6 +121,11 @@ wait_for "the payments upstream" "http://127.0.0.1:$PAYMENTS_UP/"
   --resource https://orders.local --resource https://payments.local \
   --scope orders:read --scope payments:read >/dev/null
 log "client 'demo' (secret 'demo-secret') may ask for https://orders.local and https://payments.local"
+# The orders workload's own client: its egress filter (envoy/demo.yaml) exchanges callers' tokens for payments.
+"$KEYMESH" client create --id orders --secret orders-secret --force \
+  --resource https://orders.local --scope payments:read \
+  --exchange-resource https://payments.local >/dev/null
+log "client 'orders' may exchange its callers' tokens for https://payments.local (scope payments:read)"
 
 # Every command line below is run by tests/e2e/tests/demo.rs exactly as printed, and its trailing comment is
 # checked: a status, which API saw which client, or what the output shows. Keep that grammar when adding lines.
@@ -137,6 +144,8 @@ keymesh demo is up. Run these from $ROOT in another terminal (jq and wrk come wi
   ORDERS=\$(curl -s -u demo:demo-secret $SIDECAR/oauth/token \\
       -d grant_type=client_credentials -d resource=https://orders.local | jq -r .access_token)
   curl -si -H "Authorization: Bearer \$ORDERS" http://127.0.0.1:$PAYMENTS/payments/7  # 401 invalid_token (audience)
+  # ... but works through orders: orders calls payments through its egress listener, which exchanges the token
+  curl -si -H "Authorization: Bearer \$ORDERS" http://127.0.0.1:$ORDERS/orders/42/payment  # 200, payments sees subject demo acting through orders
 
   # no token
   curl -si http://127.0.0.1:$ORDERS/orders/42                                      # 401 with a Bearer challenge

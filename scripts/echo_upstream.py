@@ -1,16 +1,45 @@
 #!/usr/bin/env python3
 """Demo upstream API: answers every request with JSON showing what arrived through Envoy.
 
-Usage: echo_upstream.py PORT NAME
+Usage: echo_upstream.py PORT NAME [--relay EGRESS_PORT]
 The body names the API, the path, the keymesh identity headers it received, and whether an Authorization header
 reached it (keymesh strips the token upstream unless `forward_token` is set).
+
+With --relay it is also the orders service of the demo's second hop, like `keymesh-echo --relay`:
+GET /orders/{id}/payment calls http://payments.local/payments/{id} through the egress listener on EGRESS_PORT with
+the Authorization header it received, and answers with what payments saw (200, or 502 if payments refused).
 """
+import http.client
 import json
+import re
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def make_handler(name):
+PAYMENT_PATH = re.compile(r"^/orders/([^/]+)/payment$")
+
+
+def relay(egress_port, payment_id, authorization):
+    """What payments answered through the egress listener: (status for our caller, JSON of payments' answer)."""
+    headers = {"Host": "payments.local"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", egress_port, timeout=10)
+        conn.request("GET", f"/payments/{payment_id}", headers=headers)
+        answer = conn.getresponse()
+        raw = answer.read()
+        conn.close()
+    except OSError as e:
+        return 502, {"error": str(e)}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        body = raw.decode("utf-8", "replace")
+    return (200 if 200 <= answer.status < 300 else 502), {"status": answer.status, "body": body}
+
+
+def make_handler(name, egress_port=None):
     class Echo(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -19,17 +48,23 @@ def make_handler(name):
             if length:
                 self.rfile.read(length)
             identity = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-keymesh-")}
-            body = json.dumps({
+            answer = {
                 "api": name,
                 "method": self.command,
                 "path": self.path,
                 "identity": identity,
                 "authorization_forwarded": "authorization" in {k.lower() for k in self.headers.keys()},
-            }, indent=2).encode() + b"\n"
+            }
+            status = 200
+            payment = PAYMENT_PATH.match(self.path)
+            if egress_port is not None and payment:
+                status, answer["payment"] = relay(egress_port, payment.group(1), self.headers.get("authorization"))
+            body = json.dumps(answer, indent=2).encode() + b"\n"
+            reason = "OK" if status == 200 else "Bad Gateway"
             # One write for head and body: two small segments would let Nagle's algorithm hold the second until the
             # client's delayed ACK, adding ~40 ms to responses proxied through Envoy.
             head = (
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
                 f"content-length: {len(body)}\r\n\r\n"
             ).encode()
             self.wfile.write(head + body)
@@ -45,7 +80,12 @@ def make_handler(name):
 
 def main():
     port, name = int(sys.argv[1]), sys.argv[2]
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(name))
+    egress_port = None
+    if len(sys.argv) == 5 and sys.argv[3] == "--relay":
+        egress_port = int(sys.argv[4])
+    elif len(sys.argv) != 3:
+        sys.exit("usage: echo_upstream.py PORT NAME [--relay EGRESS_PORT]")
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(name, egress_port))
     print(f"{name} upstream listening on 127.0.0.1:{port}", flush=True)
     try:
         server.serve_forever()

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export KEYMESH_ENVOY="$PWD/.venv/bin/envoy"
-cargo build --release --target wasm32-wasip1 -p keymesh-authn
+cargo build --release --target wasm32-wasip1 -p keymesh-authn -p keymesh-egress
 scripts/build-node.sh
 (cd filters/node && node --test test/*.test.mjs)
 cargo test --workspace --no-fail-fast "$@"

@@ -73,7 +73,12 @@ async fn metadata_describes_the_token_endpoint() {
     );
     assert_eq!(
         metadata["grant_types_supported"],
-        serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
+        serde_json::json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
     );
     assert_eq!(
         metadata["token_endpoint_auth_methods_supported"],

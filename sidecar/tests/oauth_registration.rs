@@ -82,6 +82,7 @@ fn as_client(info: &Value) -> RegisteredClient {
         scopes: vec![],
         redirect_uris: vec![],
         grant_types: vec![],
+        exchange_resources: vec![],
     }
 }
 

@@ -33,6 +33,7 @@ async fn a_client_created_by_the_cli_after_start_can_get_a_token() {
         redirect_uris: vec![],
         grant_types: vec![],
         tier: None,
+        exchange_resources: vec![],
     };
     let mut out = Vec::new();
     keymesh::cli::run_client(
@@ -70,6 +71,7 @@ async fn a_client_created_by_the_cli_after_start_can_get_a_token() {
         redirect_uris: vec![],
         grant_types: vec![],
         tier: None,
+        exchange_resources: vec![],
     };
     let err = keymesh::cli::run_client(
         &app.config,

@@ -27,7 +27,15 @@ pub struct AccessClaims {
     pub scopes: Vec<String>,
     /// `keymesh_tier`: the rate tier of the client the token was issued to ([`crate::tier`]).
     pub tier: Option<String>,
+    /// The delegation chain of `act` (RFC 8693 §4.1): the current actor's `sub` first, then each earlier actor's.
+    /// Empty when the token has no `act`.
+    pub actors: Vec<String>,
+    /// `may_act.sub` (RFC 8693 §4.4): the one party allowed to act for the subject, when the token names one.
+    pub may_act: Option<String>,
 }
+
+/// Deepest `act` nesting accepted: a longer chain is refused rather than walked.
+pub const MAX_ACTOR_DEPTH: usize = 8;
 
 impl AccessClaims {
     /// Parses a JWT claims set, refusing duplicate names and claims of the wrong type.
@@ -52,7 +60,18 @@ impl AccessClaims {
                 })
                 .unwrap_or_default(),
             tier: optional_string(&map, crate::tier::TIER_CLAIM)?,
+            actors: actors(&map)?,
+            may_act: match map.get("may_act") {
+                None => None,
+                Some(Value::Object(party)) => Some(party_subject(party)?),
+                Some(_) => return Err(CredentialError::MalformedClaims),
+            },
         })
+    }
+
+    /// The current actor (`act.sub`), if the token was issued to someone acting for the subject.
+    pub fn actor(&self) -> Option<&str> {
+        self.actors.first().map(String::as_str)
     }
 
     /// Checks `exp` and `nbf` against `now` with `leeway` seconds of clock skew allowed.
@@ -116,6 +135,28 @@ fn audience(map: &Map<String, Value>) -> Result<Vec<String>, CredentialError> {
             .collect(),
         Some(_) => Err(CredentialError::MalformedClaims),
     }
+}
+
+/// The `act` chain, outermost (current) actor first. Each level must be an object with a string `sub`.
+fn actors(map: &Map<String, Value>) -> Result<Vec<String>, CredentialError> {
+    let mut chain = Vec::new();
+    let mut level = map.get("act");
+    while let Some(value) = level {
+        let Value::Object(party) = value else {
+            return Err(CredentialError::MalformedClaims);
+        };
+        if chain.len() == MAX_ACTOR_DEPTH {
+            return Err(CredentialError::MalformedClaims);
+        }
+        chain.push(party_subject(party)?);
+        level = party.get("act");
+    }
+    Ok(chain)
+}
+
+/// The `sub` of an `act` or `may_act` object, which must have one.
+fn party_subject(party: &Map<String, Value>) -> Result<String, CredentialError> {
+    optional_string(party, "sub")?.ok_or(CredentialError::MalformedClaims)
 }
 
 /// RFC 7519 NumericDate: a JSON number of seconds, possibly fractional (truncated here).
@@ -199,6 +240,36 @@ mod tests {
             parse(r#"{"iss":"i","sub":"s","sub":"admin","aud":"a","exp":10}"#),
             Err(CredentialError::MalformedClaims)
         );
+    }
+
+    #[test]
+    fn actor_chain_and_may_act() {
+        let plain = parse(r#"{"iss":"i","sub":"s","aud":"a","exp":1}"#).unwrap();
+        assert_eq!((plain.actor(), plain.may_act.as_deref()), (None, None));
+        let nested = parse(
+            r#"{"iss":"i","sub":"s","aud":"a","exp":1,"act":{"sub":"orders","act":{"sub":"web"}},"may_act":{"sub":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(nested.actors, vec!["orders", "web"]);
+        assert_eq!(nested.actor(), Some("orders"));
+        assert_eq!(nested.may_act.as_deref(), Some("x"));
+        for bad in [
+            r#""act":"orders""#,
+            r#""act":{}"#,
+            r#""act":{"sub":1}"#,
+            r#""act":{"sub":"a","act":[]}"#,
+            r#""may_act":"x""#,
+            r#""may_act":{}"#,
+        ] {
+            let json = format!(r#"{{"iss":"i","sub":"s","aud":"a","exp":1,{bad}}}"#);
+            assert_eq!(parse(&json), Err(CredentialError::MalformedClaims), "{bad}");
+        }
+        let mut deep = r#"{"sub":"z"}"#.to_owned();
+        for _ in 0..MAX_ACTOR_DEPTH {
+            deep = format!(r#"{{"sub":"a","act":{deep}}}"#);
+        }
+        let json = format!(r#"{{"iss":"i","sub":"s","aud":"a","exp":1,"act":{deep}}}"#);
+        assert_eq!(parse(&json), Err(CredentialError::MalformedClaims));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod claims;
 pub mod config;
 pub mod delivery;
 pub mod ed25519_verify;
+pub mod egress;
 pub mod error;
 pub mod es256_verify;
 pub mod extract;

@@ -191,6 +191,7 @@ fn authorize_token(
     Verdict::Allow(Identity {
         subject: claims.subject.clone(),
         client_id: claims.client_id.clone(),
+        actor: claims.actor().map(str::to_owned),
         scopes: claims.scopes.clone(),
         issuer: Some(claims.issuer.clone()),
         credential: "jwt",
@@ -244,6 +245,7 @@ fn authorize_api_key(
     Verdict::Allow(Identity {
         subject: entry.owner,
         client_id: Some(entry.id),
+        actor: None,
         scopes: entry.scopes,
         issuer: None,
         credential: "api_key",
@@ -321,6 +323,9 @@ pub fn verify_signed_claims(
     }
     if claims.client_id.as_deref().is_some_and(|c| !header_safe(c)) {
         return Err(CredentialError::UnforwardableClaim("client_id"));
+    }
+    if claims.actor().is_some_and(|a| !header_safe(a)) {
+        return Err(CredentialError::UnforwardableClaim("act"));
     }
     if !claims
         .scopes

@@ -6,8 +6,9 @@ use crate::error::CredentialError;
 
 /// Request headers keymesh sets upstream. Any copy sent by the client is removed first, so an upstream can trust
 /// them.
-pub const IDENTITY_HEADERS: [&str; 6] = [
+pub const IDENTITY_HEADERS: [&str; 7] = [
     "x-keymesh-subject",
+    "x-keymesh-actor",
     "x-keymesh-client-id",
     "x-keymesh-scope",
     "x-keymesh-issuer",
@@ -22,6 +23,8 @@ pub struct Identity {
     pub subject: String,
     /// `client_id`, when the token has one.
     pub client_id: Option<String>,
+    /// `act.sub` of a token issued by token exchange: the party calling on the subject's behalf.
+    pub actor: Option<String>,
     /// Granted scopes.
     pub scopes: Vec<String>,
     /// `iss` of a token; `None` for an API key.
@@ -48,6 +51,9 @@ impl Identity {
         }
         if let Some(tier) = &self.tier {
             headers.push((crate::tier::TIER_HEADER, tier.clone()));
+        }
+        if let Some(actor) = &self.actor {
+            headers.push(("x-keymesh-actor", actor.clone()));
         }
         headers
     }

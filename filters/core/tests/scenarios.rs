@@ -337,6 +337,42 @@ impl Directory for Revoking {
 }
 
 #[test]
+fn the_actor_of_an_exchanged_token_is_forwarded_and_must_be_header_safe() {
+    let config = FilterConfig::parse(SCENARIO_CONFIG.as_bytes()).unwrap();
+    let (keys, _) = KeySet::parse_bundle(fixture().bundle(1).as_bytes()).unwrap();
+    let verdict = |act: serde_json::Value| {
+        let mut claims = keymesh_testkit::claims(&["https://orders.local"], "orders:read");
+        claims["act"] = act;
+        let auth = format!(
+            "Bearer {}",
+            fixture().token(keymesh_testkit::Alg::EdDsa, &claims)
+        );
+        let req = RequestParts {
+            path: "/orders/1",
+            authorization: vec![&auth],
+            api_key: vec![],
+        };
+        authorize(&config, &req, &material(Some(&keys), &EmptyDirectory), NOW)
+    };
+    let Verdict::Allow(identity) =
+        verdict(serde_json::json!({"sub": "orders", "act": {"sub": "web"}}))
+    else {
+        panic!("refused")
+    };
+    assert_eq!(identity.actor.as_deref(), Some("orders"));
+    assert!(identity
+        .upstream_headers()
+        .contains(&("x-keymesh-actor", "orders".to_owned())));
+    for bad in [
+        serde_json::json!({"sub": "orders\r\nx-keymesh-subject: admin"}),
+        serde_json::json!("orders"),
+        serde_json::json!({}),
+    ] {
+        assert!(matches!(verdict(bad.clone()), Verdict::Deny(_)), "{bad}");
+    }
+}
+
+#[test]
 fn typ_is_checked_per_issuer_and_refusals_say_why() {
     use keymesh_core::policy::verify_jwt;
     use keymesh_core::CredentialError;

@@ -119,6 +119,10 @@ pub struct CreateArgs {
     /// carry it as the `keymesh_tier` claim, and the filters forward it upstream as `x-keymesh-tier`.
     #[arg(long, value_name = "NAME")]
     pub tier: Option<String>,
+    /// A resource (absolute URI) the client may get tokens for by RFC 8693 token exchange, on behalf of the user
+    /// of a token it received; repeatable. Allows the token exchange grant. Off by default.
+    #[arg(long = "exchange-resource", value_name = "URI", num_args = 1..)]
+    pub exchange_resources: Vec<String>,
     /// Replace an existing client with the same id.
     #[arg(long)]
     pub force: bool,
@@ -180,6 +184,8 @@ struct ListedClient<'a> {
     scopes: &'a [String],
     redirect_uris: &'a [String],
     grant_types: &'a [GrantType],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    exchange_resources: &'a [String],
     created_at: u64,
     /// `operator` (`client create`) or how the client registered itself.
     created_by: &'static str,
@@ -207,6 +213,7 @@ pub async fn run_client(
                 scopes: args.scopes,
                 redirect_uris: args.redirect_uris,
                 grant_types: args.grant_types,
+                exchange_resources: args.exchange_resources,
                 force: args.force,
                 tier: args.tier,
             };
@@ -226,6 +233,13 @@ pub async fn run_client(
                 writeln!(out, "scopes:        {}", registered.scopes.join(" "))?;
                 writeln!(out, "redirect_uris: {}", registered.redirect_uris.join(" "))?;
                 writeln!(out, "grant_types:   {}", grants.join(" "))?;
+                if !registered.exchange_resources.is_empty() {
+                    writeln!(
+                        out,
+                        "exchange:      {}",
+                        registered.exchange_resources.join(" ")
+                    )?;
+                }
                 if !registered.public {
                     writeln!(
                         out,
@@ -246,6 +260,7 @@ pub async fn run_client(
                     scopes: &c.scopes,
                     redirect_uris: &c.redirect_uris,
                     grant_types: &c.grant_types,
+                    exchange_resources: &c.exchange_resources,
                     created_at: c.created_at,
                     created_by: c
                         .registration

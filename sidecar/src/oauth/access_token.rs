@@ -58,6 +58,26 @@ struct AccessTokenClaims<'a> {
     scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     keymesh_tier: Option<&'a str>,
+    act: Option<Actor<'a>>,
+}
+
+/// RFC 8693 §4.1 `act`: the current actor, and the one before it, if any.
+#[derive(Serialize)]
+struct Actor<'a> {
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    act: Option<Box<Actor<'a>>>,
+}
+
+impl<'a> Actor<'a> {
+    /// The nested `act` claim of a chain whose first element is the current actor.
+    fn chain(actors: &'a [String]) -> Option<Self> {
+        let (current, earlier) = actors.split_first()?;
+        Some(Self {
+            sub: current,
+            act: Self::chain(earlier).map(Box::new),
+        })
+    }
 }
 
 /// Signs an access token for `grant`, issued by `issuer` at `now` and valid for `ttl_secs`.
@@ -68,10 +88,36 @@ pub fn issue(
     now: u64,
     grant: Grant<'_>,
 ) -> Result<IssuedToken, CreationError> {
+    sign(key, issuer, now, now.saturating_add(ttl_secs), grant, &[])
+}
+
+/// Signs a delegated access token (RFC 8693): `grant.client_id` acts for `grant.subject`, after the earlier actors
+/// `earlier_actors` (current first); valid until `expires_at`.
+pub fn issue_delegated(
+    key: &SigningKey,
+    issuer: &str,
+    now: u64,
+    expires_at: u64,
+    grant: Grant<'_>,
+    earlier_actors: &[String],
+) -> Result<IssuedToken, CreationError> {
+    let mut actors = Vec::with_capacity(earlier_actors.len() + 1);
+    actors.push(grant.client_id.to_owned());
+    actors.extend_from_slice(earlier_actors);
+    sign(key, issuer, now, expires_at, grant, &actors)
+}
+
+fn sign(
+    key: &SigningKey,
+    issuer: &str,
+    now: u64,
+    expires_at: u64,
+    grant: Grant<'_>,
+    actors: &[String],
+) -> Result<IssuedToken, CreationError> {
     let mut jti = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut jti);
     let jti = Base64UrlUnpadded::encode_string(&jti);
-    let expires_at = now.saturating_add(ttl_secs);
     let claims = Claims::new(AccessTokenClaims {
         iss: issuer,
         sub: grant.subject,
@@ -82,6 +128,7 @@ pub fn issue(
         client_id: grant.client_id,
         scope: (!grant.scopes.is_empty()).then(|| grant.scopes.join(" ")),
         keymesh_tier: grant.tier,
+        act: Actor::chain(actors),
     });
     let header = Header::empty()
         .with_key_id(key.kid())
@@ -90,7 +137,7 @@ pub fn issue(
     Ok(IssuedToken {
         token,
         jti,
-        expires_in: ttl_secs,
+        expires_in: expires_at.saturating_sub(now),
         expires_at,
     })
 }
@@ -132,4 +179,18 @@ pub fn verify(token: &str, issuer: &str, keys: &KeySet) -> Option<VerifiedToken>
         expires_at: u64::try_from(claims.expires_at).ok()?,
         issued_at: u64::try_from(claims.issued_at?).ok()?,
     })
+}
+
+/// Whether the token's header says `typ: at+jwt` (RFC 9068 §4); the signature is checked separately.
+pub(crate) fn has_access_token_type(token: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct TypedHeader {
+        typ: Option<String>,
+    }
+    token
+        .split('.')
+        .next()
+        .and_then(|header| Base64UrlUnpadded::decode_vec(header).ok())
+        .and_then(|bytes| serde_json::from_slice::<TypedHeader>(&bytes).ok())
+        .is_some_and(|header| header.typ.as_deref() == Some(TOKEN_TYPE))
 }

@@ -29,14 +29,18 @@ pub enum GrantType {
     AuthorizationCode,
     /// RFC 6749 §6: new access tokens from a refresh token, without the user.
     RefreshToken,
+    /// RFC 8693: a token for another API, on behalf of the subject of a token the client received. Allowed only
+    /// for the client's exchange resources.
+    TokenExchange,
 }
 
 impl GrantType {
     /// Every grant type, in the order metadata lists them.
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 4] = [
         Self::AuthorizationCode,
         Self::RefreshToken,
         Self::ClientCredentials,
+        Self::TokenExchange,
     ];
 
     /// The `grant_type` value.
@@ -45,6 +49,7 @@ impl GrantType {
             Self::ClientCredentials => "client_credentials",
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
+            Self::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
         }
     }
 }
@@ -64,7 +69,7 @@ impl FromStr for GrantType {
             .find(|grant| grant.as_str() == value)
             .ok_or_else(|| {
                 format!(
-                    "unknown grant type {value:?}: use authorization_code, refresh_token or client_credentials"
+                    "unknown grant type {value:?}: use authorization_code, refresh_token, client_credentials or urn:ietf:params:oauth:grant-type:token-exchange"
                 )
             })
     }
@@ -99,6 +104,10 @@ pub struct ClientRecord {
     /// The grant types the client may use.
     #[serde(default = "legacy_grant_types")]
     pub grant_types: Vec<GrantType>,
+    /// Resources (RFC 8707) the client may get tokens for by token exchange, on behalf of the subject of a token
+    /// it received. Empty: no token exchange.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exchange_resources: Vec<String>,
     /// When the client was registered (seconds since the Unix epoch).
     pub created_at: u64,
     /// Set when the client registered itself (RFC 7591) rather than being created by an operator.
@@ -133,6 +142,7 @@ impl fmt::Debug for ClientRecord {
             .field("scopes", &self.scopes)
             .field("redirect_uris", &self.redirect_uris)
             .field("grant_types", &self.grant_types)
+            .field("exchange_resources", &self.exchange_resources)
             .field("created_at", &self.created_at)
             .field("tier", &self.tier)
             .finish_non_exhaustive()
@@ -157,8 +167,11 @@ pub struct NewClient {
     /// Redirect URIs for the authorization code grant.
     pub redirect_uris: Vec<String>,
     /// Allowed grant types; empty means the default: `authorization_code` and `refresh_token` when redirect URIs
-    /// are given, plus `client_credentials` for confidential clients.
+    /// are given, plus `client_credentials` for confidential clients. Token exchange is added when exchange
+    /// resources are given.
     pub grant_types: Vec<GrantType>,
+    /// Resources the client may get tokens for by token exchange (confidential clients only).
+    pub exchange_resources: Vec<String>,
     /// Replace an existing client with the same id instead of failing.
     pub force: bool,
     /// The rate tier ([`keymesh_core::tier::is_tier`]); `None` has none.
@@ -183,6 +196,9 @@ pub struct RegisteredClient {
     pub redirect_uris: Vec<String>,
     /// Allowed grant types.
     pub grant_types: Vec<GrantType>,
+    /// Resources the client may get tokens for by token exchange.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exchange_resources: Vec<String>,
 }
 
 impl fmt::Debug for RegisteredClient {
@@ -242,6 +258,9 @@ pub enum ClientError {
     /// The tier is not a tier name ([`keymesh_core::tier::is_tier`]).
     #[error("invalid tier {0:?}: use 1 to {max} ASCII letters, digits, '-', '_' or '.'", max = keymesh_core::tier::MAX_TIER_LEN)]
     InvalidTier(String),
+    /// Token exchange was allowed without any exchange resource, or for a public client.
+    #[error("token exchange needs --exchange-resource and a confidential client")]
+    ExchangeWithoutResources,
     /// A client with this id exists and `force` was not set.
     #[error("client {0:?} already exists (use --force to replace it)")]
     AlreadyExists(String),
@@ -324,7 +343,22 @@ impl ClientStore {
                 reason,
             })?;
         }
-        let grant_types = grant_types(new.public, &redirect_uris, new.grant_types)?;
+        let exchange_resources = dedup(new.exchange_resources);
+        if let Some(bad) = exchange_resources
+            .iter()
+            .find(|r| !syntax::is_absolute_uri_without_fragment(r))
+        {
+            return Err(ClientError::InvalidResource(bad.clone()));
+        }
+        let mut grant_types = grant_types(new.public, &redirect_uris, new.grant_types)?;
+        if !exchange_resources.is_empty() && !grant_types.contains(&GrantType::TokenExchange) {
+            grant_types.push(GrantType::TokenExchange);
+        }
+        if grant_types.contains(&GrantType::TokenExchange)
+            && (exchange_resources.is_empty() || new.public)
+        {
+            return Err(ClientError::ExchangeWithoutResources);
+        }
         let (client_secret, secret_hash) = match new.secret {
             Some(_) if new.public => return Err(ClientError::PublicWithSecret),
             None if new.public => (String::new(), String::new()),
@@ -352,6 +386,7 @@ impl ClientStore {
             scopes,
             redirect_uris,
             grant_types,
+            exchange_resources,
             created_at: now,
             registration: None,
             tier: new.tier,
@@ -374,6 +409,7 @@ impl ClientStore {
             scopes: record.scopes,
             redirect_uris: record.redirect_uris,
             grant_types: record.grant_types,
+            exchange_resources: record.exchange_resources,
         })
     }
 

@@ -5,7 +5,8 @@
 //! A code is redeemed once: the first redemption checks every binding (client, redirect URI, PKCE, expiry) and
 //! issues tokens under the code's grant; any later redemption gets `invalid_grant` and revokes that grant, with the
 //! access tokens the first one issued. A refresh token rotates on every use; presenting a rotated one revokes the
-//! grant (see [`crate::oauth::grants`]).
+//! grant (see [`crate::oauth::grants`]). Token exchange's policy and revocation families are
+//! [`crate::oauth::exchange`]'s.
 
 use redis::aio::ConnectionLike;
 
@@ -14,6 +15,7 @@ use crate::keys::SigningKey;
 use crate::oauth::access_token::{self, Grant, IssuedToken};
 use crate::oauth::clients::{ClientRecord, GrantType};
 use crate::oauth::codes::{CodeGrant, CodeStore, Redemption};
+use crate::oauth::exchange::{self, SubjectKeys};
 use crate::oauth::grants::{AccessTokenId, GrantRecord, GrantStore, Rotation};
 use crate::oauth::users::UserStore;
 use crate::oauth::{self, pkce, random_token, SECRET_BYTES};
@@ -32,12 +34,26 @@ pub enum IssueError {
     /// A requested resource is not allowed, or none is left (RFC 8707).
     #[error("invalid_target")]
     InvalidTarget,
+    /// The subject token of a token exchange is malformed, forged, expired, revoked, or its `may_act` names
+    /// another party.
+    #[error("invalid subject token")]
+    InvalidSubject,
     /// Redis or the active signing key is not available right now.
     #[error("temporarily_unavailable")]
     Unavailable,
     /// The token could not be signed.
     #[error("server_error")]
     ServerError,
+}
+
+impl From<exchange::ExchangeError> for IssueError {
+    fn from(error: exchange::ExchangeError) -> Self {
+        match error {
+            exchange::ExchangeError::InvalidSubject => Self::InvalidSubject,
+            exchange::ExchangeError::InvalidTarget => Self::InvalidTarget,
+            exchange::ExchangeError::InvalidScope => Self::InvalidScope,
+        }
+    }
 }
 
 /// What the client asked for, besides the grant itself.
@@ -112,6 +128,78 @@ impl<'a> TokenIssuer<'a> {
         tracing::info!(client_id = %grant.client_id, sub = %grant.subject, jti = %issued.jti, kid = %key.kid(),
             aud = ?grant.audience, scope = %grant.scopes.join(" "), "issued access token");
         Ok(issued)
+    }
+
+    /// The token exchange grant (RFC 8693): a token for `targets`, about the subject of `subject_token`, with the
+    /// client as the current actor. See [`crate::oauth::exchange`].
+    pub async fn token_exchange<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        client: &ClientRecord,
+        keys: SubjectKeys<'_>,
+        subject_token: &str,
+        targets: &[String],
+        scope: Option<&str>,
+    ) -> Result<Issued, IssueError> {
+        let subject = exchange::verify_subject(subject_token, keys, self.now)?;
+        if let Some(jti) = &subject.jti {
+            if exchange::is_revoked(conn, self.names, jti)
+                .await
+                .map_err(unavailable)?
+            {
+                tracing::info!(client_id = %client.client_id, %jti, "revoked subject token");
+                return Err(IssueError::InvalidSubject);
+            }
+        }
+        let narrowed = exchange::narrow(client, &subject, targets, scope)?;
+        let key = self.key.as_ref().ok_or(IssueError::Unavailable)?;
+        let expires_at = self
+            .now
+            .saturating_add(self.token_ttl_secs)
+            .min(subject.expires_at);
+        let grant = Grant {
+            client_id: &client.client_id,
+            subject: &subject.subject,
+            audience: &narrowed.audience,
+            scopes: &narrowed.scopes,
+            tier: client.tier.as_deref(),
+        };
+        let access = access_token::issue_delegated(
+            key,
+            self.issuer,
+            self.now,
+            expires_at,
+            grant,
+            &subject.actors,
+        )
+        .map_err(|error| {
+            tracing::error!(%error, "cannot sign access token");
+            IssueError::ServerError
+        })?;
+        if let (true, Some(subject_jti)) = (subject.own, &subject.jti) {
+            let recorded = exchange::record(
+                conn,
+                self.names,
+                subject_jti,
+                &access.jti,
+                access.expires_at,
+                self.now,
+            )
+            .await
+            .map_err(unavailable)?;
+            if !recorded {
+                tracing::info!(client_id = %client.client_id, jti = %subject_jti, "subject token revoked during exchange");
+                return Err(IssueError::InvalidSubject);
+            }
+        }
+        tracing::info!(client_id = %client.client_id, sub = %subject.subject, jti = %access.jti,
+            subject_jti = ?subject.jti, aud = ?narrowed.audience, scope = %narrowed.scopes.join(" "),
+            "exchanged access token");
+        Ok(Issued {
+            access,
+            scopes: narrowed.scopes,
+            refresh_token: None,
+        })
     }
 
     /// The client credentials grant: a token about the client itself.

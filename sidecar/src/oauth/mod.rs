@@ -1,6 +1,6 @@
 //! The OAuth2 authorization server's domain: clients and users, PKCE and redirect URI rules, authorization codes,
 //! grants and their refresh tokens, the login sessions of the authorization page, the throttling of failed
-//! authentications, access tokens and their revocation.
+//! authentications, access tokens and their revocation, and token exchange.
 //!
 //! Every secret handed out here (codes, refresh tokens, session cookies) is 256 random bits, and Redis keeps only
 //! its SHA-256, so a copy of Redis cannot be replayed.
@@ -8,6 +8,7 @@
 pub mod access_token;
 pub mod clients;
 pub mod codes;
+pub mod exchange;
 pub mod grants;
 pub mod issuing;
 pub mod pkce;

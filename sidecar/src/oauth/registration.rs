@@ -269,6 +269,9 @@ impl<'a> Registrar<'a> {
                 scopes,
                 redirect_uris: metadata.redirect_uris,
                 grant_types,
+                // Token exchange is an operator's decision (`client create --exchange-resource`), never a
+                // self-registered client's.
+                exchange_resources: Vec::new(),
                 force: false,
                 // Tiers are the operator's to set: a self-registered client has none.
                 tier: None,
@@ -365,6 +368,7 @@ impl<'a> Registrar<'a> {
             scopes: record.scopes.clone(),
             redirect_uris: record.redirect_uris.clone(),
             grant_types: record.grant_types.clone(),
+            exchange_resources: record.exchange_resources.clone(),
         };
         let mut info = self.information(
             &record.client_id,

@@ -162,6 +162,12 @@ impl KeyNames {
         format!("{}grant:{grant_id}:tokens", self.prefix)
     }
 
+    /// String listing the ancestors of an exchanged token (the `jti`s of the subject tokens of its chain, the
+    /// first subject token first), separated by spaces.
+    pub fn exchange_ancestors(&self, jti: &str) -> String {
+        format!("{}exchanged:{jti}", self.prefix)
+    }
+
     /// Key of one refresh token (by the SHA-256 of the token): the grant it belongs to.
     pub fn refresh_token(&self, digest: &str) -> String {
         format!("{}refresh:{digest}", self.prefix)

@@ -23,7 +23,8 @@ impl Response {
     }
 }
 
-/// Sends one request to `127.0.0.1:port` and reads the whole response. `Err` only for connection problems.
+/// Sends one request to `127.0.0.1:port` (`host: 127.0.0.1:port` unless `headers` has a `host`) and reads the whole
+/// response. `Err` only for connection problems.
 pub fn request(
     method: &str,
     port: u16,
@@ -33,8 +34,14 @@ pub fn request(
 ) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    // The listener's address is the host, unless the test names another (an egress listener routes by it).
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        req.push_str(&format!("host: 127.0.0.1:{port}\r\n"));
+    }
     for (name, value) in headers {
         req.push_str(&format!("{name}: {value}\r\n"));
     }

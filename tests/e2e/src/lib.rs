@@ -81,6 +81,23 @@ pub fn authn_wasm() -> &'static Path {
     })
 }
 
+/// The egress filter module, freshly built in release (once per test binary).
+pub fn egress_wasm() -> &'static Path {
+    static WASM: OnceLock<PathBuf> = OnceLock::new();
+    WASM.get_or_init(|| {
+        cargo(&[
+            "build",
+            "-q",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "-p",
+            "keymesh-egress",
+        ]);
+        target_dir().join("wasm32-wasip1/release/keymesh_egress.wasm")
+    })
+}
+
 /// The `@keymesh/verify` Node package directory, freshly built by `scripts/build-node.sh` (once per test
 /// binary).
 pub fn node_package() -> &'static Path {

@@ -3,7 +3,7 @@
 //! printed first.
 
 use crate::redis_cluster::{ClusterNode, RedisCluster};
-use crate::{authn_wasm, envoy_bin, request, sidecar_bin, workspace, Response};
+use crate::{authn_wasm, egress_wasm, envoy_bin, request, sidecar_bin, workspace, Response};
 use keymesh_test_support::{free_port, wait_for, Process, RedisOptions, RedisServer};
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -29,6 +29,8 @@ pub struct StackPorts {
     pub orders_upstream: u16,
     pub payments_upstream: u16,
     pub admin: u16,
+    /// orders' outbound listener (the egress filter), which the orders upstream relays payments calls to.
+    pub orders_egress: u16,
 }
 
 /// The listeners of one Envoy of the mesh.
@@ -37,6 +39,7 @@ pub struct EnvoyPorts {
     pub orders: u16,
     pub payments: u16,
     pub admin: u16,
+    pub orders_egress: u16,
 }
 
 /// A running stack.
@@ -61,6 +64,7 @@ impl Stack {
             orders_upstream: free_port(),
             payments_upstream: free_port(),
             admin: free_port(),
+            orders_egress: free_port(),
         };
         Self {
             ports,
@@ -208,7 +212,8 @@ impl Stack {
         });
     }
 
-    /// Starts both echo upstreams and Envoy, and waits for Envoy's `/ready` (not for key material).
+    /// Starts both echo upstreams (orders relaying `/orders/{id}/payment` to payments through the main Envoy's
+    /// egress listener) and Envoy, and waits for Envoy's `/ready` (not for key material).
     pub fn start_mesh(&mut self) {
         self.start_mesh_with(&[]);
     }
@@ -224,12 +229,16 @@ impl Stack {
             cmd.arg(workspace().join("scripts/echo_upstream.py"))
                 .arg(port.to_string())
                 .arg(name);
+            if name == "orders" {
+                cmd.arg("--relay").arg(p.orders_egress.to_string());
+            }
             self.spawn(&format!("{name}-upstream"), cmd);
         }
         let ports = EnvoyPorts {
             orders: p.orders,
             payments: p.payments,
             admin: p.admin,
+            orders_egress: p.orders_egress,
         };
         self.start_envoy("envoy", ports, edits);
     }
@@ -240,6 +249,7 @@ impl Stack {
             orders: free_port(),
             payments: free_port(),
             admin: free_port(),
+            orders_egress: free_port(),
         };
         self.start_envoy(name, ports, edits);
         ports
@@ -333,6 +343,7 @@ impl Stack {
             (9001, p.orders_upstream),
             (9002, p.payments_upstream),
             (9901, envoy.admin),
+            (10004, envoy.orders_egress),
             // The demo's unfiltered baseline listener: unused by the tests, but it must not bind a demo port.
             (10003, free_port()),
         ] {
@@ -343,10 +354,15 @@ impl Stack {
             );
             yaml = yaml.replace(&needle, &format!("port_value: {to} "));
         }
-        yaml = yaml.replace(
-            "target/wasm32-wasip1/release/keymesh_authn.wasm",
-            &authn_wasm().display().to_string(),
-        );
+        yaml = yaml
+            .replace(
+                "target/wasm32-wasip1/release/keymesh_authn.wasm",
+                &authn_wasm().display().to_string(),
+            )
+            .replace(
+                "target/wasm32-wasip1/release/keymesh_egress.wasm",
+                &egress_wasm().display().to_string(),
+            );
         for (from, to) in edits {
             assert!(
                 yaml.contains(from),

@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The demo's fixed ports (shifted by the offset the test picks).
-const DEMO_PORTS: [u16; 8] = [6380, 8080, 9001, 9002, 9901, 10001, 10002, 10003];
+const DEMO_PORTS: [u16; 9] = [6380, 8080, 9001, 9002, 9901, 10001, 10002, 10003, 10004];
 
 /// The demo running as a child; dropping it stops the demo the way Ctrl-C does, and dumps its logs on failure.
 struct RunningDemo {
@@ -268,7 +268,9 @@ fn check(line: &PrintedLine, ran: &Ran, demo: &RunningDemo) {
         assert_eq!(got, status, "status of {context}");
         if let Some((api, client)) = comment.split_once(" sees client ") {
             let api = api.rsplit(' ').next().unwrap();
-            let body = body.unwrap_or_else(|| panic!("no JSON body from the upstream: {context}"));
+            let body = body
+                .as_ref()
+                .unwrap_or_else(|| panic!("no JSON body from the upstream: {context}"));
             assert_eq!(body["api"], api, "the wrong upstream answered {context}");
             assert_eq!(
                 body["identity"]["x-keymesh-client-id"], client,
@@ -277,6 +279,31 @@ fn check(line: &PrintedLine, ran: &Ran, demo: &RunningDemo) {
             assert_eq!(
                 body["authorization_forwarded"], false,
                 "the token reached the upstream: {context}"
+            );
+        }
+        if let Some((_, seen)) = comment.split_once(" sees subject ") {
+            // The second hop: orders answered with what payments saw when orders called it for the caller.
+            let (subject, actor) = seen
+                .split_once(" acting through ")
+                .unwrap_or_else(|| panic!("undocumented {context}"));
+            let body = body
+                .as_ref()
+                .unwrap_or_else(|| panic!("no JSON body from orders: {context}"));
+            assert_eq!(body["api"], "orders", "{context}");
+            assert_eq!(
+                body["payment"]["status"], 200,
+                "payments refused: {context}"
+            );
+            let payments = &body["payment"]["body"];
+            assert_eq!(payments["api"], "payments", "{context}");
+            assert_eq!(
+                payments["identity"]["x-keymesh-subject"], subject,
+                "{context}"
+            );
+            assert_eq!(payments["identity"]["x-keymesh-actor"], actor, "{context}");
+            assert_eq!(
+                payments["authorization_forwarded"], false,
+                "the token reached the payments upstream: {context}"
             );
         }
         if status == 401 {
@@ -396,6 +423,7 @@ fn every_printed_line_works_as_documented() {
         "export KEYMESH_CONFIG=",
         " key rotate",
         "/v1/status",
+        "/orders/42/payment",
         "wrk ",
     ] {
         assert!(

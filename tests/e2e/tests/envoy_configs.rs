@@ -2,7 +2,7 @@
 //! its `on_configure`), and a broken filter configuration is refused with a log line naming the field.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use keymesh_e2e::{authn_wasm, envoy_bin, workspace};
+use keymesh_e2e::{authn_wasm, egress_wasm, envoy_bin, workspace};
 use std::process::Command;
 
 fn validate(config: &std::path::Path) -> std::process::Output {
@@ -17,6 +17,7 @@ fn validate(config: &std::path::Path) -> std::process::Output {
 #[test]
 fn shipped_envoy_configs_validate() {
     authn_wasm();
+    egress_wasm();
     let mut checked = 0;
     for entry in std::fs::read_dir(workspace().join("envoy")).unwrap() {
         let path = entry.unwrap().path();
@@ -44,6 +45,10 @@ fn bad_filter_configuration_is_refused_with_the_field_named() {
         .replace(
             "target/wasm32-wasip1/release/keymesh_authn.wasm",
             &authn_wasm().display().to_string(),
+        )
+        .replace(
+            "target/wasm32-wasip1/release/keymesh_egress.wasm",
+            &egress_wasm().display().to_string(),
         )
         .replacen(r#""prefix": "/""#, r#""prefix": "no-slash""#, 1);
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! [`HttpStream`]: the handle of one HTTP context, through which a test delivers request and
 //! response events and reads what the filter did to them.
 
+use crate::abi::http_calls::HttpCall;
 use crate::abi::stream::LocalResponse;
 use crate::builder::owned_path;
 use crate::call::{Call, Target};
@@ -242,6 +243,23 @@ impl<'vm> HttpStream<'vm> {
         }
         self.vm.fail(HostError::Unconsumed {
             at: format!("end of context {}", self.id),
+            effects,
+        })
+    }
+}
+
+impl HttpStream<'_> {
+    /// Ends the stream as a downstream reset does (the client went away while a direction may be
+    /// paused): `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`. Envoy cancels the stream's
+    /// unanswered HTTP calls; they are returned, so a test can check what the reset cost. Fails if
+    /// the stream left another effect unconsumed (an unchecked local response or reset).
+    pub fn reset_by_client(self) -> Result<Vec<HttpCall>, HostError> {
+        let (effects, cancelled) = self.vm.end_stream_with(self.id, true)?;
+        if effects.is_empty() {
+            return Ok(cancelled);
+        }
+        self.vm.fail(HostError::Unconsumed {
+            at: format!("reset of context {}", self.id),
             effects,
         })
     }

@@ -3,7 +3,7 @@
 //! end-of-test check.
 
 use crate::abi::context::nanos;
-use crate::abi::http_calls::GrpcResponse;
+use crate::abi::http_calls::{GrpcResponse, HttpCall};
 use crate::abi::stream::StreamState;
 use crate::error::HostError;
 use crate::module::FilterModule;
@@ -442,6 +442,23 @@ impl Vm {
     /// Runs `proxy_on_done`, `proxy_on_log` and `proxy_on_delete` for stream `id` and returns the
     /// effects it left unconsumed. Unanswered calls of the stream are cancelled, as Envoy does.
     pub(crate) fn end_stream(&mut self, id: u32) -> Result<Vec<String>, HostError> {
+        let (mut effects, cancelled) = self.end_stream_with(id, false)?;
+        effects.extend(
+            cancelled
+                .iter()
+                .map(|call| format!("{} was never answered", call.describe())),
+        );
+        Ok(effects)
+    }
+
+    /// Ends stream `id` as a downstream reset does: a paused direction is not an unconsumed effect
+    /// (the client went away), and the stream's unanswered HTTP calls, cancelled as Envoy cancels
+    /// them, are returned rather than reported. Other unconsumed effects are returned.
+    pub(crate) fn end_stream_with(
+        &mut self,
+        id: u32,
+        client_reset: bool,
+    ) -> Result<(Vec<String>, Vec<HttpCall>), HostError> {
         self.invoke::<u32, i32>("proxy_on_done", id, id)?;
         self.invoke::<u32, ()>("proxy_on_log", id, id)?;
         self.invoke::<u32, ()>("proxy_on_delete", id, id)?;
@@ -449,7 +466,7 @@ impl Vm {
         self.settle(())?;
         let state = self.state_mut();
         let Some(stream) = state.streams.remove(&id) else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         };
         let mut effects = Vec::new();
         if let Some(response) = &stream.local_response {
@@ -463,12 +480,12 @@ impl Vm {
                 "context {id} reset the stream ({reset:?}); never checked (take_resets)"
             ));
         }
-        if let Some(callback) = stream.request_paused {
+        if let (Some(callback), false) = (stream.request_paused, client_reset) {
             effects.push(format!(
                 "context {id}: request paused by {callback} and never resumed"
             ));
         }
-        if let Some(callback) = stream.response_paused {
+        if let (Some(callback), false) = (stream.response_paused, client_reset) {
             effects.push(format!(
                 "context {id}: response paused by {callback} and never resumed"
             ));
@@ -480,11 +497,10 @@ impl Vm {
                 .any(|c| c.token == **t && c.context_id == id)
         });
         http.pending = kept;
-        for token in orphans {
-            if let Some(call) = http.call(token) {
-                effects.push(format!("{} was never answered", call.describe()));
-            }
-        }
+        let cancelled: Vec<HttpCall> = orphans
+            .iter()
+            .filter_map(|token| http.call(*token).cloned())
+            .collect();
         state.grpc.to_close.retain(|(context, _)| *context != id);
         let grpc = &mut state.grpc;
         let (orphans, kept): (Vec<u32>, Vec<u32>) = grpc
@@ -497,7 +513,7 @@ impl Vm {
                 effects.push(format!("{} was never answered", call.describe()));
             }
         }
-        Ok(effects)
+        Ok((effects, cancelled))
     }
 }
 

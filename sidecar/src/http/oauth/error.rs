@@ -73,6 +73,15 @@ pub(crate) enum RequestProblem {
     /// `code_verifier` is not 43 to 128 characters of `[A-Za-z0-9-._~]` (RFC 7636 §4.1).
     #[error("code_verifier must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~")]
     MalformedCodeVerifier,
+    /// A token type other than an access token was named (RFC 8693 §3).
+    #[error("only urn:ietf:params:oauth:token-type:access_token is supported")]
+    UnsupportedTokenType,
+    /// An `actor_token` was sent: the authenticated client is the actor.
+    #[error("actor_token is not supported: the authenticated client is the actor")]
+    ActorToken,
+    /// The subject token is invalid, expired, revoked or does not allow this client to act (RFC 8693 §2.2.2).
+    #[error("subject_token is invalid, expired, revoked or does not allow this client to act")]
+    SubjectToken,
 }
 
 impl OAuthError {
@@ -116,7 +125,8 @@ impl OAuthError {
                 "the client is not registered for this grant type".to_owned()
             }
             Self::UnsupportedGrantType => {
-                "supported grant types: authorization_code, refresh_token, client_credentials"
+                "supported grant types: authorization_code, refresh_token, client_credentials, \
+                 urn:ietf:params:oauth:grant-type:token-exchange"
                     .to_owned()
             }
             Self::Throttled(secs) => {

@@ -2,7 +2,8 @@
 //!
 //! The client authenticates as at the token endpoint. Revoking a refresh token revokes its grant: every refresh
 //! token of the grant and every access token issued from it. Revoking an access token puts its `jti` in the bundle,
-//! so the proxies refuse it within moments and until it expires. A token the server does not know, one already
+//! so the proxies refuse it within moments and until it expires, and revokes every token exchanged from it
+//! (RFC 8693). A token the server does not know, one already
 //! expired, or one issued to another client is answered with 200 and left alone: RFC 7009 §2.2 lets the answer
 //! say nothing, and a client learns nothing about other clients' tokens.
 
@@ -17,8 +18,8 @@ use crate::http::oauth::error::OAuthError;
 use crate::http::oauth::source::Source;
 use crate::http::oauth::token_lookup::{self, Found};
 use crate::http::state::AppState;
+use crate::oauth::exchange;
 use crate::oauth::grants::GrantStore;
-use crate::oauth::revocation;
 
 /// Handles a revocation request.
 pub(crate) async fn revoke(
@@ -33,7 +34,7 @@ pub(crate) async fn revoke(
     match token_lookup::find(&state, &query.token).await? {
         Found::Access(token) if token.client_id == client_id => {
             let mut conn = client_auth::redis(&state).await?;
-            let revoked = revocation::revoke_access_token(
+            let (revoked, exchanged) = exchange::revoke_with_exchanged(
                 &mut conn,
                 state.names(),
                 &token.jti,
@@ -42,7 +43,8 @@ pub(crate) async fn revoke(
             )
             .await
             .map_err(unavailable)?;
-            tracing::info!(%client_id, jti = %token.jti, revoked, "access token revocation");
+            tracing::info!(%client_id, jti = %token.jti, revoked, exchanged_tokens_revoked = exchanged,
+                "access token revocation");
         }
         Found::Refresh(found) if found.record.client_id == client_id => {
             let mut conn = client_auth::redis(&state).await?;

@@ -1,5 +1,5 @@
-//! `POST /oauth/token`: the client credentials (RFC 6749 §4.4), authorization code (§4.1.3, with PKCE) and
-//! refresh token (§6) grants, with resource indicators (RFC 8707). The password and implicit grants are not
+//! `POST /oauth/token`: the client credentials (RFC 6749 §4.4), authorization code (§4.1.3, with PKCE),
+//! refresh token (§6) and token exchange (RFC 8693) grants, with resource indicators (RFC 8707). The password and implicit grants are not
 //! supported (RFC 9700 §2.4). The grants themselves are [`crate::oauth::issuing`]'s; this handler parses the
 //! request, authenticates the client and renders the result.
 
@@ -17,6 +17,7 @@ use crate::http::oauth::source::Source;
 use crate::http::oauth::token_request::{self, Credentials, TokenRequest};
 use crate::http::state::AppState;
 use crate::oauth::clients::GrantType;
+use crate::oauth::exchange::{self, SubjectKeys};
 use crate::oauth::issuing::{CodeRedemption, IssueError, Issued, Requested, TokenIssuer};
 use crate::oauth::pkce;
 
@@ -30,11 +31,15 @@ pub(crate) struct TokenResponse {
     refresh_token: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    /// RFC 8693 §2.2.1: set for token exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_token_type: Option<&'static str>,
 }
 
 impl From<Issued> for TokenResponse {
     fn from(issued: Issued) -> Self {
         Self {
+            issued_token_type: None,
             access_token: issued.access.token,
             token_type: "Bearer",
             expires_in: issued.access.expires_in,
@@ -50,6 +55,8 @@ impl From<IssueError> for OAuthError {
             IssueError::InvalidGrant => Self::InvalidGrant,
             IssueError::InvalidScope => Self::InvalidScope,
             IssueError::InvalidTarget => Self::InvalidTarget,
+            // RFC 8693 §2.2.2: an unacceptable subject token is invalid_request.
+            IssueError::InvalidSubject => Self::InvalidRequest(RequestProblem::SubjectToken),
             IssueError::Unavailable => Self::Unavailable,
             IssueError::ServerError => Self::ServerError,
         }
@@ -130,6 +137,31 @@ pub(crate) async fn token(
         state.clock().now_secs(),
     );
     let issued = match grant {
+        GrantType::TokenExchange => {
+            let subject_token = exchange_subject(&request)?;
+            let snapshot = state.mirror().snapshot().ok_or(OAuthError::Unavailable)?;
+            let keys = SubjectKeys {
+                issuer: &state.config().issuer,
+                own: snapshot.own_keys(),
+                external: snapshot.external_issuers(),
+            };
+            let mut targets = request.resources.clone();
+            targets.extend(request.audiences.iter().cloned());
+            let mut conn = client_auth::redis(&state).await?;
+            let issued = issuer
+                .token_exchange(
+                    &mut conn,
+                    &client,
+                    keys,
+                    subject_token,
+                    &targets,
+                    request.scope.as_deref(),
+                )
+                .await?;
+            let mut response = TokenResponse::from(issued);
+            response.issued_token_type = Some(exchange::ACCESS_TOKEN_TYPE);
+            return Ok(response.into_response());
+        }
         GrantType::ClientCredentials => issuer.client_credentials(&client, requested(&request))?,
         GrantType::AuthorizationCode => {
             let code = request
@@ -176,6 +208,34 @@ pub(crate) async fn token(
             .map_err(client_auth::unavailable)?;
     }
     Ok(TokenResponse::from(issued).into_response())
+}
+
+/// The subject token of a token exchange request, after checking the token types (RFC 8693 §2.1).
+fn exchange_subject(request: &TokenRequest) -> Result<&str, OAuthError> {
+    let missing = |name| OAuthError::InvalidRequest(RequestProblem::Missing(name));
+    let subject_token = request
+        .subject_token
+        .as_deref()
+        .ok_or(missing("subject_token"))?;
+    let subject_type = request
+        .subject_token_type
+        .as_deref()
+        .ok_or(missing("subject_token_type"))?;
+    let unsupported = OAuthError::InvalidRequest(RequestProblem::UnsupportedTokenType);
+    if subject_type != exchange::ACCESS_TOKEN_TYPE {
+        return Err(unsupported);
+    }
+    if request
+        .requested_token_type
+        .as_deref()
+        .is_some_and(|wanted| wanted != exchange::ACCESS_TOKEN_TYPE)
+    {
+        return Err(unsupported);
+    }
+    if request.actor_token.is_some() {
+        return Err(OAuthError::InvalidRequest(RequestProblem::ActorToken));
+    }
+    Ok(subject_token)
 }
 
 /// The scope and resources of `request`.

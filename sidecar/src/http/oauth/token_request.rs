@@ -25,14 +25,27 @@ pub(crate) struct TokenRequest {
     pub(crate) code_verifier: Option<String>,
     /// `refresh_token`: the refresh token.
     pub(crate) refresh_token: Option<String>,
+    /// Token exchange (RFC 8693 §2.1): the token whose subject the new token is about.
+    pub(crate) subject_token: Option<String>,
+    /// Token exchange: the subject token's type.
+    pub(crate) subject_token_type: Option<String>,
+    /// Token exchange: the type of token wanted.
+    pub(crate) requested_token_type: Option<String>,
+    /// Token exchange: an actor token (not supported: the authenticated client is the actor).
+    pub(crate) actor_token: Option<String>,
+    /// Token exchange: `audience` values, in request order (they may repeat, like `resource`).
+    pub(crate) audiences: Vec<String>,
 }
 
-/// A form (or query string) as name → value, with `resource` kept apart because it alone may repeat.
+/// A form (or query string) as name → value, with `resource` and `audience` kept apart because they alone may
+/// repeat.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Params {
     single: HashMap<String, String>,
     /// Every `resource` value, in order.
     pub(crate) resources: Vec<String>,
+    /// Every `audience` value (RFC 8693), in order.
+    pub(crate) audiences: Vec<String>,
 }
 
 impl Params {
@@ -64,6 +77,17 @@ impl std::fmt::Debug for TokenRequest {
                 "refresh_token",
                 &self.refresh_token.as_ref().map(|_| "<redacted>"),
             )
+            .field(
+                "subject_token",
+                &self.subject_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("subject_token_type", &self.subject_token_type)
+            .field("requested_token_type", &self.requested_token_type)
+            .field(
+                "actor_token",
+                &self.actor_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("audiences", &self.audiences)
             .finish()
     }
 }
@@ -126,7 +150,12 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<TokenRequest, RequestProblem> {
         redirect_uri: params.take("redirect_uri"),
         code_verifier: params.take("code_verifier"),
         refresh_token: params.take("refresh_token"),
+        subject_token: params.take("subject_token"),
+        subject_token_type: params.take("subject_token_type"),
+        requested_token_type: params.take("requested_token_type"),
+        actor_token: params.take("actor_token"),
         resources: params.resources,
+        audiences: params.audiences,
     })
 }
 
@@ -135,6 +164,7 @@ pub(crate) fn parse_form(body: &[u8]) -> Result<TokenRequest, RequestProblem> {
 pub(crate) fn parse_params(body: &[u8]) -> Result<Params, RequestProblem> {
     let mut single: HashMap<String, String> = HashMap::new();
     let mut resources = Vec::new();
+    let mut audiences = Vec::new();
     for pair in body.split(|&b| b == b'&').filter(|pair| !pair.is_empty()) {
         let eq = pair
             .iter()
@@ -150,11 +180,17 @@ pub(crate) fn parse_params(body: &[u8]) -> Result<Params, RequestProblem> {
         }
         if name == "resource" {
             resources.push(value);
+        } else if name == "audience" {
+            audiences.push(value);
         } else if single.insert(name, value).is_some() {
             return Err(RequestProblem::RepeatedParameter);
         }
     }
-    Ok(Params { single, resources })
+    Ok(Params {
+        single,
+        resources,
+        audiences,
+    })
 }
 
 /// Extracts the client's credentials from the Authorization header or the body (`client_id` and
@@ -359,6 +395,31 @@ mod tests {
         assert_eq!(params.take("token").as_deref(), Some("t"));
         assert_eq!(params.take("token"), None);
         assert_eq!(params.resources, ["a", "b"]);
+    }
+
+    #[test]
+    fn token_exchange_parameters_are_read_and_audience_may_repeat() {
+        let request = parse_form(
+            b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=s.t.x\
+&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token&audience=urn:a&audience=urn:b\
+&resource=https%3A%2F%2Fp.example&actor_token=a&requested_token_type=r",
+        )
+        .unwrap();
+        assert_eq!(request.subject_token.as_deref(), Some("s.t.x"));
+        assert_eq!(
+            request.subject_token_type.as_deref(),
+            Some("urn:ietf:params:oauth:token-type:access_token")
+        );
+        assert_eq!(request.audiences, ["urn:a", "urn:b"]);
+        assert_eq!(request.resources, ["https://p.example"]);
+        assert_eq!(request.actor_token.as_deref(), Some("a"));
+        assert_eq!(request.requested_token_type.as_deref(), Some("r"));
+        let debug = format!("{request:?}");
+        assert!(!debug.contains("s.t.x"), "{debug}");
+        assert_eq!(
+            parse_form(b"grant_type=a&subject_token=1&subject_token=2"),
+            Err(RequestProblem::RepeatedParameter)
+        );
     }
 
     #[test]
