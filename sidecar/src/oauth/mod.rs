@@ -10,6 +10,7 @@ pub mod clients;
 pub mod codes;
 pub mod grants;
 pub mod issuing;
+pub mod login;
 pub mod pkce;
 pub mod redirect_uri;
 pub mod registration;
