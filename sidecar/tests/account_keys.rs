@@ -685,3 +685,46 @@ async fn portal_token(
     assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
     reply.json()["access_token"].as_str().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_per_user_and_source_like_the_authorization_page() {
+    let redis = RedisServer::start();
+    let p = "acct-throttle:";
+    let app = start_app(&redis, p).await;
+    create_user(&redis, p, "alice").await;
+    // Each attempt from its own browser session, as an attacker would; all from one address.
+    let attempt = |peer: &'static str, password: &'static str| {
+        let app = &app;
+        async move {
+            let mut browser = Account::new(app);
+            browser.open().await;
+            let body = form_body(
+                &browser.csrf,
+                "login",
+                &[("username", "alice"), ("password", password)],
+            );
+            let cookie = browser.cookie.clone().unwrap();
+            call_from(
+                &app.router,
+                peer,
+                "POST",
+                PAGE,
+                &[FORM, ("cookie", &cookie)],
+                Some(&body),
+            )
+            .await
+        }
+    };
+    for _ in 0..10 {
+        let reply = attempt("203.0.113.7:5000", "wrong-password").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(text(&reply).contains("Wrong username or password."));
+    }
+    // The attacker's address is locked out, even with the right password…
+    let locked = attempt("203.0.113.7:5001", PASSWORD).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(text(&locked).contains("Too many failed attempts"));
+    // …while alice, from her own address, signs in.
+    let own = attempt("198.51.100.4:6000", PASSWORD).await;
+    assert_eq!(own.status, StatusCode::SEE_OTHER, "{}", text(&own));
+}

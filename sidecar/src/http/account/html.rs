@@ -282,7 +282,7 @@ fn key_table(page: &KeysPage<'_>, csrf: &str) -> String {
                 scopes = list(&key.scopes),
                 created = format_utc_minutes(key.created_at),
                 expires = key.expires_at.map_or("never".to_owned(), format_utc_minutes),
-                last_used = "never",
+                last_used = "—",
                 regenerate = button("regenerate", "Regenerate", ""),
                 revoke = button("revoke", "Revoke", r#" class="danger""#),
             )
