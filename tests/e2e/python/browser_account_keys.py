@@ -152,7 +152,11 @@ def sign_in(driver, wait):
     driver.find_element(By.ID, "username").send_keys(ENV["USERNAME"])
     driver.find_element(By.ID, "password").send_keys(ENV["PASSWORD"])
     driver.find_element(By.CSS_SELECTOR, "button[value=login]").click()
-    wait.until(EC.presence_of_element_located((By.ID, "user")))
+    try:
+        wait.until(EC.presence_of_element_located((By.ID, "user")))
+    except Exception:
+        log(f"not signed in at {driver.current_url}:\n{driver.page_source}")
+        raise
     assert driver.find_element(By.ID, "user").text == ENV["USERNAME"], driver.page_source
 
 

@@ -103,17 +103,19 @@ pub(crate) fn clear_cookie(issuer: &str) -> String {
 }
 
 /// Whether the browser says the request comes from another site: `Sec-Fetch-Site` other than `same-origin` or
-/// `none` (typed in, bookmark), or an `Origin` other than the issuer's. Requests without either header (older
-/// browsers, command-line clients) are left to the CSRF token.
+/// `none` (typed in, bookmark), or an `Origin` other than the issuer's. `Origin: null` is what browsers send for a
+/// same-origin form POST from a page with `Referrer-Policy: no-referrer` (as this one), so it alone proves
+/// nothing: `Sec-Fetch-Site` decides then. Requests with neither header (older browsers, command-line clients) are
+/// left to the CSRF token.
 pub(crate) fn is_cross_site(headers: &HeaderMap, issuer: &str) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         if !matches!(site.to_str(), Ok("same-origin" | "none")) {
             return true;
         }
     }
-    match headers.get(header::ORIGIN) {
-        Some(origin) => origin.to_str().map_or(true, |o| o != origin_of(issuer)),
-        None => false,
+    match headers.get(header::ORIGIN).map(|origin| origin.to_str()) {
+        None | Some(Ok("null")) => false,
+        Some(origin) => origin.map_or(true, |o| o != origin_of(issuer)),
     }
 }
 
@@ -168,6 +170,8 @@ mod tests {
             &[("sec-fetch-site", "same-origin")][..],
             &[("sec-fetch-site", "none")],
             &[("origin", "https://as.example")],
+            &[("origin", "null"), ("sec-fetch-site", "same-origin")],
+            &[("origin", "null")],
         ] {
             assert!(!is_cross_site(&headers(same), issuer), "{same:?}");
         }
@@ -175,7 +179,7 @@ mod tests {
             &[("sec-fetch-site", "cross-site")][..],
             &[("sec-fetch-site", "same-site")],
             &[("origin", "https://evil.example")],
-            &[("origin", "null")],
+            &[("origin", "null"), ("sec-fetch-site", "cross-site")],
             &[("origin", "http://as.example")],
             &[
                 ("origin", "https://as.example"),
