@@ -234,6 +234,7 @@ pub(crate) fn api_key_bundle_json(keys: &[String], version: u64) -> Result<Strin
                     resources: vec![BENCH_AUDIENCE.to_owned()],
                     scopes: vec![],
                     expires_at: None,
+                    tier: None,
                 })
                 .collect(),
             delete: vec![],

@@ -114,7 +114,7 @@ async fn the_admin_api_manages_keys() {
     let app = admin_app(&redis, "adm:").await;
     let body = json!({
         "owner": "alice", "label": "portal key", "resources": [ORDERS], "scopes": ["read"],
-        "expires_in_secs": 3600
+        "expires_in_secs": 3600, "tier": "pro"
     });
     let created = admin(&app, "POST", "/v1/admin/apikeys", Some(BEARER), Some(body)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
@@ -127,6 +127,7 @@ async fn the_admin_api_manages_keys() {
     assert_eq!(created["label"], "portal key");
     assert_eq!(created["created_at"], NOW);
     assert_eq!(created["expires_at"], NOW + 3600);
+    assert_eq!(created["tier"], "pro");
 
     // The running sidecar serves it to the filters by hash.
     let hash = hash_key(&key);
@@ -137,6 +138,11 @@ async fn the_admin_api_manages_keys() {
     .expect("new key mirrored");
     assert_eq!(served.id, id);
     assert_eq!(served.expires_at, Some(i64::try_from(NOW + 3600).unwrap()));
+    assert_eq!(
+        served.tier.as_deref(),
+        Some("pro"),
+        "the filters get the tier"
+    );
 
     let listed = admin(
         &app,
@@ -152,6 +158,7 @@ async fn the_admin_api_manages_keys() {
     let listed = listed.json();
     assert_eq!(listed["api_keys"].as_array().unwrap().len(), 1);
     assert_eq!(listed["api_keys"][0]["id"], id.as_str());
+    assert_eq!(listed["api_keys"][0]["tier"], "pro");
     assert_eq!(
         listed["api_keys"][0]["prefix"],
         public_prefix(&key).as_str()
@@ -234,6 +241,14 @@ async fn the_admin_api_refuses_invalid_requests() {
         ),
         (with("expires_in_secs", json!(-1)), "malformed body"),
         (with("admin", json!(true)), "unknown field"),
+        (with("tier", json!("two words")), "invalid tier"),
+        (with("tier", json!("")), "invalid tier"),
+        (with("tier", json!("x".repeat(33))), "invalid tier"),
+        (
+            with("tier", json!("pro\r\nx-keymesh-subject: root")),
+            "invalid tier",
+        ),
+        (with("tier", json!(3)), "malformed body"),
     ];
     for (body, description) in cases {
         let reply = admin(

@@ -73,6 +73,8 @@ async fn the_cli_creates_lists_regenerates_and_revokes_keys() {
             "write",
             "--expires-in",
             "30d",
+            "--tier",
+            "free",
             "--json",
         ],
     ));
@@ -92,6 +94,7 @@ async fn the_cli_creates_lists_regenerates_and_revokes_keys() {
         "scopes",
         "created_at",
         "expires_at",
+        "tier",
     ];
     expected.sort_unstable();
     let mut sorted = fields.clone();
@@ -106,6 +109,7 @@ async fn the_cli_creates_lists_regenerates_and_revokes_keys() {
     assert_eq!(created["prefix"], public_prefix(&key).as_str());
     assert_eq!(created["resources"], json!([ORDERS, BILLING]));
     assert_eq!(created["scopes"], json!(["read", "write"]));
+    assert_eq!(created["tier"], "free");
     let created_at = created["created_at"].as_u64().unwrap();
     assert_eq!(
         created["expires_at"].as_u64().unwrap(),
@@ -189,6 +193,23 @@ async fn the_cli_creates_lists_regenerates_and_revokes_keys() {
         ],
     ));
     assert!(bad_duration.contains("unit"), "{bad_duration}");
+    let bad_tier = failure(&keymesh(
+        &redis,
+        p,
+        &[
+            "apikey",
+            "create",
+            "--owner",
+            "alice",
+            "--label",
+            "x",
+            "--resource",
+            ORDERS,
+            "--tier",
+            "gold plus",
+        ],
+    ));
+    assert!(bad_tier.contains("invalid tier"), "{bad_tier}");
 
     // List: metadata only, oldest first.
     let listed = keymesh(&redis, p, &["apikey", "list", "--owner", "alice", "--json"]);
@@ -204,6 +225,7 @@ async fn the_cli_creates_lists_regenerates_and_revokes_keys() {
     assert_eq!(first["resources"], json!([ORDERS, BILLING]));
     assert_eq!(first["scopes"], json!(["read", "write"]));
     assert_eq!(first["expires_at"], created["expires_at"]);
+    assert_eq!(first["tier"], "free");
     let table = keymesh(&redis, p, &["apikey", "list", "--owner", "alice"]);
     let table = String::from_utf8(table.stdout).unwrap();
     let line = table.lines().find(|l| l.starts_with(&id)).unwrap();
@@ -212,6 +234,7 @@ async fn the_cli_creates_lists_regenerates_and_revokes_keys() {
         "{line}"
     );
     assert!(line.contains("created=") && line.contains('Z'), "{line}");
+    assert!(line.contains("tier=free"), "{line}");
     assert!(table.contains("expires=never"), "{table}");
     let nobody = json_out(&keymesh(
         &redis,
@@ -241,6 +264,7 @@ async fn the_cli_creates_lists_regenerates_and_revokes_keys() {
         "scopes",
         "created_at",
         "expires_at",
+        "tier",
     ] {
         assert_eq!(regenerated[field], created[field], "{field}");
     }

@@ -192,6 +192,7 @@ fn record(id: &str, seed: u8) -> ApiKeyRecord {
         scopes: vec![],
         created_at: NOW,
         expires_at: None,
+        ..ApiKeyRecord::default()
     }
 }
 
@@ -309,6 +310,7 @@ async fn one_revocation_among_ten_thousand_keys_is_applied_without_a_reload() {
                 resources: vec![ORDERS.to_owned()],
                 scopes: vec!["read".to_owned()],
                 expires_in_secs: Some(86_400),
+                tier: None,
             };
             store("big:").create(&mut conn, new, NOW).await.unwrap()
         });

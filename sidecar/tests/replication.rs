@@ -32,6 +32,7 @@ async fn a_client_created_by_the_cli_after_start_can_get_a_token() {
         public: false,
         redirect_uris: vec![],
         grant_types: vec![],
+        tier: None,
     };
     let mut out = Vec::new();
     keymesh::cli::run_client(
@@ -68,6 +69,7 @@ async fn a_client_created_by_the_cli_after_start_can_get_a_token() {
         public: false,
         redirect_uris: vec![],
         grant_types: vec![],
+        tier: None,
     };
     let err = keymesh::cli::run_client(
         &app.config,

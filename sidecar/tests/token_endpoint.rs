@@ -456,3 +456,53 @@ async fn with_every_argon2_slot_busy_a_chosen_secret_gets_503_and_a_generated_on
         .unwrap();
     assert!(failures);
 }
+
+#[tokio::test]
+async fn a_clients_tier_travels_in_its_tokens_and_a_bad_tier_is_refused() {
+    use keymesh::oauth::clients::{ClientError, ClientStore, NewClient};
+    use keymesh::store::names::KeyNames;
+    let redis = RedisServer::start();
+    let app = start_app(&redis, "tier:").await;
+    let store = ClientStore::new(KeyNames::new("tier:"));
+    let new = |id: &str, tier: Option<&str>| NewClient {
+        client_id: id.to_owned(),
+        resources: vec![ORDERS.to_owned()],
+        tier: tier.map(str::to_owned),
+        ..NewClient::default()
+    };
+    let mut conn = redis.conn().await;
+    let pro = store
+        .register(&mut conn, new("pro-svc", Some("pro")), NOW)
+        .await
+        .unwrap();
+    let plain = store
+        .register(&mut conn, new("plain-svc", None), NOW)
+        .await
+        .unwrap();
+    for (client, expected) in [(&pro, json!("pro")), (&plain, Value::Null)] {
+        let reply = post_token(
+            &app.router,
+            Some(&basic(&client.client_id, &client.client_secret)),
+            "grant_type=client_credentials",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        let token = verify_with_jwks(&app, reply.json()["access_token"].as_str().unwrap()).await;
+        let claim = token.claims().custom.get("keymesh_tier").cloned();
+        assert_eq!(
+            claim.unwrap_or(Value::Null),
+            expected,
+            "{}",
+            client.client_id
+        );
+    }
+    for bad in ["", "two words", "pro\r\nx: y", &"x".repeat(33)] {
+        let refused = store
+            .register(&mut conn, new("bad-svc", Some(bad)), NOW)
+            .await;
+        assert!(
+            matches!(refused, Err(ClientError::InvalidTier(_))),
+            "{bad:?}: {refused:?}"
+        );
+    }
+}

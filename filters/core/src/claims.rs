@@ -25,6 +25,8 @@ pub struct AccessClaims {
     pub client_id: Option<String>,
     /// `scope`, split on spaces.
     pub scopes: Vec<String>,
+    /// `keymesh_tier`: the rate tier of the client the token was issued to ([`crate::tier`]).
+    pub tier: Option<String>,
 }
 
 impl AccessClaims {
@@ -49,6 +51,7 @@ impl AccessClaims {
                         .collect()
                 })
                 .unwrap_or_default(),
+            tier: optional_string(&map, crate::tier::TIER_CLAIM)?,
         })
     }
 

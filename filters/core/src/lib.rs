@@ -28,6 +28,7 @@ pub mod policy;
 pub mod resource_metadata;
 pub mod rsa_verify;
 mod strict_json;
+pub mod tier;
 pub mod token_cache;
 pub mod token_type;
 pub mod verdict;

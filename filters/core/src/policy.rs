@@ -7,6 +7,7 @@ use crate::error::CredentialError;
 use crate::extract::{credential, Credential, RequestParts};
 use crate::jws;
 use crate::keyset::KeySet;
+use crate::tier::is_tier;
 use crate::token_cache::{Cached, TokenCache};
 use crate::verdict::{Denial, Identity, Verdict};
 use std::rc::Rc;
@@ -193,6 +194,7 @@ fn authorize_token(
         scopes: claims.scopes.clone(),
         issuer: Some(claims.issuer.clone()),
         credential: "jwt",
+        tier: claims.tier.clone(),
     })
 }
 
@@ -232,12 +234,20 @@ fn authorize_api_key(
             realm,
         ));
     }
+    // The sidecar only stores valid tiers; anything else in the bundle is refused rather than forwarded.
+    if entry.tier.as_deref().is_some_and(|tier| !is_tier(tier)) {
+        return Verdict::Deny(Denial::api_key(
+            CredentialError::UnforwardableClaim("tier"),
+            realm,
+        ));
+    }
     Verdict::Allow(Identity {
         subject: entry.owner,
         client_id: Some(entry.id),
         scopes: entry.scopes,
         issuer: None,
         credential: "api_key",
+        tier: entry.tier,
     })
 }
 
@@ -318,6 +328,9 @@ pub fn verify_signed_claims(
         .all(|s| crate::config::is_scope_token(s))
     {
         return Err(CredentialError::UnforwardableClaim("scope"));
+    }
+    if claims.tier.as_deref().is_some_and(|tier| !is_tier(tier)) {
+        return Err(CredentialError::UnforwardableClaim("keymesh_tier"));
     }
     Ok(claims)
 }

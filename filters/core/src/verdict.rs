@@ -6,12 +6,13 @@ use crate::error::CredentialError;
 
 /// Request headers keymesh sets upstream. Any copy sent by the client is removed first, so an upstream can trust
 /// them.
-pub const IDENTITY_HEADERS: [&str; 5] = [
+pub const IDENTITY_HEADERS: [&str; 6] = [
     "x-keymesh-subject",
     "x-keymesh-client-id",
     "x-keymesh-scope",
     "x-keymesh-issuer",
     "x-keymesh-credential",
+    crate::tier::TIER_HEADER,
 ];
 
 /// Who a verified request is from.
@@ -27,6 +28,8 @@ pub struct Identity {
     pub issuer: Option<String>,
     /// Which kind of credential was verified: `jwt` or `api_key`.
     pub credential: &'static str,
+    /// The rate tier of the API key, or of the client a token was issued to (its `keymesh_tier` claim).
+    pub tier: Option<String>,
 }
 
 impl Identity {
@@ -42,6 +45,9 @@ impl Identity {
         }
         if let Some(client_id) = &self.client_id {
             headers.push(("x-keymesh-client-id", client_id.clone()));
+        }
+        if let Some(tier) = &self.tier {
+            headers.push((crate::tier::TIER_HEADER, tier.clone()));
         }
         headers
     }

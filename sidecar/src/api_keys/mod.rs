@@ -58,6 +58,9 @@ pub enum ApiKeyError {
     /// The lifetime is zero or longer than [`MAX_EXPIRES_IN_SECS`].
     #[error("invalid expiry: must be between 1 second and {MAX_EXPIRES_IN_SECS} seconds")]
     InvalidExpiry,
+    /// The tier is not a tier name ([`keymesh_core::tier::is_tier`]).
+    #[error("invalid tier {0:?}: use 1 to {max} ASCII letters, digits, '-', '_' or '.'", max = keymesh_core::tier::MAX_TIER_LEN)]
+    InvalidTier(String),
     /// Generated ids kept colliding with existing ones (a broken random source?).
     #[error("cannot allocate an unused api key id")]
     IdCollision,
@@ -94,6 +97,7 @@ impl ApiKeyError {
                 | Self::InvalidResource(_)
                 | Self::InvalidScope(_)
                 | Self::InvalidExpiry
+                | Self::InvalidTier(_)
         )
     }
 }
@@ -187,6 +191,13 @@ impl ApiKeyStore {
         if let Some(bad) = scopes.iter().find(|s| !syntax::is_scope_token(s)) {
             return Err(ApiKeyError::InvalidScope(bad.clone()));
         }
+        if let Some(bad) = new
+            .tier
+            .as_ref()
+            .filter(|tier| !keymesh_core::tier::is_tier(tier))
+        {
+            return Err(ApiKeyError::InvalidTier(bad.clone()));
+        }
         let expires_at = match new.expires_in_secs {
             None => None,
             Some(secs) if (1..=MAX_EXPIRES_IN_SECS).contains(&secs) => {
@@ -206,6 +217,7 @@ impl ApiKeyStore {
                 scopes: scopes.clone(),
                 created_at: now,
                 expires_at,
+                tier: new.tier.clone(),
             };
             let mut invocation = commit::invocation(&CREATE_SCRIPT, &self.names);
             invocation

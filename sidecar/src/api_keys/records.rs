@@ -6,7 +6,7 @@ use keymesh_core::bundle::ApiKeyDto;
 use serde::{Deserialize, Serialize};
 
 /// An API key as stored in Redis: everything but the key itself.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     /// Public identifier (`ak_…`).
     pub id: String,
@@ -26,6 +26,9 @@ pub struct ApiKeyRecord {
     pub created_at: u64,
     /// When the key stops working (seconds since the Unix epoch); `None` never.
     pub expires_at: Option<u64>,
+    /// The operator-set rate tier, forwarded upstream as `x-keymesh-tier`; `None` forwards none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 impl ApiKeyRecord {
@@ -40,6 +43,7 @@ impl ApiKeyRecord {
             expires_at: self
                 .expires_at
                 .map(|at| i64::try_from(at).unwrap_or(i64::MAX)),
+            tier: self.tier.clone(),
         }
     }
 }
@@ -56,6 +60,7 @@ impl fmt::Debug for ApiKeyRecord {
             .field("scopes", &self.scopes)
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
+            .field("tier", &self.tier)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +84,8 @@ pub struct ApiKeyInfo {
     pub created_at: u64,
     /// When the key stops working; `None` never.
     pub expires_at: Option<u64>,
+    /// The rate tier; `None` has none.
+    pub tier: Option<String>,
 }
 
 impl From<ApiKeyRecord> for ApiKeyInfo {
@@ -92,6 +99,7 @@ impl From<ApiKeyRecord> for ApiKeyInfo {
             scopes: record.scopes,
             created_at: record.created_at,
             expires_at: record.expires_at,
+            tier: record.tier,
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct NewApiKey {
     pub scopes: Vec<String>,
     /// Lifetime in seconds (1 to [`MAX_EXPIRES_IN_SECS`](super::MAX_EXPIRES_IN_SECS)); `None` never expires.
     pub expires_in_secs: Option<u64>,
+    /// The rate tier ([`keymesh_core::tier::is_tier`]); `None` has none.
+    pub tier: Option<String>,
 }
 
 /// A key just created or regenerated, with the key itself: the only time it is available.
@@ -132,6 +142,8 @@ pub struct IssuedApiKey {
     pub created_at: u64,
     /// When the key stops working; `None` never.
     pub expires_at: Option<u64>,
+    /// The rate tier; `None` has none.
+    pub tier: Option<String>,
 }
 
 impl IssuedApiKey {
@@ -146,6 +158,7 @@ impl IssuedApiKey {
             scopes: record.scopes,
             created_at: record.created_at,
             expires_at: record.expires_at,
+            tier: record.tier,
         }
     }
 }
@@ -177,6 +190,7 @@ mod tests {
             scopes: vec!["read".into()],
             created_at: 1,
             expires_at: Some(u64::MAX),
+            tier: Some("pro".into()),
         };
         let dto = record.to_dto();
         assert_eq!(
@@ -188,6 +202,7 @@ mod tests {
             Some(i64::MAX),
             "saturates instead of wrapping"
         );
+        assert_eq!(dto.tier.as_deref(), Some("pro"));
         let json = serde_json::to_string(&dto).unwrap();
         assert!(
             !json.contains("laptop") && !json.contains("km_abcd"),
@@ -211,6 +226,7 @@ mod tests {
             scopes: vec![],
             created_at: 0,
             expires_at: None,
+            tier: None,
         };
         assert!(!format!("{issued:?}").contains("km_secret"));
     }

@@ -67,8 +67,12 @@ pub struct CreateApiKeyArgs {
     /// Lifetime, such as `30d`, `12h`, `90m` or `45s`; without it the key does not expire.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub expires_in: Option<u64>,
+    /// A rate tier (such as `free` or `pro`; 1 to 32 letters, digits, `-`, `_`, `.`), forwarded upstream as
+    /// `x-keymesh-tier` for Envoy's rate limiting to act on.
+    #[arg(long, value_name = "NAME")]
+    pub tier: Option<String>,
     /// Print JSON: `{"id", "key", "owner", "label", "prefix", "resources", "scopes", "created_at",
-    /// "expires_at"}` (times in seconds since the Unix epoch, `expires_at` null if it never expires).
+    /// "expires_at", "tier"}` (times in seconds since the Unix epoch, `expires_at` null if it never expires).
     #[arg(long)]
     pub json: bool,
 }
@@ -114,6 +118,7 @@ pub async fn run_apikey(
                 resources: args.resources,
                 scopes: args.scopes,
                 expires_in_secs: args.expires_in,
+                tier: args.tier,
             };
             let issued = store.create(&mut conn, new, clock.now_secs()).await?;
             write_issued(out, &issued, args.json)?;
@@ -132,12 +137,13 @@ pub async fn run_apikey(
                 for key in &keys {
                     writeln!(
                         out,
-                        "{}\tlabel={}\tprefix={}\tresources={}\tscopes={}\tcreated={}\texpires={}",
+                        "{}\tlabel={}\tprefix={}\tresources={}\tscopes={}\ttier={}\tcreated={}\texpires={}",
                         key.id,
                         key.label,
                         key.prefix,
                         key.resources.join(","),
                         key.scopes.join(","),
+                        key.tier.as_deref().unwrap_or("-"),
                         format_utc(key.created_at),
                         key.expires_at.map_or("never".to_owned(), format_utc),
                     )?;
@@ -173,6 +179,9 @@ fn write_issued(out: &mut impl Write, issued: &IssuedApiKey, json: bool) -> Resu
     writeln!(out, "label:     {}", issued.label)?;
     writeln!(out, "resources: {}", issued.resources.join(" "))?;
     writeln!(out, "scopes:    {}", issued.scopes.join(" "))?;
+    if let Some(tier) = &issued.tier {
+        writeln!(out, "tier:      {tier}")?;
+    }
     writeln!(
         out,
         "expires:   {}",

@@ -117,6 +117,10 @@ pub struct CreateArgs {
     /// confidential clients.
     #[arg(long = "grant-type", value_name = "GRANT", num_args = 1.., value_parser = clap::value_parser!(GrantType))]
     pub grant_types: Vec<GrantType>,
+    /// A rate tier (such as `free` or `pro`; 1 to 32 letters, digits, `-`, `_`, `.`): the client's access tokens
+    /// carry it as the `keymesh_tier` claim, and the filters forward it upstream as `x-keymesh-tier`.
+    #[arg(long, value_name = "NAME")]
+    pub tier: Option<String>,
     /// Replace an existing client with the same id.
     #[arg(long)]
     pub force: bool,
@@ -187,6 +191,8 @@ struct ListedClient<'a> {
     created_at: u64,
     /// `operator` (`client create`) or how the client registered itself.
     created_by: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<&'a str>,
 }
 
 /// Runs a `client` subcommand against the configured Redis, writing its output to `out`.
@@ -210,6 +216,7 @@ pub async fn run_client(
                 redirect_uris: args.redirect_uris,
                 grant_types: args.grant_types,
                 force: args.force,
+                tier: args.tier,
             };
             let registered = store.register(&mut conn, new, clock.now_secs()).await?;
             if args.json {
@@ -252,6 +259,7 @@ pub async fn run_client(
                         .registration
                         .as_ref()
                         .map_or("operator", |r| r.via.as_str()),
+                    tier: c.tier.as_deref(),
                 })
                 .collect();
             if json {
@@ -262,7 +270,7 @@ pub async fn run_client(
                     let grants: Vec<&str> = c.grant_types.iter().map(|g| g.as_str()).collect();
                     writeln!(
                         out,
-                        "{}\t{}\tresources={}\tscopes={}\tredirect_uris={}\tgrant_types={}\tcreated_at={}\tcreated_by={}",
+                        "{}\t{}\tresources={}\tscopes={}\tredirect_uris={}\tgrant_types={}\tcreated_at={}\tcreated_by={}\ttier={}",
                         c.client_id,
                         if c.public { "public" } else { "confidential" },
                         c.resources.join(","),
@@ -270,7 +278,8 @@ pub async fn run_client(
                         c.redirect_uris.join(","),
                         grants.join(","),
                         c.created_at,
-                        c.created_by
+                        c.created_by,
+                        c.tier.unwrap_or("-")
                     )?;
                 }
             }

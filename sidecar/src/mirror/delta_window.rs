@@ -125,6 +125,7 @@ mod tests {
             resources: vec!["urn:a".into()],
             scopes: vec![],
             expires_at: None,
+            tier: None,
         })
     }
 

@@ -389,6 +389,7 @@ mod tests {
             resources: vec!["urn:a".into()],
             scopes: vec!["read".into()],
             expires_at: Some(2_000_000_000),
+            tier: None,
         }
     }
 

@@ -25,6 +25,9 @@ pub struct Grant<'a> {
     pub audience: &'a [String],
     /// The granted scopes; the claim is left out when empty.
     pub scopes: &'a [String],
+    /// The client's rate tier, carried as the `keymesh_tier` claim ([`keymesh_core::tier::TIER_CLAIM`]);
+    /// left out when `None`.
+    pub tier: Option<&'a str>,
 }
 
 /// A signed token with the values the token response repeats.
@@ -53,6 +56,8 @@ struct AccessTokenClaims<'a> {
     client_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keymesh_tier: Option<&'a str>,
 }
 
 /// Signs an access token for `grant`, issued by `issuer` at `now` and valid for `ttl_secs`.
@@ -76,6 +81,7 @@ pub fn issue(
         jti: &jti,
         client_id: grant.client_id,
         scope: (!grant.scopes.is_empty()).then(|| grant.scopes.join(" ")),
+        keymesh_tier: grant.tier,
     });
     let header = Header::empty()
         .with_key_id(key.kid())

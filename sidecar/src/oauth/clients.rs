@@ -104,6 +104,10 @@ pub struct ClientRecord {
     /// Set when the client registered itself (RFC 7591) rather than being created by an operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<crate::oauth::registration_record::Registration>,
+    /// The operator-set rate tier, carried in the client's access tokens as the `keymesh_tier` claim and
+    /// forwarded upstream by the filters as `x-keymesh-tier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 impl ClientRecord {
@@ -130,6 +134,7 @@ impl fmt::Debug for ClientRecord {
             .field("redirect_uris", &self.redirect_uris)
             .field("grant_types", &self.grant_types)
             .field("created_at", &self.created_at)
+            .field("tier", &self.tier)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +161,8 @@ pub struct NewClient {
     pub grant_types: Vec<GrantType>,
     /// Replace an existing client with the same id instead of failing.
     pub force: bool,
+    /// The rate tier ([`keymesh_core::tier::is_tier`]); `None` has none.
+    pub tier: Option<String>,
 }
 
 /// A registered client with its plaintext secret: the only time the secret is available.
@@ -232,6 +239,9 @@ pub enum ClientError {
     /// Refresh tokens were allowed without the authorization code grant that issues them.
     #[error("refresh_token needs authorization_code")]
     RefreshWithoutCode,
+    /// The tier is not a tier name ([`keymesh_core::tier::is_tier`]).
+    #[error("invalid tier {0:?}: use 1 to {max} ASCII letters, digits, '-', '_' or '.'", max = keymesh_core::tier::MAX_TIER_LEN)]
+    InvalidTier(String),
     /// A client with this id exists and `force` was not set.
     #[error("client {0:?} already exists (use --force to replace it)")]
     AlreadyExists(String),
@@ -300,6 +310,13 @@ impl ClientStore {
         {
             return Err(ClientError::InvalidName);
         }
+        if let Some(bad) = new
+            .tier
+            .as_ref()
+            .filter(|tier| !keymesh_core::tier::is_tier(tier))
+        {
+            return Err(ClientError::InvalidTier(bad.clone()));
+        }
         let redirect_uris = dedup(new.redirect_uris);
         for uri in &redirect_uris {
             redirect_uri::validate(uri).map_err(|reason| ClientError::InvalidRedirectUri {
@@ -337,6 +354,7 @@ impl ClientStore {
             grant_types,
             created_at: now,
             registration: None,
+            tier: new.tier,
         };
         let json = serde_json::to_string(&record).map_err(ClientError::Encode)?;
         let mut set = redis::cmd("SET");

@@ -132,6 +132,7 @@ impl<'a> TokenIssuer<'a> {
             subject: &client.client_id,
             audience: &audience,
             scopes: &scopes,
+            tier: client.tier.as_deref(),
         })?;
         Ok(Issued {
             access,
@@ -182,6 +183,7 @@ impl<'a> TokenIssuer<'a> {
             subject: &grant.subject,
             audience: &audience,
             scopes: &grant.scopes,
+            tier: client.tier.as_deref(),
         })?;
         let refresh_token = client
             .allows(GrantType::RefreshToken)
@@ -280,6 +282,7 @@ impl<'a> TokenIssuer<'a> {
             subject: &grant.subject,
             audience: &audience,
             scopes: &scopes,
+            tier: client.tier.as_deref(),
         })?;
         let next = random_token(SECRET_BYTES);
         let access_id = AccessTokenId {

@@ -268,6 +268,8 @@ impl<'a> Registrar<'a> {
                 redirect_uris: metadata.redirect_uris,
                 grant_types,
                 force: false,
+                // Tiers are the operator's to set: a self-registered client has none.
+                tier: None,
             },
             method,
         })

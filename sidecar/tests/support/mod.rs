@@ -215,6 +215,7 @@ pub async fn create_key(
         resources: resources.iter().map(|s| (*s).to_owned()).collect(),
         scopes: vec!["read".to_owned()],
         expires_in_secs: None,
+        tier: None,
     };
     ApiKeyStore::new(KeyNames::new(prefix))
         .create(&mut redis.conn().await, new, NOW)

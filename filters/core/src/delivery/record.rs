@@ -142,6 +142,7 @@ mod tests {
             resources: vec![],
             scopes: vec![],
             expires_at: None,
+            tier: None,
         };
         let bytes = serde_json::to_vec(&ApiKeyEntry {
             generation: 5,

@@ -68,6 +68,10 @@ pub struct ApiKeyDto {
     /// Expiry, seconds since the epoch; `None` never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// The operator-set rate tier (such as `free` or `pro`), forwarded upstream as `x-keymesh-tier` so that
+    /// Envoy's own rate limiting can pick a limit per tier; `None` forwards no tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 /// One trusted issuer and its JSON Web Key Set.

@@ -26,6 +26,8 @@ struct CreateRequest {
     scopes: Vec<String>,
     #[serde(default)]
     expires_in_secs: Option<u64>,
+    #[serde(default)]
+    tier: Option<String>,
 }
 
 /// Query of `GET /v1/admin/apikeys`.
@@ -67,6 +69,7 @@ pub(crate) async fn create(
         resources: request.resources,
         scopes: request.scopes,
         expires_in_secs: request.expires_in_secs,
+        tier: request.tier,
     };
     let mut conn = redis(&state).await?;
     let issued = state
