@@ -114,6 +114,7 @@ fn orders_policy(max_keys: u32, max_lifetime_secs: Option<u64>) -> KeyPolicy {
         scopes: vec!["read".into()],
         max_keys,
         max_lifetime_secs,
+        tier: Some("free".into()),
     }
 }
 
@@ -443,6 +444,7 @@ async fn the_operator_policy_bounds_what_users_create() {
             scopes: vec![],
             max_keys: 5,
             max_lifetime_secs: None,
+            tier: None,
         },
     )
     .await;
@@ -563,6 +565,7 @@ async fn the_json_api_creates_lists_regenerates_and_revokes() {
     let key = created["key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["expires_at"], NOW + 3_600);
+    assert_eq!(created["tier"], "free", "the policy's tier");
 
     let listed = alice.api("GET", API, None, None).await;
     let body = text(&listed);
@@ -570,6 +573,7 @@ async fn the_json_api_creates_lists_regenerates_and_revokes() {
     let json = listed.json();
     assert_eq!(json["user"], "alice");
     assert_eq!(json["api_keys"][0]["state"], "active");
+    assert_eq!(json["api_keys"][0]["tier"], "free");
     assert_eq!(json["api_keys"][0]["prefix"], created["prefix"]);
     assert_eq!(json["policy"]["max_keys"], 10);
     // The page lists it without the secret too.

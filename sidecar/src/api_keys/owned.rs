@@ -109,6 +109,7 @@ impl UserKeys {
             resources: request.resources,
             scopes: request.scopes,
             expires_in_secs: request.expires_in_secs,
+            tier: None,
         })?;
         Ok(self
             .keys

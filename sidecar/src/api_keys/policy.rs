@@ -31,6 +31,9 @@ pub struct KeyPolicy {
     /// Longest lifetime of a key, in seconds; `None` allows keys that never expire.
     #[serde(default)]
     pub max_lifetime_secs: Option<u64>,
+    /// The rate tier every key of the user carries (the user cannot choose it); `None`: no tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 impl KeyPolicy {
@@ -41,6 +44,7 @@ impl KeyPolicy {
             scopes: Vec::new(),
             max_keys: 0,
             max_lifetime_secs: None,
+            tier: None,
         }
     }
 
@@ -50,7 +54,8 @@ impl KeyPolicy {
     }
 
     /// Checks a creation request against the policy; a request without an expiry gets the longest lifetime the
-    /// policy allows. The number of keys is checked by the store, atomically with the write.
+    /// policy allows, and every key gets the policy's tier. The number of keys is checked by the store, atomically
+    /// with the write.
     pub fn admit(&self, mut new: NewApiKey) -> Result<NewApiKey, PolicyDenied> {
         if !self.allows_keys() {
             return Err(PolicyDenied::NoKeysAllowed);
@@ -62,6 +67,7 @@ impl KeyPolicy {
             (Some(requested), Some(max)) if requested <= max => Some(requested),
             (Some(_), Some(max)) => return Err(PolicyDenied::LifetimeTooLong { max_secs: max }),
         };
+        new.tier = self.tier.clone();
         Ok(new)
     }
 
@@ -110,6 +116,13 @@ impl KeyPolicy {
             .is_some_and(|secs| !(1..=super::MAX_EXPIRES_IN_SECS).contains(&secs))
         {
             return Err(PolicyError::InvalidLifetime);
+        }
+        if let Some(bad) = self
+            .tier
+            .as_ref()
+            .filter(|tier| !keymesh_core::tier::is_tier(tier))
+        {
+            return Err(PolicyError::InvalidTier(bad.clone()));
         }
         Ok(Self {
             resources,
@@ -172,6 +185,9 @@ pub enum PolicyError {
         super::MAX_EXPIRES_IN_SECS
     )]
     InvalidLifetime,
+    /// The tier is not a tier name.
+    #[error("invalid tier {0:?}: use 1 to {max} ASCII letters, digits, '-', '_' or '.'", max = keymesh_core::tier::MAX_TIER_LEN)]
+    InvalidTier(String),
     /// The username is not a valid username.
     #[error("invalid username {0:?}")]
     InvalidUsername(String),
@@ -286,6 +302,7 @@ mod tests {
             scopes: vec!["read".into()],
             max_keys: 3,
             max_lifetime_secs: Some(86_400),
+            tier: Some("free".into()),
         }
     }
 
@@ -296,6 +313,7 @@ mod tests {
             resources: vec![resource.into()],
             scopes: vec![scope.into()],
             expires_in_secs: expires,
+            tier: Some("chosen-by-the-user".into()),
         }
     }
 
@@ -306,6 +324,7 @@ mod tests {
             .admit(request("https://orders.test", "read", Some(3_600)))
             .unwrap();
         assert_eq!(ok.expires_in_secs, Some(3_600));
+        assert_eq!(ok.tier.as_deref(), Some("free"), "the operator's tier");
         let defaulted = p
             .admit(request("https://orders.test", "read", None))
             .unwrap();
@@ -363,6 +382,7 @@ mod tests {
             scopes: vec!["read".into()],
             created_at: 0,
             expires_at: Some(100_000),
+            tier: None,
         };
         let p = policy();
         assert_eq!(p.admit_existing(&record, 20_000), Ok(()));
@@ -411,6 +431,14 @@ mod tests {
         assert!(matches!(
             zero.validated(),
             Err(PolicyError::InvalidLifetime)
+        ));
+        let bad_tier = KeyPolicy {
+            tier: Some("pro tier".into()),
+            ..policy()
+        };
+        assert!(matches!(
+            bad_tier.validated(),
+            Err(PolicyError::InvalidTier(_))
         ));
         let repeated = KeyPolicy {
             scopes: vec!["read".into(), "read".into()],

@@ -23,7 +23,7 @@ pub enum PolicyCommand {
         /// Whose policy.
         #[command(flatten)]
         whom: Whom,
-        /// Print JSON: `{"source", "resources", "scopes", "max_keys", "max_lifetime_secs"}`.
+        /// Print JSON: `{"source", "resources", "scopes", "max_keys", "max_lifetime_secs", "tier"?}`.
         #[arg(long)]
         json: bool,
     },
@@ -66,6 +66,9 @@ pub struct SetPolicyArgs {
     /// keys may never expire.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_lifetime: Option<u64>,
+    /// The rate tier every key the user creates carries (forwarded upstream as `x-keymesh-tier`).
+    #[arg(long, value_name = "TIER")]
+    pub tier: Option<String>,
 }
 
 /// A policy as `show --json` prints it.
@@ -91,6 +94,7 @@ pub async fn run_policy(
                 scopes: args.scopes,
                 max_keys: args.max_keys,
                 max_lifetime_secs: args.max_lifetime,
+                tier: args.tier,
             };
             let user = args.whom.user.as_deref();
             let stored = store.set(&mut conn, user, policy).await?;
@@ -144,6 +148,11 @@ fn write_policy(out: &mut impl Write, policy: &KeyPolicy) -> Result<(), CliError
     writeln!(out, "resources:    {}", policy.resources.join(" "))?;
     writeln!(out, "scopes:       {}", policy.scopes.join(" "))?;
     writeln!(out, "max keys:     {}", policy.max_keys)?;
+    writeln!(
+        out,
+        "tier:         {}",
+        policy.tier.as_deref().unwrap_or("none")
+    )?;
     writeln!(
         out,
         "max lifetime: {}",

@@ -47,6 +47,8 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
         "3",
         "--max-lifetime",
         "30d",
+        "--tier",
+        "free",
     ]);
     let shown = stack.keymesh(&["user", "policy", "show", "--user", "alice", "--json"]);
     let policy: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
@@ -87,6 +89,7 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
     let identity = &echo.json()["identity"];
     assert_eq!(identity["x-keymesh-subject"], "alice", "{identity}");
     assert_eq!(identity["x-keymesh-client-id"], id.as_str(), "{identity}");
+    assert_eq!(identity["x-keymesh-tier"], "free", "the policy's tier: {identity}");
     assert!(!echo.body.contains(&key));
     // Not at the API the policy did not allow.
     stack.responds_with(

@@ -55,6 +55,8 @@ pub(crate) struct KeyView {
     scopes: Vec<String>,
     created_at: u64,
     expires_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tier: Option<String>,
     /// `active` or `expired`.
     state: &'static str,
 }
@@ -71,6 +73,7 @@ impl KeyView {
             scopes: record.scopes,
             created_at: record.created_at,
             expires_at: record.expires_at,
+            tier: record.tier,
         }
     }
 }

@@ -183,7 +183,16 @@ fn create_form(page: &KeysPage<'_>, csrf: &str) -> String {
                 .max_lifetime_secs
                 .map(|max| format!(", each valid for at most {}", duration(max)))
                 .unwrap_or_default()
-        )
+        ) + &policy
+            .tier
+            .as_ref()
+            .map(|tier| {
+                format!(
+                    r#"<p>Your keys are in the rate tier <strong id="tier">{}</strong>.</p>"#,
+                    escape(tier)
+                )
+            })
+            .unwrap_or_default()
     };
     format!(
         r#"<section aria-labelledby="create-heading">
@@ -366,6 +375,7 @@ mod tests {
             scopes: vec![],
             max_keys: 1,
             max_lifetime_secs: None,
+            tier: None,
         };
         let page = KeysPage {
             user: "<alice>",
