@@ -56,7 +56,12 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
     assert_eq!(policy["max_lifetime_secs"], 30 * 86_400, "{policy}");
 
     let artifacts = workspace().join("target/test-artifacts");
-    for name in ["account-login.png", "account-new-key.png", "account-keys.png", "account-revoked.png"] {
+    for name in [
+        "account-login.png",
+        "account-new-key.png",
+        "account-keys.png",
+        "account-revoked.png",
+    ] {
         let _ = std::fs::remove_file(artifacts.join(name));
     }
     let env = |phase: &str, extra: &[(&'static str, String)]| {
@@ -89,7 +94,10 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
     let identity = &echo.json()["identity"];
     assert_eq!(identity["x-keymesh-subject"], "alice", "{identity}");
     assert_eq!(identity["x-keymesh-client-id"], id.as_str(), "{identity}");
-    assert_eq!(identity["x-keymesh-tier"], "free", "the policy's tier: {identity}");
+    assert_eq!(
+        identity["x-keymesh-tier"], "free",
+        "the policy's tier: {identity}"
+    );
     assert!(!echo.body.contains(&key));
     // Not at the API the policy did not allow.
     stack.responds_with(
@@ -114,7 +122,12 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
     );
     eventually(&stack, p.orders, &key, 401);
 
-    for name in ["account-login.png", "account-new-key.png", "account-keys.png", "account-revoked.png"] {
+    for name in [
+        "account-login.png",
+        "account-new-key.png",
+        "account-keys.png",
+        "account-revoked.png",
+    ] {
         let png = std::fs::read(artifacts.join(name)).unwrap();
         assert!(
             png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 5_000,
@@ -122,5 +135,8 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
             png.len()
         );
     }
-    println!("account page screenshots: {}/account-*.png", artifacts.display());
+    println!(
+        "account page screenshots: {}/account-*.png",
+        artifacts.display()
+    );
 }
