@@ -498,7 +498,7 @@ async fn users_never_see_or_touch_each_others_keys() {
         !page.contains(&bobs_id) && !page.contains("bob&#39;s"),
         "{page}"
     );
-    for action in ["revoke", "regenerate"] {
+    for action in ["revoke", "regenerate", "disable", "enable"] {
         let reply = alice.post(action, &[("id", &bobs_id)]).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{action}");
         assert!(new_key(&reply).is_none(), "{action}");
@@ -509,6 +509,8 @@ async fn users_never_see_or_touch_each_others_keys() {
         ("GET", one.clone()),
         ("DELETE", one.clone()),
         ("POST", format!("{one}/regenerate")),
+        ("POST", format!("{one}/disable")),
+        ("POST", format!("{one}/enable")),
     ] {
         let reply = alice.api(method, &path, Some(&csrf), None).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path}");
@@ -521,9 +523,10 @@ async fn users_never_see_or_touch_each_others_keys() {
     assert_eq!(guessed.status, StatusCode::NOT_FOUND);
     assert_eq!(guessed.body, alice.api("GET", &one, None, None).await.body);
 
-    // Bob's key is untouched: same secret, still listed.
+    // Bob's key is untouched: same secret, still listed, still active.
     let listed = bob.api("GET", API, None, None).await.json();
     assert_eq!(listed["api_keys"][0]["id"], bobs_id.as_str());
+    assert_eq!(listed["api_keys"][0]["state"], "active");
     let stored = keymesh::api_keys::ApiKeyStore::new(KeyNames::new(p))
         .get(&mut redis.conn().await, &bobs_id)
         .await
@@ -580,12 +583,77 @@ async fn the_json_api_creates_lists_regenerates_and_revokes() {
     let page = text(&alice.open().await);
     assert!(page.contains(&id) && !page.contains(&key), "{page}");
 
+    // Last used, as the filters' reports record it (to the minute), on the page and in the API.
+    redis::cmd("HSET")
+        .arg(format!("{p}apikeys:last_used"))
+        .arg(&id)
+        .arg(NOW - 60)
+        .query_async::<()>(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let one = alice
+        .api("GET", &format!("{API}/{id}"), None, None)
+        .await
+        .json();
+    assert_eq!(one["last_used_at"], NOW - 60, "{one}");
+    assert!(text(&alice.open().await).contains("2023-11-14 22:12 UTC"));
+
+    // Disable and enable, on the API and on the page.
+    let disabled = alice
+        .api("POST", &format!("{API}/{id}/disable"), Some(&csrf), None)
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK, "{}", text(&disabled));
+    assert_eq!(disabled.json()["state"], "disabled");
+    let page = alice.open().await;
+    assert!(text(&page).contains(r#"<span class="state state-disabled">disabled</span>"#));
+    let enabled = alice.post("enable", &[("id", &id)]).await;
+    assert_eq!(enabled.status, StatusCode::SEE_OTHER);
+    let listed = alice.api("GET", API, None, None).await.json();
+    assert_eq!(listed["api_keys"][0]["state"], "active", "{listed}");
+
+    // Regenerate with a grace period: the old secret is listed (by prefix) until when it works.
+    let too_long = alice
+        .api(
+            "POST",
+            &format!("{API}/{id}/regenerate"),
+            Some(&csrf),
+            Some(r#"{"grace_secs":604801}"#),
+        )
+        .await;
+    assert_eq!(
+        too_long.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        text(&too_long)
+    );
     let regenerated = alice
-        .api("POST", &format!("{API}/{id}/regenerate"), Some(&csrf), None)
+        .api(
+            "POST",
+            &format!("{API}/{id}/regenerate"),
+            Some(&csrf),
+            Some(r#"{"grace_secs":3600}"#),
+        )
         .await;
     assert_eq!(regenerated.status, StatusCode::OK, "{}", text(&regenerated));
     let new = regenerated.json()["key"].as_str().unwrap().to_owned();
     assert_ne!(new, key);
+    let listed = alice.api("GET", API, None, None).await.json();
+    let previous = &listed["api_keys"][0]["previous_secret"];
+    assert_eq!(previous["until"], NOW + 3_600, "{listed}");
+    assert_eq!(previous["prefix"], created["prefix"], "{listed}");
+    // On the page: regenerate with the grace menu, the new key shown once.
+    let page = alice
+        .post("regenerate", &[("id", &id), ("grace", "86400")])
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", text(&page));
+    let newest = new_key(&page).unwrap();
+    assert_ne!(newest, new);
+    // A day of grace, capped by the key's own expiry an hour from now.
+    assert!(
+        text(&page).contains("works until 2023-11-14 23:13 UTC"),
+        "{}",
+        text(&page)
+    );
     let malformed = alice.api("POST", API, Some(&csrf), Some("{")).await;
     assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
     assert_eq!(malformed.json()["error"], "invalid_request");

@@ -244,16 +244,68 @@ async fn the_cli_creates_lists_regenerates_and_revokes_keys() {
     assert_eq!(nobody, json!([]));
     let help = keymesh(&redis, p, &["apikey", "list", "--help"]);
     assert!(
-        String::from_utf8_lossy(&help.stdout).contains("last used is not tracked"),
-        "the help says last use is not tracked"
+        String::from_utf8_lossy(&help.stdout).contains("last used"),
+        "the help says last use is shown"
     );
+    assert!(
+        line.contains("state=active") && line.contains("last_used=never"),
+        "{line}"
+    );
+
+    // Disable and enable: the state shows in the listing; an unknown id fails.
+    let disabled = keymesh(&redis, p, &["apikey", "disable", &id]);
+    assert!(disabled.status.success(), "{}", failure(&disabled));
+    let table =
+        String::from_utf8(keymesh(&redis, p, &["apikey", "list", "--owner", "alice"]).stdout)
+            .unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("state=disabled")),
+        "{table}"
+    );
+    assert!(record(&redis, p, &id).await.unwrap().disabled);
+    assert!(keymesh(&redis, p, &["apikey", "enable", &id])
+        .status
+        .success());
+    assert!(!record(&redis, p, &id).await.unwrap().disabled);
+    assert!(failure(&keymesh(
+        &redis,
+        p,
+        &["apikey", "disable", "ak_AAAAAAAAAAAAAAAA"]
+    ))
+    .contains("no api key"));
+    assert!(failure(&keymesh(
+        &redis,
+        p,
+        &["apikey", "enable", "ak_AAAAAAAAAAAAAAAA"]
+    ))
+    .contains("no api key"));
+    // A grace period longer than 7 days is refused before anything changes.
+    let too_long = failure(&keymesh(
+        &redis,
+        p,
+        &["apikey", "regenerate", &id, "--grace", "8d"],
+    ));
+    assert!(too_long.contains("7 day"), "{too_long}");
+    assert_eq!(record(&redis, p, &id).await.unwrap().hash, hash_key(&key));
 
     // Regenerate: same id, label, rights and expiry; a new key; the old hash is gone from Redis.
     let regenerated = json_out(&keymesh(
         &redis,
         p,
-        &["apikey", "regenerate", &id, "--json"],
+        &["apikey", "regenerate", &id, "--grace", "1h", "--json"],
     ));
+    let previous_until = regenerated["previous_secret_until"].as_u64().unwrap();
+    assert!(
+        previous_until > created_at && previous_until <= created_at + 3_600 + 60,
+        "{regenerated}"
+    );
+    let in_grace = record(&redis, p, &id).await.unwrap().previous.unwrap();
+    assert_eq!(
+        (in_grace.hash, in_grace.until),
+        (hash_key(&key), previous_until)
+    );
     let new_key = regenerated["key"].as_str().unwrap().to_owned();
     assert!(is_well_formed(&new_key) && new_key != key);
     for field in [
@@ -296,7 +348,12 @@ async fn redis_holds_hashes_and_never_a_key() {
     let first = create_key(&redis, p, "alice", &[ORDERS]).await;
     let second = create_key(&redis, p, "bob", &[BILLING]).await;
     let regenerated = keymesh::api_keys::ApiKeyStore::new(keymesh::store::names::KeyNames::new(p))
-        .regenerate(&mut redis.conn().await, &second.id)
+        .regenerate(
+            &mut redis.conn().await,
+            &second.id,
+            keymesh::api_keys::Grace::NONE,
+            NOW,
+        )
         .await
         .unwrap()
         .unwrap();

@@ -89,7 +89,12 @@ async fn deltas_carry_exactly_the_changes_and_old_versions_get_the_full_bundle()
 
     // A regeneration: one version, the old hash deleted and the new entry put.
     let regenerated = store(p)
-        .regenerate(&mut redis.conn().await, &keys[1].id)
+        .regenerate(
+            &mut redis.conn().await,
+            &keys[1].id,
+            keymesh::api_keys::Grace::NONE,
+            NOW,
+        )
         .await
         .unwrap()
         .unwrap();

@@ -31,6 +31,7 @@ mod strict_json;
 pub mod tier;
 pub mod token_cache;
 pub mod token_type;
+pub mod usage;
 pub mod verdict;
 
 /// The bundle wire types under their earlier path (the sidecar imports them from here).

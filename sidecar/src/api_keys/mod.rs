@@ -5,9 +5,13 @@
 //! Records live under `{prefix}apikey:{id}`, and `{prefix}apikeys:owner:{owner}` indexes them by owner.
 //!
 //! Every write is one Lua script that also bumps the version, logs the change and publishes it (see
-//! [`crate::store::commit`]), so the mirrors and the filters see it atomically. Revocation and regeneration are
-//! compare-and-swap on the whole record: a concurrent change makes the script do nothing, and the operation
-//! re-reads and tries again.
+//! [`crate::store::commit`]), so the mirrors and the filters see it atomically. Revocation, disabling, enabling
+//! and regeneration are compare-and-swap on the whole record: a concurrent change makes the script do nothing,
+//! and the operation re-reads and tries again.
+//!
+//! The lifecycle ([`ApiKeyStore::disable`], [`ApiKeyStore::enable`], [`ApiKeyStore::regenerate`] with a grace
+//! period) is in `lifecycle`; when keys were last used ([`ApiKeyStore::record_uses`], [`ApiKeyStore::last_used`],
+//! [`ApiKeyStore::list_info`]) in `usage`.
 
 use std::sync::LazyLock;
 
@@ -22,13 +26,20 @@ use crate::store::names::KeyNames;
 use crate::support::dedup;
 use crate::support::syntax;
 
+mod lifecycle;
 pub mod owned;
 pub mod policy;
 mod records;
+mod usage;
 
+pub use lifecycle::{Grace, MAX_GRACE_SECS};
 pub use owned::{UserKeyError, UserKeyRequest, UserKeys};
 pub use policy::{KeyPolicy, PolicyDenied, PolicySource, PolicyStore};
-pub use records::{ApiKeyInfo, ApiKeyRecord, IssuedApiKey, NewApiKey};
+pub use records::{
+    ApiKeyInfo, ApiKeyRecord, ApiKeyState, IssuedApiKey, NewApiKey, PreviousSecret,
+    PreviousSecretInfo,
+};
+pub use usage::{minute_of, UsageMinutes};
 
 /// Longest lifetime a key may be given: ten years.
 pub const MAX_EXPIRES_IN_SECS: u64 = 3_650 * 86_400;
@@ -58,6 +69,9 @@ pub enum ApiKeyError {
     /// The lifetime is zero or longer than [`MAX_EXPIRES_IN_SECS`].
     #[error("invalid expiry: must be between 1 second and {MAX_EXPIRES_IN_SECS} seconds")]
     InvalidExpiry,
+    /// The grace period is longer than [`MAX_GRACE_SECS`].
+    #[error("invalid grace period: at most {MAX_GRACE_SECS} seconds (7 days)")]
+    InvalidGrace,
     /// The tier is not a tier name ([`keymesh_core::tier::is_tier`]).
     #[error("invalid tier {0:?}: use 1 to {max} ASCII letters, digits, '-', '_' or '.'", max = keymesh_core::tier::MAX_TIER_LEN)]
     InvalidTier(String),
@@ -98,6 +112,7 @@ impl ApiKeyError {
                 | Self::InvalidScope(_)
                 | Self::InvalidExpiry
                 | Self::InvalidTier(_)
+                | Self::InvalidGrace
         )
     }
 }
@@ -115,30 +130,21 @@ log_change(version, 'kind', 'apikey_put', 'data', ARGV[5])
 return version
 ";
 
-/// `KEYS[3]` = record, `KEYS[4]` = owner index; `ARGV[3]` = the record as read, `ARGV[4]` = id, `ARGV[5]` = hash.
+/// `KEYS[3]` = record, `KEYS[4]` = owner index, `KEYS[5]` = last-used hash; `ARGV[3]` = the record as read,
+/// `ARGV[4]` = id, `ARGV[5]` = the JSON array of every hash the key has (its secret and one in grace).
 /// Returns the version, or 0 if the record is no longer the one read.
 const REVOKE: &str = r"
 if redis.call('GET', KEYS[3]) ~= ARGV[3] then return 0 end
 local version = begin_change()
 redis.call('DEL', KEYS[3])
 redis.call('SREM', KEYS[4], ARGV[4])
-log_change(version, 'kind', 'apikey_delete', 'hash', ARGV[5])
-return version
-";
-
-/// `KEYS[3]` = record; `ARGV[3]` = the record as read, `ARGV[4]` = the new record, `ARGV[5]` = the old hash,
-/// `ARGV[6]` = the new entry JSON. Returns the version, or 0 if the record is no longer the one read.
-const REGENERATE: &str = r"
-if redis.call('GET', KEYS[3]) ~= ARGV[3] then return 0 end
-local version = begin_change()
-redis.call('SET', KEYS[3], ARGV[4])
-log_change(version, 'kind', 'apikey_regenerate', 'hash', ARGV[5], 'data', ARGV[6])
+redis.call('HDEL', KEYS[5], ARGV[4])
+log_change(version, 'kind', 'apikey_update', 'delete', ARGV[5], 'put', '[]')
 return version
 ";
 
 static CREATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(CREATE));
 static REVOKE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(REVOKE));
-static REGENERATE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| commit::script(REGENERATE));
 
 /// API key records in Redis under one key prefix.
 #[derive(Debug, Clone)]
@@ -218,6 +224,8 @@ impl ApiKeyStore {
                 created_at: now,
                 expires_at,
                 tier: new.tier.clone(),
+                disabled: false,
+                previous: None,
             };
             let mut invocation = commit::invocation(&CREATE_SCRIPT, &self.names);
             invocation
@@ -293,7 +301,8 @@ impl ApiKeyStore {
         Ok(records)
     }
 
-    /// Revokes a key: the record is deleted and the key stops working everywhere. Returns whether it existed.
+    /// Revokes a key: the record is deleted and the key stops working everywhere, with its old secret if one is
+    /// in a grace period. Returns whether it existed.
     pub async fn revoke<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
@@ -307,44 +316,13 @@ impl ApiKeyStore {
             invocation
                 .key(self.names.api_key(id))
                 .key(self.names.api_keys_of_owner(&record.owner))
+                .key(self.names.api_keys_last_used())
                 .arg(raw)
                 .arg(id)
-                .arg(&record.hash);
+                .arg(encode(&record.hashes())?);
             let version: u64 = invocation.invoke_async(conn).await?;
             if version != 0 {
                 return Ok(true);
-            }
-        }
-        Err(ApiKeyError::Conflict(id.to_owned()))
-    }
-
-    /// Gives a key a new secret, keeping its id, owner, label, rights and expiry: the old key stops working at the
-    /// version the new one starts. Returns the new key, or `None` if there is no key with this id.
-    pub async fn regenerate<C: ConnectionLike + Send>(
-        &self,
-        conn: &mut C,
-        id: &str,
-    ) -> Result<Option<IssuedApiKey>, ApiKeyError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let Some((raw, old)) = self.get_raw(conn, id).await? else {
-                return Ok(None);
-            };
-            let key = generate_key();
-            let record = ApiKeyRecord {
-                hash: apikey::hash_key(&key),
-                prefix: apikey::public_prefix(&key),
-                ..old.clone()
-            };
-            let mut invocation = commit::invocation(&REGENERATE_SCRIPT, &self.names);
-            invocation
-                .key(self.names.api_key(id))
-                .arg(raw)
-                .arg(encode(&record)?)
-                .arg(&old.hash)
-                .arg(encode(&record.to_dto())?);
-            let version: u64 = invocation.invoke_async(conn).await?;
-            if version != 0 {
-                return Ok(Some(IssuedApiKey::new(key, record)));
             }
         }
         Err(ApiKeyError::Conflict(id.to_owned()))

@@ -7,7 +7,7 @@
 use redis::aio::ConnectionLike;
 
 use super::policy::{KeyPolicy, PolicyDenied, PolicyError, PolicySource, PolicyStore};
-use super::{ApiKeyError, ApiKeyRecord, ApiKeyStore, IssuedApiKey, NewApiKey};
+use super::{ApiKeyError, ApiKeyInfo, ApiKeyRecord, ApiKeyStore, Grace, IssuedApiKey, NewApiKey};
 use crate::store::names::KeyNames;
 
 /// A key a user asks for.
@@ -85,13 +85,27 @@ impl UserKeys {
         Ok(self.policies.effective(conn, user).await?)
     }
 
-    /// The user's keys, oldest first.
+    /// The user's keys as listings show them at `now` (state, last use, a secret in grace), oldest first.
     pub async fn list<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
         user: &str,
-    ) -> Result<Vec<ApiKeyRecord>, UserKeyError> {
-        Ok(self.keys.list(conn, user).await?)
+        now: u64,
+    ) -> Result<Vec<ApiKeyInfo>, UserKeyError> {
+        Ok(self.keys.list_info(conn, user, now).await?)
+    }
+
+    /// The user's key with this id as listings show it at `now`.
+    pub async fn info<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        user: &str,
+        id: &str,
+        now: u64,
+    ) -> Result<ApiKeyInfo, UserKeyError> {
+        let record = self.get(conn, user, id).await?;
+        let last_used = self.keys.last_used(conn, &[id]).await?.remove(id);
+        Ok(ApiKeyInfo::new(record, now, last_used))
     }
 
     /// Creates a key for `user` within the policy; returns it with the secret (the only time it is available).
@@ -146,19 +160,52 @@ impl UserKeys {
         Ok(())
     }
 
-    /// Gives the user's key a new secret, if the policy still allows the key as it is.
-    pub async fn regenerate<C: ConnectionLike + Send>(
+    /// Disables the user's key: every proxy refuses it until it is enabled again.
+    pub async fn disable<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        user: &str,
+        id: &str,
+    ) -> Result<ApiKeyRecord, UserKeyError> {
+        self.get(conn, user, id).await?;
+        self.keys
+            .disable(conn, id)
+            .await?
+            .ok_or(UserKeyError::NotFound)
+    }
+
+    /// Enables the user's disabled key. Enabling restores rights the operator granted before, so it is allowed
+    /// whatever the policy says now; the key keeps its expiry.
+    pub async fn enable<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
         user: &str,
         id: &str,
         now: u64,
+    ) -> Result<ApiKeyRecord, UserKeyError> {
+        self.get(conn, user, id).await?;
+        self.keys
+            .enable(conn, id, now)
+            .await?
+            .ok_or(UserKeyError::NotFound)
+    }
+
+    /// Gives the user's key a new secret, if the policy still allows the key as it is; the old secret keeps working
+    /// for `grace_secs` (0 to [`super::MAX_GRACE_SECS`]).
+    pub async fn regenerate<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        user: &str,
+        id: &str,
+        grace_secs: u64,
+        now: u64,
     ) -> Result<IssuedApiKey, UserKeyError> {
+        let grace = Grace::from_secs(grace_secs)?;
         let record = self.get(conn, user, id).await?;
         let (policy, _) = self.policies.effective(conn, user).await?;
         policy.admit_existing(&record, now)?;
         self.keys
-            .regenerate(conn, id)
+            .regenerate(conn, id, grace, now)
             .await?
             .ok_or(UserKeyError::NotFound)
     }

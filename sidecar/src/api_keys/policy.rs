@@ -383,6 +383,8 @@ mod tests {
             created_at: 0,
             expires_at: Some(100_000),
             tier: None,
+            disabled: false,
+            previous: None,
         };
         let p = policy();
         assert_eq!(p.admit_existing(&record, 20_000), Ok(()));

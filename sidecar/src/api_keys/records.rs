@@ -29,10 +29,92 @@ pub struct ApiKeyRecord {
     /// The operator-set rate tier, forwarded upstream as `x-keymesh-tier`; `None` forwards none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<String>,
+    /// A disabled key is kept and listed but not delivered to the filters, so every proxy refuses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// The secret the key had before its last regeneration, still accepted until its grace period ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousSecret>,
+}
+
+/// A replaced secret in its grace period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    /// [`keymesh_core::apikey::hash_key`] of the old key.
+    pub hash: String,
+    /// Its public prefix, to tell which secret a client still uses.
+    pub prefix: String,
+    /// When it stops working (seconds since the Unix epoch), at the latest when the key itself expires.
+    pub until: u64,
+}
+
+/// What a key is now, as listings show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiKeyState {
+    /// Accepted at every proxy.
+    Active,
+    /// Kept, but refused everywhere until enabled.
+    Disabled,
+    /// Past its expiry: refused everywhere.
+    Expired,
+}
+
+impl ApiKeyState {
+    /// The lower-case name listings print.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+            Self::Expired => "expired",
+        }
+    }
 }
 
 impl ApiKeyRecord {
-    /// The entry the filters receive in the bundle.
+    /// The state at `now`.
+    pub fn state(&self, now: u64) -> ApiKeyState {
+        if self.disabled {
+            ApiKeyState::Disabled
+        } else if self.expires_at.is_some_and(|at| now >= at) {
+            ApiKeyState::Expired
+        } else {
+            ApiKeyState::Active
+        }
+    }
+
+    /// The old secret if it is still in its grace period at `now`.
+    pub fn previous_in_grace(&self, now: u64) -> Option<&PreviousSecret> {
+        self.previous
+            .as_ref()
+            .filter(|previous| previous.until > now)
+    }
+
+    /// Every hash the filters may hold an entry for: the current secret's and the old one's, if any (for
+    /// deleting them all).
+    pub fn hashes(&self) -> Vec<String> {
+        std::iter::once(self.hash.clone())
+            .chain(self.previous.as_ref().map(|previous| previous.hash.clone()))
+            .collect()
+    }
+
+    /// The entries the filters receive for this key at `now`: none while disabled; else the current secret's,
+    /// and the old secret's while in grace (same id and rights, `expires_at` = the end of the grace period, so
+    /// every proxy refuses it from then on without a further change).
+    pub fn bundle_entries(&self, now: u64) -> Vec<ApiKeyDto> {
+        if self.disabled {
+            return vec![];
+        }
+        let current = self.to_dto();
+        let previous = self.previous_in_grace(now).map(|previous| ApiKeyDto {
+            hash: previous.hash.clone(),
+            expires_at: Some(i64::try_from(previous.until).unwrap_or(i64::MAX)),
+            ..current.clone()
+        });
+        std::iter::once(current).chain(previous).collect()
+    }
+
+    /// The entry of the current secret, as the filters receive it in the bundle.
     pub fn to_dto(&self) -> ApiKeyDto {
         ApiKeyDto {
             hash: self.hash.clone(),
@@ -86,11 +168,55 @@ pub struct ApiKeyInfo {
     pub expires_at: Option<u64>,
     /// The rate tier; `None` has none.
     pub tier: Option<String>,
+    /// `active`, `disabled` or `expired`.
+    pub state: ApiKeyState,
+    /// When the key was last used, to the minute (seconds since the Unix epoch); `None` if never seen.
+    pub last_used_at: Option<u64>,
+    /// While the secret replaced by the last regeneration still works: its public prefix and until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret: Option<PreviousSecretInfo>,
+}
+
+/// A replaced secret still in its grace period, as listings show it (never its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreviousSecretInfo {
+    /// The old key's public prefix.
+    pub prefix: String,
+    /// When it stops working.
+    pub until: u64,
+}
+
+impl ApiKeyInfo {
+    /// What a listing shows of `record` at `now`, last used at `last_used_at`.
+    pub fn new(record: ApiKeyRecord, now: u64, last_used_at: Option<u64>) -> Self {
+        let state = record.state(now);
+        let previous_secret = record
+            .previous_in_grace(now)
+            .filter(|_| state == ApiKeyState::Active)
+            .map(|previous| PreviousSecretInfo {
+                prefix: previous.prefix.clone(),
+                until: previous.until,
+            });
+        Self {
+            state,
+            last_used_at,
+            previous_secret,
+            ..Self::from(record)
+        }
+    }
 }
 
 impl From<ApiKeyRecord> for ApiKeyInfo {
+    /// The listing entry without a clock: `state` says only whether it is disabled, and no use is known.
     fn from(record: ApiKeyRecord) -> Self {
         Self {
+            state: if record.disabled {
+                ApiKeyState::Disabled
+            } else {
+                ApiKeyState::Active
+            },
+            last_used_at: None,
+            previous_secret: None,
             id: record.id,
             owner: record.owner,
             label: record.label,
@@ -144,6 +270,9 @@ pub struct IssuedApiKey {
     pub expires_at: Option<u64>,
     /// The rate tier; `None` has none.
     pub tier: Option<String>,
+    /// After a regeneration with a grace period: when the replaced secret stops working.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_until: Option<u64>,
 }
 
 impl IssuedApiKey {
@@ -159,6 +288,7 @@ impl IssuedApiKey {
             created_at: record.created_at,
             expires_at: record.expires_at,
             tier: record.tier,
+            previous_secret_until: record.previous.map(|previous| previous.until),
         }
     }
 }
@@ -191,6 +321,7 @@ mod tests {
             created_at: 1,
             expires_at: Some(u64::MAX),
             tier: Some("pro".into()),
+            ..ApiKeyRecord::default()
         };
         let dto = record.to_dto();
         assert_eq!(
@@ -215,6 +346,40 @@ mod tests {
     }
 
     #[test]
+    fn bundle_entries_follow_the_state_and_the_grace_period() {
+        let record = ApiKeyRecord {
+            id: "ak_x".into(),
+            hash: "new".into(),
+            expires_at: Some(5_000),
+            previous: Some(PreviousSecret {
+                hash: "old".into(),
+                prefix: "km_old".into(),
+                until: 2_000,
+            }),
+            ..ApiKeyRecord::default()
+        };
+        let entries = record.bundle_entries(1_000);
+        let hashes: Vec<(&str, Option<i64>)> = entries
+            .iter()
+            .map(|e| (e.hash.as_str(), e.expires_at))
+            .collect();
+        assert_eq!(hashes, [("new", Some(5_000)), ("old", Some(2_000))]);
+        assert!(entries.iter().all(|e| e.id == "ak_x"));
+        assert_eq!(record.bundle_entries(2_000).len(), 1, "grace over");
+        assert_eq!(record.hashes(), ["new", "old"]);
+        let disabled = ApiKeyRecord {
+            disabled: true,
+            ..record.clone()
+        };
+        assert!(disabled.bundle_entries(1_000).is_empty());
+        assert_eq!(disabled.state(1_000), ApiKeyState::Disabled);
+        assert_eq!(record.state(5_000), ApiKeyState::Expired);
+        let info = ApiKeyInfo::new(record, 1_000, Some(960));
+        assert_eq!(info.last_used_at, Some(960));
+        assert_eq!(info.previous_secret.map(|p| p.until), Some(2_000));
+    }
+
+    #[test]
     fn debug_output_never_shows_the_key() {
         let issued = IssuedApiKey {
             id: "ak_x".into(),
@@ -227,6 +392,7 @@ mod tests {
             created_at: 0,
             expires_at: None,
             tier: None,
+            previous_secret_until: None,
         };
         assert!(!format!("{issued:?}").contains("km_secret"));
     }

@@ -1,11 +1,11 @@
-//! `keymesh apikey {create,list,revoke,regenerate}`: API keys from the command line.
+//! `keymesh apikey {create,list,revoke,disable,enable,regenerate}`: API keys from the command line.
 
 use std::io::Write;
 
 use clap::{Args, Subcommand};
 
 use super::{connect, CliError};
-use crate::api_keys::{ApiKeyInfo, ApiKeyStore, IssuedApiKey, NewApiKey};
+use crate::api_keys::{ApiKeyInfo, ApiKeyStore, Grace, IssuedApiKey, NewApiKey, MAX_GRACE_SECS};
 use crate::config::Config;
 use crate::store::names::KeyNames;
 use crate::support::clock::{format_utc, Clock};
@@ -17,14 +17,15 @@ pub enum ApiKeyCommand {
     Create(CreateApiKeyArgs),
     /// List an owner's API keys (never a key or its hash).
     ///
-    /// Shows each key's id, label, prefix, resources, scopes, creation and expiry, oldest first. When a key was
-    /// last used is not tracked.
+    /// Shows each key's id, label, prefix, resources, scopes, tier, state (active, disabled or expired), when it
+    /// was last used (to the minute, as reported by the proxies), creation and expiry, oldest first.
     List {
         /// The owner (subject) whose keys to list.
         #[arg(long, value_name = "SUBJECT")]
         owner: String,
         /// Print JSON: an array of `{"id", "owner", "label", "prefix", "resources", "scopes", "created_at",
-        /// "expires_at"}`.
+        /// "expires_at", "tier", "state", "last_used_at"}`, plus `"previous_secret": {"prefix", "until"}` while a
+        /// replaced secret is in its grace period.
         #[arg(long)]
         json: bool,
     },
@@ -35,14 +36,30 @@ pub enum ApiKeyCommand {
         /// The key's id (`ak_…`).
         id: String,
     },
+    /// Disable an API key without deleting it: every proxy refuses it until it is enabled.
+    ///
+    /// A replaced secret still in its grace period stops working too, for good. Fails if there is no such key.
+    Disable {
+        /// The key's id (`ak_…`).
+        id: String,
+    },
+    /// Enable a disabled API key: every proxy accepts it again within moments. Fails if there is no such key.
+    Enable {
+        /// The key's id (`ak_…`).
+        id: String,
+    },
     /// Give an API key a new secret and print it (the only time it is shown).
     ///
-    /// The id, owner, label, rights and expiry stay; the old key stops working at the moment the new one starts.
-    /// Fails if there is no such key.
+    /// The id, owner, label, rights, tier and expiry stay. Without `--grace` the old secret stops working at the
+    /// moment the new one starts; with it, both work until the grace period ends, then every proxy refuses the old
+    /// one. Fails if there is no such key.
     Regenerate {
         /// The key's id (`ak_…`).
         id: String,
-        /// Print JSON, as `create --json` does.
+        /// How long the old secret keeps working, such as `1h` or `2d` (at most `7d`; default: not at all).
+        #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
+        grace: Option<u64>,
+        /// Print JSON, as `create --json` does, plus `previous_secret_until` with a grace period.
         #[arg(long)]
         json: bool,
     },
@@ -101,6 +118,19 @@ pub fn parse_duration(value: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses a grace period: a duration (as [`parse_duration`]) or `0`, at most 7 days.
+pub fn parse_grace(value: &str) -> Result<u64, String> {
+    let secs = if value.trim() == "0" {
+        0
+    } else {
+        parse_duration(value)?
+    };
+    if secs > MAX_GRACE_SECS {
+        return Err(format!("{value:?} is longer than the 7 day maximum"));
+    }
+    Ok(secs)
+}
+
 /// Runs an `apikey` subcommand against the configured Redis, writing its output to `out`.
 pub async fn run_apikey(
     config: &Config,
@@ -124,12 +154,8 @@ pub async fn run_apikey(
             write_issued(out, &issued, args.json)?;
         }
         ApiKeyCommand::List { owner, json } => {
-            let keys: Vec<ApiKeyInfo> = store
-                .list(&mut conn, &owner)
-                .await?
-                .into_iter()
-                .map(ApiKeyInfo::from)
-                .collect();
+            let keys: Vec<ApiKeyInfo> =
+                store.list_info(&mut conn, &owner, clock.now_secs()).await?;
             if json {
                 serde_json::to_writer(&mut *out, &keys)?;
                 writeln!(out)?;
@@ -137,15 +163,22 @@ pub async fn run_apikey(
                 for key in &keys {
                     writeln!(
                         out,
-                        "{}\tlabel={}\tprefix={}\tresources={}\tscopes={}\ttier={}\tcreated={}\texpires={}",
+                        "{}\tlabel={}\tprefix={}\tresources={}\tscopes={}\ttier={}\tstate={}\tlast_used={}\tcreated={}\texpires={}{}",
                         key.id,
                         key.label,
                         key.prefix,
                         key.resources.join(","),
                         key.scopes.join(","),
                         key.tier.as_deref().unwrap_or("-"),
+                        key.state.as_str(),
+                        key.last_used_at.map_or("never".to_owned(), format_utc),
                         format_utc(key.created_at),
                         key.expires_at.map_or("never".to_owned(), format_utc),
+                        key.previous_secret.as_ref().map_or(String::new(), |previous| format!(
+                            "\tprevious={} until {}",
+                            previous.prefix,
+                            format_utc(previous.until)
+                        )),
                     )?;
                 }
             }
@@ -156,9 +189,24 @@ pub async fn run_apikey(
             }
             writeln!(out, "revoked api key {id}")?;
         }
-        ApiKeyCommand::Regenerate { id, json } => {
+        ApiKeyCommand::Disable { id } => {
+            store
+                .disable(&mut conn, &id)
+                .await?
+                .ok_or_else(|| CliError::ApiKeyNotFound(id.clone()))?;
+            writeln!(out, "disabled api key {id}")?;
+        }
+        ApiKeyCommand::Enable { id } => {
+            store
+                .enable(&mut conn, &id, clock.now_secs())
+                .await?
+                .ok_or_else(|| CliError::ApiKeyNotFound(id.clone()))?;
+            writeln!(out, "enabled api key {id}")?;
+        }
+        ApiKeyCommand::Regenerate { id, grace, json } => {
+            let grace = Grace::from_secs(grace.unwrap_or(0))?;
             let issued = store
-                .regenerate(&mut conn, &id)
+                .regenerate(&mut conn, &id, grace, clock.now_secs())
                 .await?
                 .ok_or(CliError::ApiKeyNotFound(id))?;
             write_issued(out, &issued, json)?;
@@ -187,6 +235,9 @@ fn write_issued(out: &mut impl Write, issued: &IssuedApiKey, json: bool) -> Resu
         "expires:   {}",
         issued.expires_at.map_or("never".to_owned(), format_utc)
     )?;
+    if let Some(until) = issued.previous_secret_until {
+        writeln!(out, "previous:  works until {}", format_utc(until))?;
+    }
     writeln!(
         out,
         "The key is stored only hashed and will not be shown again."

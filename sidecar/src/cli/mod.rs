@@ -25,7 +25,7 @@ mod key;
 mod user;
 mod user_policy;
 
-pub use apikey::{parse_duration, run_apikey, ApiKeyCommand, CreateApiKeyArgs};
+pub use apikey::{parse_duration, parse_grace, run_apikey, ApiKeyCommand, CreateApiKeyArgs};
 pub use health::{run_health, HealthArgs, HealthError};
 pub use issuer::{run_issuer, AddIssuerArgs, IssuerCommand, IssuerCommandError};
 pub use key::{run_key, KeyCommand, KeyCommandError, RotateArgs};

@@ -26,6 +26,8 @@ const TOKEN_BODY_LIMIT: usize = 16 * 1024;
 /// Admin requests carry one small JSON object.
 const ADMIN_BODY_LIMIT: usize = 16 * 1024;
 const REFETCH_BODY_LIMIT: usize = 1024;
+/// A usage report names at most a few thousand key ids (the filters' bound), about 40 bytes each.
+const USAGE_BODY_LIMIT: usize = 512 * 1024;
 
 /// The sidecar's HTTP API.
 pub fn app(state: AppState) -> Router {
@@ -74,6 +76,10 @@ pub fn app(state: AppState) -> Router {
             "/v1/issuers/refetch",
             post(keys::refetch::refetch).layer(DefaultBodyLimit::max(REFETCH_BODY_LIMIT)),
         )
+        .route(
+            "/v1/usage",
+            post(keys::usage::report).layer(DefaultBodyLimit::max(USAGE_BODY_LIMIT)),
+        )
         .route("/healthz", get(ops::health::healthz))
         .route("/livez", get(ops::health::livez))
         .route("/v1/status", get(ops::status::status))
@@ -87,7 +93,15 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/apikeys/{id}", delete(admin::api_keys::revoke))
         .route(
             "/v1/admin/apikeys/{id}/regenerate",
-            post(admin::api_keys::regenerate),
+            post(admin::api_keys::regenerate).layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/admin/apikeys/{id}/disable",
+            post(admin::api_keys::disable),
+        )
+        .route(
+            "/v1/admin/apikeys/{id}/enable",
+            post(admin::api_keys::enable),
         )
         .route(
             account::ACCOUNT_PATH,
@@ -107,7 +121,15 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/v1/account/api-keys/{id}/regenerate",
-            post(account::api::regenerate),
+            post(account::api::regenerate).layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/account/api-keys/{id}/disable",
+            post(account::api::disable),
+        )
+        .route(
+            "/v1/account/api-keys/{id}/enable",
+            post(account::api::enable),
         )
         .with_state(state)
 }

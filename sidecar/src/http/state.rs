@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, OnceCell};
 
-use crate::api_keys::ApiKeyStore;
+use crate::api_keys::{ApiKeyStore, UsageMinutes};
 use crate::background::issuer_refresh::RefetchRequests;
 use crate::background::{StartError, TaskHandle};
 use crate::config::Config;
@@ -45,6 +45,8 @@ struct Inner {
     names: KeyNames,
     clients: ClientStore,
     api_keys: ApiKeyStore,
+    /// Which keys' last use this sidecar has recorded for the current minute.
+    usage_minutes: UsageMinutes,
     redis: RedisTarget,
     /// Created on first use so the sidecar can start (and report 503) while Redis is still down; afterwards the
     /// connection reconnects by itself.
@@ -88,6 +90,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 clients: ClientStore::new(names.clone()),
                 api_keys: ApiKeyStore::new(names.clone()),
+                usage_minutes: UsageMinutes::default(),
                 config,
                 names,
                 redis,
@@ -144,6 +147,11 @@ impl AppState {
     /// The API key records.
     pub fn api_keys(&self) -> &ApiKeyStore {
         &self.inner.api_keys
+    }
+
+    /// Which keys' last use this sidecar has recorded for the current minute.
+    pub fn usage_minutes(&self) -> &UsageMinutes {
+        &self.inner.usage_minutes
     }
 
     /// Ends every held long poll (with `304`) and makes new ones answer at once. Call it when graceful shutdown

@@ -323,11 +323,14 @@ impl MirrorTask {
                 .query_async(conn)
                 .await?;
             let start = start.unwrap_or(0);
+            // Disabled keys have no entries; a secret in its grace period has its own.
+            let now = self.clock.now_secs();
             let mut keys: HashMap<String, ApiKeyDto> = store
                 .scan_all(conn)
                 .await?
                 .iter()
-                .map(|record| (record.hash.clone(), record.to_dto()))
+                .flat_map(|record| record.bundle_entries(now))
+                .map(|entry| (entry.hash.clone(), entry))
                 .collect();
             let mut revoked =
                 revocation::scan_revoked(conn, &self.names, self.clock.now_secs()).await?;

@@ -18,6 +18,7 @@
 //! | `apikey_put` | `data` (an [`ApiKeyDto`] as JSON) | an API key was created |
 //! | `apikey_delete` | `hash` | the API key with this hash was revoked |
 //! | `apikey_regenerate` | `hash` (the old one), `data` (the new entry) | the old hash stops working as the new one starts |
+//! | `apikey_update` | `delete` (JSON array of hashes), `put` (JSON array of [`ApiKeyDto`]) | a key was disabled, enabled, regenerated with a grace period, or revoked while an old secret was in grace |
 //! | `keys` | `kid` | the signing key set changed (readers reload it: it is small) |
 //! | `token_revoke` | `jti`, `exp` | the access token with this `jti` (valid until `exp`) was revoked |
 //! | `issuers` | `issuer` | an external provider was added, removed, or its keys changed (readers reload them) |
@@ -83,6 +84,9 @@ pub enum ChangeKind {
     ApiKeyDelete,
     /// An API key got a new secret: its old hash was deleted and the new entry put.
     ApiKeyRegenerate,
+    /// An API key's entries changed in another way (disabled, enabled, regenerated with a grace period): the
+    /// listed hashes were deleted, then the listed entries put.
+    ApiKeyUpdate,
     /// The signing key set changed.
     Keys,
     /// An access token was revoked.
@@ -98,6 +102,7 @@ impl ChangeKind {
             Self::ApiKeyPut => "apikey_put",
             Self::ApiKeyDelete => "apikey_delete",
             Self::ApiKeyRegenerate => "apikey_regenerate",
+            Self::ApiKeyUpdate => "apikey_update",
             Self::Keys => "keys",
             Self::TokenRevoke => "token_revoke",
             Self::Issuers => "issuers",
@@ -109,6 +114,7 @@ impl ChangeKind {
             Self::ApiKeyPut,
             Self::ApiKeyDelete,
             Self::ApiKeyRegenerate,
+            Self::ApiKeyUpdate,
             Self::Keys,
             Self::TokenRevoke,
             Self::Issuers,
@@ -206,6 +212,13 @@ pub fn parse_entry(id: &str, fields: &[String]) -> Result<Change, EntryError> {
             vec![entry(required("data")?)?],
             vec![required("hash")?.to_owned()],
         ),
+        ChangeKind::ApiKeyUpdate => {
+            let put = serde_json::from_str::<Vec<ApiKeyDto>>(required("put")?)
+                .map_err(|source| EntryError::BadData { version, source })?;
+            let delete = serde_json::from_str::<Vec<String>>(required("delete")?)
+                .map_err(|source| EntryError::BadData { version, source })?;
+            (put, delete)
+        }
         ChangeKind::Keys | ChangeKind::Issuers => (vec![], vec![]),
         ChangeKind::TokenRevoke => {
             let jti = required("jti")?.to_owned();
@@ -254,6 +267,21 @@ mod tests {
         .unwrap();
         assert_eq!(regenerate.delete, ["h1"]);
         assert_eq!(regenerate.put[0].hash, "h2");
+        let update = parse_entry(
+            "9-0",
+            &fields(&[
+                "kind",
+                "apikey_update",
+                "delete",
+                r#"["h0","h1"]"#,
+                "put",
+                &format!("[{DTO}]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(update.kind, ChangeKind::ApiKeyUpdate);
+        assert_eq!(update.delete, ["h0", "h1"]);
+        assert_eq!(update.put[0].hash, "h2");
         let keys = parse_entry("10-0", &fields(&["kind", "keys", "kid", "abc"])).unwrap();
         assert_eq!(keys.kind, ChangeKind::Keys);
         let issuers = parse_entry(
@@ -303,6 +331,17 @@ mod tests {
         ));
         assert!(matches!(
             parse_entry("7-0", &fields(&["kind", "apikey_put", "data", "{}"])),
+            Err(EntryError::BadData { .. })
+        ));
+        assert!(matches!(
+            parse_entry("7-0", &fields(&["kind", "apikey_update", "delete", "[]"])),
+            Err(EntryError::MissingField { field: "put", .. })
+        ));
+        assert!(matches!(
+            parse_entry(
+                "7-0",
+                &fields(&["kind", "apikey_update", "delete", "h1", "put", "[]"])
+            ),
             Err(EntryError::BadData { .. })
         ));
         assert!(matches!(

@@ -92,6 +92,11 @@ impl KeyNames {
         format!("{}apikeys:owner:{owner}", self.prefix)
     }
 
+    /// Hash of when each API key was last used: id → seconds since the Unix epoch, to the minute.
+    pub fn api_keys_last_used(&self) -> String {
+        format!("{}apikeys:last_used", self.prefix)
+    }
+
     /// Key of one OAuth client's record.
     pub fn client(&self, client_id: &str) -> String {
         format!("{}client:{client_id}", self.prefix)

@@ -22,7 +22,7 @@ use super::api_error::AccountApiError;
 use super::session::{self, CSRF_HEADER};
 use super::ACCOUNT_SCOPE;
 use crate::api_keys::owned::UserKeyRequest;
-use crate::api_keys::{ApiKeyRecord, IssuedApiKey, KeyPolicy, UserKeys};
+use crate::api_keys::{ApiKeyInfo, IssuedApiKey, KeyPolicy, UserKeys};
 use crate::http::state::AppState;
 use crate::oauth::{access_token, revocation};
 
@@ -45,44 +45,19 @@ struct CreateRequest {
     expires_in_secs: Option<u64>,
 }
 
-/// A key as the account API lists it: never the key or its hash.
-#[derive(Serialize)]
-pub(crate) struct KeyView {
-    id: String,
-    label: String,
-    prefix: String,
-    resources: Vec<String>,
-    scopes: Vec<String>,
-    created_at: u64,
-    expires_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tier: Option<String>,
-    /// `active` or `expired`.
-    state: &'static str,
-}
-
-impl KeyView {
-    fn new(record: ApiKeyRecord, now: u64) -> Self {
-        let expired = record.expires_at.is_some_and(|at| at <= now);
-        Self {
-            state: if expired { "expired" } else { "active" },
-            id: record.id,
-            label: record.label,
-            prefix: record.prefix,
-            resources: record.resources,
-            scopes: record.scopes,
-            created_at: record.created_at,
-            expires_at: record.expires_at,
-            tier: record.tier,
-        }
-    }
+/// Body of `POST /v1/account/api-keys/{id}/regenerate` (optional).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegenerateRequest {
+    #[serde(default)]
+    grace_secs: u64,
 }
 
 /// Response of `GET /v1/account/api-keys`.
 #[derive(Serialize)]
 struct ListResponse {
     user: String,
-    api_keys: Vec<KeyView>,
+    api_keys: Vec<ApiKeyInfo>,
     policy: KeyPolicy,
     #[serde(skip_serializing_if = "Option::is_none")]
     csrf_token: Option<String>,
@@ -98,13 +73,9 @@ pub(crate) async fn list(
     let service = UserKeys::new(state.names().clone());
     let mut conn = redis(&state).await?;
     let (policy, _) = service.policy(&mut conn, &caller.user).await?;
-    let now = state.clock().now_secs();
     let api_keys = service
-        .list(&mut conn, &caller.user)
-        .await?
-        .into_iter()
-        .map(|record| KeyView::new(record, now))
-        .collect();
+        .list(&mut conn, &caller.user, state.clock().now_secs())
+        .await?;
     Ok(no_store(
         StatusCode::OK,
         Json(ListResponse {
@@ -152,13 +123,45 @@ pub(crate) async fn get(
 ) -> Result<Response, AccountApiError> {
     let caller = authenticate(&state, &method, &headers).await?;
     let mut conn = redis(&state).await?;
-    let record = UserKeys::new(state.names().clone())
-        .get(&mut conn, &caller.user, &id)
+    let info = UserKeys::new(state.names().clone())
+        .info(&mut conn, &caller.user, &id, state.clock().now_secs())
         .await?;
-    Ok(no_store(
-        StatusCode::OK,
-        Json(KeyView::new(record, state.clock().now_secs())),
-    ))
+    Ok(no_store(StatusCode::OK, Json(info)))
+}
+
+/// `POST /v1/account/api-keys/{id}/disable`: 200 with the key as listed; every proxy refuses it until enabled.
+pub(crate) async fn disable(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AccountApiError> {
+    let caller = authenticate(&state, &method, &headers).await?;
+    let mut conn = redis(&state).await?;
+    let service = UserKeys::new(state.names().clone());
+    service.disable(&mut conn, &caller.user, &id).await?;
+    tracing::info!(user = %caller.user, %id, "account api: disabled api key");
+    let info = service
+        .info(&mut conn, &caller.user, &id, state.clock().now_secs())
+        .await?;
+    Ok(no_store(StatusCode::OK, Json(info)))
+}
+
+/// `POST /v1/account/api-keys/{id}/enable`: 200 with the key as listed.
+pub(crate) async fn enable(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, AccountApiError> {
+    let caller = authenticate(&state, &method, &headers).await?;
+    let mut conn = redis(&state).await?;
+    let service = UserKeys::new(state.names().clone());
+    let now = state.clock().now_secs();
+    service.enable(&mut conn, &caller.user, &id, now).await?;
+    tracing::info!(user = %caller.user, %id, "account api: enabled api key");
+    let info = service.info(&mut conn, &caller.user, &id, now).await?;
+    Ok(no_store(StatusCode::OK, Json(info)))
 }
 
 /// `DELETE /v1/account/api-keys/{id}`: 204.
@@ -177,17 +180,30 @@ pub(crate) async fn revoke(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /v1/account/api-keys/{id}/regenerate`: 200 with the new key.
+/// `POST /v1/account/api-keys/{id}/regenerate`, optionally with `{"grace_secs": N}` (0 to 604800, the time the
+/// old secret keeps working): 200 with the new key.
 pub(crate) async fn regenerate(
     State(state): State<AppState>,
     method: Method,
     headers: HeaderMap,
     Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AccountApiError> {
     let caller = authenticate(&state, &method, &headers).await?;
+    let request: RegenerateRequest = if body.as_ref().is_ok_and(|bytes| bytes.is_empty()) {
+        RegenerateRequest::default()
+    } else {
+        json_body(&headers, body)?
+    };
     let mut conn = redis(&state).await?;
     let issued = UserKeys::new(state.names().clone())
-        .regenerate(&mut conn, &caller.user, &id, state.clock().now_secs())
+        .regenerate(
+            &mut conn,
+            &caller.user,
+            &id,
+            request.grace_secs,
+            state.clock().now_secs(),
+        )
         .await?;
     tracing::info!(user = %caller.user, %id, prefix = %issued.prefix, "account api: regenerated api key");
     Ok(issued_response(StatusCode::OK, &issued))

@@ -1,7 +1,7 @@
 //! The HTML of the account page: the login form and the list of the user's keys with their forms. Every value is
 //! escaped; there is no script (the CSP of [`pages::page`] forbids them), and every form carries the CSRF token.
 
-use crate::api_keys::{ApiKeyRecord, IssuedApiKey, KeyPolicy};
+use crate::api_keys::{ApiKeyInfo, ApiKeyState, IssuedApiKey, KeyPolicy};
 use crate::http::oauth::pages::escape;
 use crate::support::clock::format_utc_minutes;
 
@@ -17,6 +17,13 @@ const LIFETIMES: [(u64, &str); 5] = [
 ];
 /// The lifetime selected at first, if the policy allows it.
 const PRESELECTED_LIFETIME: u64 = 90 * 86_400;
+/// Grace periods offered for the old secret on regeneration, in seconds, with their names.
+const GRACE_PERIODS: [(u64, &str); 4] = [
+    (0, "no grace: stops now"),
+    (3_600, "1 hour"),
+    (86_400, "1 day"),
+    (7 * 86_400, "7 days"),
+];
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;background:#f3f4f6;margin:0;color:#111;line-height:1.4}\
 main{max-width:72rem;margin:2rem auto;background:#fff;border-radius:.75rem;padding:2rem;\
@@ -38,6 +45,8 @@ button:focus-visible,input:focus-visible,select:focus-visible{outline:3px solid 
 code{background:#eef;color:#111;padding:0 .2rem}table{border-collapse:collapse;width:100%;font-size:.95rem}\
 th,td{text-align:left;vertical-align:top;padding:.5rem .4rem;border-bottom:1px solid #ccc}\
 td ul{margin:0;padding-left:1rem}.actions form{display:inline-block;margin:0 .3rem .3rem 0}\
+.actions form.regenerate{display:block;margin-top:.3rem}.regenerate label{font-weight:400;font-size:.9rem}\
+.grace{font-size:.9rem;color:#444}\
 .state{font-weight:600}.state-active{color:#166534}.state-disabled{color:#92400e}.state-expired{color:#991b1b}\
 header{display:flex;justify-content:space-between;align-items:center;gap:1rem}\
 header form{margin:0}.who{color:#444}";
@@ -99,10 +108,8 @@ pub(crate) struct KeysPage<'a> {
     pub(crate) csrf: &'a str,
     /// The policy that applies to the user.
     pub(crate) policy: &'a KeyPolicy,
-    /// The user's keys.
-    pub(crate) keys: &'a [ApiKeyRecord],
-    /// The time now (seconds since the Unix epoch).
-    pub(crate) now: u64,
+    /// The user's keys, as listed now.
+    pub(crate) keys: &'a [ApiKeyInfo],
 }
 
 /// The keys page.
@@ -267,13 +274,38 @@ fn key_table(page: &KeysPage<'_>, csrf: &str) -> String {
         .map(|key| {
             let id = escape(&key.id);
             let label = escape(&key.label);
-            let expired = key.expires_at.is_some_and(|at| at <= page.now);
-            let state = if expired { "expired" } else { "active" };
+            let state = key.state.as_str();
+            let hidden = format!(
+                r#"<input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="id" value="{id}">"#
+            );
             let button = |action: &str, text: &str, class: &str| {
                 format!(
-                    r#"<form method="post" action="{ACCOUNT_PATH}"><input type="hidden" name="csrf" value="{csrf}"><input type="hidden" name="id" value="{id}"><button type="submit"{class} name="action" value="{action}" aria-label="{text} {label}">{text}</button></form>"#,
+                    r#"<form method="post" action="{ACCOUNT_PATH}">{hidden}<button type="submit"{class} name="action" value="{action}" aria-label="{text} {label}">{text}</button></form>"#,
                 )
             };
+            let graces: String = GRACE_PERIODS
+                .iter()
+                .map(|(secs, name)| format!(r#"<option value="{secs}">{name}</option>"#))
+                .collect();
+            let regenerate = format!(
+                r#"<form method="post" action="{ACCOUNT_PATH}" class="regenerate">{hidden}<label for="grace-{id}">Old key keeps working</label> <select id="grace-{id}" name="grace">{graces}</select> <button type="submit" name="action" value="regenerate" aria-label="Regenerate {label}">Regenerate</button></form>"#
+            );
+            let toggle = if key.state == ApiKeyState::Disabled {
+                button("enable", "Enable", "")
+            } else {
+                button("disable", "Disable", "")
+            };
+            let grace = key
+                .previous_secret
+                .as_ref()
+                .map(|previous| {
+                    format!(
+                        r#"<br><span class="grace">old key <code>{}…</code> works until {}</span>"#,
+                        escape(&previous.prefix),
+                        format_utc_minutes(previous.until)
+                    )
+                })
+                .unwrap_or_default();
             format!(
                 r#"<tr id="key-{id}" data-key-id="{id}">
 <td class="key-label">{label}</td>
@@ -282,17 +314,16 @@ fn key_table(page: &KeysPage<'_>, csrf: &str) -> String {
 <td>{scopes}</td>
 <td>{created}</td>
 <td>{expires}</td>
-<td>{last_used}</td>
-<td class="state state-{state}">{state}</td>
-<td class="actions">{regenerate}{revoke}</td>
+<td class="last-used">{last_used}</td>
+<td><span class="state state-{state}">{state}</span>{grace}</td>
+<td class="actions">{toggle}{revoke}{regenerate}</td>
 </tr>"#,
                 prefix = escape(&key.prefix),
                 resources = list(&key.resources),
                 scopes = list(&key.scopes),
                 created = format_utc_minutes(key.created_at),
                 expires = key.expires_at.map_or("never".to_owned(), format_utc_minutes),
-                last_used = "—",
-                regenerate = button("regenerate", "Regenerate", ""),
+                last_used = key.last_used_at.map_or("never".to_owned(), format_utc_minutes),
                 revoke = button("revoke", "Revoke", r#" class="danger""#),
             )
         })
@@ -382,7 +413,6 @@ mod tests {
             csrf: "t\"",
             policy: &policy,
             keys: &[],
-            now: 0,
         };
         let html = keys(&page, &Notice::Error("<b>"));
         assert!(!html.contains("<alice>") && !html.contains("<x>") && !html.contains("<b>"));

@@ -126,8 +126,27 @@ async fn act(state: &AppState, user: &str, csrf: &str, action: &str, form: &Form
             };
             keys.create(&mut conn, user, request, now).await.map(Some)
         }
-        "regenerate" => keys.regenerate(&mut conn, user, id, now).await.map(Some),
+        "regenerate" => {
+            let grace_secs = match form.one("grace").map(str::parse).transpose() {
+                Ok(grace) => grace.unwrap_or(0),
+                Err(_) => {
+                    return keys_page_with(
+                        state,
+                        user,
+                        csrf,
+                        Notice::Error("The grace period is not a number of seconds."),
+                        StatusCode::BAD_REQUEST,
+                    )
+                    .await
+                }
+            };
+            keys.regenerate(&mut conn, user, id, grace_secs, now)
+                .await
+                .map(Some)
+        }
         "revoke" => keys.revoke(&mut conn, user, id).await.map(|()| None),
+        "disable" => keys.disable(&mut conn, user, id).await.map(|_| None),
+        "enable" => keys.enable(&mut conn, user, id, now).await.map(|_| None),
         _ => {
             return refused(StatusCode::BAD_REQUEST, "Unknown action.");
         }
@@ -273,9 +292,10 @@ async fn keys_page_with(
         Ok(conn) => conn,
         Err(error) => return unavailable(&error),
     };
+    let now = state.clock().now_secs();
     let loaded = async {
         let (policy, _) = service.policy(&mut conn, user).await?;
-        let keys = service.list(&mut conn, user).await?;
+        let keys = service.list(&mut conn, user, now).await?;
         Ok::<_, UserKeyError>((policy, keys))
     }
     .await;
@@ -288,7 +308,6 @@ async fn keys_page_with(
         csrf,
         policy: &policy,
         keys: &keys,
-        now: state.clock().now_secs(),
     };
     pages::page(status, html::keys(&page, &notice), None)
 }
