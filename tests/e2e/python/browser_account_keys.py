@@ -1,14 +1,15 @@
 """The account page (/account/api-keys) in headless Chromium (Debian's chromium and chromium-driver, through Selenium).
 
 Environment: KEYMESH_URL (the issuer), USERNAME, PASSWORD, RESOURCE and SCOPE (allowed by the operator's policy),
-ARTIFACTS (the directory for screenshots), PHASE and, for PHASE=revoke, COOKIE and KEY_ID.
+ARTIFACTS (the directory for screenshots), PHASE and, for PHASE=act, COOKIE, KEY_ID and ACTION.
 
 PHASE=create: signs in, checks the accessibility basics of the login page and the keys page, creates a key with
 the form, reads it from the page (saving a screenshot), opens the page again and checks that the key is listed by
 its prefix and never shown again. Prints {"key", "id", "prefix", "cookie"} as JSON.
 
-PHASE=revoke: opens the page with the session cookie of the first phase, revokes the key with its row's button and
-checks that the row is gone. Prints {"revoked": id}.
+PHASE=act: opens the page with the session cookie of the first phase and presses the key's ACTION button (disable,
+enable or revoke) in its row; checks the row's new state (or, for revoke, that the row is gone). Prints
+{"action", "id"}.
 
 Accessibility basics, checked on each page: every visible input and select has a label; Tab visits every focusable
 element in the visual order (top to bottom, left to right within a line); text has a contrast of at least 4.5:1
@@ -191,17 +192,25 @@ def create(driver, wait):
     return {"key": key, "id": key_id, "prefix": prefix, "cookie": cookie["value"]}
 
 
-def revoke(driver, wait):
-    key_id = ENV["KEY_ID"]
+def act(driver, wait):
+    key_id, action = ENV["KEY_ID"], ENV["ACTION"]
     driver.get(PAGE)
     driver.add_cookie({"name": "keymesh_account", "value": ENV["COOKIE"], "path": "/", "httpOnly": True})
     driver.get(PAGE)
     row = wait.until(EC.presence_of_element_located((By.ID, f"key-{key_id}")))
-    row.find_element(By.CSS_SELECTOR, "button[value=revoke]").click()
-    wait.until(EC.presence_of_element_located((By.ID, "no-keys")))
-    assert not driver.find_elements(By.ID, f"key-{key_id}"), driver.page_source
-    screenshot(driver, "account-revoked.png")
-    return {"revoked": key_id}
+    row.find_element(By.CSS_SELECTOR, f"button[value={action}]").click()
+    if action == "revoke":
+        wait.until(EC.presence_of_element_located((By.ID, "no-keys")))
+        assert not driver.find_elements(By.ID, f"key-{key_id}"), driver.page_source
+        screenshot(driver, "account-revoked.png")
+    else:
+        expected = {"disable": "disabled", "enable": "active"}[action]
+        state = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f"#key-{key_id} .state"))).text
+        assert state == expected, (action, state)
+        if action == "disable":
+            check_accessibility(driver, "page with a disabled key")
+            screenshot(driver, "account-disabled.png")
+    return {"action": action, "id": key_id}
 
 
 def main():
@@ -213,7 +222,7 @@ def main():
     driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
     try:
         wait = WebDriverWait(driver, 10)
-        result = create(driver, wait) if ENV["PHASE"] == "create" else revoke(driver, wait)
+        result = create(driver, wait) if ENV["PHASE"] == "create" else act(driver, wait)
     finally:
         driver.quit()
     print(json.dumps(result))

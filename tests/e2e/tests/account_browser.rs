@@ -1,7 +1,7 @@
 //! The account page in headless Chromium (tests/e2e/python/browser_account_keys.py, through Selenium) against the
 //! real sidecar, Redis and Envoy: the operator allows users an API with `keymesh user policy set`; a user signs
-//! in, creates a key, sees it once; the key works at Envoy; the page lists it by its prefix only; the user revokes
-//! it and Envoy answers 401. Accessibility basics (labels, focus order, contrast) are checked on every page, and
+//! in, creates a key, sees it once; the key works at Envoy; the page lists it by its prefix only; the user disables
+//! it (401 at Envoy), enables it (200) and revokes it (401). Accessibility basics (labels, focus order, contrast) are checked on every page, and
 //! screenshots are kept in target/test-artifacts/account-*.png.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -61,6 +61,7 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
         "account-new-key.png",
         "account-keys.png",
         "account-revoked.png",
+        "account-disabled.png",
     ] {
         let _ = std::fs::remove_file(artifacts.join(name));
     }
@@ -111,15 +112,27 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.contains(&id) && !listed.contains(&key), "{listed}");
 
-    run_python(
-        "browser_account_keys.py",
-        &[],
-        &env(
-            "revoke",
-            &[("COOKIE", field("cookie")), ("KEY_ID", id.clone())],
-        ),
-        Duration::from_secs(60),
-    );
+    // Disable, enable and revoke with the row's buttons; Envoy follows each.
+    let press = |action: &str| {
+        run_python(
+            "browser_account_keys.py",
+            &[],
+            &env(
+                "act",
+                &[
+                    ("COOKIE", field("cookie")),
+                    ("KEY_ID", id.clone()),
+                    ("ACTION", action.to_owned()),
+                ],
+            ),
+            Duration::from_secs(60),
+        );
+    };
+    press("disable");
+    eventually(&stack, p.orders, &key, 401);
+    press("enable");
+    eventually(&stack, p.orders, &key, 200);
+    press("revoke");
     eventually(&stack, p.orders, &key, 401);
 
     for name in [
@@ -127,6 +140,7 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
         "account-new-key.png",
         "account-keys.png",
         "account-revoked.png",
+        "account-disabled.png",
     ] {
         let png = std::fs::read(artifacts.join(name)).unwrap();
         assert!(
