@@ -67,6 +67,22 @@ pub(crate) fn dispatch_post_form(
     hostcalls::dispatch_http_call(cluster, headers, Some(body.as_bytes()), vec![], timeout)
 }
 
+pub(crate) fn dispatch_post_json(
+    cluster: &str,
+    authority: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<u32, Status> {
+    let headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", authority),
+        ("content-type", "application/json"),
+    ];
+    hostcalls::dispatch_http_call(cluster, headers, Some(body), vec![], timeout)
+}
+
 /// `None` for a reset call: Envoy then has no response headers, and answers a single-header lookup
 /// `BadArgument` (on which the SDK panics), while listing the headers gives an empty list.
 pub(crate) fn call_response_status() -> Option<u16> {

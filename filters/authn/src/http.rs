@@ -105,6 +105,12 @@ impl HttpContext for AuthnHttp {
                         }
                     }
                 }
+                if let (Some(usage), "api_key", Some(id)) =
+                    (&filter.usage, identity.credential, &identity.client_id)
+                {
+                    // Counted in worker memory; reported in a batch on a later tick.
+                    usage.borrow_mut().record(id);
+                }
                 for (name, value) in identity.upstream_headers() {
                     if let Err(status) = host::set_request_header(name, &value) {
                         log::error!("cannot set `{name}`: {status:?}");

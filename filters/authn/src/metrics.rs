@@ -17,6 +17,10 @@ pub(crate) struct Metrics {
     pub(crate) bundle_rejected: Option<u32>,
     /// Keys (or whole issuers) left out of the bundle last applied, because they cannot be used.
     pub(crate) bundle_keys_refused: Option<u32>,
+    /// API key uses not counted for last-used because the worker's map was full.
+    pub(crate) usage_dropped: Option<u32>,
+    /// Usage reports that could not be sent or that the sidecar refused (their counts are lost).
+    pub(crate) usage_report_failures: Option<u32>,
     allowed: Option<u32>,
     /// Allowed requests not yet handed to Envoy.
     allowed_pending: Cell<u64>,
@@ -32,6 +36,8 @@ impl Metrics {
             bundle_fetch_failures: host::define_counter("keymesh.authn.bundle_fetch_failures"),
             bundle_rejected: host::define_counter("keymesh.authn.bundle_rejected"),
             bundle_keys_refused: host::define_gauge("keymesh.authn.bundle_keys_refused"),
+            usage_dropped: host::define_counter("keymesh.authn.usage_dropped"),
+            usage_report_failures: host::define_counter("keymesh.authn.usage_report_failures"),
             allowed: host::define_counter("keymesh.authn.allowed"),
             allowed_pending: Cell::new(0),
             denied: RefCell::default(),

@@ -7,6 +7,7 @@ use crate::http::AuthnHttp;
 use crate::metrics::Metrics;
 use keymesh_core::delivery::fetch::REFETCH_EVERY_MS;
 use keymesh_core::delivery::{BundleFetcher, FetchOutcome, SharedKeyMaterial};
+use keymesh_core::usage::{UsageCounter, DEFAULT_CAPACITY};
 use keymesh_core::{FilterConfig, TokenCache};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -27,6 +28,8 @@ pub(crate) struct ConfiguredFilter {
     /// A `kid` a request named that no external issuer's keys have: sent to the sidecar on the next tick, so
     /// that a key an identity provider has just rolled out is fetched without waiting for its schedule.
     pub(crate) refetch_hint: RefCell<Option<String>>,
+    /// This worker's API key use counts since its last report; `None` when reporting is off.
+    pub(crate) usage: Option<RefCell<UsageCounter>>,
 }
 
 /// The root context of one plugin instance on one worker.
@@ -39,6 +42,10 @@ pub(crate) struct AuthnRoot {
     in_flight: Option<u32>,
     /// Token of the refetch request in flight, if any.
     refetch_in_flight: Option<u32>,
+    /// Token of the usage report in flight, if any.
+    usage_in_flight: Option<u32>,
+    /// When this worker last reported API key use (ms since the epoch; 0 before the first tick).
+    usage_reported_at_ms: u64,
     /// `x-keymesh-proxy` sent with each fetch, so the sidecar can tell which proxy holds which version.
     proxy_id: String,
 }
@@ -113,6 +120,58 @@ impl AuthnRoot {
     }
 }
 
+impl AuthnRoot {
+    /// Hands this worker's API key use counts to the sidecar once per `usage_report_ms`, in one call. The counts
+    /// taken are the call's: if it cannot be sent or fails, they are lost (requests never wait for it).
+    fn maybe_report_usage(&mut self) {
+        let Some(filter) = self.filter.clone() else {
+            return;
+        };
+        let Some(usage) = &filter.usage else {
+            return;
+        };
+        let sidecar = &filter.config.sidecar;
+        let now = host::now_ms();
+        if self.usage_reported_at_ms == 0 {
+            self.usage_reported_at_ms = now;
+            return;
+        }
+        if self.usage_in_flight.is_some()
+            || now.saturating_sub(self.usage_reported_at_ms) < sidecar.usage_report_ms
+        {
+            return;
+        }
+        self.usage_reported_at_ms = now;
+        let (report, dropped) = {
+            let mut counter = usage.borrow_mut();
+            let dropped = counter.dropped();
+            (counter.take_report(), dropped)
+        };
+        if dropped > 0 {
+            host::add(filter.metrics.usage_dropped, dropped);
+        }
+        let Some(report) = report else {
+            return;
+        };
+        let Ok(body) = serde_json::to_vec(&report) else {
+            return;
+        };
+        match host::dispatch_post_json(
+            &sidecar.cluster,
+            &sidecar.authority,
+            &sidecar.usage_path,
+            &body,
+            Duration::from_millis(sidecar.timeout_ms),
+        ) {
+            Ok(token) => self.usage_in_flight = Some(token),
+            Err(status) => {
+                host::increment(filter.metrics.usage_report_failures);
+                log::debug!("cannot report api key use: {status:?}");
+            }
+        }
+    }
+}
+
 /// Logs and counts what a bundle answer came to.
 fn report(filter: &ConfiguredFilter, outcome: &FetchOutcome) {
     if outcome.is_rejected_bundle() {
@@ -166,6 +225,19 @@ impl Context for AuthnRoot {
         body_size: usize,
         _trailers: usize,
     ) {
+        if self.usage_in_flight == Some(token) {
+            self.usage_in_flight = None;
+            match host::call_response_status() {
+                Some(200..=299) => {}
+                other => {
+                    if let Some(filter) = &self.filter {
+                        host::increment(filter.metrics.usage_report_failures);
+                    }
+                    log::debug!("api key use report answered {other:?}; its counts are lost");
+                }
+            }
+            return;
+        }
         if self.refetch_in_flight == Some(token) {
             self.refetch_in_flight = None;
             match host::call_response_status() {
@@ -223,15 +295,19 @@ impl RootContext for AuthnRoot {
         self.fetcher = Some(BundleFetcher::new(material.register_root()));
         self.proxy_id = host::node_id().unwrap_or_else(|| "unknown".into());
         let tokens = TokenCache::new(config.token_cache_size);
+        let usage = (config.sidecar.usage_report_ms > 0)
+            .then(|| RefCell::new(UsageCounter::new(DEFAULT_CAPACITY)));
         self.filter = Some(Rc::new(ConfiguredFilter {
             config,
             material,
             metrics: Metrics::define(),
             tokens,
             refetch_hint: RefCell::new(None),
+            usage,
         }));
         self.in_flight = None;
         self.refetch_in_flight = None;
+        self.usage_in_flight = None;
         true
     }
 
@@ -253,6 +329,7 @@ impl RootContext for AuthnRoot {
         }
         self.maybe_fetch();
         self.maybe_refetch();
+        self.maybe_report_usage();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -51,6 +51,10 @@ struct SidecarDto {
     max_age_secs: u64,
     #[serde(default = "default_refetch_path")]
     refetch_path: String,
+    #[serde(default = "default_usage_path")]
+    usage_path: String,
+    #[serde(default = "default_usage_report_ms")]
+    usage_report_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +133,12 @@ fn default_bundle_path() -> String {
 fn default_refetch_path() -> String {
     "/v1/issuers/refetch".into()
 }
+fn default_usage_path() -> String {
+    "/v1/usage".into()
+}
+fn default_usage_report_ms() -> u64 {
+    10_000
+}
 fn default_refresh_ms() -> u64 {
     1000
 }
@@ -156,6 +166,10 @@ pub struct SidecarConfig {
     /// Path the filter posts a `kid` to when a token names one no external issuer's keys have
     /// (`POST` form `kid=…`; the sidecar refetches, throttled).
     pub refetch_path: String,
+    /// Path each worker posts its API key use counts to ([`crate::usage`]).
+    pub usage_path: String,
+    /// How often each worker reports API key use (0: never, and nothing is counted).
+    pub usage_report_ms: u64,
 }
 
 /// One per-route rule: requests whose path starts with `prefix` need a token for `audience` with `scopes`.
@@ -259,6 +273,16 @@ impl TryFrom<ConfigDto> for FilterConfig {
             s.refetch_path.starts_with('/') && header_safe(&s.refetch_path),
             "sidecar.refetch_path",
             "must start with '/'",
+        )?;
+        require(
+            s.usage_path.starts_with('/') && header_safe(&s.usage_path),
+            "sidecar.usage_path",
+            "must start with '/'",
+        )?;
+        require(
+            s.usage_report_ms == 0 || (1_000..=3_600_000).contains(&s.usage_report_ms),
+            "sidecar.usage_report_ms",
+            "must be 0 (off) or between 1000 and 3600000",
         )?;
         require(
             (100..=3_600_000).contains(&s.refresh_interval_ms),
@@ -397,6 +421,8 @@ impl TryFrom<ConfigDto> for FilterConfig {
                 long_poll_secs: s.long_poll_secs,
                 max_age_secs: s.max_age_secs,
                 refetch_path: s.refetch_path,
+                usage_path: s.usage_path,
+                usage_report_ms: s.usage_report_ms,
             },
             realm: dto.realm,
             leeway_secs: i64::try_from(dto.leeway_secs).unwrap_or(300),
@@ -503,6 +529,14 @@ mod tests {
             (
                 r#"{"sidecar":{"cluster":"k","long_poll_secs":61},"routes":[{"prefix":"/","audience":"a"}]}"#,
                 "sidecar.long_poll_secs",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k","usage_report_ms":10},"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "sidecar.usage_report_ms",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k","usage_path":"v1/usage"},"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "sidecar.usage_path",
             ),
             (
                 r#"{"sidecar":{"cluster":"k","max_age_secs":20},"routes":[{"prefix":"/","audience":"a"}]}"#,

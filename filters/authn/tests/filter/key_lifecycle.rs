@@ -206,3 +206,131 @@ fn an_old_secret_works_until_its_grace_ends_then_is_refused_without_a_delivery(
     );
     crate::finish(vm)
 }
+
+/// The unanswered usage report, if the filter has sent one.
+fn usage_report(vm: &Vm) -> Option<keymesh_wasm_host::HttpCall> {
+    vm.pending_http_calls()
+        .into_iter()
+        .find(|call| call.path() == "/v1/usage")
+}
+
+/// Counts per id in a usage report's body (empty if it is not a report).
+fn counts(call: &keymesh_wasm_host::HttpCall) -> std::collections::BTreeMap<String, u64> {
+    let body: Value = serde_json::from_slice(&call.body).unwrap_or_default();
+    body["uses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| Some((u["id"].as_str()?.to_owned(), u["count"].as_u64()?)))
+        .collect()
+}
+
+/// A VM holding `ak_life` (KEY_ORDERS) and `ak_other` (KEY_UNKNOWN), both good for `/reports`.
+fn two_key_vm() -> Result<Vm, HostError> {
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    let mut other = entry(KEY_UNKNOWN, &[]);
+    other["id"] = json!("ak_other");
+    tick_and_answer(
+        &mut vm,
+        HttpResponse::new(200).body(full(1, json!([entry(KEY_ORDERS, &[]), other]))),
+    )?;
+    Ok(vm)
+}
+
+#[test]
+fn uses_are_counted_in_memory_and_reported_in_one_batch_per_period() -> Result<(), HostError> {
+    let mut vm = two_key_vm()?;
+    let calls_before = vm.http_call_history().len();
+    for key in [KEY_ORDERS, KEY_ORDERS, KEY_UNKNOWN, KEY_ORDERS] {
+        assert_eq!(key_status(&mut vm, key)?, 200);
+    }
+    // Refused requests are not uses.
+    assert_eq!(
+        request(&mut vm, "/orders/1", &[("x-api-key", KEY_ORDERS)])?.status(),
+        401
+    );
+    assert_eq!(
+        vm.http_call_history().len(),
+        calls_before,
+        "no host call per request"
+    );
+    assert!(usage_report(&vm).is_none());
+    // Within one report period (10 s by default) the worker sends one report with every count.
+    vm.advance_time(Duration::from_secs(11))?;
+    let report = usage_report(&vm).expect("a usage report after the period");
+    assert_eq!(
+        (report.method(), report.upstream.as_str()),
+        ("POST", SIDECAR)
+    );
+    assert_eq!(report.headers.get("content-type"), Some("application/json"));
+    assert_eq!(
+        counts(&report),
+        [("ak_life".to_owned(), 3), ("ak_other".to_owned(), 1)].into()
+    );
+    vm.respond_to_http_call(report.token, HttpResponse::new(204))?;
+    // Nothing used since: nothing sent.
+    vm.advance_time(Duration::from_secs(11))?;
+    assert!(usage_report(&vm).is_none());
+    crate::finish(vm)
+}
+
+#[test]
+fn a_report_that_fails_loses_its_counts_never_a_request() -> Result<(), HostError> {
+    let mut vm = two_key_vm()?;
+    assert_eq!(key_status(&mut vm, KEY_ORDERS)?, 200);
+    vm.advance_time(Duration::from_secs(11))?;
+    let report = usage_report(&vm).expect("first report");
+    // The sidecar is down: the report fails, and requests go on regardless.
+    vm.respond_to_http_call(report.token, HttpResponse::new(503))?;
+    assert_eq!(key_status(&mut vm, KEY_UNKNOWN)?, 200);
+    assert_eq!(vm.counter("keymesh.authn.usage_report_failures"), Some(1));
+    // While the host refuses calls altogether, counts are dropped the same way and requests still pass.
+    vm.refuse_http_calls(true);
+    vm.advance_time(Duration::from_secs(11))?;
+    assert!(usage_report(&vm).is_none());
+    assert_eq!(key_status(&mut vm, KEY_ORDERS)?, 200);
+    vm.refuse_http_calls(false);
+    vm.advance_time(Duration::from_secs(11))?;
+    // The next report has only what came after: the failed counts were not kept for a retry.
+    let report = usage_report(&vm).expect("report after recovery");
+    assert_eq!(counts(&report), [("ak_life".to_owned(), 1)].into());
+    vm.respond_to_http_call(report.token, HttpResponse::new(204))?;
+    crate::finish(vm)
+}
+
+#[test]
+fn the_count_map_is_bounded_and_a_full_map_drops_counts_not_requests() -> Result<(), HostError> {
+    const KEYS: usize = keymesh_core_capacity() + 4;
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("km_{:0>43}", i)).collect();
+    let entries: Vec<Value> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            json!({"hash": key_hash(key), "id": format!("ak_many{i}"), "owner": "o",
+                   "resources": ["https://orders.local"], "scopes": ["orders:read"]})
+        })
+        .collect();
+    let mut vm = vm(SCENARIO_CONFIG, &SharedStore::new())?;
+    tick_and_answer(
+        &mut vm,
+        HttpResponse::new(200).body(full(1, Value::Array(entries))),
+    )?;
+    for key in &keys {
+        assert_eq!(
+            key_status(&mut vm, key)?,
+            200,
+            "every request passes, counted or not"
+        );
+    }
+    vm.advance_time(Duration::from_secs(11))?;
+    let report = usage_report(&vm).expect("report");
+    assert_eq!(counts(&report).len(), keymesh_core_capacity());
+    assert_eq!(vm.counter("keymesh.authn.usage_dropped"), Some(4));
+    vm.respond_to_http_call(report.token, HttpResponse::new(204))?;
+    crate::finish(vm)
+}
+
+/// The filter's bound on distinct keys counted between reports (`keymesh_core::usage::DEFAULT_CAPACITY`).
+const fn keymesh_core_capacity() -> usize {
+    4096
+}

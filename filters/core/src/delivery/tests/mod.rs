@@ -83,6 +83,8 @@ fn sidecar() -> SidecarConfig {
         long_poll_secs: 25,
         max_age_secs: 600,
         refetch_path: "/v1/issuers/refetch".into(),
+        usage_path: "/v1/usage".into(),
+        usage_report_ms: 10_000,
     }
 }
 
