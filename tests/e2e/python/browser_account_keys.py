@@ -8,7 +8,8 @@ the form, reads it from the page (saving a screenshot), opens the page again and
 its prefix and never shown again. Prints {"key", "id", "prefix", "cookie"} as JSON.
 
 PHASE=act: opens the page with the session cookie of the first phase and presses the key's ACTION button (disable,
-enable or revoke) in its row; checks the row's new state (or, for revoke, that the row is gone). Prints
+enable or revoke) in its row; checks the row's new state (or, for revoke, that the row is gone; for disable, also
+that the key's last use is shown). Prints
 {"action", "id"}.
 
 Accessibility basics, checked on each page: every visible input and select has a label; Tab visits every focusable
@@ -208,6 +209,8 @@ def act(driver, wait):
         state = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f"#key-{key_id} .state"))).text
         assert state == expected, (action, state)
         if action == "disable":
+            last_used = driver.find_element(By.CSS_SELECTOR, f"#key-{key_id} .last-used").text
+            assert last_used.endswith("UTC"), f"last used: {last_used!r}"
             check_accessibility(driver, "page with a disabled key")
             screenshot(driver, "account-disabled.png")
     return {"action": action, "id": key_id}

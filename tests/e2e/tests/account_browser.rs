@@ -112,7 +112,18 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
     assert!(listed.contains(&id) && !listed.contains(&key), "{listed}");
 
-    // Disable, enable and revoke with the row's buttons; Envoy follows each.
+    // Envoy reports the use (every 10 s by default); the sidecar records it to the minute.
+    wait_for(
+        "the key's last use to be recorded",
+        Duration::from_secs(30),
+        || {
+            let out = stack.keymesh(&["apikey", "list", "--owner", "alice", "--json"]);
+            let keys: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            keys[0]["last_used_at"].as_u64()
+        },
+    );
+
+    // Disable (the page shows the last use), enable and revoke with the row's buttons; Envoy follows each.
     let press = |action: &str| {
         run_python(
             "browser_account_keys.py",
