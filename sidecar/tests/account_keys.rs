@@ -1,321 +1,15 @@
-//! The account page and its JSON API, through the router: the session (cookie attributes, a new id at login, only
-//! a hash in Redis, logout), CSRF and cross-site refusals, the operator's policy, and that a user can never see or
-//! touch another user's keys.
+//! The account page and its JSON API, through the router: the operator's policy (and its CLI), that a user can
+//! never see or touch another user's keys, the key lifecycle through the JSON API, and bearer tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
 use axum::http::StatusCode;
-use keymesh::api_keys::{KeyPolicy, PolicyStore};
+use keymesh::api_keys::KeyPolicy;
 use keymesh::store::names::KeyNames;
+use support::account::*;
 use support::oauth::*;
 use support::*;
-
-const PAGE: &str = "/account/api-keys";
-const API: &str = "/v1/account/api-keys";
-const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
-const JSON: (&str, &str) = ("content-type", "application/json");
-
-/// A browser on the account page: one cookie, the CSRF token of the last page.
-struct Account {
-    router: axum::Router,
-    cookie: Option<String>,
-    csrf: String,
-}
-
-impl Account {
-    fn new(app: &TestApp) -> Self {
-        Self {
-            router: app.router.clone(),
-            cookie: None,
-            csrf: String::new(),
-        }
-    }
-
-    fn remember(&mut self, reply: &Reply) {
-        if let Some(set) = reply.header("set-cookie") {
-            self.cookie = Some(set.split(';').next().unwrap().to_owned());
-        }
-        let html = text(reply);
-        if html.contains("name=\"csrf\"") {
-            self.csrf = hidden(reply, "csrf");
-        }
-    }
-
-    fn with_cookie<'a>(&'a self, mut headers: Vec<(&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
-        if let Some(cookie) = &self.cookie {
-            headers.push(("cookie", cookie));
-        }
-        headers
-    }
-
-    async fn open(&mut self) -> Reply {
-        let reply = get(&self.router, PAGE, &self.with_cookie(vec![])).await;
-        self.remember(&reply);
-        reply
-    }
-
-    /// Posts the page form with this session's CSRF token.
-    async fn post(&mut self, action: &str, fields: &[(&str, &str)]) -> Reply {
-        let body = form_body(&self.csrf, action, fields);
-        self.post_raw(&body, &[]).await
-    }
-
-    async fn post_raw(&mut self, body: &str, extra: &[(&str, &str)]) -> Reply {
-        let mut headers = self.with_cookie(vec![FORM]);
-        headers.extend_from_slice(extra);
-        let reply = call(&self.router, "POST", PAGE, &headers, Some(body)).await;
-        self.remember(&reply);
-        reply
-    }
-
-    async fn log_in(&mut self, username: &str) {
-        self.open().await;
-        let reply = self
-            .post("login", &[("username", username), ("password", PASSWORD)])
-            .await;
-        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", text(&reply));
-        let page = self.open().await;
-        assert!(
-            text(&page).contains(&format!("<strong id=\"user\">{username}</strong>")),
-            "{}",
-            text(&page)
-        );
-    }
-
-    /// A JSON API call with the cookie and, if given, a CSRF header.
-    async fn api(&self, method: &str, path: &str, csrf: Option<&str>, body: Option<&str>) -> Reply {
-        let mut headers = self.with_cookie(vec![JSON]);
-        if let Some(token) = csrf {
-            headers.push(("x-csrf-token", token));
-        }
-        call(&self.router, method, path, &headers, body).await
-    }
-}
-
-fn form_body(csrf: &str, action: &str, fields: &[(&str, &str)]) -> String {
-    let mut body = format!("csrf={}&action={action}", form_urlencode(csrf));
-    for (name, value) in fields {
-        body.push_str(&format!("&{name}={}", form_urlencode(value)));
-    }
-    body
-}
-
-async fn set_policy(redis: &RedisServer, prefix: &str, user: Option<&str>, policy: KeyPolicy) {
-    PolicyStore::new(KeyNames::new(prefix))
-        .set(&mut redis.conn().await, user, policy)
-        .await
-        .unwrap();
-}
-
-fn orders_policy(max_keys: u32, max_lifetime_secs: Option<u64>) -> KeyPolicy {
-    KeyPolicy {
-        resources: vec![ORDERS.into(), BILLING.into()],
-        scopes: vec!["read".into()],
-        max_keys,
-        max_lifetime_secs,
-        tier: Some("free".into()),
-    }
-}
-
-/// The new key shown on a page, if any.
-fn new_key(reply: &Reply) -> Option<String> {
-    let html = text(reply);
-    let start = html.find("<code id=\"new-key-value\">")? + "<code id=\"new-key-value\">".len();
-    Some(html[start..].split('<').next().unwrap().to_owned())
-}
-
-async fn redis_keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
-    redis::cmd("KEYS")
-        .arg(pattern)
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap()
-}
-
-#[tokio::test]
-async fn the_session_is_a_hashed_cookie_renewed_at_login_and_ended_at_logout() {
-    let redis = RedisServer::start();
-    let p = "acct-session:";
-    let app = start_app(&redis, p).await;
-    create_user(&redis, p, "alice").await;
-    let mut alice = Account::new(&app);
-
-    let login = alice.open().await;
-    assert_eq!(login.status, StatusCode::OK);
-    for (name, value) in [
-        ("x-frame-options", "DENY"),
-        ("cache-control", "no-store"),
-        ("referrer-policy", "no-referrer"),
-    ] {
-        assert_eq!(login.header(name), Some(value), "{name}");
-    }
-    assert!(login
-        .header("content-security-policy")
-        .unwrap()
-        .contains("frame-ancestors 'none'"));
-    // The issuer is https: Secure, and the __Host- prefix (host-only, path /).
-    let set = login.header("set-cookie").unwrap();
-    assert!(set.starts_with("__Host-keymesh_account="), "{set}");
-    for attribute in [
-        "; Path=/;",
-        "; HttpOnly",
-        "; SameSite=Lax",
-        "; Secure",
-        "Max-Age=3600",
-    ] {
-        assert!(set.contains(attribute), "{attribute} missing in {set}");
-    }
-    let anonymous = alice.cookie.clone().unwrap();
-
-    let wrong = alice
-        .post(
-            "login",
-            &[("username", "alice"), ("password", "wrong-password")],
-        )
-        .await;
-    assert_eq!(wrong.status, StatusCode::OK);
-    assert!(text(&wrong).contains("Wrong username or password."));
-    alice.log_in("alice").await;
-    let logged_in = alice.cookie.clone().unwrap();
-    assert_ne!(anonymous, logged_in, "a new session id at login");
-    // The anonymous id planted before login is worthless: it shows the login form again.
-    let planted = get(&app.router, PAGE, &[("cookie", &anonymous)]).await;
-    assert!(
-        text(&planted).contains("name=\"password\""),
-        "{}",
-        text(&planted)
-    );
-
-    // Redis keeps only the SHA-256 of the id, with an expiry.
-    let id = logged_in.split_once('=').unwrap().1;
-    let sessions = redis_keys(&redis, &format!("{p}session:*")).await;
-    assert!(!sessions.iter().any(|key| key.contains(id)), "{sessions:?}");
-    let digest = keymesh::oauth::digest(id);
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("{p}session:{digest}"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
-    assert!((1..=3_600).contains(&ttl), "ttl {ttl}");
-
-    let out = alice.post("logout", &[]).await;
-    assert_eq!(out.status, StatusCode::SEE_OTHER);
-    assert_eq!(out.header("location"), Some(PAGE));
-    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
-    let after = get(&app.router, PAGE, &[("cookie", &logged_in)]).await;
-    assert!(
-        text(&after).contains("name=\"password\""),
-        "the session ended"
-    );
-    let api = call(&app.router, "GET", API, &[("cookie", &logged_in)], None).await;
-    assert_eq!(api.status, StatusCode::UNAUTHORIZED);
-}
-
-#[tokio::test]
-async fn forms_without_the_csrf_token_or_from_another_site_are_refused() {
-    let redis = RedisServer::start();
-    let p = "acct-csrf:";
-    let app = start_app(&redis, p).await;
-    create_user(&redis, p, "alice").await;
-    set_policy(&redis, p, None, orders_policy(10, None)).await;
-    let mut alice = Account::new(&app);
-    alice.log_in("alice").await;
-    let create = [
-        ("label", "ci"),
-        ("resource", ORDERS),
-        ("expires_in", "86400"),
-    ];
-    let csrf = alice.csrf.clone();
-
-    let mut missing = String::from("action=create");
-    for (name, value) in create {
-        missing.push_str(&format!("&{name}={}", form_urlencode(value)));
-    }
-    for (what, body, headers) in [
-        ("no token", missing.clone(), vec![]),
-        (
-            "a wrong token",
-            form_body("not-the-token", "create", &create),
-            vec![],
-        ),
-        (
-            "another origin",
-            form_body(&csrf, "create", &create),
-            vec![("origin", "https://evil.test")],
-        ),
-        (
-            "a cross-site fetch",
-            form_body(&csrf, "create", &create),
-            vec![("sec-fetch-site", "cross-site")],
-        ),
-    ] {
-        let reply = alice.post_raw(&body, &headers).await;
-        assert_eq!(
-            reply.status,
-            StatusCode::FORBIDDEN,
-            "{what}: {}",
-            text(&reply)
-        );
-        assert!(new_key(&reply).is_none(), "{what}");
-    }
-    // A form without a session at all.
-    let cookieless = call(
-        &app.router,
-        "POST",
-        PAGE,
-        &[FORM],
-        Some(&form_body(&csrf, "create", &create)),
-    )
-    .await;
-    assert_eq!(cookieless.status, StatusCode::FORBIDDEN);
-    assert!(alice.api("GET", API, None, None).await.json()["api_keys"]
-        .as_array()
-        .unwrap()
-        .is_empty());
-
-    // The same form from the page itself works.
-    let reply = alice
-        .post_raw(
-            &form_body(&csrf, "create", &create),
-            &[("origin", ISSUER), ("sec-fetch-site", "same-origin")],
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
-    assert!(new_key(&reply).unwrap().starts_with("km_"));
-
-    // The JSON API: a change needs the token in X-CSRF-Token, and not from another site.
-    let body = format!(r#"{{"label":"api","resources":["{ORDERS}"]}}"#);
-    for (what, token, extra) in [
-        ("no header", None, None),
-        ("a wrong header", Some("nope"), None),
-        (
-            "another origin",
-            Some(csrf.as_str()),
-            Some(("origin", "https://evil.test")),
-        ),
-    ] {
-        let mut headers = alice.with_cookie(vec![JSON]);
-        if let Some(token) = token {
-            headers.push(("x-csrf-token", token));
-        }
-        headers.extend(extra);
-        let reply = call(&app.router, "POST", API, &headers, Some(&body)).await;
-        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{what}");
-        let code = reply.json()["error"].as_str().unwrap().to_owned();
-        let expected = if extra.is_some() {
-            "cross_site_request"
-        } else {
-            "invalid_csrf_token"
-        };
-        assert_eq!(code, expected, "{what}");
-    }
-    let listed = alice.api("GET", API, None, None).await.json();
-    assert_eq!(listed["api_keys"].as_array().unwrap().len(), 1, "{listed}");
-    assert_eq!(listed["csrf_token"], csrf.as_str());
-    let created = alice.api("POST", API, Some(&csrf), Some(&body)).await;
-    assert_eq!(created.status, StatusCode::CREATED, "{}", text(&created));
-}
 
 #[tokio::test]
 async fn the_operator_policy_bounds_what_users_create() {
@@ -759,44 +453,126 @@ async fn portal_token(
 }
 
 #[tokio::test]
-async fn failed_sign_ins_are_throttled_per_user_and_source_like_the_authorization_page() {
+async fn operators_set_show_and_clear_policies_with_the_cli() {
     let redis = RedisServer::start();
-    let p = "acct-throttle:";
-    let app = start_app(&redis, p).await;
-    create_user(&redis, p, "alice").await;
-    // Each attempt from its own browser session, as an attacker would; all from one address.
-    let attempt = |peer: &'static str, password: &'static str| {
-        let app = &app;
+    let p = "acct-cli:";
+    let show = |user: &'static str| {
+        let redis = &redis;
         async move {
-            let mut browser = Account::new(app);
-            browser.open().await;
-            let body = form_body(
-                &browser.csrf,
-                "login",
-                &[("username", "alice"), ("password", password)],
-            );
-            let cookie = browser.cookie.clone().unwrap();
-            call_from(
-                &app.router,
-                peer,
-                "POST",
-                PAGE,
-                &[FORM, ("cookie", &cookie)],
-                Some(&body),
-            )
-            .await
+            let out = policy_cli(redis, p, &["show", "--user", user, "--json"])
+                .await
+                .unwrap();
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()
         }
     };
-    for _ in 0..10 {
-        let reply = attempt("203.0.113.7:5000", "wrong-password").await;
-        assert_eq!(reply.status, StatusCode::OK);
-        assert!(text(&reply).contains("Wrong username or password."));
+    assert_eq!(show("alice").await["source"], "built_in");
+    assert_eq!(show("alice").await["max_keys"], 0);
+
+    policy_cli(
+        &redis,
+        p,
+        &[
+            "set",
+            "--default",
+            "--resource",
+            ORDERS,
+            "--scope",
+            "read",
+            "--max-lifetime",
+            "30d",
+        ],
+    )
+    .await
+    .unwrap();
+    let default = show("alice").await;
+    assert_eq!(default["source"], "default", "{default}");
+    assert_eq!(default["max_keys"], 10, "the default maximum");
+    assert_eq!(default["max_lifetime_secs"], 30 * 86_400);
+
+    let out = policy_cli(
+        &redis,
+        p,
+        &[
+            "set",
+            "--user",
+            "alice",
+            "--resource",
+            BILLING,
+            "--max-keys",
+            "2",
+            "--tier",
+            "pro",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("key policy of user alice set"), "{out}");
+    let own = show("alice").await;
+    assert_eq!(own["source"], "user", "{own}");
+    assert_eq!(own["resources"], serde_json::json!([BILLING]));
+    assert_eq!(own["tier"], "pro");
+    assert_eq!(
+        own["max_lifetime_secs"],
+        serde_json::Value::Null,
+        "replaces the default whole"
+    );
+    assert_eq!(show("bob").await["source"], "default");
+
+    policy_cli(&redis, p, &["clear", "--user", "alice"])
+        .await
+        .unwrap();
+    assert_eq!(show("alice").await["source"], "default");
+    let again = policy_cli(&redis, p, &["clear", "--user", "alice"]).await;
+    assert_eq!(again, Err("no key policy for user alice".to_owned()));
+
+    for (args, needle) in [
+        (
+            &["set", "--default", "--resource", "orders"][..],
+            "invalid resource",
+        ),
+        (
+            &["set", "--default", "--resource", ORDERS, "--tier", "a b"],
+            "invalid tier",
+        ),
+        (
+            &[
+                "set",
+                "--default",
+                "--resource",
+                ORDERS,
+                "--max-lifetime",
+                "0d",
+            ],
+            "longer than zero",
+        ),
+        (&["set", "--resource", ORDERS], "required"),
+        (
+            &["set", "--default", "--user", "alice", "--resource", ORDERS],
+            "cannot be used with",
+        ),
+    ] {
+        let error = policy_cli(&redis, p, args).await.unwrap_err();
+        assert!(error.contains(needle), "{args:?}: {error}");
     }
-    // The attacker's address is locked out, even with the right password…
-    let locked = attempt("203.0.113.7:5001", PASSWORD).await;
-    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
-    assert!(text(&locked).contains("Too many failed attempts"));
-    // …while alice, from her own address, signs in.
-    let own = attempt("198.51.100.4:6000", PASSWORD).await;
-    assert_eq!(own.status, StatusCode::SEE_OTHER, "{}", text(&own));
+}
+
+/// Runs `keymesh user policy …` against the test Redis; returns the output or the error's message.
+async fn policy_cli(redis: &RedisServer, prefix: &str, args: &[&str]) -> Result<String, String> {
+    use clap::Parser;
+    let argv = ["keymesh", "user", "policy"].iter().chain(args);
+    let cli = keymesh::cli::Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+    let keymesh::cli::Command::User(command) = cli.command else {
+        panic!("not a user command")
+    };
+    let mut out = Vec::new();
+    keymesh::cli::run_user(
+        &config(redis, prefix),
+        command,
+        &keymesh::Clock::fixed(NOW),
+        &mut std::io::empty(),
+        &mut out,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8(out).unwrap())
 }
