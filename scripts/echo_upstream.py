@@ -3,18 +3,34 @@
 
 Usage: echo_upstream.py PORT NAME
 The body names the API, the path, the keymesh identity headers it received, and whether an Authorization header
-reached it (keymesh strips the token upstream unless `forward_token` is set).
+reached it (keymesh strips the token upstream unless `forward_token` is set). `GET /__echo/requests` answers how many
+requests it has answered so far per `x-keymesh-tier` (`""` for none), without counting itself: tests use it to
+prove what never reached the upstream.
 """
 import json
 import sys
+import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+COUNT_PATH = "/__echo/requests"
 
 
 def make_handler(name):
+    answered = Counter()
+    lock = threading.Lock()
+
     class Echo(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def _answer(self):
+            if self.path == COUNT_PATH:
+                with lock:
+                    body = json.dumps(dict(answered)).encode() + b"\n"
+                self._write(body)
+                return
+            with lock:
+                answered[self.headers.get("x-keymesh-tier", "")] += 1
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
@@ -26,6 +42,9 @@ def make_handler(name):
                 "identity": identity,
                 "authorization_forwarded": "authorization" in {k.lower() for k in self.headers.keys()},
             }, indent=2).encode() + b"\n"
+            self._write(body)
+
+        def _write(self, body):
             # One write for head and body: two small segments would let Nagle's algorithm hold the second until the
             # client's delayed ACK, adding ~40 ms to responses proxied through Envoy.
             head = (

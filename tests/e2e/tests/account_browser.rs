@@ -48,7 +48,7 @@ fn a_user_creates_uses_and_revokes_a_key_on_the_account_page() {
         "--max-lifetime",
         "30d",
         "--tier",
-        "free",
+        "pro",
     ]);
     let shown = stack.keymesh(&["user", "policy", "show", "--user", "alice", "--json"]);
     let policy: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
