@@ -3,7 +3,9 @@
 
 Usage: echo_upstream.py PORT NAME [--relay EGRESS_PORT]
 The body names the API, the path, the keymesh identity headers it received, and whether an Authorization header
-reached it (keymesh strips the token upstream unless `forward_token` is set).
+reached it (keymesh strips the token upstream unless `forward_token` is set). `GET /__echo/requests` answers how many
+requests it has answered so far per `x-keymesh-tier` (`""` for none), without counting itself: tests use it to
+prove what never reached the upstream.
 
 With --relay it is also the orders service of the demo's second hop, like `keymesh-echo --relay`:
 GET /orders/{id}/payment calls http://payments.local/payments/{id} through the egress listener on EGRESS_PORT with
@@ -13,7 +15,11 @@ import http.client
 import json
 import re
 import sys
+import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+COUNT_PATH = "/__echo/requests"
 
 
 PAYMENT_PATH = re.compile(r"^/orders/([^/]+)/payment$")
@@ -40,10 +46,20 @@ def relay(egress_port, payment_id, authorization):
 
 
 def make_handler(name, egress_port=None):
+    answered = Counter()
+    lock = threading.Lock()
+
     class Echo(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def _answer(self):
+            if self.path == COUNT_PATH:
+                with lock:
+                    body = json.dumps(dict(answered)).encode() + b"\n"
+                self._write(body)
+                return
+            with lock:
+                answered[self.headers.get("x-keymesh-tier", "")] += 1
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
@@ -61,6 +77,9 @@ def make_handler(name, egress_port=None):
                 status, answer["payment"] = relay(egress_port, payment.group(1), self.headers.get("authorization"))
             body = json.dumps(answer, indent=2).encode() + b"\n"
             reason = "OK" if status == 200 else "Bad Gateway"
+            self._write(body, status, reason)
+
+        def _write(self, body, status=200, reason="OK"):
             # One write for head and body: two small segments would let Nagle's algorithm hold the second until the
             # client's delayed ACK, adding ~40 ms to responses proxied through Envoy.
             head = (

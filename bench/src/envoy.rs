@@ -238,10 +238,11 @@ pub(crate) const FULL_BUNDLE_PATH: &str = "/v1/bundle";
 pub(crate) const EMPTY_BUNDLE_PATH: &str = "/v1/bundle-empty";
 
 /// The keymesh filter configuration of the API-key run: one route taking API keys only, for the bench audience.
-pub(crate) fn keymesh_api_key_filter_config(bundle_path: &str) -> String {
+/// `usage_report_ms` 0 turns last-used counting off (the default, 10 s, counts every request).
+pub(crate) fn keymesh_api_key_filter_config(bundle_path: &str, usage_report_ms: u64) -> String {
     json!({
         "sidecar": {"cluster": "keymesh_sidecar", "path": bundle_path, "refresh_interval_ms": 1000,
-                    "timeout_ms": 30000},
+                    "timeout_ms": 30000, "usage_report_ms": usage_report_ms},
         "routes": [{"prefix": "/", "audience": BENCH_AUDIENCE, "credential": "api_key"}],
         "forward_token": true,
     })
@@ -273,11 +274,15 @@ pub(crate) fn key_proxy_bootstrap(
         KeyVariant::ApiKeyAuth => vec![api_key_auth_filter(credentials.clone())],
         KeyVariant::Keymesh => vec![keymesh_filter(
             wasm,
-            keymesh_api_key_filter_config(FULL_BUNDLE_PATH),
+            keymesh_api_key_filter_config(FULL_BUNDLE_PATH, 10_000),
+        )],
+        KeyVariant::KeymeshNoUsage => vec![keymesh_filter(
+            wasm,
+            keymesh_api_key_filter_config(FULL_BUNDLE_PATH, 0),
         )],
         KeyVariant::KeymeshEmpty => vec![keymesh_filter(
             wasm,
-            keymesh_api_key_filter_config(EMPTY_BUNDLE_PATH),
+            keymesh_api_key_filter_config(EMPTY_BUNDLE_PATH, 10_000),
         )],
     };
     filters.push(router());
@@ -285,7 +290,10 @@ pub(crate) fn key_proxy_bootstrap(
         {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     ]}]});
     let mut clusters = vec![static_cluster("upstream", upstream.app)];
-    if matches!(variant, KeyVariant::Keymesh | KeyVariant::KeymeshEmpty) {
+    if matches!(
+        variant,
+        KeyVariant::Keymesh | KeyVariant::KeymeshEmpty | KeyVariant::KeymeshNoUsage
+    ) {
         clusters.push(static_cluster("keymesh_sidecar", upstream.bundle));
     }
     json!({

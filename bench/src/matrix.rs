@@ -207,16 +207,19 @@ pub(crate) enum KeyVariant {
     Keymesh,
     /// keymesh with an empty bundle (memory baseline of the VM without keys).
     KeymeshEmpty,
+    /// keymesh, the full bundle, with last-used counting off (`usage_report_ms: 0`): the "before" of its cost.
+    KeymeshNoUsage,
     /// The leanest do-nothing wasm module: the price of any wasm filter.
     EmptyMin,
 }
 
 impl KeyVariant {
     /// The variants measured under load, side by side.
-    pub(crate) const THROUGHPUT: [KeyVariant; 4] = [
+    pub(crate) const THROUGHPUT: [KeyVariant; 5] = [
         KeyVariant::None,
         KeyVariant::EmptyMin,
         KeyVariant::ApiKeyAuth,
+        KeyVariant::KeymeshNoUsage,
         KeyVariant::Keymesh,
     ];
     /// The variants started one at a time for delivery time and memory.
@@ -233,13 +236,17 @@ impl KeyVariant {
             KeyVariant::ApiKeyAuth => "api_key_auth",
             KeyVariant::Keymesh => "keymesh",
             KeyVariant::KeymeshEmpty => "keymesh_0",
+            KeyVariant::KeymeshNoUsage => "keymesh_no_usage",
             KeyVariant::EmptyMin => "empty_min",
         }
     }
 
     /// True when the variant holds the prepared key set (a valid key gets 200, an unknown one 401).
     pub(crate) fn holds_keys(self) -> bool {
-        matches!(self, KeyVariant::ApiKeyAuth | KeyVariant::Keymesh)
+        matches!(
+            self,
+            KeyVariant::ApiKeyAuth | KeyVariant::Keymesh | KeyVariant::KeymeshNoUsage
+        )
     }
 }
 
@@ -343,14 +350,14 @@ mod tests {
     #[test]
     fn key_schedule_rotates_and_runs_none_only_on_valid_keys() {
         let cells = key_schedule(2, &KeyVariant::THROUGHPUT, &KeyCase::ALL);
-        assert_eq!(cells.len(), 2 * (4 + 2));
+        assert_eq!(cells.len(), 2 * (5 + 3));
         assert!(!cells
             .iter()
             .any(|c| !c.variant.holds_keys() && c.workload == KeyCase::Unknown));
         assert_eq!(cells[0].workload, KeyCase::Valid);
         assert_eq!(cells[5].workload, KeyCase::Unknown);
         assert_eq!(cells[0].variant, KeyVariant::None);
-        assert_eq!(cells[5].variant, KeyVariant::Keymesh);
+        assert_eq!(cells[4].variant, KeyVariant::Keymesh);
     }
 
     #[test]

@@ -418,7 +418,8 @@ mod tests {
         assert!(dto.since.is_none());
         KeySet::parse_bundle(text.as_bytes()).unwrap();
         FilterConfig::parse(
-            crate::envoy::keymesh_api_key_filter_config(crate::envoy::FULL_BUNDLE_PATH).as_bytes(),
+            crate::envoy::keymesh_api_key_filter_config(crate::envoy::FULL_BUNDLE_PATH, 10_000)
+                .as_bytes(),
         )
         .unwrap();
     }

@@ -27,10 +27,14 @@ use crate::support::dedup;
 use crate::support::syntax;
 
 mod lifecycle;
+pub mod owned;
+pub mod policy;
 mod records;
 mod usage;
 
 pub use lifecycle::{Grace, MAX_GRACE_SECS};
+pub use owned::{UserKeyError, UserKeyRequest, UserKeys};
+pub use policy::{KeyPolicy, PolicyDenied, PolicySource, PolicyStore};
 pub use records::{
     ApiKeyInfo, ApiKeyRecord, ApiKeyState, IssuedApiKey, NewApiKey, PreviousSecret,
     PreviousSecretInfo,
@@ -74,6 +78,9 @@ pub enum ApiKeyError {
     /// Generated ids kept colliding with existing ones (a broken random source?).
     #[error("cannot allocate an unused api key id")]
     IdCollision,
+    /// The owner already holds the most keys allowed (checked atomically with the write).
+    #[error("owner already holds {0} api keys, the most allowed")]
+    LimitReached(u32),
     /// The record kept changing while a revocation or regeneration tried to apply.
     #[error("api key {0:?} is being changed concurrently; try again")]
     Conflict(String),
@@ -110,9 +117,11 @@ impl ApiKeyError {
     }
 }
 
-/// `KEYS[3]` = record, `KEYS[4]` = owner index; `ARGV[3]` = record JSON, `ARGV[4]` = id, `ARGV[5]` = entry JSON.
-/// Returns the version, or 0 if the id is taken.
+/// `KEYS[3]` = record, `KEYS[4]` = owner index; `ARGV[3]` = record JSON, `ARGV[4]` = id, `ARGV[5]` = entry JSON,
+/// `ARGV[6]` = the most keys the owner may hold, or empty. Returns the version, 0 if the id is taken, or -1 if the
+/// owner holds the most keys allowed.
 const CREATE: &str = r"
+if ARGV[6] ~= '' and redis.call('SCARD', KEYS[4]) >= tonumber(ARGV[6]) then return -1 end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local version = begin_change()
 redis.call('SET', KEYS[3], ARGV[3])
@@ -155,6 +164,18 @@ impl ApiKeyStore {
         conn: &mut C,
         new: NewApiKey,
         now: u64,
+    ) -> Result<IssuedApiKey, ApiKeyError> {
+        self.create_capped(conn, new, now, None).await
+    }
+
+    /// [`ApiKeyStore::create`], refused with [`ApiKeyError::LimitReached`] if the owner already holds `max_keys`
+    /// keys: the count is checked in the same script as the write, so concurrent requests cannot exceed it.
+    pub async fn create_capped<C: ConnectionLike + Send>(
+        &self,
+        conn: &mut C,
+        new: NewApiKey,
+        now: u64,
+        max_keys: Option<u32>,
     ) -> Result<IssuedApiKey, ApiKeyError> {
         if !syntax::is_client_id(&new.owner) {
             return Err(ApiKeyError::InvalidOwner(new.owner));
@@ -212,10 +233,13 @@ impl ApiKeyStore {
                 .key(self.names.api_keys_of_owner(&record.owner))
                 .arg(encode(&record)?)
                 .arg(&record.id)
-                .arg(encode(&record.to_dto())?);
-            let version: u64 = invocation.invoke_async(conn).await?;
-            if version != 0 {
-                return Ok(IssuedApiKey::new(key, record));
+                .arg(encode(&record.to_dto())?)
+                .arg(max_keys.map(|max| max.to_string()).unwrap_or_default());
+            let version: i64 = invocation.invoke_async(conn).await?;
+            match (version, max_keys) {
+                (0, _) => {}
+                (..0, Some(max)) => return Err(ApiKeyError::LimitReached(max)),
+                _ => return Ok(IssuedApiKey::new(key, record)),
             }
         }
         Err(ApiKeyError::IdCollision)

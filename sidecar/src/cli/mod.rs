@@ -1,5 +1,5 @@
 //! The command line: `keymesh serve`, `keymesh client {create,list,delete}`,
-//! `keymesh apikey {create,list,revoke,regenerate}`, `keymesh user {create,list,delete}`, `keymesh key …` and
+//! `keymesh apikey {create,list,revoke,regenerate}`, `keymesh user {create,list,delete,policy}`, `keymesh key …` and
 //! `keymesh issuer {add,list,remove,refresh}` and `keymesh health`.
 //!
 //! Every subcommand loads the same [`Config`] as the server, so client and API key commands act on the Redis (and
@@ -23,12 +23,14 @@ mod health;
 mod issuer;
 mod key;
 mod user;
+mod user_policy;
 
 pub use apikey::{parse_duration, parse_grace, run_apikey, ApiKeyCommand, CreateApiKeyArgs};
 pub use health::{run_health, HealthArgs, HealthError};
 pub use issuer::{run_issuer, AddIssuerArgs, IssuerCommand, IssuerCommandError};
 pub use key::{run_key, KeyCommand, KeyCommandError, RotateArgs};
 pub use user::{run_user, CreateUserArgs, UserCommand};
+pub use user_policy::{run_policy, PolicyCommand, SetPolicyArgs, Whom};
 
 const CLI_REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -159,6 +161,12 @@ pub enum CliError {
     /// An external issuer command failed.
     #[error(transparent)]
     Issuer(#[from] IssuerCommandError),
+    /// A key policy operation failed.
+    #[error(transparent)]
+    Policy(#[from] crate::api_keys::policy::PolicyError),
+    /// `user policy clear` named a policy that is not set.
+    #[error("no key policy for {0}")]
+    NoPolicy(String),
     /// `user delete` named a user that does not exist.
     #[error("no user {0:?}")]
     UserNotFound(String),

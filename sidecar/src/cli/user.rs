@@ -1,4 +1,5 @@
-//! `keymesh user {create,list,delete}`: the users who log in at the authorization page.
+//! `keymesh user {create,list,delete,policy}`: the users who log in at the authorization page and the account page,
+//! and the policy for the API keys they create themselves.
 
 use std::io::{BufRead, Write};
 
@@ -27,6 +28,9 @@ pub enum UserCommand {
         /// The username.
         username: String,
     },
+    /// The policy for the API keys users create on the account page: resources, scopes, number and lifetime.
+    #[command(subcommand)]
+    Policy(super::user_policy::PolicyCommand),
 }
 
 /// Arguments of `keymesh user create`.
@@ -118,6 +122,9 @@ pub async fn run_user(
                     writeln!(out, "{}\tcreated_at={}", user.username, user.created_at)?;
                 }
             }
+        }
+        UserCommand::Policy(command) => {
+            super::user_policy::run_policy(config, command, out).await?;
         }
         UserCommand::Delete { username } => {
             let mut conn = connect(config).await?;

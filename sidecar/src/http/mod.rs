@@ -4,8 +4,10 @@
 //! - [`oauth`](self::oauth): the authorization server (token, authorize, revoke, introspect, discovery);
 //! - `keys`: key material for the filters (the bundle, reports of unknown kids);
 //! - `admin`: the admin API for API keys;
+//! - `account`: the account page and JSON API where users manage their own API keys;
 //! - [`ops`]: readiness, liveness, status and metrics.
 
+pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod error;
 pub(crate) mod keys;
@@ -100,6 +102,34 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/v1/admin/apikeys/{id}/enable",
             post(admin::api_keys::enable),
+        )
+        .route(
+            account::ACCOUNT_PATH,
+            get(account::page::show)
+                .post(account::page::submit)
+                .layer(DefaultBodyLimit::max(TOKEN_BODY_LIMIT)),
+        )
+        .route(
+            account::API_PATH,
+            get(account::api::list)
+                .post(account::api::create)
+                .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/account/api-keys/{id}",
+            get(account::api::get).delete(account::api::revoke),
+        )
+        .route(
+            "/v1/account/api-keys/{id}/regenerate",
+            post(account::api::regenerate).layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/account/api-keys/{id}/disable",
+            post(account::api::disable),
+        )
+        .route(
+            "/v1/account/api-keys/{id}/enable",
+            post(account::api::enable),
         )
         .with_state(state)
 }

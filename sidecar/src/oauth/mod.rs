@@ -11,6 +11,7 @@ pub mod codes;
 pub mod exchange;
 pub mod grants;
 pub mod issuing;
+pub mod login;
 pub mod pkce;
 pub mod redirect_uri;
 pub mod registration;

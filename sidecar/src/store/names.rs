@@ -132,6 +132,16 @@ impl KeyNames {
         key.strip_prefix(&self.prefix)?.strip_prefix("user:")
     }
 
+    /// The operator's policy for the API keys one user creates themselves (JSON).
+    pub fn key_policy_of_user(&self, username: &str) -> String {
+        format!("{}keypolicy:user:{username}", self.prefix)
+    }
+
+    /// The operator's policy for the API keys of users without their own (JSON).
+    pub fn default_key_policy(&self) -> String {
+        format!("{}keypolicy:default", self.prefix)
+    }
+
     /// Key marking an access token as revoked until shortly after it expires; holds the token's `exp`.
     pub fn revoked_token(&self, jti: &str) -> String {
         format!("{}revoked:{jti}", self.prefix)

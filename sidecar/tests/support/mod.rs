@@ -1,6 +1,7 @@
 //! Shared test fixtures: a real redis-server per test (from `keymesh-test-support`), an app state on a chosen key prefix, request helpers.
 #![allow(dead_code, unused_imports, unreachable_pub)] // each test binary uses a different subset
 
+pub mod account;
 pub mod oauth;
 
 use std::time::Duration;

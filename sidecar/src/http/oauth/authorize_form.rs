@@ -22,9 +22,9 @@ use crate::http::oauth::token_request;
 use crate::http::state::AppState;
 use crate::oauth::clients::ClientRecord;
 use crate::oauth::codes::{CodeGrant, CodeStore, CODE_TTL_SECS};
+use crate::oauth::login::{self, LoginOutcome};
+use crate::oauth::random_token;
 use crate::oauth::sessions::{session_digest, LoginSession, PendingAuthorization};
-use crate::oauth::users::UserStore;
-use crate::oauth::{random_token, throttle};
 
 /// Random bytes of a grant id.
 const GRANT_ID_BYTES: usize = 16;
@@ -117,10 +117,6 @@ async fn login(
         .redis()
         .await
         .map_err(|_| page(PageError::Unavailable))?;
-    let failures = throttle::Counters {
-        per_source: state.names().login_failures_from(username, &source.0),
-        all_sources: state.names().login_failures(username),
-    };
     let retry = |status: StatusCode, message: &str| {
         pages::page(
             status,
@@ -133,31 +129,31 @@ async fn login(
             None,
         )
     };
-    if let Some(secs) = throttle::blocked(&mut conn, &failures)
-        .await
-        .map_err(|_| page(PageError::Unavailable))?
-    {
-        tracing::warn!(%username, source = %source.0, "login throttled");
-        return Err(retry(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!("Too many failed attempts. Try again in {secs} seconds."),
-        ));
-    }
-    let user = UserStore::new(state.names().clone())
-        .check_password(&mut conn, username, password, state.argon2_slots())
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "cannot check a password");
-            page(PageError::Unavailable)
-        })?;
-    let Some(user) = user else {
-        tracing::info!(%username, client_id = %form.client.client_id, "failed login");
-        if crate::support::syntax::is_client_id(username) {
-            throttle::record_failure(&mut conn, &failures)
-                .await
-                .map_err(|_| page(PageError::Unavailable))?;
+    let outcome = login::log_in(
+        &mut conn,
+        state.names(),
+        state.argon2_slots(),
+        username,
+        password,
+        &source.0,
+    )
+    .await
+    .map_err(|error| {
+        tracing::warn!(%error, "cannot check a password");
+        page(PageError::Unavailable)
+    })?;
+    let user = match outcome {
+        LoginOutcome::LoggedIn(user) => user,
+        LoginOutcome::Throttled(secs) => {
+            return Err(retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many failed attempts. Try again in {secs} seconds."),
+            ))
         }
-        return Err(retry(StatusCode::OK, "Wrong username or password."));
+        LoginOutcome::Refused => {
+            tracing::info!(%username, client_id = %form.client.client_id, "failed login");
+            return Err(retry(StatusCode::OK, "Wrong username or password."));
+        }
     };
     // A new session id after login: an id the attacker planted before is not the one that is logged in.
     let sessions = state_sessions(state);

@@ -252,7 +252,7 @@ fn parse_basic(value: &str) -> Option<(String, String)> {
 
 /// `application/x-www-form-urlencoded` decoding of one name or value: `+` is a space, `%XX` a byte, and the
 /// result must be UTF-8. Malformed escapes are an error rather than passed through.
-fn form_decode(input: &[u8]) -> Option<String> {
+pub(crate) fn form_decode(input: &[u8]) -> Option<String> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
