@@ -39,6 +39,11 @@ pub(crate) struct ProxyInputs<'a> {
     /// The floor modules (`empty_sdk`, `empty_min`).
     pub(crate) empty_sdk: &'a Path,
     pub(crate) empty_min: &'a Path,
+    /// The previous keymesh build (`keymesh_base`).
+    pub(crate) keymesh_base: &'a Path,
+    /// Whether `keymesh` and `keymesh_base` run with [`KEYMESH_CAPABILITIES`] (`capability_restriction_config`).
+    pub(crate) restrict_keymesh: bool,
+    pub(crate) restrict_base: bool,
     /// `jwt_cache_config.jwt_cache_size` of the caching variant.
     pub(crate) jwt_cache_size: u32,
     pub(crate) upstream: UpstreamPorts,
@@ -119,18 +124,114 @@ fn jwt_authn(jwks: &str, cache_size: Option<u32>) -> Value {
     }})
 }
 
-/// The keymesh filter configuration: one route requiring the bench audience, bundle from the upstream Envoy.
-pub(crate) fn keymesh_filter_config(forward_token: bool) -> String {
-    json!({
+/// The identity headers keymesh writes in the token run: the three native `jwt_authn` writes (`claim_to_headers`
+/// for `sub`, `client_id`, `scope`), so both do the same work.
+pub(crate) const TOKEN_IDENTITY_HEADERS: &[&str] = &["subject", "client_id", "scope"];
+/// The identity header keymesh writes in the API-key run: the client id, as `api_key_auth`'s `forwarding` does.
+pub(crate) const KEY_IDENTITY_HEADERS: &[&str] = &["client_id"];
+
+/// The keymesh filter configuration: one route requiring the bench audience, bundle from the upstream Envoy, and
+/// `identity_headers` when given (a build older than that setting refuses it, so `keymesh_base` runs without:
+/// every identity header).
+pub(crate) fn keymesh_filter_config(
+    forward_token: bool,
+    identity_headers: Option<&[&str]>,
+) -> String {
+    let mut config = json!({
         "sidecar": {"cluster": "keymesh_sidecar", "refresh_interval_ms": 1000, "timeout_ms": 2000},
         "routes": [{"prefix": "/", "audience": BENCH_AUDIENCE}],
         "forward_token": forward_token,
-    })
-    .to_string()
+    });
+    if let Some(headers) = identity_headers {
+        config["identity_headers"] = json!(headers);
+    }
+    config.to_string()
 }
 
-/// The keymesh wasm filter running `wasm` on V8 with the filter configuration `config`.
-fn keymesh_filter(wasm: &Path, config: String) -> Value {
+/// What keymesh's deployment allows the module (`capability_restriction_config.allowed_capabilities`): the
+/// callbacks keymesh implements, and the host functions it imports. proxy-wasm-cpp-host (`WasmBase::getFunctions`)
+/// leaves a callback that is not allowed unset and then never calls it, so every stream skips the VM entries for
+/// response headers and body, trailers, log and done that the Rust SDK exports and keymesh does not need.
+/// `proxy_on_delete` stays: the SDK frees the stream's context there.
+pub(crate) const KEYMESH_CAPABILITIES: &[&str] = &[
+    // Callbacks.
+    "proxy_on_context_create",
+    "proxy_on_vm_start",
+    "proxy_on_configure",
+    "proxy_on_tick",
+    "proxy_on_http_call_response",
+    "proxy_on_request_headers",
+    "proxy_on_delete",
+    // Host functions: every one the module imports (the SDK's dispatcher calls some keymesh never names, such as
+    // `proxy_set_effective_context` before an HTTP-call answer; a call to one left out fails the VM).
+    "proxy_log",
+    "proxy_get_log_level",
+    "proxy_get_status",
+    "proxy_get_current_time_nanoseconds",
+    "proxy_get_property",
+    "proxy_set_property",
+    "proxy_set_effective_context",
+    "proxy_continue_stream",
+    "proxy_close_stream",
+    "proxy_done",
+    "proxy_get_header_map_pairs",
+    "proxy_set_header_map_pairs",
+    "proxy_get_header_map_value",
+    "proxy_add_header_map_value",
+    "proxy_replace_header_map_value",
+    "proxy_remove_header_map_value",
+    "proxy_send_local_response",
+    "proxy_get_buffer_bytes",
+    "proxy_set_buffer_bytes",
+    "proxy_http_call",
+    "proxy_grpc_call",
+    "proxy_grpc_stream",
+    "proxy_grpc_send",
+    "proxy_grpc_cancel",
+    "proxy_grpc_close",
+    "proxy_call_foreign_function",
+    "proxy_get_shared_data",
+    "proxy_set_shared_data",
+    "proxy_register_shared_queue",
+    "proxy_resolve_shared_queue",
+    "proxy_enqueue_shared_queue",
+    "proxy_dequeue_shared_queue",
+    "proxy_set_tick_period_milliseconds",
+    "proxy_define_metric",
+    "proxy_increment_metric",
+    "proxy_record_metric",
+    "proxy_get_metric",
+    // WASI, for the Rust standard library.
+    "fd_write",
+    "random_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_time_get",
+    "proc_exit",
+];
+
+/// `capability_restriction_config` allowing [`KEYMESH_CAPABILITIES`].
+pub(crate) fn keymesh_capability_restriction() -> Value {
+    let allowed: serde_json::Map<String, Value> = KEYMESH_CAPABILITIES
+        .iter()
+        .map(|name| ((*name).to_owned(), json!({})))
+        .collect();
+    json!({"allowed_capabilities": allowed})
+}
+
+/// The keymesh wasm filter running `wasm` on V8 with the filter configuration `config`, with
+/// [`KEYMESH_CAPABILITIES`] when `restricted`.
+fn keymesh_filter(wasm: &Path, config: String, restricted: bool) -> Value {
+    let mut filter = keymesh_filter_unrestricted(wasm, config);
+    if restricted {
+        // The VM-level field: Envoy 1.40 deprecates the plugin-level one.
+        filter["typed_config"]["config"]["vm_config"]["capability_restriction_config"] =
+            keymesh_capability_restriction();
+    }
+    filter
+}
+
+fn keymesh_filter_unrestricted(wasm: &Path, config: String) -> Value {
     json!({"name": "keymesh.authn", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {
@@ -170,7 +271,16 @@ pub(crate) fn http_filters(variant: Variant, inputs: &ProxyInputs<'_>) -> Vec<Va
         Variant::None => vec![],
         Variant::JwtAuthn => vec![jwt_authn(inputs.jwks, None)],
         Variant::JwtAuthnCache => vec![jwt_authn(inputs.jwks, Some(inputs.jwt_cache_size))],
-        Variant::Keymesh => vec![keymesh_filter(inputs.wasm, keymesh_filter_config(true))],
+        Variant::Keymesh => vec![keymesh_filter(
+            inputs.wasm,
+            keymesh_filter_config(true, Some(TOKEN_IDENTITY_HEADERS)),
+            inputs.restrict_keymesh,
+        )],
+        Variant::KeymeshBase => vec![keymesh_filter(
+            inputs.keymesh_base,
+            keymesh_filter_config(true, None),
+            inputs.restrict_base,
+        )],
         Variant::EmptySdk => vec![floor_filter("empty_sdk", inputs.empty_sdk)],
         Variant::EmptyMin => vec![floor_filter("empty_min", inputs.empty_min)],
     };
@@ -188,7 +298,7 @@ pub(crate) fn proxy_bootstrap(
         {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     ]}]});
     let mut clusters = vec![static_cluster("upstream", inputs.upstream.app)];
-    if variant == Variant::Keymesh {
+    if variant.is_keymesh() {
         clusters.push(static_cluster("keymesh_sidecar", inputs.upstream.bundle));
     }
     json!({
@@ -244,6 +354,7 @@ pub(crate) fn keymesh_api_key_filter_config(bundle_path: &str) -> String {
                     "timeout_ms": 30000},
         "routes": [{"prefix": "/", "audience": BENCH_AUDIENCE, "credential": "api_key"}],
         "forward_token": true,
+        "identity_headers": KEY_IDENTITY_HEADERS,
     })
     .to_string()
 }
@@ -274,10 +385,12 @@ pub(crate) fn key_proxy_bootstrap(
         KeyVariant::Keymesh => vec![keymesh_filter(
             wasm,
             keymesh_api_key_filter_config(FULL_BUNDLE_PATH),
+            true,
         )],
         KeyVariant::KeymeshEmpty => vec![keymesh_filter(
             wasm,
             keymesh_api_key_filter_config(EMPTY_BUNDLE_PATH),
+            true,
         )],
     };
     filters.push(router());
@@ -344,6 +457,9 @@ mod tests {
             wasm: Path::new("/x/keymesh_authn.wasm"),
             empty_sdk: Path::new("/x/empty_sdk.wasm"),
             empty_min: Path::new("/x/empty_min.wasm"),
+            keymesh_base: Path::new("/x/keymesh_base.wasm"),
+            restrict_keymesh: true,
+            restrict_base: false,
             jwt_cache_size: 100,
             upstream: UpstreamPorts {
                 app: 2001,
@@ -384,6 +500,7 @@ mod tests {
             (Variant::JwtAuthn, "envoy.filters.http.jwt_authn"),
             (Variant::JwtAuthnCache, "envoy.filters.http.jwt_authn"),
             (Variant::Keymesh, "keymesh.authn"),
+            (Variant::KeymeshBase, "keymesh.authn"),
             (Variant::EmptySdk, "bench.empty_sdk"),
             (Variant::EmptyMin, "bench.empty_min"),
         ] {

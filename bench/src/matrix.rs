@@ -25,19 +25,33 @@ pub(crate) enum Variant {
     EmptySdk,
     /// The leanest do-nothing wasm module (four exports, no SDK): the price of any wasm filter on this Envoy.
     EmptyMin,
+    /// keymesh built from another commit (`--base-wasm`), to measure a change before and after in one run.
+    KeymeshBase,
 }
 
 impl Variant {
-    pub(crate) const ALL: [Variant; 6] = [
+    pub(crate) const ALL: [Variant; 7] = [
         Variant::None,
         Variant::EmptyMin,
         Variant::EmptySdk,
         Variant::JwtAuthn,
         Variant::JwtAuthnCache,
+        Variant::KeymeshBase,
         Variant::Keymesh,
     ];
     /// The native filters keymesh is compared with, pair by pair.
     pub(crate) const NATIVE: [Variant; 2] = [Variant::JwtAuthn, Variant::JwtAuthnCache];
+    /// What keymesh is compared with pair by pair in the ratio table: the natives and its own previous build.
+    pub(crate) const COMPARED: [Variant; 3] = [
+        Variant::JwtAuthn,
+        Variant::JwtAuthnCache,
+        Variant::KeymeshBase,
+    ];
+
+    /// True for the keymesh filter, whichever build.
+    pub(crate) fn is_keymesh(self) -> bool {
+        matches!(self, Variant::Keymesh | Variant::KeymeshBase)
+    }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -47,6 +61,7 @@ impl Variant {
             Variant::Keymesh => "keymesh",
             Variant::EmptySdk => "empty_sdk",
             Variant::EmptyMin => "empty_min",
+            Variant::KeymeshBase => "keymesh_base",
         }
     }
 

@@ -215,8 +215,9 @@ impl RootContext for AuthnRoot {
             log::error!("refusing configuration: cannot set tick period: {status:?}");
             return false;
         }
+        host::sync_log_level();
         let material = SharedKeyMaterial::new(
-            HostSharedData,
+            HostSharedData::new(),
             &config.sidecar.cluster,
             &config.sidecar.path,
         );
@@ -236,6 +237,7 @@ impl RootContext for AuthnRoot {
     }
 
     fn on_tick(&mut self) {
+        host::sync_log_level();
         if let Some(filter) = &self.filter {
             filter.metrics.flush();
             host::record(

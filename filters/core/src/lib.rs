@@ -21,6 +21,7 @@ pub mod ed25519_verify;
 pub mod error;
 pub mod es256_verify;
 pub mod extract;
+pub mod identity;
 pub mod jwk;
 pub mod jws;
 pub mod keyset;

@@ -193,6 +193,7 @@ fn authorize_token(
         scopes: claims.scopes.clone(),
         issuer: Some(claims.issuer.clone()),
         credential: "jwt",
+        forward: route.identity_headers,
     })
 }
 
@@ -238,6 +239,7 @@ fn authorize_api_key(
         scopes: entry.scopes,
         issuer: None,
         credential: "api_key",
+        forward: route.identity_headers,
     })
 }
 

@@ -81,7 +81,7 @@ fn a_resync_raises_the_floor_over_keys_deleted_out_of_the_window() {
     // still in shared data (nothing can remove it), written by generation 1.
     assert_eq!(apply(&fetcher, &full(5, &["kept"], &[]), NOW_MS), stored());
     assert!(shared
-        .get("keymesh.authn.v1/sidecar/v1/bundle/ak/gone")
+        .get("keymesh.authn.v2/sidecar/v1/bundle/ak/gone")
         .is_some_and(|entry| !entry.bytes.is_empty()));
     assert!(!has_key(&fetcher, "gone"), "below the floor");
     assert!(has_key(&fetcher, "kept"));
@@ -224,7 +224,7 @@ fn a_bundle_written_into_shared_data_by_something_else_is_reported_and_the_parse
     assert!(other.snapshot().keys().is_some());
     shared
         .set(
-            "keymesh.authn.v1/sidecar/v1/bundle/bundle",
+            "keymesh.authn.v2/sidecar/v1/bundle/bundle",
             b"garbage",
             None,
         )
