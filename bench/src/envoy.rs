@@ -8,6 +8,7 @@
 //! The API-key proxies ([`key_proxy_bootstrap`]) are the same listener with keymesh on an API-key route or
 //! Envoy's `api_key_auth`; their upstream ([`key_upstream_bootstrap`]) serves the large bundles from files.
 
+use crate::capabilities::keymesh_capability_restriction;
 use crate::matrix::{KeyVariant, Variant};
 use crate::prepare::BENCH_AUDIENCE;
 use keymesh_testkit::ISSUER;
@@ -41,7 +42,8 @@ pub(crate) struct ProxyInputs<'a> {
     pub(crate) empty_min: &'a Path,
     /// The previous keymesh build (`keymesh_base`).
     pub(crate) keymesh_base: &'a Path,
-    /// Whether `keymesh` and `keymesh_base` run with [`KEYMESH_CAPABILITIES`] (`capability_restriction_config`).
+    /// Whether `keymesh` and `keymesh_base` run with [`crate::capabilities::KEYMESH_CAPABILITIES`]
+    /// (`capability_restriction_config`).
     pub(crate) restrict_keymesh: bool,
     pub(crate) restrict_base: bool,
     /// `jwt_cache_config.jwt_cache_size` of the caching variant.
@@ -148,79 +150,8 @@ pub(crate) fn keymesh_filter_config(
     config.to_string()
 }
 
-/// What keymesh's deployment allows the module (`capability_restriction_config.allowed_capabilities`): the
-/// callbacks keymesh implements, and the host functions it imports. proxy-wasm-cpp-host (`WasmBase::getFunctions`)
-/// leaves a callback that is not allowed unset and then never calls it, so every stream skips the VM entries for
-/// response headers and body, trailers, log and done that the Rust SDK exports and keymesh does not need.
-/// `proxy_on_delete` stays: the SDK frees the stream's context there.
-pub(crate) const KEYMESH_CAPABILITIES: &[&str] = &[
-    // Callbacks.
-    "proxy_on_context_create",
-    "proxy_on_vm_start",
-    "proxy_on_configure",
-    "proxy_on_tick",
-    "proxy_on_http_call_response",
-    "proxy_on_request_headers",
-    "proxy_on_delete",
-    // Host functions: every one the module imports (the SDK's dispatcher calls some keymesh never names, such as
-    // `proxy_set_effective_context` before an HTTP-call answer; a call to one left out fails the VM).
-    "proxy_log",
-    "proxy_get_log_level",
-    "proxy_get_status",
-    "proxy_get_current_time_nanoseconds",
-    "proxy_get_property",
-    "proxy_set_property",
-    "proxy_set_effective_context",
-    "proxy_continue_stream",
-    "proxy_close_stream",
-    "proxy_done",
-    "proxy_get_header_map_pairs",
-    "proxy_set_header_map_pairs",
-    "proxy_get_header_map_value",
-    "proxy_add_header_map_value",
-    "proxy_replace_header_map_value",
-    "proxy_remove_header_map_value",
-    "proxy_send_local_response",
-    "proxy_get_buffer_bytes",
-    "proxy_set_buffer_bytes",
-    "proxy_http_call",
-    "proxy_grpc_call",
-    "proxy_grpc_stream",
-    "proxy_grpc_send",
-    "proxy_grpc_cancel",
-    "proxy_grpc_close",
-    "proxy_call_foreign_function",
-    "proxy_get_shared_data",
-    "proxy_set_shared_data",
-    "proxy_register_shared_queue",
-    "proxy_resolve_shared_queue",
-    "proxy_enqueue_shared_queue",
-    "proxy_dequeue_shared_queue",
-    "proxy_set_tick_period_milliseconds",
-    "proxy_define_metric",
-    "proxy_increment_metric",
-    "proxy_record_metric",
-    "proxy_get_metric",
-    // WASI, for the Rust standard library.
-    "fd_write",
-    "random_get",
-    "environ_get",
-    "environ_sizes_get",
-    "clock_time_get",
-    "proc_exit",
-];
-
-/// `capability_restriction_config` allowing [`KEYMESH_CAPABILITIES`].
-pub(crate) fn keymesh_capability_restriction() -> Value {
-    let allowed: serde_json::Map<String, Value> = KEYMESH_CAPABILITIES
-        .iter()
-        .map(|name| ((*name).to_owned(), json!({})))
-        .collect();
-    json!({"allowed_capabilities": allowed})
-}
-
 /// The keymesh wasm filter running `wasm` on V8 with the filter configuration `config`, with
-/// [`KEYMESH_CAPABILITIES`] when `restricted`.
+/// [`crate::capabilities::KEYMESH_CAPABILITIES`] when `restricted`.
 fn keymesh_filter(wasm: &Path, config: String, restricted: bool) -> Value {
     let mut filter = keymesh_filter_unrestricted(wasm, config);
     if restricted {

@@ -3,6 +3,7 @@
 //! `run` (or `prepare-api-keys` then `run-api-keys`): one pipeline (`prepare`, `matrix`, `run`, `report`) with
 //! two matrices.
 
+mod capabilities;
 mod envoy;
 mod http;
 mod launch;

@@ -327,11 +327,11 @@ mod tests {
     #[test]
     fn schedule_covers_every_applicable_cell_once_per_rep() {
         let cells = schedule(3, &Variant::ALL, &workloads());
-        // 3 filtering variants x 9 workloads + the 3 floors on the 3 cached workloads.
-        assert_eq!(cells.len(), 3 * (3 * 9 + 3 * 3));
+        // 4 filtering variants (keymesh_base among them) x 9 workloads + the 3 floors on the 3 cached workloads.
+        assert_eq!(cells.len(), 3 * (4 * 9 + 3 * 3));
         for rep in 0..3 {
             let mine: Vec<_> = cells.iter().filter(|c| c.rep == rep).collect();
-            assert_eq!(mine.len(), 36);
+            assert_eq!(mine.len(), 45);
             assert!(!mine
                 .iter()
                 .any(|c| !c.variant.authenticates() && c.workload.case != TokenCase::Cached));
