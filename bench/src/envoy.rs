@@ -8,6 +8,7 @@
 //! The API-key proxies ([`key_proxy_bootstrap`]) are the same listener with keymesh on an API-key route or
 //! Envoy's `api_key_auth`; their upstream ([`key_upstream_bootstrap`]) serves the large bundles from files.
 
+use crate::capabilities::keymesh_capability_restriction;
 use crate::matrix::{KeyVariant, Variant};
 use crate::prepare::BENCH_AUDIENCE;
 use keymesh_testkit::ISSUER;
@@ -39,6 +40,12 @@ pub(crate) struct ProxyInputs<'a> {
     /// The floor modules (`empty_sdk`, `empty_min`).
     pub(crate) empty_sdk: &'a Path,
     pub(crate) empty_min: &'a Path,
+    /// The previous keymesh build (`keymesh_base`).
+    pub(crate) keymesh_base: &'a Path,
+    /// Whether `keymesh` and `keymesh_base` run with [`crate::capabilities::KEYMESH_CAPABILITIES`]
+    /// (`capability_restriction_config`).
+    pub(crate) restrict_keymesh: bool,
+    pub(crate) restrict_base: bool,
     /// `jwt_cache_config.jwt_cache_size` of the caching variant.
     pub(crate) jwt_cache_size: u32,
     pub(crate) upstream: UpstreamPorts,
@@ -119,18 +126,43 @@ fn jwt_authn(jwks: &str, cache_size: Option<u32>) -> Value {
     }})
 }
 
-/// The keymesh filter configuration: one route requiring the bench audience, bundle from the upstream Envoy.
-pub(crate) fn keymesh_filter_config(forward_token: bool) -> String {
-    json!({
+/// The identity headers keymesh writes in the token run: the three native `jwt_authn` writes (`claim_to_headers`
+/// for `sub`, `client_id`, `scope`), so both do the same work.
+pub(crate) const TOKEN_IDENTITY_HEADERS: &[&str] = &["subject", "client_id", "scope"];
+/// The identity header keymesh writes in the API-key run: the client id, as `api_key_auth`'s `forwarding` does.
+pub(crate) const KEY_IDENTITY_HEADERS: &[&str] = &["client_id"];
+
+/// The keymesh filter configuration: one route requiring the bench audience, bundle from the upstream Envoy, and
+/// `identity_headers` when given (a build older than that setting refuses it, so `keymesh_base` runs without:
+/// every identity header).
+pub(crate) fn keymesh_filter_config(
+    forward_token: bool,
+    identity_headers: Option<&[&str]>,
+) -> String {
+    let mut config = json!({
         "sidecar": {"cluster": "keymesh_sidecar", "refresh_interval_ms": 1000, "timeout_ms": 2000},
         "routes": [{"prefix": "/", "audience": BENCH_AUDIENCE}],
         "forward_token": forward_token,
-    })
-    .to_string()
+    });
+    if let Some(headers) = identity_headers {
+        config["identity_headers"] = json!(headers);
+    }
+    config.to_string()
 }
 
-/// The keymesh wasm filter running `wasm` on V8 with the filter configuration `config`.
-fn keymesh_filter(wasm: &Path, config: String) -> Value {
+/// The keymesh wasm filter running `wasm` on V8 with the filter configuration `config`, with
+/// [`crate::capabilities::KEYMESH_CAPABILITIES`] when `restricted`.
+fn keymesh_filter(wasm: &Path, config: String, restricted: bool) -> Value {
+    let mut filter = keymesh_filter_unrestricted(wasm, config);
+    if restricted {
+        // The VM-level field: Envoy 1.40 deprecates the plugin-level one.
+        filter["typed_config"]["config"]["vm_config"]["capability_restriction_config"] =
+            keymesh_capability_restriction();
+    }
+    filter
+}
+
+fn keymesh_filter_unrestricted(wasm: &Path, config: String) -> Value {
     json!({"name": "keymesh.authn", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {
@@ -170,7 +202,16 @@ pub(crate) fn http_filters(variant: Variant, inputs: &ProxyInputs<'_>) -> Vec<Va
         Variant::None => vec![],
         Variant::JwtAuthn => vec![jwt_authn(inputs.jwks, None)],
         Variant::JwtAuthnCache => vec![jwt_authn(inputs.jwks, Some(inputs.jwt_cache_size))],
-        Variant::Keymesh => vec![keymesh_filter(inputs.wasm, keymesh_filter_config(true))],
+        Variant::Keymesh => vec![keymesh_filter(
+            inputs.wasm,
+            keymesh_filter_config(true, Some(TOKEN_IDENTITY_HEADERS)),
+            inputs.restrict_keymesh,
+        )],
+        Variant::KeymeshBase => vec![keymesh_filter(
+            inputs.keymesh_base,
+            keymesh_filter_config(true, None),
+            inputs.restrict_base,
+        )],
         Variant::EmptySdk => vec![floor_filter("empty_sdk", inputs.empty_sdk)],
         Variant::EmptyMin => vec![floor_filter("empty_min", inputs.empty_min)],
     };
@@ -188,7 +229,7 @@ pub(crate) fn proxy_bootstrap(
         {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
     ]}]});
     let mut clusters = vec![static_cluster("upstream", inputs.upstream.app)];
-    if variant == Variant::Keymesh {
+    if variant.is_keymesh() {
         clusters.push(static_cluster("keymesh_sidecar", inputs.upstream.bundle));
     }
     json!({
@@ -245,6 +286,7 @@ pub(crate) fn keymesh_api_key_filter_config(bundle_path: &str, usage_report_ms: 
                     "timeout_ms": 30000, "usage_report_ms": usage_report_ms},
         "routes": [{"prefix": "/", "audience": BENCH_AUDIENCE, "credential": "api_key"}],
         "forward_token": true,
+        "identity_headers": KEY_IDENTITY_HEADERS,
     })
     .to_string()
 }
@@ -275,14 +317,17 @@ pub(crate) fn key_proxy_bootstrap(
         KeyVariant::Keymesh => vec![keymesh_filter(
             wasm,
             keymesh_api_key_filter_config(FULL_BUNDLE_PATH, 10_000),
+            true,
         )],
         KeyVariant::KeymeshNoUsage => vec![keymesh_filter(
             wasm,
             keymesh_api_key_filter_config(FULL_BUNDLE_PATH, 0),
+            true,
         )],
         KeyVariant::KeymeshEmpty => vec![keymesh_filter(
             wasm,
             keymesh_api_key_filter_config(EMPTY_BUNDLE_PATH, 10_000),
+            true,
         )],
     };
     filters.push(router());
@@ -352,6 +397,9 @@ mod tests {
             wasm: Path::new("/x/keymesh_authn.wasm"),
             empty_sdk: Path::new("/x/empty_sdk.wasm"),
             empty_min: Path::new("/x/empty_min.wasm"),
+            keymesh_base: Path::new("/x/keymesh_base.wasm"),
+            restrict_keymesh: true,
+            restrict_base: false,
             jwt_cache_size: 100,
             upstream: UpstreamPorts {
                 app: 2001,
@@ -392,6 +440,7 @@ mod tests {
             (Variant::JwtAuthn, "envoy.filters.http.jwt_authn"),
             (Variant::JwtAuthnCache, "envoy.filters.http.jwt_authn"),
             (Variant::Keymesh, "keymesh.authn"),
+            (Variant::KeymeshBase, "keymesh.authn"),
             (Variant::EmptySdk, "bench.empty_sdk"),
             (Variant::EmptyMin, "bench.empty_min"),
         ] {

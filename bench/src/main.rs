@@ -3,6 +3,7 @@
 //! `run` (or `prepare-api-keys` then `run-api-keys`): one pipeline (`prepare`, `matrix`, `run`, `report`) with
 //! two matrices.
 
+mod capabilities;
 mod envoy;
 mod http;
 mod launch;
@@ -116,6 +117,16 @@ struct RunArgs {
     /// wrk per-request timeout, seconds.
     #[arg(long, default_value_t = 5)]
     timeout: u64,
+    /// The module of the `keymesh_base` variant: keymesh built from another commit, to compare a change before
+    /// and after in one run [default: keymesh_base.wasm next to the keymesh module].
+    #[arg(long)]
+    base_wasm: Option<PathBuf>,
+    /// Run `keymesh` without `capability_restriction_config` (Envoy then calls every callback the module exports).
+    #[arg(long)]
+    keymesh_unrestricted: bool,
+    /// Run `keymesh_base` with keymesh's `capability_restriction_config` (by default it runs without).
+    #[arg(long)]
+    base_restricted: bool,
     /// Variants to run.
     #[arg(
         long,
@@ -254,11 +265,18 @@ fn run_options(args: Box<RunArgs>) -> Result<run::RunOptions> {
             .map_or_else(|| repo().join(".venv/bin/envoy"), PathBuf::from)
     });
     let data = std::path::absolute(&args.data)?;
+    let wasm = std::path::absolute(args.wasm.unwrap_or_else(default_wasm))?;
     Ok(run::RunOptions {
         work: args
             .work
             .map_or_else(|| Ok(data.join("run")), |w| std::path::absolute(&w))?,
-        wasm: std::path::absolute(args.wasm.unwrap_or_else(default_wasm))?,
+        base_wasm: std::path::absolute(
+            args.base_wasm
+                .unwrap_or_else(|| envoy::floor_module(&wasm, "keymesh_base")),
+        )?,
+        restrict_keymesh: !args.keymesh_unrestricted,
+        restrict_base: args.base_restricted,
+        wasm,
         envoy,
         repo: repo(),
         duration: Duration::from_secs(args.duration.max(1)),
@@ -357,11 +375,15 @@ fn main() -> Result<()> {
             let wasm = wasm.unwrap_or_else(default_wasm);
             let empty_sdk = envoy::floor_module(&wasm, "empty_sdk");
             let empty_min = envoy::floor_module(&wasm, "empty_min");
+            let keymesh_base = envoy::floor_module(&wasm, "keymesh_base");
             let inputs = envoy::ProxyInputs {
                 jwks: &jwks,
                 wasm: &wasm,
                 empty_sdk: &empty_sdk,
                 empty_min: &empty_min,
+                keymesh_base: &keymesh_base,
+                restrict_keymesh: true,
+                restrict_base: false,
                 jwt_cache_size: 100,
                 upstream: envoy::UpstreamPorts {
                     app: 10001,

@@ -25,19 +25,33 @@ pub(crate) enum Variant {
     EmptySdk,
     /// The leanest do-nothing wasm module (four exports, no SDK): the price of any wasm filter on this Envoy.
     EmptyMin,
+    /// keymesh built from another commit (`--base-wasm`), to measure a change before and after in one run.
+    KeymeshBase,
 }
 
 impl Variant {
-    pub(crate) const ALL: [Variant; 6] = [
+    pub(crate) const ALL: [Variant; 7] = [
         Variant::None,
         Variant::EmptyMin,
         Variant::EmptySdk,
         Variant::JwtAuthn,
         Variant::JwtAuthnCache,
+        Variant::KeymeshBase,
         Variant::Keymesh,
     ];
     /// The native filters keymesh is compared with, pair by pair.
     pub(crate) const NATIVE: [Variant; 2] = [Variant::JwtAuthn, Variant::JwtAuthnCache];
+    /// What keymesh is compared with pair by pair in the ratio table: the natives and its own previous build.
+    pub(crate) const COMPARED: [Variant; 3] = [
+        Variant::JwtAuthn,
+        Variant::JwtAuthnCache,
+        Variant::KeymeshBase,
+    ];
+
+    /// True for the keymesh filter, whichever build.
+    pub(crate) fn is_keymesh(self) -> bool {
+        matches!(self, Variant::Keymesh | Variant::KeymeshBase)
+    }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -47,6 +61,7 @@ impl Variant {
             Variant::Keymesh => "keymesh",
             Variant::EmptySdk => "empty_sdk",
             Variant::EmptyMin => "empty_min",
+            Variant::KeymeshBase => "keymesh_base",
         }
     }
 
@@ -319,11 +334,11 @@ mod tests {
     #[test]
     fn schedule_covers_every_applicable_cell_once_per_rep() {
         let cells = schedule(3, &Variant::ALL, &workloads());
-        // 3 filtering variants x 9 workloads + the 3 floors on the 3 cached workloads.
-        assert_eq!(cells.len(), 3 * (3 * 9 + 3 * 3));
+        // 4 filtering variants (keymesh_base among them) x 9 workloads + the 3 floors on the 3 cached workloads.
+        assert_eq!(cells.len(), 3 * (4 * 9 + 3 * 3));
         for rep in 0..3 {
             let mine: Vec<_> = cells.iter().filter(|c| c.rep == rep).collect();
-            assert_eq!(mine.len(), 36);
+            assert_eq!(mine.len(), 45);
             assert!(!mine
                 .iter()
                 .any(|c| !c.variant.authenticates() && c.workload.case != TokenCase::Cached));

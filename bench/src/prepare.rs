@@ -351,7 +351,11 @@ mod tests {
         let (keys, skipped) = KeySet::parse_bundle(&bundle).unwrap();
         assert!(skipped.is_empty());
         assert!(keys.len() >= 3);
-        FilterConfig::parse(crate::envoy::keymesh_filter_config(true).as_bytes()).unwrap();
+        FilterConfig::parse(
+            crate::envoy::keymesh_filter_config(true, Some(crate::envoy::TOKEN_IDENTITY_HEADERS))
+                .as_bytes(),
+        )
+        .unwrap();
         let pool = |alg, case| -> Vec<String> {
             let text =
                 std::fs::read_to_string(dir.join(Workload { alg, case }.pool_file())).unwrap();

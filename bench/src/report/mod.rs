@@ -194,7 +194,7 @@ pub(crate) fn ratios(cells: &[CellResult]) -> Vec<Ratio> {
     let mut out = Vec::new();
     for alg in in_order(cells, |c| c.alg.clone()) {
         for case in TokenCase::ALL {
-            for native in Variant::NATIVE {
+            for native in Variant::COMPARED {
                 let find = |variant: Variant, rep: usize| {
                     cells.iter().find(|c| {
                         c.alg == alg && c.case == case && c.variant == variant && c.rep == rep
@@ -356,7 +356,10 @@ impl Results {
         }
 
         if !self.ratios.is_empty() {
-            let _ = writeln!(md, "\n## keymesh / native, pair by pair\n");
+            let _ = writeln!(
+                md,
+                "\n## keymesh / native (and / `keymesh_base`, its previous build), pair by pair\n"
+            );
             let _ = writeln!(md, "Each ratio is taken between the keymesh and native cells of the same repetition (run back to \
                 back), then summarised as median (min–max) over repetitions. req/s above 1: keymesh serves more; \
                 latency and CPU/req below 1: keymesh is faster / cheaper.\n");

@@ -30,6 +30,11 @@ pub(crate) struct RunOptions {
     pub(crate) data: PathBuf,
     pub(crate) envoy: PathBuf,
     pub(crate) wasm: PathBuf,
+    /// The previous keymesh build of the `keymesh_base` variant.
+    pub(crate) base_wasm: PathBuf,
+    /// `capability_restriction_config` on `keymesh` and on `keymesh_base`.
+    pub(crate) restrict_keymesh: bool,
+    pub(crate) restrict_base: bool,
     pub(crate) work: PathBuf,
     pub(crate) repo: PathBuf,
     pub(crate) duration: Duration,
@@ -95,6 +100,9 @@ impl Ctx {
             wasm: &self.opts.wasm,
             empty_sdk: &self.empty_sdk,
             empty_min: &self.empty_min,
+            keymesh_base: &self.opts.base_wasm,
+            restrict_keymesh: self.opts.restrict_keymesh,
+            restrict_base: self.opts.restrict_base,
             jwt_cache_size: self.opts.jwt_cache_size,
             upstream: self.upstream,
         }
@@ -336,6 +344,12 @@ pub(crate) fn run(mut opts: RunOptions) -> Result<Results> {
     }
     let empty_sdk = crate::envoy::floor_module(&opts.wasm, "empty_sdk");
     let empty_min = crate::envoy::floor_module(&opts.wasm, "empty_min");
+    if opts.variants.contains(&Variant::KeymeshBase) && !opts.base_wasm.exists() {
+        bail!(
+            "no module at {}: build keymesh at the commit to compare with and pass it as --base-wasm",
+            opts.base_wasm.display()
+        );
+    }
     for (variant, module, package) in [
         (Variant::EmptySdk, &empty_sdk, "keymesh-bench-empty-sdk"),
         (Variant::EmptyMin, &empty_min, "keymesh-bench-empty-min"),

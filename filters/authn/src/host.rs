@@ -22,8 +22,31 @@ pub(crate) fn remove_request_header(name: &str) -> Result<(), Status> {
     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None)
 }
 
-pub(crate) fn set_request_header(name: &str, value: &str) -> Result<(), Status> {
+pub(crate) fn replace_request_header(name: &str, value: &str) -> Result<(), Status> {
     hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value))
+}
+
+/// Adds a header the request does not have (cheaper for Envoy than a replace, which looks for it first).
+pub(crate) fn add_request_header(name: &str, value: &str) -> Result<(), Status> {
+    hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
+}
+
+/// Brings the `log` crate's level to Envoy's (`--log-level`, `/logging`), so that a message Envoy would drop is
+/// not even formatted. Called on configure and on every tick, so a level changed at runtime takes effect within a
+/// tick.
+pub(crate) fn sync_log_level() {
+    use proxy_wasm::types::LogLevel;
+    let filter = match hostcalls::get_log_level() {
+        Ok(LogLevel::Trace) => log::LevelFilter::Trace,
+        Ok(LogLevel::Debug) => log::LevelFilter::Debug,
+        Ok(LogLevel::Info) => log::LevelFilter::Info,
+        Ok(LogLevel::Warn) => log::LevelFilter::Warn,
+        Ok(LogLevel::Error) => log::LevelFilter::Error,
+        Ok(LogLevel::Critical) => log::LevelFilter::Off,
+        // A host that cannot tell: keep everything, as before.
+        Err(_) => log::LevelFilter::Trace,
+    };
+    log::set_max_level(filter);
 }
 
 pub(crate) fn send_response(
@@ -112,11 +135,35 @@ impl BodySource for CallResponseBody {
     }
 }
 
-/// Envoy shared data (per `vm_id`, shared by all worker VMs) as core's [`SharedData`].
+/// Envoy shared data (per `vm_id`, shared by all worker VMs) as core's [`SharedData`], with a gauge as its change
+/// counter: Envoy's stats are process-wide (one gauge per name, whichever VM defines it), reading one is an atomic
+/// load with no allocation in the VM, and a shared-data read takes a global mutex and copies the value in through
+/// a nested `proxy_on_memory_allocate` call.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct HostSharedData;
+pub(crate) struct HostSharedData {
+    /// `keymesh.authn.delivery_writes`; `None` if the host refused to define it (every request then reads the
+    /// delivery record).
+    changes: Option<u32>,
+}
+
+impl HostSharedData {
+    pub(crate) fn new() -> Self {
+        Self {
+            changes: define_gauge("keymesh.authn.delivery_writes"),
+        }
+    }
+}
 
 impl SharedData for HostSharedData {
+    fn change_count(&self) -> Option<u64> {
+        hostcalls::get_metric(self.changes?).ok()
+    }
+
+    fn count_change(&self) {
+        // Moved even if another filter instance shares the gauge: an extra move only costs a re-read.
+        increment(self.changes);
+    }
+
     fn get(&self, key: &str) -> Option<SharedValue> {
         match hostcalls::get_shared_data(key) {
             Ok((Some(bytes), cas)) => Some(SharedValue {

@@ -46,15 +46,6 @@ impl Context for AuthnHttp {}
 impl HttpContext for AuthnHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let headers = host::request_headers();
-        // Identity headers from the client are never passed on, whatever the verdict. Only headers that are there
-        // are removed: a host call per absent header would cost every request.
-        for name in IDENTITY_HEADERS {
-            if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-                if let Err(status) = host::remove_request_header(name) {
-                    log::error!("cannot remove `{name}`: {status:?}");
-                }
-            }
-        }
         let Some(filter) = self.filter.clone() else {
             // Only reachable if Envoy creates streams for a plugin whose configuration was refused.
             let _ = host::send_response(500, &[], "keymesh filter is not configured");
@@ -95,11 +86,19 @@ impl HttpContext for AuthnHttp {
         let now_ms = host::now_ms();
         let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
         let material = snapshot.key_material(now_ms, Some(&filter.tokens));
+        let count = |name: &str| {
+            headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .count()
+        };
         match authorize(&filter.config, &request, &material, now) {
             Verdict::Allow(identity) => {
+                let present = |name: &str| count(name) > 0;
                 if !filter.config.forward_token {
                     // The credential is for this proxy; upstreams get the verified identity instead.
-                    for name in std::iter::once("authorization").chain(api_key_header) {
+                    let credential_headers = std::iter::once("authorization").chain(api_key_header);
+                    for name in credential_headers.filter(|name| present(name)) {
                         if let Err(status) = host::remove_request_header(name) {
                             log::error!("cannot remove `{name}`: {status:?}");
                         }
@@ -111,15 +110,13 @@ impl HttpContext for AuthnHttp {
                     // Counted in worker memory; reported in a batch on a later tick.
                     usage.borrow_mut().record(id);
                 }
-                for (name, value) in identity.upstream_headers() {
-                    if let Err(status) = host::set_request_header(name, &value) {
-                        log::error!("cannot set `{name}`: {status:?}");
-                    }
-                }
+                write_identity(&identity.upstream_headers(), count);
                 filter.metrics.allowed();
                 Action::Continue
             }
             Verdict::Deny(denial) => {
+                // Never forwarded, but access logs and later filters still see the request's headers.
+                write_identity(&[], count);
                 if matches!(
                     denial.reason,
                     DenyReason::Token(CredentialError::UnknownKid)
@@ -133,6 +130,38 @@ impl HttpContext for AuthnHttp {
                 }
                 Self::deny(&filter, &denial)
             }
+        }
+    }
+}
+
+/// Sets the route's identity headers and removes every other identity header the client sent, so an upstream can
+/// trust any of them. Each request-header write is a host call and clears Envoy's route cache (ABI 0.2.1), so each
+/// header costs one write where one is enough: a header keymesh sets and the client sent once is replaced in place,
+/// one the client did not send is added, one the client sent and keymesh does not set is removed. A header the
+/// client sent more than once is removed first (a replace changes only the first copy). A denied request gets an
+/// empty `set`: only what the client sent is removed.
+fn write_identity(set: &[(&'static str, String)], count: impl Fn(&str) -> usize) {
+    for name in IDENTITY_HEADERS {
+        let value = set
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str());
+        let sent = count(name);
+        if sent > 1 || (sent == 1 && value.is_none()) {
+            if let Err(status) = host::remove_request_header(name) {
+                log::error!("cannot remove `{name}`: {status:?}");
+            }
+        }
+        let Some(value) = value else {
+            continue;
+        };
+        let result = if sent == 1 {
+            host::replace_request_header(name, value)
+        } else {
+            host::add_request_header(name, value)
+        };
+        if let Err(status) = result {
+            log::error!("cannot set `{name}`: {status:?}");
         }
     }
 }

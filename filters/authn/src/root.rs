@@ -285,8 +285,9 @@ impl RootContext for AuthnRoot {
             log::error!("refusing configuration: cannot set tick period: {status:?}");
             return false;
         }
+        host::sync_log_level();
         let material = SharedKeyMaterial::new(
-            HostSharedData,
+            HostSharedData::new(),
             &config.sidecar.cluster,
             &config.sidecar.path,
         );
@@ -310,6 +311,7 @@ impl RootContext for AuthnRoot {
     }
 
     fn on_tick(&mut self) {
+        host::sync_log_level();
         if let Some(filter) = &self.filter {
             filter.metrics.flush();
             host::record(

@@ -4,6 +4,7 @@
 //! refuses the configuration.
 
 use crate::error::FilterConfigError;
+use crate::identity::IdentityHeaders;
 use crate::resource_metadata::{ProtectedResources, ResourceMetadataDto};
 use serde::Deserialize;
 
@@ -30,6 +31,9 @@ struct ConfigDto {
     token_cache_size: usize,
     #[serde(default)]
     resource_metadata: Option<ResourceMetadataDto>,
+    /// Parsed in `TryFrom` ([`IdentityHeaders::parse`]); every header when absent.
+    #[serde(default)]
+    identity_headers: Option<Vec<String>>,
     routes: Vec<RouteDto>,
 }
 
@@ -70,6 +74,9 @@ struct RouteDto {
     /// Parsed in `TryFrom`, like `credential`.
     #[serde(default)]
     when_stale: Option<String>,
+    /// Overrides the filter's `identity_headers` on this route.
+    #[serde(default)]
+    identity_headers: Option<Vec<String>>,
 }
 
 /// Which credentials a route accepts.
@@ -185,6 +192,9 @@ pub struct Route {
     pub credential: CredentialMode,
     /// What happens while key material is stale.
     pub when_stale: WhenStale,
+    /// The identity headers set upstream on an allowed request (the route's `identity_headers`, else the
+    /// filter's, else all).
+    pub identity_headers: IdentityHeaders,
 }
 
 /// A route's behaviour once key material is older than `sidecar.max_age_secs`.
@@ -368,6 +378,10 @@ impl TryFrom<ConfigDto> for FilterConfig {
             "routes",
             "must have at least one rule",
         )?;
+        let identity_headers = match &dto.identity_headers {
+            Some(names) => IdentityHeaders::parse(names, "identity_headers")?,
+            None => IdentityHeaders::default(),
+        };
         let mut routes = Vec::with_capacity(dto.routes.len());
         for (i, r) in dto.routes.into_iter().enumerate() {
             require(
@@ -399,12 +413,19 @@ impl TryFrom<ConfigDto> for FilterConfig {
                     "is not an RFC 6749 scope token",
                 )?;
             }
+            let route_headers = match &r.identity_headers {
+                Some(names) => {
+                    IdentityHeaders::parse(names, &format!("routes[{i}].identity_headers"))?
+                }
+                None => identity_headers,
+            };
             routes.push(Route {
                 prefix: r.prefix,
                 audience: r.audience,
                 scopes: r.scopes,
                 credential,
                 when_stale,
+                identity_headers: route_headers,
             });
         }
         let resource_metadata = dto
@@ -507,6 +528,14 @@ mod tests {
             (
                 r#"{"sidecar":{"cluster":"k"},"leeway_secs":9999,"routes":[{"prefix":"/","audience":"a"}]}"#,
                 "leeway_secs",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"identity_headers":["subject","tier"],"routes":[{"prefix":"/","audience":"a"}]}"#,
+                "identity_headers[1]",
+            ),
+            (
+                r#"{"sidecar":{"cluster":"k"},"routes":[{"prefix":"/","audience":"a","identity_headers":["scope","scope"]}]}"#,
+                "routes[0].identity_headers[1]",
             ),
             (
                 r#"{"sidecar":{"cluster":"k"},"max_token_bytes":10,"routes":[{"prefix":"/","audience":"a"}]}"#,

@@ -22,6 +22,7 @@ pub mod egress;
 pub mod error;
 pub mod es256_verify;
 pub mod extract;
+pub mod identity;
 pub mod jwk;
 pub mod jws;
 pub mod keyset;

@@ -196,6 +196,7 @@ fn authorize_token(
         issuer: Some(claims.issuer.clone()),
         credential: "jwt",
         tier: claims.tier.clone(),
+        forward: route.identity_headers,
     })
 }
 
@@ -250,6 +251,7 @@ fn authorize_api_key(
         issuer: None,
         credential: "api_key",
         tier: entry.tier,
+        forward: route.identity_headers,
     })
 }
 

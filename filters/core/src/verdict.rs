@@ -3,6 +3,7 @@
 
 use crate::config::CredentialMode;
 use crate::error::CredentialError;
+use crate::identity::{IdentityHeader, IdentityHeaders};
 
 /// Request headers keymesh sets upstream. Any copy sent by the client is removed first, so an upstream can trust
 /// them.
@@ -33,27 +34,30 @@ pub struct Identity {
     pub credential: &'static str,
     /// The rate tier of the API key, or of the client a token was issued to (its `keymesh_tier` claim).
     pub tier: Option<String>,
+    /// The identity headers the route forwards.
+    pub forward: IdentityHeaders,
 }
 
 impl Identity {
-    /// The identity headers to set upstream.
+    /// The identity headers to set upstream: those the route forwards that this identity has a value for.
     pub fn upstream_headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = vec![
-            ("x-keymesh-subject", self.subject.clone()),
-            ("x-keymesh-scope", self.scopes.join(" ")),
-            ("x-keymesh-credential", self.credential.to_owned()),
-        ];
-        if let Some(issuer) = &self.issuer {
-            headers.push(("x-keymesh-issuer", issuer.clone()));
-        }
-        if let Some(client_id) = &self.client_id {
-            headers.push(("x-keymesh-client-id", client_id.clone()));
-        }
-        if let Some(tier) = &self.tier {
-            headers.push((crate::tier::TIER_HEADER, tier.clone()));
-        }
-        if let Some(actor) = &self.actor {
-            headers.push(("x-keymesh-actor", actor.clone()));
+        let mut headers = Vec::with_capacity(IdentityHeader::ALL.len());
+        for header in IdentityHeader::ALL {
+            if !self.forward.contains(header) {
+                continue;
+            }
+            let value = match header {
+                IdentityHeader::Subject => Some(self.subject.clone()),
+                IdentityHeader::ClientId => self.client_id.clone(),
+                IdentityHeader::Scope => Some(self.scopes.join(" ")),
+                IdentityHeader::Issuer => self.issuer.clone(),
+                IdentityHeader::Credential => Some(self.credential.to_owned()),
+                IdentityHeader::Actor => self.actor.clone(),
+                IdentityHeader::Tier => self.tier.clone(),
+            };
+            if let Some(value) = value {
+                headers.push((header.header_name(), value));
+            }
         }
         headers
     }

@@ -169,7 +169,7 @@ fn api_key_lookups_do_not_copy_the_key_set() -> Result<(), HostError> {
     )?;
     let bundle = vm
         .shared()
-        .get("keymesh.authn.v1/keymesh_sidecar/v1/bundle/bundle")
+        .get("keymesh.authn.v2/keymesh_sidecar/v1/bundle/bundle")
         .unwrap_or_default();
     assert!(
         bundle.len() < 4096,

@@ -28,6 +28,10 @@ fn bad_configurations_are_refused_with_the_field_named() -> Result<(), HostError
             r#"{"sidecar":{"cluster":"k"},"routes":[{"prefix":"/","audience":"a"}],"extra":1}"#,
             "extra",
         ),
+        (
+            r#"{"sidecar":{"cluster":"k"},"routes":[{"prefix":"/","audience":"a","identity_headers":["subject","sub"]}]}"#,
+            "routes[0].identity_headers[1]",
+        ),
         ("[1,2", "invalid configuration"),
         ("", "empty"),
     ];

@@ -137,6 +137,54 @@ fn every_spoofed_identity_header_is_replaced_or_removed() -> Result<(), HostErro
 }
 
 #[test]
+fn a_route_sets_only_the_identity_headers_it_names_and_still_strips_the_others(
+) -> Result<(), HostError> {
+    let config = r#"{"sidecar":{"cluster":"keymesh_sidecar"},"identity_headers":["subject"],
+                     "routes":[{"prefix":"/orders","audience":"https://orders.local","identity_headers":["client_id","scope"]},
+                               {"prefix":"/","audience":"https://orders.local"}]}"#;
+    let mut vm = vm(config, &SharedStore::new())?;
+    tick_and_answer(&mut vm, HttpResponse::new(200).body(fixture().bundle(1)))?;
+    let token = bearer(&fixture().token(
+        Alg::EdDsa,
+        &claims(&["https://orders.local"], "orders:read"),
+    ));
+    let mut headers = vec![("authorization", token.as_str())];
+    headers.extend(IDENTITY.iter().map(|h| (*h, "spoofed")));
+    // The route's own list.
+    let out = request(&mut vm, "/orders/1", &headers)?;
+    assert_eq!(out.status(), 200, "{}", out.body());
+    assert_eq!(out.upstream_header("x-keymesh-client-id"), Some("client-a"));
+    assert_eq!(out.upstream_header("x-keymesh-scope"), Some("orders:read"));
+    for name in [
+        "x-keymesh-subject",
+        "x-keymesh-issuer",
+        "x-keymesh-credential",
+    ] {
+        assert_eq!(
+            out.upstream_header(name),
+            None,
+            "{name}: {:?}",
+            out.upstream
+        );
+    }
+    // The filter's list.
+    let out = request(&mut vm, "/other", &headers)?;
+    assert_eq!(out.status(), 200, "{}", out.body());
+    assert!(out
+        .upstream_header("x-keymesh-subject")
+        .is_some_and(|s| s != "spoofed"));
+    for name in IDENTITY.iter().filter(|n| **n != "x-keymesh-subject") {
+        assert_eq!(
+            out.upstream_header(name),
+            None,
+            "{name}: {:?}",
+            out.upstream
+        );
+    }
+    crate::finish(vm)
+}
+
+#[test]
 fn forward_token_keeps_authorization_upstream() -> Result<(), HostError> {
     let config = r#"{"sidecar":{"cluster":"keymesh_sidecar"},"forward_token":true,
                      "routes":[{"prefix":"/","audience":"https://orders.local"}]}"#;

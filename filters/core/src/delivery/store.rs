@@ -23,7 +23,7 @@ use crate::error::{DeliveryError, KeyError};
 use crate::policy::{Directory, KeyMaterial};
 use crate::token_cache::TokenCache;
 use crate::KeySet;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -49,7 +49,10 @@ pub(crate) struct SharedKeys {
 
 impl SharedKeys {
     fn new(cluster: &str, path: &str) -> Self {
-        let base = format!("keymesh.authn.v1/{cluster}{path}");
+        // v2: record writes also move the change count (`SharedData::count_change`), which v2 readers rely on to
+        // skip re-reading an unchanged record. A VM of an older module (shared data is per `vm_id`, so old and new
+        // modules share it during a rollout) would write without moving it; its own namespace keeps them apart.
+        let base = format!("keymesh.authn.v2/{cluster}{path}");
         Self {
             bundle: format!("{base}/bundle"),
             record: format!("{base}/state"),
@@ -80,6 +83,9 @@ pub struct SharedKeyMaterial<S> {
     revoked_copy: RefCell<Option<(u64, Rc<HashSet<String>>)>>,
     /// This worker's copy of the rights table (append-only, so a longer copy is always a newer one).
     rights_copy: RefCell<Rc<Vec<Rights>>>,
+    /// The delivery record as this worker last read it, with the change count it was read at
+    /// ([`SharedData::change_count`]).
+    record_copy: Cell<Option<(u64, Option<DeliveryRecord>)>>,
 }
 
 /// The key material as one request sees it: the delivery record read once, the worker's keys for that version.
@@ -164,6 +170,7 @@ impl<S: SharedData> SharedKeyMaterial<S> {
             parsed_keys: RefCell::new(None),
             revoked_copy: RefCell::new(None),
             rights_copy: RefCell::default(),
+            record_copy: Cell::new(None),
         }
     }
 
@@ -193,10 +200,31 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         }
     }
 
-    /// The key material for one request: one shared-data read, plus a reload of the signing keys if a newer
-    /// version has been stored since this worker last looked.
-    pub fn snapshot(&self) -> MaterialSnapshot<'_, S> {
+    /// The delivery record a request decides with: this worker's copy while the change count has not moved, else
+    /// read again. Every record write moves the count before the writer returns, so a request never decides with
+    /// a record older than the last write completed before it started: a revocation is still enforced on the
+    /// next request after it is stored.
+    fn current_record(&self) -> Option<DeliveryRecord> {
+        let Some(count) = self.shared.change_count() else {
+            return self.record().0;
+        };
+        if let Some((seen, record)) = self.record_copy.get() {
+            if seen == count {
+                return record;
+            }
+        }
+        // The count is read before the record: a write landing in between leaves a newer record under an older
+        // count, and the next request reads it again.
         let record = self.record().0;
+        self.record_copy.set(Some((count, record)));
+        record
+    }
+
+    /// The key material for one request: the delivery record (one shared-data read, or none while nothing has
+    /// changed), plus a reload of the signing keys if a newer version has been stored since this worker last
+    /// looked.
+    pub fn snapshot(&self) -> MaterialSnapshot<'_, S> {
+        let record = self.current_record();
         let parsed = self.parsed_keys.borrow().clone();
         let mut reload_error = None;
         let keys = match (parsed, record) {
@@ -273,6 +301,7 @@ impl<S: SharedData> SharedKeyMaterial<S> {
                 .set(&self.keys.record, next.encode().as_bytes(), cas)
                 .is_ok()
             {
+                self.shared.count_change();
                 return Ok(());
             }
         }

@@ -85,7 +85,7 @@ fn a_resync_raises_the_floor_over_keys_deleted_out_of_the_window() {
     assert_ne!(gone.bucket(), kept.bucket());
     let stale = shared
         .get(&format!(
-            "keymesh.authn.v1/sidecar/v1/bundle/ak/{:03x}",
+            "keymesh.authn.v2/sidecar/v1/bundle/ak/{:03x}",
             gone.bucket()
         ))
         .unwrap();
@@ -234,7 +234,7 @@ fn a_bundle_written_into_shared_data_by_something_else_is_reported_and_the_parse
     assert!(other.snapshot().keys().is_some());
     shared
         .set(
-            "keymesh.authn.v1/sidecar/v1/bundle/bundle",
+            "keymesh.authn.v2/sidecar/v1/bundle/bundle",
             b"garbage",
             None,
         )

@@ -6,8 +6,8 @@ use crate::delivery::bucket::{BucketView, KeyHash, BUCKETS};
 use crate::delivery::rights::parse_list;
 use base64ct::{Base64UrlUnpadded, Encoding};
 
-const BUCKET_PREFIX: &str = "keymesh.authn.v1/sidecar/v1/bundle/ak/";
-const RIGHTS_KEY: &str = "keymesh.authn.v1/sidecar/v1/bundle/rights";
+const BUCKET_PREFIX: &str = "keymesh.authn.v2/sidecar/v1/bundle/ak/";
+const RIGHTS_KEY: &str = "keymesh.authn.v2/sidecar/v1/bundle/rights";
 
 /// A wire hash whose bucket is `bucket`, told apart by `n`.
 fn hash_in(bucket: u16, n: u16) -> String {
