@@ -37,7 +37,12 @@ async fn metadata_lists_what_is_supported_and_nothing_else() {
     assert_eq!(metadata["response_modes_supported"], json!(["query"]));
     assert_eq!(
         metadata["grant_types_supported"],
-        json!(["authorization_code", "refresh_token", "client_credentials"])
+        json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
     );
     assert_eq!(
         metadata["code_challenge_methods_supported"],

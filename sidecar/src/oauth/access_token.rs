@@ -58,6 +58,7 @@ struct AccessTokenClaims<'a> {
     scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     keymesh_tier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     act: Option<Actor<'a>>,
 }
 

@@ -238,6 +238,14 @@ impl SharedData for ContendedBucket {
         }
         self.inner.set(key, value, cas)
     }
+
+    fn change_count(&self) -> Option<u64> {
+        self.inner.change_count()
+    }
+
+    fn count_change(&self) {
+        self.inner.count_change();
+    }
 }
 
 #[test]
@@ -324,6 +332,14 @@ impl SharedData for FailingBuckets {
             self.allowed.set(self.allowed.get() - 1);
         }
         self.inner.set(key, value, cas)
+    }
+
+    fn change_count(&self) -> Option<u64> {
+        self.inner.change_count()
+    }
+
+    fn count_change(&self) {
+        self.inner.count_change();
     }
 }
 

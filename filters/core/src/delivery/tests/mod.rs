@@ -114,6 +114,14 @@ impl SharedData for ContendedRecord {
         }
         self.inner.set(key, value, cas)
     }
+
+    fn change_count(&self) -> Option<u64> {
+        self.inner.change_count()
+    }
+
+    fn count_change(&self) {
+        self.inner.count_change();
+    }
 }
 
 mod apply;
