@@ -530,7 +530,7 @@ mod tests {
                 "leeway_secs",
             ),
             (
-                r#"{"sidecar":{"cluster":"k"},"identity_headers":["subject","tier"],"routes":[{"prefix":"/","audience":"a"}]}"#,
+                r#"{"sidecar":{"cluster":"k"},"identity_headers":["subject","tenant"],"routes":[{"prefix":"/","audience":"a"}]}"#,
                 "identity_headers[1]",
             ),
             (
