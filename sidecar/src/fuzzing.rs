@@ -480,5 +480,7 @@ fn client(id: &str, public: bool, redirect_uris: &[&str]) -> ClientRecord {
         grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
         created_at: 0,
         registration: None,
+        exchange_resources: vec![],
+        tier: None,
     }
 }
