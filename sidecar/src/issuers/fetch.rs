@@ -229,9 +229,11 @@ pub fn usable_keys(issuer: &str, document: &Value) -> Result<UsableKeys, String>
     let mut refused = Vec::new();
     let mut usable = Vec::new();
     for key in jwks.keys {
+        // An empty `kid` names nothing either: reports show it as missing, never as an empty label.
         let kid = key
             .get("kid")
             .and_then(Value::as_str)
+            .filter(|kid| !kid.is_empty())
             .unwrap_or("(no kid)")
             .to_owned();
         match parse_jwk(&key) {
@@ -327,6 +329,20 @@ mod tests {
         assert_eq!(refused, ["sloppy", "weak"]);
         assert!(usable.refused[0].reason.contains("point"), "{usable:?}");
         assert!(usable.refused[1].reason.contains("modulus"), "{usable:?}");
+    }
+
+    /// Found by the `issuer_jwks` fuzz target: a refused key with `"kid": ""` was reported under an empty name.
+    #[test]
+    fn a_refused_key_with_an_empty_kid_is_reported_as_having_none() {
+        let document = json!({"keys": [
+            {"kty":"OKP","crv":"Ed25519","x":X,"kid":"good"},
+            {"kty":"OKP","crv":"Ed25519","x":"6kpsY-KcUgq-9VB7Ey7F-AAAAAAAAAAAAAAAAAA,AAA","kid":""},
+        ]});
+        let usable = usable_keys("https://idp", &document).unwrap();
+        assert_eq!(super::super::jwks_kids(&usable.jwks), ["good"]);
+        assert_eq!(usable.refused.len(), 1, "{usable:?}");
+        assert_eq!(usable.refused[0].kid, "(no kid)");
+        assert!(!usable.refused[0].reason.is_empty());
     }
 
     #[test]
