@@ -275,12 +275,17 @@ fn assert_form_round_trips(request: &TokenRequest) {
         ("redirect_uri", &request.redirect_uri),
         ("code_verifier", &request.code_verifier),
         ("refresh_token", &request.refresh_token),
+        ("subject_token", &request.subject_token),
+        ("subject_token_type", &request.subject_token_type),
+        ("requested_token_type", &request.requested_token_type),
+        ("actor_token", &request.actor_token),
     ];
     assert!(!request.grant_type.is_empty());
     assert!(optional
         .iter()
         .all(|(_, value)| value.as_ref().is_none_or(|v| !v.is_empty())));
     assert!(request.resources.iter().all(|r| !r.is_empty()));
+    assert!(request.audiences.iter().all(|a| !a.is_empty()));
     let mut pairs: Vec<String> = vec![format!(
         "grant_type={}",
         form_urlencode(&request.grant_type)
@@ -292,6 +297,9 @@ fn assert_form_round_trips(request: &TokenRequest) {
     }
     for resource in &request.resources {
         pairs.push(format!("resource={}", form_urlencode(resource)));
+    }
+    for audience in &request.audiences {
+        pairs.push(format!("audience={}", form_urlencode(audience)));
     }
     let again = token_request::parse_form(pairs.join("&").as_bytes());
     assert!(again.as_ref() == Ok(request), "{request:?} → {again:?}");
