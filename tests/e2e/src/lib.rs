@@ -13,6 +13,7 @@ mod http;
 mod idp;
 mod redis_cluster;
 mod stack;
+mod wrk;
 
 pub use fault_proxy::{Fault, FaultProxy};
 pub use http::{request, Response};
@@ -22,6 +23,7 @@ pub use keymesh_test_support::{
 };
 pub use redis_cluster::{ClusterNode, RedisCluster};
 pub use stack::{EnvoyPorts, Stack, StackPorts, ADMIN_TOKEN};
+pub use wrk::{measure_token_requests, TokenLoad};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
