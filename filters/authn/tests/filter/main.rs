@@ -10,6 +10,7 @@ mod key_lifecycle;
 mod resource_metadata;
 mod resync;
 mod scenarios;
+mod worker_memory;
 mod workers;
 
 use keymesh_testkit::{fixture, NOW, SCENARIO_CONFIG};
