@@ -20,7 +20,12 @@ use crate::store::commit::Change;
 const DELTA_CACHE_LEN: usize = 8;
 
 /// The API keys of a snapshot by hash. Keys and values are shared with the previous snapshot and the change log.
-type ApiKeySet = imbl::HashMap<Arc<str>, Arc<ApiKeyDto>>;
+pub type ApiKeySet = imbl::HashMap<Arc<str>, Arc<ApiKeyDto>>;
+
+/// Adds `entry` to `set` under its hash, replacing any entry with the same hash.
+pub fn put_key(set: &mut ApiKeySet, entry: ApiKeyDto) {
+    set.insert(Arc::from(entry.hash.as_str()), Arc::new(entry));
+}
 
 /// The revoked access tokens of a snapshot by `jti`, shared like [`ApiKeySet`].
 type RevokedSet = imbl::OrdMap<String, Arc<RevokedTokenDto>>;
@@ -75,10 +80,20 @@ impl Snapshot {
         issuer: &str,
         log_capacity: usize,
     ) -> Result<Self, serde_json::Error> {
-        let api_keys: ApiKeySet = api_keys
-            .into_iter()
-            .map(|entry| (Arc::from(entry.hash.as_str()), Arc::new(entry)))
-            .collect();
+        let mut set = ApiKeySet::new();
+        for entry in api_keys {
+            put_key(&mut set, entry);
+        }
+        Self::with_key_set(signing, set, issuer, log_capacity)
+    }
+
+    /// [`Snapshot::full`] with the API keys already in a set (built with [`put_key`]).
+    pub fn with_key_set(
+        signing: KeyMaterial,
+        api_keys: ApiKeySet,
+        issuer: &str,
+        log_capacity: usize,
+    ) -> Result<Self, serde_json::Error> {
         let log = ChangeLog::starting_at(signing.version(), log_capacity);
         Self::assemble(
             signing,
