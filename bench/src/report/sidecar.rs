@@ -65,6 +65,15 @@ fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
+/// Milliseconds: one decimal below 10 ms, whole above.
+fn ms(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.0}")
+    }
+}
+
 fn bytes_mb(bytes: usize) -> String {
     format!("{:.1}", bytes as f64 / 1e6)
 }
@@ -125,17 +134,17 @@ impl SidecarResults {
         for r in &self.rows {
             let _ = writeln!(
                 md,
-                "| {} | {:.0} | {:.0} ({:.0}) | {:.0} / {:.0} | **{:.0}** / {:.0} | {:.1} / {:.0} | {} |",
+                "| {} | {} | {} ({}) | {} / {} | **{}** / {} | {} / {} | {} |",
                 r.keys,
-                r.redis_load_ms,
-                r.ready_ms,
-                r.cpu_to_ready_ms,
-                r.first_bundle.first_byte_ms,
-                r.first_bundle.total_ms,
-                r.cold_bundle.first_byte_ms,
-                r.cold_bundle.total_ms,
-                r.cached_bundle.first_byte_ms,
-                r.cached_bundle.total_ms,
+                ms(r.redis_load_ms),
+                ms(r.ready_ms),
+                ms(r.cpu_to_ready_ms),
+                ms(r.first_bundle.first_byte_ms),
+                ms(r.first_bundle.total_ms),
+                ms(r.cold_bundle.first_byte_ms),
+                ms(r.cold_bundle.total_ms),
+                ms(r.cached_bundle.first_byte_ms),
+                ms(r.cached_bundle.total_ms),
                 bytes_mb(r.cold_bundle.bytes),
             );
         }
@@ -207,7 +216,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| 1000 | 12 | 250 (40) | 5 / 6 | **7** / 8 | 0.5 / 2 | 0.2 |"),
+            md.contains("| 1000 | 12 | 250 (40) | 5.0 / 6.0 | **7.0** / 8.0 | 0.5 / 1.5 | 0.2 |"),
             "{md}"
         );
         let json = serde_json::to_value(&results).unwrap();
