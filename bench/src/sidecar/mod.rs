@@ -196,7 +196,9 @@ fn measure(opts: &SidecarOptions, pids: &PidFile, count: usize) -> Result<Sideca
     let after_change = memory(pid)?;
 
     let peak_reset = reset_peak(pid);
+    let cpu_before_cold = cpu_ticks(pid)?;
     let cold = checked_full_set(stack.sidecar_port, opts.timeout, count + 1)?;
+    let cold_cpu_ms = ticks_ms(cpu_ticks(pid)?.saturating_sub(cpu_before_cold));
     if cold.version != changed_version {
         bail!(
             "the cold bundle is version {}, the sidecar reported {changed_version}",
@@ -221,6 +223,7 @@ fn measure(opts: &SidecarOptions, pids: &PidFile, count: usize) -> Result<Sideca
         after_change,
         cold_peak_reset: peak_reset,
         cold_bundle: bundle_fetch(&cold),
+        cold_cpu_ms,
         after_cold_bundle,
         cached_bundle: bundle_fetch(&cached),
         after_cached,
