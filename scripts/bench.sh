@@ -14,6 +14,9 @@
 #                                    connections), then the egress filter's added latency with a cached token
 #                                    against the same route without it, in one interleaved run (1 and 16
 #                                    connections, 3 rounds); SECONDS per cell, default 5
+#   scripts/bench.sh --sidecar [KEYS...]  the release sidecar holding KEYS API keys (default 100000 1000000; a row
+#                                    with none comes first): its RSS, the time to load them from Redis and to build
+#                                    a full bundle; results in bench/results/sidecar-latest.md and .json
 # Results: bench/results/latest.md (also printed) and bench/results/latest.json; configs and logs in
 # $CARGO_TARGET_DIR/bench-data/run. Every process started here is stopped on exit, Ctrl-C included.
 set -euo pipefail
@@ -27,6 +30,7 @@ quick=0
 api_keys=0
 token_endpoint=0
 exchange=0
+sidecar=0
 run_args=()
 for arg in "$@"; do
   case "$arg" in
@@ -34,7 +38,8 @@ for arg in "$@"; do
     --api-keys) api_keys=1 ;;
     --token-endpoint) token_endpoint=1 ;;
     --exchange) exchange=1 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --sidecar) sidecar=1 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) run_args+=("$arg") ;;
   esac
 done
@@ -101,6 +106,21 @@ if [ "$exchange" = 1 ]; then
   log "egress filter: cargo run --release -p keymesh-e2e --example egress_latency -- $secs 3 1 16"
   KEYMESH_ENVOY="${KEYMESH_ENVOY:-$PWD/.venv/bin/envoy}" \
     cargo run -q --release -p keymesh-e2e --example egress_latency -- "$secs" 3 1 16
+  exit 0
+fi
+
+if [ "$sidecar" = 1 ]; then
+  log "building the sidecar and keymesh-bench (release)"
+  cargo build -q --release -p keymesh
+  cargo build -q --release -p keymesh-bench
+  mkdir -p "$work"
+  keys="${run_args[*]:-100000 1000000}"
+  log "running: keymesh-bench sidecar-memory --keys ${keys// /,}"
+  "$bin" sidecar-memory --keys "${keys// /,}" --work "$work" --out bench/results \
+    --sidecar "$target/release/keymesh" --command "$command_line" &
+  bench_pid=$!
+  wait "$bench_pid"
+  bench_pid=""
   exit 0
 fi
 

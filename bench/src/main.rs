@@ -13,6 +13,7 @@ mod prepare;
 mod process;
 mod report;
 mod run;
+mod sidecar;
 mod stats;
 mod wrk;
 
@@ -66,6 +67,9 @@ enum Cmd {
     /// API keys: keymesh vs native `api_key_auth` (delivery time, memory, throughput); writes
     /// `api-keys-latest.md` and `api-keys-latest.json`.
     RunApiKeys(Box<KeyRunArgs>),
+    /// The release sidecar holding N API keys (and none): its RSS, load time and full-bundle build time; writes
+    /// `sidecar-latest.md` and `sidecar-latest.json`.
+    SidecarMemory(SidecarArgs),
     /// Prints the Envoy bootstrap of one variant (ports are placeholders), for reading or debugging.
     Render {
         #[arg(long)]
@@ -197,6 +201,28 @@ struct KeyRunArgs {
     /// Seconds a proxy may take to accept the last key of the set.
     #[arg(long, default_value_t = 120)]
     deliver_timeout: u64,
+    #[arg(long)]
+    command: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct SidecarArgs {
+    /// Key counts, comma-separated (a row with no key is measured first).
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    keys: Vec<usize>,
+    /// The sidecar binary [default: $CARGO_TARGET_DIR or target, /release/keymesh].
+    #[arg(long)]
+    sidecar: Option<PathBuf>,
+    /// Where Redis and the sidecar keep their logs.
+    #[arg(long)]
+    work: PathBuf,
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds the sidecar may take to load the keys, and a full bundle to arrive.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
     #[arg(long)]
     command: Option<String>,
 }
@@ -362,6 +388,37 @@ fn main() -> Result<()> {
             eprintln!(
                 "[run-api-keys] wrote {0}/api-keys-latest.md and {0}/api-keys-latest.json",
                 out.display()
+            );
+        }
+        Cmd::SidecarMemory(args) => {
+            let opts = sidecar::SidecarOptions {
+                keys: args.keys,
+                sidecar: std::path::absolute(args.sidecar.unwrap_or_else(|| {
+                    std::env::var_os("CARGO_TARGET_DIR")
+                        .map_or_else(|| repo().join("target"), PathBuf::from)
+                        .join("release/keymesh")
+                }))?,
+                work: std::path::absolute(&args.work)?,
+                repo: repo(),
+                envoy: default_envoy(None),
+                seed: args.seed,
+                timeout: Duration::from_secs(args.timeout.max(1)),
+                command: args
+                    .command
+                    .unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" ")),
+            };
+            let results = sidecar::run(&opts)?;
+            std::fs::create_dir_all(&args.out)?;
+            let md = results.markdown();
+            std::fs::write(args.out.join("sidecar-latest.md"), &md)?;
+            std::fs::write(
+                args.out.join("sidecar-latest.json"),
+                serde_json::to_string_pretty(&results)?,
+            )?;
+            println!("{md}");
+            eprintln!(
+                "[sidecar-memory] wrote {0}/sidecar-latest.md and {0}/sidecar-latest.json",
+                args.out.display()
             );
         }
         Cmd::Render {

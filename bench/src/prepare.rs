@@ -202,7 +202,7 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    fn secret(&mut self) -> [u8; 32] {
+    pub(crate) fn secret(&mut self) -> [u8; 32] {
         let mut out = [0u8; 32];
         for chunk in out.chunks_mut(8) {
             chunk.copy_from_slice(&self.next_u64().to_le_bytes());

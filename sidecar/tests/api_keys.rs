@@ -403,3 +403,60 @@ async fn redis_holds_hashes_and_never_a_key() {
         assert!(dump.contains(&hash_key(key)), "hash missing:\n{dump}");
     }
 }
+
+#[tokio::test]
+async fn a_full_scan_hands_every_record_over_once_batch_by_batch_and_skips_corrupt_ones() {
+    // More records than one SCAN batch (1000) and one MGET (500), as the mirror's full load reads them.
+    const RECORDS: usize = 2_345;
+    let redis = RedisServer::start();
+    let p = "scan:";
+    let mut conn = redis.conn().await;
+    let mut pipe = redis::pipe();
+    for i in 0..RECORDS {
+        let key = keymesh_core::apikey::format_key(&[(i % 251) as u8; 32]);
+        let record = ApiKeyRecord {
+            id: format!("ak_scan{i}"),
+            owner: "scanner".to_owned(),
+            label: "scanned".to_owned(),
+            hash: format!("{}-{i}", hash_key(&key)),
+            prefix: public_prefix(&key),
+            resources: vec![ORDERS.to_owned()],
+            ..ApiKeyRecord::default()
+        };
+        pipe.set(
+            format!("{p}apikey:{}", record.id),
+            serde_json::to_string(&record).unwrap(),
+        )
+        .ignore();
+    }
+    pipe.set(format!("{p}apikey:ak_corrupt"), "{not json")
+        .ignore()
+        .set(
+            format!("{p}apikey:ak_elsewhere"),
+            serde_json::to_string(&ApiKeyRecord {
+                id: "ak_other".to_owned(),
+                ..ApiKeyRecord::default()
+            })
+            .unwrap(),
+        )
+        .ignore()
+        .sadd(format!("{p}apikeys:owner:scanner"), "ak_scan0")
+        .ignore();
+    let (): () = pipe.query_async(&mut conn).await.unwrap();
+
+    let store = keymesh::api_keys::ApiKeyStore::new(keymesh::store::names::KeyNames::new(p));
+    // SCAN may return a record twice (if the table is resized between calls): the mirror keys entries by hash.
+    let mut seen = std::collections::HashSet::new();
+    store
+        .scan_each(&mut conn, |record| {
+            seen.insert(record.id);
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.len(),
+        RECORDS,
+        "the corrupt and misfiled records are left out"
+    );
+    assert!((0..RECORDS).all(|i| seen.contains(&format!("ak_scan{i}"))));
+}

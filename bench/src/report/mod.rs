@@ -6,6 +6,7 @@
 
 pub(crate) mod api_keys;
 mod figures;
+pub(crate) mod sidecar;
 
 pub(crate) use figures::{Figures, Measured, RatioFigures};
 

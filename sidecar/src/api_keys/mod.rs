@@ -275,13 +275,15 @@ impl ApiKeyStore {
         Ok(records)
     }
 
-    /// Every stored key, in no particular order (a full `SCAN`: for the mirror's full reload, not the request
-    /// path). Corrupt records are logged and left out.
-    pub async fn scan_all<C: ConnectionLike + Send>(
+    /// Hands every stored key to `each`, in no particular order (a full `SCAN`: for the mirror's full reload, not
+    /// the request path). Records are read one `SCAN` batch at a time, so the caller can keep what it needs of each
+    /// without every record being held at once: with a million keys, the records alone take hundreds of MiB.
+    /// Corrupt records are logged and left out.
+    pub async fn scan_each<C: ConnectionLike + Send>(
         &self,
         conn: &mut C,
-    ) -> Result<Vec<ApiKeyRecord>, ApiKeyError> {
-        let mut records = Vec::new();
+        mut each: impl FnMut(ApiKeyRecord) + Send,
+    ) -> Result<(), ApiKeyError> {
         let mut cursor = 0u64;
         loop {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -292,13 +294,14 @@ impl ApiKeyStore {
                 .arg(1000)
                 .query_async(conn)
                 .await?;
-            records.extend(self.fetch(conn, &batch).await?);
+            for record in self.fetch(conn, &batch).await? {
+                each(record);
+            }
             if next == 0 {
-                break;
+                return Ok(());
             }
             cursor = next;
         }
-        Ok(records)
     }
 
     /// Revokes a key: the record is deleted and the key stops working everywhere, with its old secret if one is

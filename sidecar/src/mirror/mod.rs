@@ -12,7 +12,6 @@ pub mod delta_window;
 pub mod load;
 pub mod snapshot;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,14 +20,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
-use keymesh_core::bundle::ApiKeyDto;
 use tokio::sync::watch;
 use tokio::time::{interval_at, sleep, Instant, MissedTickBehavior};
 
 use crate::api_keys::{ApiKeyError, ApiKeyStore};
 use crate::keys::{self, Alg, KeyStoreError, SigningKey, Unsealer};
 use crate::mirror::load::{ChangesSince, KeyMaterial, ReadError};
-use crate::mirror::snapshot::Snapshot;
+use crate::mirror::snapshot::{ApiKeySet, Snapshot};
 use crate::oauth::revocation;
 use crate::store::commit::{Change, CHANGE_LOG_LEN};
 use crate::store::connection::{RedisConnection, RedisTarget};
@@ -325,23 +323,26 @@ impl MirrorTask {
             let start = start.unwrap_or(0);
             // Disabled keys have no entries; a secret in its grace period has its own.
             let now = self.clock.now_secs();
-            let mut keys: HashMap<String, ApiKeyDto> = store
-                .scan_all(conn)
-                .await?
-                .iter()
-                .flat_map(|record| record.bundle_entries(now))
-                .map(|entry| (entry.hash.clone(), entry))
-                .collect();
+            // Each record becomes its entries as it is read, straight into the snapshot's own map: neither every
+            // record nor a second map of the entries is ever held (at a million keys, each cost hundreds of MiB).
+            let mut keys = ApiKeySet::new();
+            store
+                .scan_each(conn, |record| {
+                    for entry in record.bundle_entries(now) {
+                        snapshot::put_key(&mut keys, entry);
+                    }
+                })
+                .await?;
             let mut revoked =
                 revocation::scan_revoked(conn, &self.names, self.clock.now_secs()).await?;
             let (signing, version) = match self.catch_up(conn, start).await? {
                 CatchUp::Complete(signing, changes) => {
                     for change in changes {
                         for hash in change.delete {
-                            keys.remove(&hash);
+                            keys.remove(hash.as_str());
                         }
                         for entry in change.put {
-                            keys.insert(entry.hash.clone(), entry);
+                            snapshot::put_key(&mut keys, entry);
                         }
                         revoked.extend(change.revoked);
                     }
@@ -367,9 +368,8 @@ impl MirrorTask {
             };
             let mut signing = signing;
             signing.signing.version = version;
-            let mut snapshot =
-                Snapshot::full(signing, keys.into_values(), &self.issuer, CHANGE_LOG_LEN)?
-                    .with_revoked_tokens(revoked);
+            let mut snapshot = Snapshot::with_key_set(signing, keys, &self.issuer, CHANGE_LOG_LEN)?
+                .with_revoked_tokens(revoked);
             snapshot.forget_revocations_until(revocation::listing_cutoff(self.clock.now_secs()));
             let version = snapshot.version();
             tracing::info!(

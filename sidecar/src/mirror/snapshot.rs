@@ -20,7 +20,12 @@ use crate::store::commit::Change;
 const DELTA_CACHE_LEN: usize = 8;
 
 /// The API keys of a snapshot by hash. Keys and values are shared with the previous snapshot and the change log.
-type ApiKeySet = imbl::HashMap<Arc<str>, Arc<ApiKeyDto>>;
+pub type ApiKeySet = imbl::HashMap<Arc<str>, Arc<ApiKeyDto>>;
+
+/// Adds `entry` to `set` under its hash, replacing any entry with the same hash.
+pub fn put_key(set: &mut ApiKeySet, entry: ApiKeyDto) {
+    set.insert(Arc::from(entry.hash.as_str()), Arc::new(entry));
+}
 
 /// The revoked access tokens of a snapshot by `jti`, shared like [`ApiKeySet`].
 type RevokedSet = imbl::OrdMap<String, Arc<RevokedTokenDto>>;
@@ -65,6 +70,31 @@ struct ChangesView<'a> {
     delete: Vec<&'a str>,
 }
 
+/// Bytes of the hash a full bundle is first sorted by (zero-padded): 96 bits of a SHA-256, so ties are rare.
+const SORT_PREFIX_LEN: usize = 16;
+
+/// `entries` in the order of their hashes (as strings).
+///
+/// Comparing the hashes themselves follows two pointers per side (the entry, then its hash): at a million keys
+/// those cache misses are most of the time a full bundle takes to build. A fixed-size prefix of each hash is kept
+/// next to its entry instead, and compared in place; only equal prefixes compare the whole hashes. A zero-padded
+/// prefix never orders two hashes against their string order, so the result is the same.
+fn sorted_by_hash<'a>(entries: impl Iterator<Item = &'a ApiKeyDto>) -> Vec<&'a ApiKeyDto> {
+    let mut keyed: Vec<([u8; SORT_PREFIX_LEN], &ApiKeyDto)> = entries
+        .map(|entry| {
+            let mut prefix = [0u8; SORT_PREFIX_LEN];
+            for (to, from) in prefix.iter_mut().zip(entry.hash.bytes()) {
+                *to = from;
+            }
+            (prefix, entry)
+        })
+        .collect();
+    keyed.sort_unstable_by(|(a_prefix, a), (b_prefix, b)| {
+        a_prefix.cmp(b_prefix).then_with(|| a.hash.cmp(&b.hash))
+    });
+    keyed.into_iter().map(|(_, entry)| entry).collect()
+}
+
 impl Snapshot {
     /// The snapshot of a complete state: the signing key set (whose version labels the snapshot) and every API
     /// key, for tokens issued by `issuer`. Its change log starts empty at this version and keeps up to
@@ -75,10 +105,20 @@ impl Snapshot {
         issuer: &str,
         log_capacity: usize,
     ) -> Result<Self, serde_json::Error> {
-        let api_keys: ApiKeySet = api_keys
-            .into_iter()
-            .map(|entry| (Arc::from(entry.hash.as_str()), Arc::new(entry)))
-            .collect();
+        let mut set = ApiKeySet::new();
+        for entry in api_keys {
+            put_key(&mut set, entry);
+        }
+        Self::with_key_set(signing, set, issuer, log_capacity)
+    }
+
+    /// [`Snapshot::full`] with the API keys already in a set (built with [`put_key`]).
+    pub fn with_key_set(
+        signing: KeyMaterial,
+        api_keys: ApiKeySet,
+        issuer: &str,
+        log_capacity: usize,
+    ) -> Result<Self, serde_json::Error> {
         let log = ChangeLog::starting_at(signing.version(), log_capacity);
         Self::assemble(
             signing,
@@ -294,9 +334,7 @@ impl Snapshot {
     pub fn full_bundle(&self) -> Option<Bytes> {
         self.full_bundle
             .get_or_init(|| {
-                let mut put: Vec<&ApiKeyDto> =
-                    self.api_keys.values().map(|entry| &**entry).collect();
-                put.sort_unstable_by(|a, b| a.hash.cmp(&b.hash));
+                let put = sorted_by_hash(self.api_keys.values().map(|entry| &**entry));
                 let view = BundleView {
                     version: self.version,
                     since: None,
@@ -447,6 +485,29 @@ mod tests {
         let hashes: Vec<&str> = full.api_keys.put.iter().map(|e| e.hash.as_str()).collect();
         assert_eq!(hashes, ["b", "c"]);
         assert!(full.revoked_tokens.is_empty());
+    }
+
+    #[test]
+    fn full_bundles_follow_the_string_order_of_the_hashes_past_the_sort_prefix() {
+        let long = "A".repeat(SORT_PREFIX_LEN);
+        let hashes = [
+            format!("{long}b"),
+            format!("{long}a"),
+            long.clone(),
+            format!("{long}\0"),
+            "AAAA".to_owned(),
+            "AAA".to_owned(),
+            "-_".to_owned(),
+            "zz".to_owned(),
+            "a".to_owned(),
+        ];
+        let snapshot =
+            Snapshot::full(signing(1), hashes.iter().map(|h| dto(h)), "https://i", 10).unwrap();
+        let full = parse(&snapshot.full_bundle().unwrap());
+        let served: Vec<&str> = full.api_keys.put.iter().map(|e| e.hash.as_str()).collect();
+        let mut expected: Vec<&str> = hashes.iter().map(String::as_str).collect();
+        expected.sort_unstable();
+        assert_eq!(served, expected);
     }
 
     fn revoked(jti: &str, exp: i64) -> RevokedTokenDto {

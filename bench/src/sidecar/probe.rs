@@ -1,0 +1,248 @@
+//! What the sidecar benchmark reads of the running sidecar: timed HTTP answers with their bodies, the full key set
+//! as `GET /v1/bundle` serves it, and the process's memory in /proc.
+
+use anyhow::{bail, Context, Result};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// One HTTP answer, timed from sending the request.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
+    /// Until the first byte of the answer: for a bundle, the time the sidecar took to build it.
+    pub(crate) first_byte: Duration,
+    /// Until the last byte.
+    pub(crate) total: Duration,
+}
+
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.1, `connection: close`, read to the end).
+pub(crate) fn fetch(port: u16, path: &str, timeout: Duration) -> Result<Fetched> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nconnection: close\r\n\r\n");
+    let started = Instant::now();
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    let n = stream.read(&mut chunk)?;
+    let first_byte = started.elapsed();
+    raw.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    stream.read_to_end(&mut raw)?;
+    let total = started.elapsed();
+    let (status, body) = split_response(raw)?;
+    Ok(Fetched {
+        status,
+        body,
+        first_byte,
+        total,
+    })
+}
+
+/// The status and the body of a raw HTTP/1.1 answer (identity or chunked).
+fn split_response(mut raw: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers in the answer")?;
+    let head = String::from_utf8_lossy(raw.get(..end).unwrap_or_default()).to_ascii_lowercase();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status line in {head:?}"))?;
+    let body = raw.split_off(end + 4);
+    if head.contains("transfer-encoding: chunked") {
+        return Ok((status, dechunk(&body).context("bad chunked body")?));
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(data.get(..line_end)?).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        data = data.get(line_end + 2..)?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// The version `/healthz` reports once the mirror is loaded; `None` before (503) or without an answer.
+pub(crate) fn ready_version(port: u16) -> Option<u64> {
+    let answer = fetch(port, "/healthz", Duration::from_secs(2)).ok()?;
+    if answer.status != 200 {
+        return None;
+    }
+    serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()?
+        .get("version")?
+        .as_u64()
+}
+
+/// The full key set as the sidecar serves it to a filter that holds nothing.
+#[derive(Debug)]
+pub(crate) struct FullSet {
+    pub(crate) version: u64,
+    /// API key entries received.
+    pub(crate) entries: usize,
+    pub(crate) bytes: usize,
+    /// Until the first byte of the first answer.
+    pub(crate) first_byte: Duration,
+    /// Until the last byte of the last answer.
+    pub(crate) total: Duration,
+}
+
+#[derive(Deserialize)]
+struct BundleShape {
+    version: u64,
+    since: Option<u64>,
+    api_keys: ChangesShape,
+}
+
+#[derive(Deserialize)]
+struct ChangesShape {
+    put: Vec<IgnoredAny>,
+}
+
+/// Fetches the full key set: today one `GET /v1/bundle` without `If-None-Match`, answered with the whole bundle.
+/// (A paged resync would loop here, page after page, summing sizes and entries.)
+pub(crate) fn fetch_full_set(port: u16, timeout: Duration) -> Result<FullSet> {
+    let answer = fetch(port, "/v1/bundle", timeout)?;
+    if answer.status != 200 {
+        bail!(
+            "GET /v1/bundle answered {}: {}",
+            answer.status,
+            String::from_utf8_lossy(
+                answer
+                    .body
+                    .get(..200.min(answer.body.len()))
+                    .unwrap_or_default()
+            )
+        );
+    }
+    let (version, entries) = count_entries(&answer.body)?;
+    Ok(FullSet {
+        version,
+        entries,
+        bytes: answer.body.len(),
+        first_byte: answer.first_byte,
+        total: answer.total,
+    })
+}
+
+/// The version and the number of API key entries of a full bundle (without building the entries).
+fn count_entries(body: &[u8]) -> Result<(u64, usize)> {
+    let bundle: BundleShape =
+        serde_json::from_slice(body).context("the bundle is not a bundle document")?;
+    if let Some(since) = bundle.since {
+        bail!("expected a full bundle, got a delta since {since}");
+    }
+    Ok((bundle.version, bundle.api_keys.put.len()))
+}
+
+/// A process's resident memory, from /proc/PID/status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Memory {
+    /// `VmRSS`: resident now.
+    pub(crate) rss_kib: u64,
+    /// `VmHWM`: the most resident since the process started, or since [`reset_peak`].
+    pub(crate) peak_kib: u64,
+}
+
+pub(crate) fn memory(pid: u32) -> Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    parse_memory(&status).with_context(|| format!("no VmRSS/VmHWM for pid {pid}"))
+}
+
+fn parse_memory(status: &str) -> Option<Memory> {
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(Memory {
+        rss_kib: field("VmRSS:")?,
+        peak_kib: field("VmHWM:")?,
+    })
+}
+
+/// Resets `VmHWM` to the current RSS (`echo 5 > /proc/PID/clear_refs`, Linux 4.0+), so the next [`memory`] shows
+/// the peak of what happened in between. Returns whether the kernel accepted it.
+pub(crate) fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_rss_and_its_peak() {
+        let status =
+            "Name:\tkeymesh\nVmPeak:\t 900000 kB\nVmHWM:\t  512000 kB\nVmRSS:\t   81234 kB\n";
+        assert_eq!(
+            parse_memory(status),
+            Some(Memory {
+                rss_kib: 81_234,
+                peak_kib: 512_000
+            })
+        );
+        assert_eq!(parse_memory("VmRSS:\t1 kB\n"), None, "no VmHWM");
+        let mine = memory(std::process::id()).unwrap();
+        assert!(mine.rss_kib > 0 && mine.peak_kib >= mine.rss_kib);
+    }
+
+    #[test]
+    fn resetting_the_peak_brings_it_down_to_the_current_rss() {
+        let me = std::process::id();
+        // Touch 64 MiB, free it, then reset: the peak falls back near what is resident now.
+        let big = vec![1u8; 64 << 20];
+        assert_eq!(big.iter().map(|b| u64::from(*b)).sum::<u64>(), 64 << 20);
+        drop(big);
+        let before = memory(me).unwrap();
+        assert!(before.peak_kib >= 64 << 10, "{before:?}");
+        if !reset_peak(me) {
+            eprintln!("clear_refs is not writable here: skipping the reset check");
+            return;
+        }
+        let after = memory(me).unwrap();
+        assert!(after.peak_kib < before.peak_kib, "{before:?} → {after:?}");
+    }
+
+    #[test]
+    fn splits_identity_and_chunked_answers() {
+        let (status, body) =
+            split_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".to_vec()).unwrap();
+        assert_eq!((status, body.as_slice()), (200, &b"{}"[..]));
+        let chunked =
+            b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n";
+        let (status, body) = split_response(chunked.to_vec()).unwrap();
+        assert_eq!((status, body.as_slice()), (503, &b"abcd"[..]));
+        assert!(split_response(b"HTTP/1.1 200 OK\r\n".to_vec()).is_err());
+    }
+
+    #[test]
+    fn counts_the_entries_of_a_full_bundle_only() {
+        let full = br#"{"version":7,"issuers":[],"api_keys":{"put":[{"hash":"a"},{"hash":"b"}],"delete":[]},"revoked_tokens":[]}"#;
+        assert_eq!(count_entries(full).unwrap(), (7, 2));
+        let delta = br#"{"version":7,"since":6,"issuers":[],"api_keys":{"put":[],"delete":["a"]},"revoked_tokens":[]}"#;
+        assert!(count_entries(delta).is_err());
+        assert!(count_entries(b"not json").is_err());
+    }
+}
