@@ -160,6 +160,22 @@ fn describe(outcome: &FetchOutcome) -> (&'static str, String) {
             }
             ("applied", message)
         }
+        FetchOutcome::PageStored {
+            version,
+            pages,
+            keys_read,
+            keys_total,
+        } => (
+            "page",
+            format!(
+                "bundle v{version}: page {pages} stored ({keys_read} of {keys_total} api keys)"
+            ),
+        ),
+        FetchOutcome::OutOfStep => (
+            "mismatch",
+            "bundle resync out of step (another version or shared data moved); starting again"
+                .into(),
+        ),
         FetchOutcome::NotModified => ("not_modified", String::new()),
         FetchOutcome::AlreadyHeld => ("stale", "bundle not newer than the one held".into()),
         FetchOutcome::DeltaMismatch => (

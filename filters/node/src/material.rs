@@ -48,6 +48,9 @@ impl Delivery {
     /// The bundle request to send at `now_ms`. `None` would mean another root holds the fetch lease, which
     /// cannot happen with one root per process; the loop then waits a tick.
     pub fn next_request(&mut self, sidecar: &SidecarConfig, now_ms: u64) -> Option<FetchRequest> {
+        // After a full resync switched slots, the old one is emptied before the next fetch (one event loop: no
+        // request is between reading the record and a bucket).
+        self.fetcher.on_tick(&self.material);
         let request = self.fetcher.next_request(&self.material, sidecar, now_ms)?;
         self.long_poll_sent = request.path.contains("?wait=");
         Some(request)
