@@ -89,3 +89,95 @@ fn keep(held: &mut Vec<(Arc<Snapshot>, u64)>, snapshot: &Arc<Snapshot>, now_secs
         held.truncate(HELD_VERSIONS);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::keys::{SigningKey, StoredKeySet};
+    use crate::mirror::load::KeyMaterial;
+    use crate::store::commit::{Change, ChangeKind};
+
+    fn signing(version: u64) -> KeyMaterial {
+        let key = SigningKey::from_seed(&[3; 32], 0);
+        KeyMaterial {
+            signing: StoredKeySet {
+                version,
+                active_kid: Some(key.kid().to_owned()),
+                keys: vec![key.published()],
+                active: Some(key),
+            },
+            issuers: vec![],
+        }
+    }
+
+    fn next(snapshot: &Snapshot) -> Arc<Snapshot> {
+        let version = snapshot.version() + 1;
+        let change = Change {
+            version,
+            kind: ChangeKind::ApiKeyPut,
+            put: vec![],
+            delete: vec![],
+            revoked: vec![],
+        };
+        Arc::new(snapshot.apply(signing(version), vec![change]).unwrap())
+    }
+
+    #[test]
+    fn a_paged_version_is_kept_while_read_and_let_go_after() {
+        let hold = PageHold::default();
+        let v1 = Arc::new(Snapshot::full(signing(1), [], "https://i", 2).unwrap());
+        assert_eq!(hold.start(&v1, 100).version(), 1);
+        let v2 = next(&v1);
+        assert_eq!(
+            hold.get(1, &v2, 150).unwrap().version(),
+            1,
+            "kept after the mirror moved"
+        );
+        assert_eq!(
+            hold.get(2, &v2, 150).unwrap().version(),
+            2,
+            "the current one is always there"
+        );
+        assert!(hold.get(7, &v2, 150).is_none());
+        // Each page served keeps it for another PAGE_HOLD_SECS.
+        assert!(hold.get(1, &v2, 150 + PAGE_HOLD_SECS - 1).is_some());
+        assert!(
+            hold.get(1, &v2, 150 + 2 * PAGE_HOLD_SECS).is_none(),
+            "let go"
+        );
+    }
+
+    #[test]
+    fn new_resyncs_join_the_newest_paged_version_the_log_still_reaches() {
+        let hold = PageHold::default();
+        let v1 = Arc::new(Snapshot::full(signing(1), [], "https://i", 2).unwrap());
+        hold.start(&v1, 0);
+        let v2 = next(&v1);
+        let v3 = next(&v2);
+        assert_eq!(
+            hold.start(&v3, 1).version(),
+            1,
+            "v3's log reaches back to v1"
+        );
+        let v4 = next(&v3);
+        assert_eq!(v4.log_floor(), 2);
+        assert_eq!(
+            hold.start(&v4, 2).version(),
+            4,
+            "v1 is out of v4's log: page v4"
+        );
+        assert_eq!(hold.start(&v4, 3).version(), 4);
+        assert_eq!(hold.versions(), [1, 4]);
+        // No more than HELD_VERSIONS at once: the least recently paged goes.
+        let mut current = v4;
+        for now in 10..(10 + HELD_VERSIONS as u64 + 1) {
+            for _ in 0..3 {
+                current = next(&current);
+            }
+            hold.start(&current, now);
+        }
+        assert_eq!(hold.versions().len(), HELD_VERSIONS);
+        assert!(!hold.versions().contains(&1));
+    }
+}

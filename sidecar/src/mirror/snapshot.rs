@@ -18,8 +18,6 @@ use crate::store::commit::Change;
 
 mod pages;
 
-pub use pages::PAGE_BYTES;
-
 /// How many serialised deltas a snapshot keeps: filters mostly ask from one or two recent versions.
 const DELTA_CACHE_LEN: usize = 8;
 

@@ -23,6 +23,7 @@ pub mod apply_keys;
 pub mod bucket;
 pub mod fetch;
 pub mod lease;
+pub mod paging;
 pub mod record;
 pub mod resync;
 pub mod rights;

@@ -1,23 +1,19 @@
 //! The full bundle of a snapshot in pages of bounded size, for filters that ask for it so (`page=…`).
 //!
-//! The API keys are cut into runs of at most [`PAGE_BYTES`] of JSON (a single larger key makes a page of its
-//! own), in the order of their hashes' bytes — the order of the filter's buckets, so a bucket is rewritten at
-//! most once per page boundary. A page is a full bundle document with `page: {from, next, keys}`; the first
+//! The API keys are cut as [`keymesh_core::delivery::paging`] says: in the order of their hashes' bytes (the
+//! filter's buckets), at most [`PAGE_BYTES`](keymesh_core::delivery::paging::PAGE_BYTES) of
+//! JSON per page. A page is a full bundle document with `page: {from, next, keys}`; the first
 //! carries the issuers and the revoked tokens, the others the keys alone. The order is built once per snapshot,
 //! on the first page asked for; a page is serialised when asked for (a few hundred KiB, well under a
 //! millisecond per hundred keys), so a snapshot never holds the whole bundle serialised for paging clients.
 
-use std::cmp::Ordering;
-use std::io;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use keymesh_core::bundle::{ApiKeyDto, PageDto};
+use keymesh_core::delivery::paging::{by_hash_bytes, page_end};
 
 use super::{BundleView, ChangesView, Snapshot};
-
-/// Most bytes of API keys one page carries (the first page adds the issuers and the revoked tokens).
-pub const PAGE_BYTES: usize = 256 * 1024;
 
 impl Snapshot {
     /// Whether the order pages are cut from is built already (then a page is cheap to serve inline).
@@ -36,19 +32,10 @@ impl Snapshot {
         if start > order.len() || (start == order.len() && start > 0) {
             return None;
         }
-        let mut end = start;
-        let mut bytes = 0usize;
-        for key in order.get(start..).unwrap_or_default() {
-            let len = match json_len(&**key) {
-                Ok(len) => len.saturating_add(1),
-                Err(error) => return Some(Err(error)),
-            };
-            if end > start && bytes.saturating_add(len) > PAGE_BYTES {
-                break;
-            }
-            bytes = bytes.saturating_add(len);
-            end += 1;
-        }
+        let end = match page_end(order, start, |key| &**key) {
+            Ok(end) => end,
+            Err(error) => return Some(Err(error)),
+        };
         let first = start == 0;
         let view = BundleView {
             version: self.version,
@@ -86,47 +73,13 @@ impl Snapshot {
     }
 }
 
-/// Orders base64url hashes as the bytes they encode (their characters' ASCII order is not that order). Equal
-/// length strings compare as their decoded bytes; anything that is not base64url sorts after.
-fn by_hash_bytes(a: &str, b: &str) -> Ordering {
-    a.bytes().map(sextet).cmp(b.bytes().map(sextet))
-}
-
-/// The 6-bit value of a base64url character, 64 for any other byte.
-fn sextet(c: u8) -> u8 {
-    match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => 64,
-    }
-}
-
-/// How many bytes `value` serialises to, without keeping them.
-fn json_len(value: &ApiKeyDto) -> Result<usize, serde_json::Error> {
-    struct Count(usize);
-    impl io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 = self.0.saturating_add(buf.len());
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value)?;
-    Ok(count.0)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use keymesh_core::apikey::hash_key;
     use keymesh_core::bundle::BundleDto;
     use keymesh_core::delivery::bucket::KeyHash;
+    use keymesh_core::delivery::paging::PAGE_BYTES;
 
     use super::*;
     use crate::keys::{SigningKey, StoredKeySet};
@@ -215,15 +168,5 @@ mod tests {
             }
         );
         assert_eq!(pages[0].1.issuers.len(), 1);
-    }
-
-    #[test]
-    fn hashes_order_as_their_bytes() {
-        // 'A' < 'a' < '0' < '-' < '_' as base64url values, unlike ASCII.
-        assert_eq!(by_hash_bytes("A", "a"), Ordering::Less);
-        assert_eq!(by_hash_bytes("z", "0"), Ordering::Less);
-        assert_eq!(by_hash_bytes("9", "-"), Ordering::Less);
-        assert_eq!(by_hash_bytes("-", "_"), Ordering::Less);
-        assert_eq!(by_hash_bytes("_", "A"), Ordering::Greater);
     }
 }
