@@ -19,7 +19,12 @@ const ORDERS: &str = "https://orders.test";
 const KEYS: usize = 3_500;
 
 fn page_of(reply: &Reply) -> (BundleDto, PageDto) {
-    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let value = reply.json();
     let page: PageDto = serde_json::from_value(value["page"].clone()).expect("a page");
     (bundle_of(reply), page)
