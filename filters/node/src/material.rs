@@ -125,14 +125,14 @@ mod tests {
         let mut delivery = Delivery::new(&sidecar);
         assert_eq!(delivery.tick_ms(), 200, "the filter's startup tick");
         let first = delivery.next_request(&sidecar, 1_000).unwrap();
-        assert_eq!(first.path, "/v1/bundle");
+        assert_eq!(first.path, "/v1/bundle?page=0");
         let (outcome, again) =
             delivery.answered(&sidecar, Some(200), br#"{"version":3}"#, 1_000, 1_100);
         assert!(matches!(outcome, FetchOutcome::Stored { version: 3, .. }) && again);
         assert_eq!(delivery.tick_ms(), 700);
         // A plain poll's 304 (no long poll before a bundle is held) never re-arms: here a long poll was sent.
         let poll = delivery.next_request(&sidecar, 2_000).unwrap();
-        assert_eq!(poll.path, "/v1/bundle?wait=20");
+        assert_eq!(poll.path, "/v1/bundle?wait=20&page=0");
         let (outcome, again) = delivery.answered(&sidecar, Some(304), b"", 2_000, 22_000);
         assert_eq!((outcome, again), (FetchOutcome::NotModified, true));
         delivery.next_request(&sidecar, 22_000).unwrap();
