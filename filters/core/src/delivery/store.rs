@@ -105,6 +105,9 @@ pub(crate) fn other_slot(slot: u8) -> u8 {
     }
 }
 
+/// A worker's copy of a revoked list: the slot and generation it was read at, and the `jti`s.
+type RevokedCopy = ((u8, u64), Rc<HashSet<String>>);
+
 /// The key material of one sidecar endpoint in shared data, as one worker sees it: the shared store, plus this
 /// worker's parsed signing keys and revoked list (re-read only when shared data moves past them).
 #[derive(Debug)]
@@ -114,7 +117,7 @@ pub struct SharedKeyMaterial<S> {
     /// This worker's parsed signing keys.
     parsed_keys: RefCell<Option<Rc<KeySet>>>,
     /// This worker's copy of the revoked list, with the slot and generation it was read at.
-    revoked_copy: RefCell<Option<((u8, u64), Rc<HashSet<String>>)>>,
+    revoked_copy: RefCell<Option<RevokedCopy>>,
     /// This worker's copy of the rights table (append-only, so a longer copy is always a newer one).
     rights_copy: RefCell<Rc<Vec<Rights>>>,
     /// The delivery record as this worker last read it, with the change count it was read at

@@ -166,7 +166,7 @@ async fn answer(
     }
 
     let delta_base = held.base().filter(|since| *since < snapshot.version());
-    if page.is_some() && !delta_base.is_some_and(|since| since >= snapshot.log_floor()) {
+    if page.is_some() && delta_base.is_none_or(|since| since < snapshot.log_floor()) {
         let paged = state
             .mirror()
             .paged()

@@ -57,7 +57,7 @@ impl Snapshot {
             },
             page: Some(PageDto {
                 from,
-                next: (end < order.len()).then(|| end as u64),
+                next: (end < order.len()).then_some(end as u64),
                 keys: order.len() as u64,
             }),
         };
