@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
 use keymesh::api_keys::{ApiKeyStore, IssuedApiKey};
+use keymesh::http::ops::telemetry::BundleAnswer;
 use keymesh::store::names::KeyNames;
 use keymesh_core::apikey::hash_key;
 use keymesh_core::bundle::{BundleDto, PageDto};
@@ -109,6 +110,16 @@ async fn pages_are_bounded_and_together_are_one_version_while_keys_change() {
         "several pages"
     );
     assert_eq!(hashes.len(), KEYS, "no key twice, none missing");
+    let telemetry = app.state.telemetry();
+    assert_eq!(
+        telemetry.bundle_answers(BundleAnswer::Full),
+        1,
+        "one resync begun"
+    );
+    assert!(
+        telemetry.bundle_answers(BundleAnswer::Page) >= 2,
+        "its later pages"
+    );
     assert_eq!(hashes.iter().cloned().collect::<BTreeSet<_>>(), expected);
 
     // A second filter starting a resync now joins the version being paged (the change log reaches back to it),

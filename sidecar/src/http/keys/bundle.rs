@@ -207,7 +207,13 @@ async fn serve_page(state: &AppState, version: u64, from: u64) -> Result<Respons
         .paged()
         .get(version, &current, state.clock().now_secs())
         .ok_or(AppError::PageVersionGone)?;
-    page_response(snapshot, from).await
+    let response = page_response(snapshot, from).await?;
+    state.telemetry().bundle_answered(if from == 0 {
+        BundleAnswer::Full
+    } else {
+        BundleAnswer::Page
+    });
+    Ok(response)
 }
 
 /// `200` with the page of `snapshot` starting at key `from`.
