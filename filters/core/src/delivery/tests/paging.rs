@@ -381,3 +381,87 @@ fn the_fetcher_asks_for_each_next_page_of_the_same_version_and_starts_over_after
     let poll = fetcher.next_request(&material, &config, NOW_MS).unwrap();
     assert_eq!(poll.if_none_match.as_deref(), Some("\"8\""));
 }
+
+/// Shared data that refuses bucket writes into slot 0 while `refuse` is set.
+struct RefusingSlot0 {
+    inner: InMemorySharedData,
+    refuse: Cell<bool>,
+}
+
+impl SharedData for RefusingSlot0 {
+    fn get(&self, key: &str) -> Option<SharedValue> {
+        self.inner.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
+        if self.refuse.get() && key.starts_with(SLOT0_BUCKETS) {
+            return Err(SharedDataError::Refused);
+        }
+        self.inner.set(key, value, cas)
+    }
+
+    fn change_count(&self) -> Option<u64> {
+        self.inner.change_count()
+    }
+
+    fn count_change(&self) {
+        self.inner.count_change();
+    }
+}
+
+#[test]
+fn a_page_shared_data_refuses_ends_the_resync_with_nothing_switched_and_the_next_starts_from_page_0(
+) {
+    let store = RefusingSlot0 {
+        inner: InMemorySharedData::new(),
+        refuse: Cell::new(false),
+    };
+    let material = SharedKeyMaterial::new(store, "sidecar", "/v1/bundle");
+    let reader = worker(&material.shared.inner);
+    assert_eq!(
+        apply(&material, &full(1, &["old", "gone"], &[]), NOW_MS),
+        stored()
+    );
+    let mut fetcher = BundleFetcher::new(material.register_root());
+    let config = sidecar();
+    fetcher.next_request(&material, &config, NOW_MS).unwrap();
+    let first = page(2, 0, Some(1), 2, &["old"], &[]);
+    let (outcome, _) = fetcher.answered(&material, Some(200), Some(&first), NOW_MS);
+    assert!(matches!(outcome, FetchOutcome::PageStored { .. }));
+    material.shared.refuse.set(true);
+    fetcher.next_request(&material, &config, NOW_MS).unwrap();
+    let second = page(2, 1, None, 2, &["new"], &[]);
+    let (outcome, again) = fetcher.answered(&material, Some(200), Some(&second), NOW_MS);
+    assert!(
+        matches!(
+            outcome,
+            FetchOutcome::StoreFailed(DeliveryError::Write { .. })
+        ),
+        "{outcome:?}"
+    );
+    assert!(again, "a full bundle is asked for at once");
+    // Nothing switched: v1 whole, including the key v2 deletes.
+    let snapshot = reader.snapshot();
+    assert_eq!(reader.shared_version(), Some(1));
+    assert!(snapshot.api_key(&hash_of("gone")).is_some());
+    assert!(snapshot.api_key(&hash_of("new")).is_none());
+    // The next attempt asks for a full set from its first page, and completes.
+    let retry = fetcher.next_request(&material, &config, NOW_MS).unwrap();
+    assert_eq!(
+        (retry.path.as_str(), retry.if_none_match),
+        ("/v1/bundle?page=0", None)
+    );
+    material.shared.refuse.set(false);
+    fetcher.answered(&material, Some(200), Some(&first), NOW_MS);
+    fetcher.next_request(&material, &config, NOW_MS).unwrap();
+    let (outcome, _) = fetcher.answered(&material, Some(200), Some(&second), NOW_MS);
+    assert!(
+        matches!(outcome, FetchOutcome::Stored { version: 2, .. }),
+        "{outcome:?}"
+    );
+    let snapshot = reader.snapshot();
+    assert!(snapshot.api_key(&hash_of("gone")).is_none());
+    assert!(
+        snapshot.api_key(&hash_of("new")).is_some() && snapshot.api_key(&hash_of("old")).is_some()
+    );
+}
