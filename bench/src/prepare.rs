@@ -7,7 +7,8 @@
 use crate::matrix::{alg_slug, KeyCase, TokenCase, Workload, ALGS};
 use anyhow::{bail, Context, Result};
 use keymesh_core::apikey::{format_key, hash_key};
-use keymesh_core::bundle::{ApiKeyChangesDto, ApiKeyDto, BundleDto};
+use keymesh_core::bundle::{ApiKeyChangesDto, ApiKeyDto, BundleDto, PageDto};
+use keymesh_core::delivery::paging::{by_hash_bytes, page_end};
 use keymesh_testkit::{fixture, tamper_signature, Alg, ISSUER};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -217,6 +218,22 @@ pub(crate) fn generate_keys(count: usize, seed: u64) -> Vec<String> {
     (0..count).map(|_| format_key(&rng.secret())).collect()
 }
 
+/// The bundle entries of `keys` (by hash), each valid for the bench audience with no scope.
+fn bench_entries(keys: &[String]) -> Vec<ApiKeyDto> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| ApiKeyDto {
+            hash: hash_key(key),
+            id: format!("ak_bench{i}"),
+            owner: format!("bench-owner-{i}"),
+            resources: vec![BENCH_AUDIENCE.to_owned()],
+            scopes: vec![],
+            expires_at: None,
+            tier: None,
+        })
+        .collect()
+}
+
 /// The keymesh full bundle holding `keys` (by hash), each valid for the bench audience with no scope.
 pub(crate) fn api_key_bundle_json(keys: &[String], version: u64) -> Result<String> {
     let dto = BundleDto {
@@ -224,24 +241,42 @@ pub(crate) fn api_key_bundle_json(keys: &[String], version: u64) -> Result<Strin
         since: None,
         issuers: vec![],
         api_keys: ApiKeyChangesDto {
-            put: keys
-                .iter()
-                .enumerate()
-                .map(|(i, key)| ApiKeyDto {
-                    hash: hash_key(key),
-                    id: format!("ak_bench{i}"),
-                    owner: format!("bench-owner-{i}"),
-                    resources: vec![BENCH_AUDIENCE.to_owned()],
-                    scopes: vec![],
-                    expires_at: None,
-                    tier: None,
-                })
-                .collect(),
+            put: bench_entries(keys),
             delete: vec![],
         },
         revoked_tokens: vec![],
     };
     Ok(serde_json::to_string(&dto)?)
+}
+
+/// Directory (under the prepared data) of the full bundle in pages, one `<from>.json` per page.
+pub(crate) const PAGES_DIR: &str = "bundle-pages";
+
+/// Writes the full bundle of `keys` (in hash-byte order) at `version` in pages under `dir`, cut as the sidecar
+/// cuts them; returns where each page starts and the largest page's size.
+pub(crate) fn write_bundle_pages(
+    dir: &Path,
+    keys: &[String],
+    version: u64,
+) -> Result<(Vec<u64>, u64)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let entries = bench_entries(keys);
+    let total = entries.len() as u64;
+    let (mut starts, mut largest, mut from) = (Vec::new(), 0u64, 0usize);
+    loop {
+        let end = page_end(&entries, from, |entry| entry)?;
+        let page = json!({"version": version, "issuers": [],
+            "api_keys": {"put": &entries[from..end]},
+            "page": PageDto {from: from as u64, next: (end < entries.len()).then_some(end as u64), keys: total}});
+        let text = page.to_string();
+        largest = largest.max(text.len() as u64);
+        write(&dir.join(format!("{from}.json")), &text)?;
+        starts.push(from as u64);
+        if end >= entries.len() {
+            return Ok((starts, largest));
+        }
+        from = end;
+    }
 }
 
 /// The native `api_key_auth` credential list: `[{key, client}]`.
@@ -263,9 +298,16 @@ pub(crate) struct KeyManifest {
     pub(crate) bundle_bytes: u64,
     pub(crate) native_config_bytes: u64,
     pub(crate) created_at: u64,
+    /// Where each page of the paged full bundle starts (`bundle-pages/<from>.json`); empty in data prepared
+    /// before pages existed, which is then served whole.
+    #[serde(default)]
+    pub(crate) pages: Vec<u64>,
+    /// The largest page's size in bytes.
+    #[serde(default)]
+    pub(crate) largest_page_bytes: u64,
 }
 
-/// Writes `bundle.json` (keymesh), `bundle-empty.json`, `credentials.json` (native), the pools `keys/valid.txt`
+/// Writes `bundle.json` (keymesh), the same in pages under `bundle-pages/`, `bundle-empty.json`, `credentials.json` (native), the pools `keys/valid.txt`
 /// (the first `pool` keys) and `keys/unknown.txt` (as many well-formed keys that are not in the set), `last.txt`
 /// (the last key of the set, for the delivery poll), the wrk script and `manifest.json`.
 pub(crate) fn prepare_api_keys(
@@ -280,8 +322,11 @@ pub(crate) fn prepare_api_keys(
     std::fs::create_dir_all(out.join("keys"))
         .with_context(|| format!("cannot create {}", out.display()))?;
     let mut set = generate_keys(keys, seed);
-    // In hash order, as the sidecar serves a full bundle; `last.txt` is then the key the filter stores last.
-    set.sort_by_cached_key(|key| hash_key(key));
+    // In hash-byte order, as the sidecar serves a full bundle; `last.txt` is then the key the filter stores last.
+    let mut hashed: Vec<(String, String)> =
+        set.into_iter().map(|key| (hash_key(&key), key)).collect();
+    hashed.sort_by(|a, b| by_hash_bytes(&a.0, &b.0));
+    set = hashed.into_iter().map(|(_, key)| key).collect();
     let unknown = generate_keys(pool, seed ^ 0x005E_ED0F_0DD0_BEEF);
     let known: std::collections::HashSet<&String> = set.iter().collect();
     if unknown.iter().any(|k| known.contains(k)) {
@@ -289,6 +334,8 @@ pub(crate) fn prepare_api_keys(
     }
     let bundle = api_key_bundle_json(&set, BUNDLE_VERSION)?;
     write(&out.join("bundle.json"), &bundle)?;
+    let (pages, largest_page_bytes) =
+        write_bundle_pages(&out.join(PAGES_DIR), &set, BUNDLE_VERSION)?;
     write(
         &out.join("bundle-empty.json"),
         &api_key_bundle_json(&[], BUNDLE_VERSION)?,
@@ -307,6 +354,8 @@ pub(crate) fn prepare_api_keys(
         bundle_bytes: bundle.len() as u64,
         native_config_bytes: native.len() as u64,
         created_at: now_secs(),
+        pages,
+        largest_page_bytes,
     };
     write(
         &out.join("manifest.json"),
@@ -438,8 +487,11 @@ mod tests {
         assert_eq!(valid.lines().count(), 3);
         assert_eq!(unknown.lines().count(), 3);
         let all = generate_keys(5, 9);
-        // `last.txt` is the key stored last: the greatest hash, as the bundle is in hash order.
-        let last = all.iter().max_by_key(|key| hash_key(key)).unwrap();
+        // `last.txt` is the key stored last: the greatest hash's bytes, as the bundle is in that order.
+        let last = all
+            .iter()
+            .max_by(|a, b| by_hash_bytes(&hash_key(a), &hash_key(b)))
+            .unwrap();
         assert_eq!(
             &std::fs::read_to_string(dir.join("last.txt")).unwrap(),
             last
@@ -448,7 +500,13 @@ mod tests {
         let (keys, _) =
             KeySet::parse_bundle(&std::fs::read(dir.join("bundle.json")).unwrap()).unwrap();
         let _ = keys;
-        assert_eq!(load_key_manifest(&dir).unwrap().keys, 5);
+        let manifest = load_key_manifest(&dir).unwrap();
+        assert_eq!((manifest.keys, manifest.pages.as_slice()), (5, &[0][..]));
+        let page: Value =
+            serde_json::from_slice(&std::fs::read(dir.join(PAGES_DIR).join("0.json")).unwrap())
+                .unwrap();
+        assert_eq!(page["page"], json!({"from": 0, "keys": 5}));
+        assert_eq!(page["api_keys"]["put"].as_array().unwrap().len(), 5);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -353,10 +353,13 @@ pub(crate) fn key_proxy_bootstrap(
 /// The API-key upstream: app answers, and the full and empty bundles read from files (`direct_response`
 /// `filename`, so the large bundle is not escaped into the bootstrap), each with its `ETag` and 304 to
 /// `If-None-Match` of it.
+/// The full bundle is also served in pages (`pages`: where each starts, and its file), for a filter asking with
+/// `page=…` as it does from the sidecar.
 pub(crate) fn key_upstream_bootstrap(
     ports: UpstreamPorts,
     full: &Path,
     empty: &Path,
+    pages: &[(u64, std::path::PathBuf)],
     max_body: u64,
 ) -> Value {
     let app_routes = json!({"virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [
@@ -368,6 +371,16 @@ pub(crate) fn key_upstream_bootstrap(
         routes.push(json!({"match": {"path": path, "headers": [
             {"name": "if-none-match", "string_match": {"exact": etag}}]},
             "direct_response": {"status": 304}}));
+        if path == FULL_BUNDLE_PATH {
+            for (from, file) in pages {
+                routes.push(json!({"match": {"path": path, "query_parameters": [
+                        {"name": "page", "string_match": {"exact": from.to_string()}}]},
+                    "direct_response": {"status": 200, "body": {"filename": file.display().to_string()}},
+                    "response_headers_to_add": [
+                        {"header": {"key": "etag", "value": etag}},
+                        {"header": {"key": "content-type", "value": "application/json"}}]}));
+            }
+        }
         routes.push(json!({"match": {"path": path},
             "direct_response": {"status": 200, "body": {"filename": file.display().to_string()}},
             "response_headers_to_add": [

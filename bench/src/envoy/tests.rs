@@ -216,16 +216,23 @@ fn key_upstream_serves_both_bundles_from_files_with_a_large_enough_limit() {
         },
         Path::new("/d/bundle.json"),
         Path::new("/d/bundle-empty.json"),
+        &[(0, "/d/p/0.json".into()), (1500, "/d/p/1500.json".into())],
         20_000_000,
     );
     let text = b.to_string();
     assert!(text.contains("/d/bundle.json") && text.contains("/d/bundle-empty.json"));
+    assert!(text.contains("/d/p/0.json") && text.contains("/d/p/1500.json"));
     let rc = &b["static_resources"]["listeners"][1]["filter_chains"][0]["filters"][0]
         ["typed_config"]["route_config"];
     assert_eq!(rc["max_direct_response_body_size_bytes"], 20_000_000);
     // The empty bundle's route comes first: `/v1/bundle` is an exact path, but keep the specific one first.
     assert_eq!(
         rc["virtual_hosts"][0]["routes"].as_array().unwrap().len(),
-        4
+        6
+    );
+    let page = &rc["virtual_hosts"][0]["routes"][4];
+    assert_eq!(
+        page["match"]["query_parameters"][0]["string_match"]["exact"],
+        "1500"
     );
 }

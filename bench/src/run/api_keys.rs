@@ -336,9 +336,27 @@ pub(crate) fn run(opts: KeyRunOptions) -> Result<KeyResults> {
 
     let full = ctx.opts.data.join("bundle.json");
     let empty = ctx.opts.data.join("bundle-empty.json");
+    let pages: Vec<(u64, std::path::PathBuf)> = manifest
+        .pages
+        .iter()
+        .map(|from| {
+            let file = ctx
+                .opts
+                .data
+                .join(crate::prepare::PAGES_DIR)
+                .join(format!("{from}.json"));
+            (*from, file)
+        })
+        .collect();
     let config = ctx.launcher.write(
         "envoy-apikeys-upstream",
-        &key_upstream_bootstrap(upstream, &full, &empty, manifest.bundle_bytes + 1024),
+        &key_upstream_bootstrap(
+            upstream,
+            &full,
+            &empty,
+            &pages,
+            manifest.bundle_bytes + 1024,
+        ),
     )?;
     ctx.launcher.validate(&config)?;
     let _upstream = ctx.launcher.start(
@@ -365,8 +383,12 @@ pub(crate) fn run(opts: KeyRunOptions) -> Result<KeyResults> {
         Duration::from_secs(10),
     )?;
     eprintln!(
-        "[api-keys] {} keys; bundle {} bytes, native credentials {} bytes",
-        manifest.keys, manifest.bundle_bytes, manifest.native_config_bytes
+        "[api-keys] {} keys; bundle {} bytes ({} pages, the largest {} bytes), native credentials {} bytes",
+        manifest.keys,
+        manifest.bundle_bytes,
+        manifest.pages.len(),
+        manifest.largest_page_bytes,
+        manifest.native_config_bytes
     );
 
     // 1. Delivery and memory, one Envoy at a time.

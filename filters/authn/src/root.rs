@@ -1,6 +1,7 @@
 //! The root context: configuration, and keeping the key material current. One root per Envoy (elected through a
 //! shared-data lease) asks the sidecar for changes since the version it holds; with `long_poll_secs` the sidecar
 //! holds that request open until something changes, so a revocation reaches the proxy as soon as it is written.
+//! A full resync comes in pages: each answer stored asks for the next page from the call-response callback.
 
 use crate::host::{self, HostSharedData};
 use crate::http::AuthnHttp;
@@ -200,6 +201,21 @@ fn report(filter: &ConfiguredFilter, outcome: &FetchOutcome) {
                 "bundle v{version} applied ({kind}: {puts} api keys put, {deletes} deleted)"
             );
         }
+        FetchOutcome::PageStored {
+            version,
+            pages,
+            keys_read,
+            keys_total,
+        } => {
+            log::debug!(
+                "bundle v{version}: page {pages} stored ({keys_read} of {keys_total} api keys)"
+            );
+        }
+        FetchOutcome::OutOfStep => {
+            log::warn!(
+                "bundle resync out of step (another version or shared data moved); starting again"
+            );
+        }
         FetchOutcome::NotModified | FetchOutcome::AlreadyHeld => {}
         FetchOutcome::DeltaMismatch => {
             log::warn!("bundle delta does not apply to the version held; asking for a full bundle");
@@ -318,6 +334,12 @@ impl RootContext for AuthnRoot {
                 filter.metrics.bundle_age_ms,
                 filter.material.age_ms(host::now_ms()),
             );
+            if let Some(fetcher) = self.fetcher.as_mut() {
+                let emptied = fetcher.on_tick(&filter.material);
+                if emptied > 0 {
+                    log::debug!("emptied {emptied} api key buckets of the retired slot");
+                }
+            }
             let steady = self.fetcher.as_mut().and_then(|fetcher| {
                 fetcher.leave_startup(&filter.material, &filter.config.sidecar)
             });

@@ -160,6 +160,22 @@ fn describe(outcome: &FetchOutcome) -> (&'static str, String) {
             }
             ("applied", message)
         }
+        FetchOutcome::PageStored {
+            version,
+            pages,
+            keys_read,
+            keys_total,
+        } => (
+            "page",
+            format!(
+                "bundle v{version}: page {pages} stored ({keys_read} of {keys_total} api keys)"
+            ),
+        ),
+        FetchOutcome::OutOfStep => (
+            "mismatch",
+            "bundle resync out of step (another version or shared data moved); starting again"
+                .into(),
+        ),
         FetchOutcome::NotModified => ("not_modified", String::new()),
         FetchOutcome::AlreadyHeld => ("stale", "bundle not newer than the one held".into()),
         FetchOutcome::DeltaMismatch => (
@@ -206,7 +222,7 @@ mod tests {
         let mut engine = Engine::new(CONFIG.as_bytes()).unwrap();
         let first = engine.next_fetch(900).unwrap();
         assert_eq!(
-            first.path, "/v1/bundle",
+            first.path, "/v1/bundle?page=0",
             "no long poll before the first bundle"
         );
         assert_eq!((first.if_none_match, first.timeout_ms), (None, 1500));
@@ -220,7 +236,7 @@ mod tests {
             "{out:?}"
         );
         let next = engine.next_fetch(1_000).unwrap();
-        assert_eq!(next.path, "/v1/bundle?wait=20");
+        assert_eq!(next.path, "/v1/bundle?wait=20&page=0");
         assert_eq!(next.if_none_match.as_deref(), Some("\"7\""));
         assert_eq!(next.timeout_ms, 21_500);
         assert_eq!(engine.tick_ms(), 700);

@@ -48,6 +48,9 @@ impl Delivery {
     /// The bundle request to send at `now_ms`. `None` would mean another root holds the fetch lease, which
     /// cannot happen with one root per process; the loop then waits a tick.
     pub fn next_request(&mut self, sidecar: &SidecarConfig, now_ms: u64) -> Option<FetchRequest> {
+        // After a full resync switched slots, the old one is emptied before the next fetch (one event loop: no
+        // request is between reading the record and a bucket).
+        self.fetcher.on_tick(&self.material);
         let request = self.fetcher.next_request(&self.material, sidecar, now_ms)?;
         self.long_poll_sent = request.path.contains("?wait=");
         Some(request)
@@ -122,14 +125,14 @@ mod tests {
         let mut delivery = Delivery::new(&sidecar);
         assert_eq!(delivery.tick_ms(), 200, "the filter's startup tick");
         let first = delivery.next_request(&sidecar, 1_000).unwrap();
-        assert_eq!(first.path, "/v1/bundle");
+        assert_eq!(first.path, "/v1/bundle?page=0");
         let (outcome, again) =
             delivery.answered(&sidecar, Some(200), br#"{"version":3}"#, 1_000, 1_100);
         assert!(matches!(outcome, FetchOutcome::Stored { version: 3, .. }) && again);
         assert_eq!(delivery.tick_ms(), 700);
         // A plain poll's 304 (no long poll before a bundle is held) never re-arms: here a long poll was sent.
         let poll = delivery.next_request(&sidecar, 2_000).unwrap();
-        assert_eq!(poll.path, "/v1/bundle?wait=20");
+        assert_eq!(poll.path, "/v1/bundle?wait=20&page=0");
         let (outcome, again) = delivery.answered(&sidecar, Some(304), b"", 2_000, 22_000);
         assert_eq!((outcome, again), (FetchOutcome::NotModified, true));
         delivery.next_request(&sidecar, 22_000).unwrap();

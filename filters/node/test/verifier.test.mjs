@@ -46,7 +46,7 @@ test('the loop speaks the filter\'s protocol: first fetch, long poll, deltas, fu
   // Before the first bundle: fail closed with 503.
   assert.equal(verifier.authorize(asked(jwtRow)).status, 503);
   let call = await next();
-  assert.equal(call.req.path, '/v1/bundle');
+  assert.equal(call.req.path, '/v1/bundle?page=0');
   assert.equal(call.req.headers['if-none-match'], undefined);
   assert.equal(call.req.headers['x-keymesh-proxy'], 'node-test');
   call.resolve({ status: 200, body: fixtures.bundle });
@@ -55,7 +55,7 @@ test('the loop speaks the filter\'s protocol: first fetch, long poll, deltas, fu
 
   // Something changed, so it asks again at once: a long poll naming the version held.
   call = await next();
-  assert.equal(call.req.path, '/v1/bundle?wait=25');
+  assert.equal(call.req.path, '/v1/bundle?wait=25&page=0');
   assert.equal(call.req.headers['if-none-match'], '"1"');
   assert.equal(call.req.timeoutMs, 27000);
   call.resolve({ status: 200, body: { version: 2, since: 1, issuers: fixtures.bundle.issuers, api_keys: { delete: [ordersKeyHash] } } });
@@ -70,7 +70,7 @@ test('the loop speaks the filter\'s protocol: first fetch, long poll, deltas, fu
   call.resolve({ status: 200, body: { version: 9, since: 5, issuers: fixtures.bundle.issuers } });
   call = await next();
   assert.equal(call.req.headers['if-none-match'], undefined, 'a full bundle is asked for');
-  assert.equal(call.req.path, '/v1/bundle');
+  assert.equal(call.req.path, '/v1/bundle?page=0');
   assert.equal(verifier.status().version, 2);
   call.resolve({ status: 200, body: { ...fixtures.bundle, version: 9 } });
   await until(() => verifier.status().version === 9);
@@ -82,6 +82,36 @@ test('the loop speaks the filter\'s protocol: first fetch, long poll, deltas, fu
   call = await next();
   assert.equal(call.req.headers['if-none-match'], '"9"');
   assert.equal(verifier.authorize(asked(jwtRow)).allow, true);
+  verifier.close();
+  call.resolve({ status: 304, body: '' });
+});
+
+test('a full bundle in pages is stored page by page and used only once complete', async () => {
+  const answers = [];
+  const sidecar = fakeSidecar((req) => new Promise((resolve) => answers.push({ req, resolve })));
+  const clock = manualClock(fixtures.nowMs);
+  const verifier = keymesh.createVerifier(fixtures.config, { transport: sidecar.transport, clock, logger: null, proxyId: 'node-test' });
+  const next = async () => {
+    await until(() => answers.length > 0);
+    return answers.shift();
+  };
+  const keys = fixtures.bundle.api_keys.put;
+  const others = keys.filter((k) => k.id !== 'ak_orders');
+  const orders = keys.filter((k) => k.id === 'ak_orders');
+  let call = await next();
+  assert.equal(call.req.path, '/v1/bundle?page=0');
+  call.resolve({ status: 200, body: { ...fixtures.bundle, version: 4, api_keys: { put: others }, page: { from: 0, next: others.length, keys: keys.length } } });
+  call = await next();
+  assert.equal(call.req.path, `/v1/bundle?page=${others.length}&version=4`, 'the next page of the same version, at once');
+  assert.equal(call.req.headers['if-none-match'], undefined);
+  assert.equal(verifier.status().version, null, 'nothing is in force before the last page');
+  assert.equal(verifier.authorize(asked(jwtRow)).status, 503);
+  call.resolve({ status: 200, body: { version: 4, api_keys: { put: orders }, page: { from: others.length, keys: keys.length } } });
+  await until(() => verifier.status().version === 4);
+  assert.equal(verifier.authorize(asked(ordersKeyRow)).allow, true);
+  assert.equal(verifier.authorize(asked(jwtRow)).allow, true, 'the issuers of the first page');
+  call = await next();
+  assert.equal(call.req.headers['if-none-match'], '"4"');
   verifier.close();
   call.resolve({ status: 304, body: '' });
 });

@@ -13,6 +13,14 @@ pub(crate) enum AppError {
     /// The `wait` query parameter of a bundle request is not a whole number of seconds in range, or repeated.
     #[error("wait must be a whole number of seconds from 0 to {max}", max = crate::http::keys::MAX_WAIT_SECS)]
     InvalidWait,
+    /// The `page`/`version` query parameters of a bundle request are not whole numbers, repeated, inconsistent
+    /// (a page after the first without its version, a version without a page, a wait with a version), or name
+    /// a page past the end of the key list.
+    #[error("page and version must be whole numbers, a page after the first names its version, no wait with version, and the page must exist")]
+    InvalidPage,
+    /// A page of a version the sidecar no longer holds was asked for: start again from the first page.
+    #[error("this version is no longer held for paging; start again from page 0")]
+    PageVersionGone,
     /// The bundle could not be serialised or built.
     #[error("internal error")]
     Internal,
@@ -22,10 +30,18 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut response = match self {
             Self::NotReady => (StatusCode::SERVICE_UNAVAILABLE, self.to_string()).into_response(),
-            Self::InvalidWait => (
+            Self::InvalidWait | Self::InvalidPage => (
                 StatusCode::BAD_REQUEST,
                 Json(serde_json::json!({
                     "error": "invalid_request",
+                    "error_description": self.to_string(),
+                })),
+            )
+                .into_response(),
+            Self::PageVersionGone => (
+                StatusCode::GONE,
+                Json(serde_json::json!({
+                    "error": "version_gone",
                     "error_description": self.to_string(),
                 })),
             )

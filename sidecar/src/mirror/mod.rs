@@ -10,6 +10,7 @@
 
 pub mod delta_window;
 pub mod load;
+pub mod page_hold;
 pub mod snapshot;
 
 use std::convert::Infallible;
@@ -26,6 +27,7 @@ use tokio::time::{interval_at, sleep, Instant, MissedTickBehavior};
 use crate::api_keys::{ApiKeyError, ApiKeyStore};
 use crate::keys::{self, Alg, KeyStoreError, SigningKey, Unsealer};
 use crate::mirror::load::{ChangesSince, KeyMaterial, ReadError};
+use crate::mirror::page_hold::PageHold;
 use crate::mirror::snapshot::{ApiKeySet, Snapshot};
 use crate::oauth::revocation;
 use crate::store::commit::{Change, CHANGE_LOG_LEN};
@@ -52,6 +54,7 @@ pub struct Mirror {
     version: watch::Sender<u64>,
     full_loads: AtomicU64,
     connected: AtomicBool,
+    paged: PageHold,
 }
 
 impl Default for Mirror {
@@ -69,12 +72,18 @@ impl Mirror {
             version: watch::Sender::new(0),
             full_loads: AtomicU64::new(0),
             connected: AtomicBool::new(false),
+            paged: PageHold::default(),
         }
     }
 
     /// The current snapshot, or `None` before the first load.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current.load_full()
+    }
+
+    /// The snapshots held while filters read their full bundle in pages.
+    pub fn paged(&self) -> &PageHold {
+        &self.paged
     }
 
     /// Whether a snapshot has been loaded.

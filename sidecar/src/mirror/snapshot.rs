@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
-use keymesh_core::bundle::{ApiKeyDto, IssuerKeysDto, JwksDto, RevokedTokenDto};
+use keymesh_core::bundle::{ApiKeyDto, IssuerKeysDto, JwksDto, PageDto, RevokedTokenDto};
 use keymesh_core::KeySet;
 use serde::Serialize;
 
@@ -15,6 +15,8 @@ use crate::keys::{PublishedKey, SigningKey};
 use crate::mirror::delta_window::{ChangeLog, Delta, LoggedChange};
 use crate::mirror::load::KeyMaterial;
 use crate::store::commit::Change;
+
+mod pages;
 
 /// How many serialised deltas a snapshot keeps: filters mostly ask from one or two recent versions.
 const DELTA_CACHE_LEN: usize = 8;
@@ -51,6 +53,8 @@ pub struct Snapshot {
     /// most filters only ever need deltas.
     full_bundle: OnceLock<Option<Bytes>>,
     deltas: Mutex<VecDeque<(u64, Bytes)>>,
+    /// The API keys in the order pages are cut from (by hash bytes), built on the first page asked for.
+    page_order: OnceLock<Vec<Arc<ApiKeyDto>>>,
 }
 
 /// The wire form of a bundle (a [`keymesh_core::bundle::BundleDto`]), borrowing from the snapshot.
@@ -62,6 +66,8 @@ struct BundleView<'a> {
     issuers: &'a [IssuerKeysDto],
     api_keys: ChangesView<'a>,
     revoked_tokens: Vec<&'a RevokedTokenDto>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<PageDto>,
 }
 
 #[derive(Serialize)]
@@ -263,6 +269,7 @@ impl Snapshot {
             log,
             full_bundle: OnceLock::new(),
             deltas: Mutex::new(VecDeque::new()),
+            page_order: OnceLock::new(),
         })
     }
 
@@ -341,6 +348,7 @@ impl Snapshot {
                     issuers: &self.issuers,
                     api_keys: ChangesView { put, delete: vec![] },
                     revoked_tokens: self.revoked.values().map(|token| &**token).collect(),
+                    page: None,
                 };
                 match serde_json::to_vec(&view) {
                     Ok(bytes) => Some(Bytes::from(bytes)),
@@ -372,6 +380,7 @@ impl Snapshot {
             issuers: &self.issuers,
             api_keys: ChangesView { put, delete },
             revoked_tokens: revoked,
+            page: None,
         }) {
             Ok(bytes) => Bytes::from(bytes),
             Err(error) => return Some(Err(error)),

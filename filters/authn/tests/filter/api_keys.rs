@@ -47,7 +47,7 @@ fn after_a_change_the_filter_long_polls_for_the_next_one() -> Result<(), HostErr
     )?;
     // Right after storing v4 the root asks again, and the sidecar may hold the request until something changes.
     let call = vm.next_http_call(SIDECAR)?;
-    assert_eq!(call.path(), "/v1/bundle?wait=25");
+    assert_eq!(call.path(), "/v1/bundle?wait=25&page=0");
     assert_eq!(call.headers.get("if-none-match"), Some("\"4\""));
     assert_eq!(call.timeout, Duration::from_millis(2000 + 25_000));
     vm.respond_to_http_call(call.token, HttpResponse::new(304))?;

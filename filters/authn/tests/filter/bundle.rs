@@ -39,7 +39,7 @@ fn first_fetch_is_a_plain_get_to_the_sidecar_cluster() -> Result<(), HostError> 
     );
     vm.advance_time(STARTUP_TICK)?;
     let call = vm.next_http_call(SIDECAR)?;
-    assert_eq!((call.method(), call.path()), ("GET", "/v1/bundle"));
+    assert_eq!((call.method(), call.path()), ("GET", "/v1/bundle?page=0"));
     assert_eq!(call.headers.get(":authority"), Some("keymesh-sidecar"));
     assert_eq!(call.headers.get("if-none-match"), None);
     assert_eq!(call.headers.get("x-keymesh-proxy"), Some("test-node"));

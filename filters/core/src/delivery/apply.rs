@@ -1,21 +1,26 @@
 //! Applying a fetched bundle (full or delta) to shared data, for every worker.
 //!
-//! Entries first, the issuers next, the delivery record last: a request sees a new version (and its floor and
-//! revoked list) only once everything it names is in place, and a version counts as held only once the record
-//! names it — an apply that failed half-way is applied again by the next bundle.
+//! A delta edits the slot in force: entries first, the issuers next, the delivery record last, so a request sees
+//! a new version (and its revoked list) only once everything it names is in place, and a version counts as held
+//! only once the record names it — an apply that failed half-way is applied again by the next bundle. A full
+//! bundle, whole or in pages, is written to the other slot and switched in by the record
+//! ([`crate::delivery::resync`]).
 //!
 //! The body stays with the host and is read twice in chunks ([`crate::delivery::stream`]): once to validate it
 //! and gather what is small (issuers, deletes, revocations, the distinct rights), once to store the API keys in
 //! batches ([`crate::delivery::apply_keys`]).
 
+use crate::delivery::apply_keys::BucketWrite;
 use crate::delivery::record::DeliveryRecord;
+use crate::delivery::resync::Resync;
 use crate::delivery::rights::Rights;
 use crate::delivery::shared_data::SharedData;
 use crate::delivery::store::SharedKeyMaterial;
-use crate::delivery::stream::{read_bundle, BodyReader, BodySource};
-use crate::delivery::wire::{ApiKeyChangesDto, BundleDto, RevokedTokenDto};
+use crate::delivery::stream::{read_bundle_page, BodyReader, BodySource};
+use crate::delivery::wire::{ApiKeyChangesDto, BundleDto, PageDto, RevokedTokenDto};
 use crate::error::{DeliveryError, KeyError};
 use crate::keyset::{KeySet, Skipped};
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
@@ -28,6 +33,8 @@ pub const REVOKED_KEEP_SECS: i64 = 600;
 pub struct ReceivedBundle<B> {
     /// The wire form, with an empty `api_keys.put`.
     pub dto: BundleDto,
+    /// Where it sits in a paged full bundle, if it is a page.
+    pub page: Option<PageDto>,
     /// How many API keys the bundle puts.
     pub puts: usize,
     /// The distinct rights of the keys put.
@@ -52,7 +59,7 @@ impl<B: BodySource> ReceivedBundle<B> {
     pub fn read(body: B) -> Result<Self, KeyError> {
         let mut puts = 0usize;
         let mut rights = BTreeSet::new();
-        let dto = read_bundle(BodyReader::new(&body), &mut |key| {
+        let (dto, page) = read_bundle_page(BodyReader::new(&body), &mut |key| {
             puts = puts.saturating_add(1);
             let granted = Rights::of(&key);
             if !rights.contains(&granted) {
@@ -64,6 +71,7 @@ impl<B: BodySource> ReceivedBundle<B> {
         let (keys, skipped) = KeySet::from_bundle(&dto)?;
         Ok(Self {
             dto,
+            page,
             puts,
             rights,
             keys,
@@ -76,12 +84,18 @@ impl<B: BodySource> ReceivedBundle<B> {
 /// What became of a fetched bundle.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// Now in shared data.
+    /// Now in force: a delta, a complete full bundle, or the last page of a paged resync.
     Stored,
+    /// A page of a full resync, with more to come: written to the slot not in force, so nothing is visible yet.
+    /// Ask for the page the [`Resync`] names next.
+    PageStored(Resync),
     /// Shared data already holds this version or a newer one.
     Stale,
     /// A delta for a version other than the one held: ask for a full bundle next time.
     Mismatch,
+    /// A page that does not continue the resync in progress (another version or position), or shared data moved
+    /// under it (another root stored something meanwhile): nothing was switched; start again.
+    OutOfStep,
     /// Shared data refused a write; what is stored may be partly applied, so ask for a full bundle next time.
     Failed(DeliveryError),
 }
@@ -103,8 +117,42 @@ pub fn merge_revoked(
 }
 
 impl<S: SharedData> SharedKeyMaterial<S> {
-    /// Stores a validated bundle (full or delta) for every worker, at `now_ms`.
+    /// Stores a validated delta, or a full bundle sent whole, for every worker, at `now_ms` (a page of a paged
+    /// resync is handed to [`SharedKeyMaterial::apply_continuing`]).
     pub fn apply<B: BodySource>(&self, received: ReceivedBundle<B>, now_ms: u64) -> Applied {
+        self.apply_continuing(received, None, now_ms)
+    }
+
+    /// Stores a validated bundle at `now_ms`: a delta, a full bundle, or the next page of the full resync
+    /// `resync` (`None`: none in progress; a first page starts one).
+    pub fn apply_continuing<B: BodySource>(
+        &self,
+        received: ReceivedBundle<B>,
+        resync: Option<Resync>,
+        now_ms: u64,
+    ) -> Applied {
+        let (record, _) = self.record();
+        if record.is_some_and(|held| held.version >= received.dto.version) {
+            return Applied::Stale;
+        }
+        match received.dto.since {
+            Some(since) => self.apply_delta(received, since, record, now_ms),
+            None => self.apply_page(received, record, resync, now_ms),
+        }
+    }
+
+    /// Applies a delta from `since` to the slot in force: its buckets, its revoked list, its issuers, then the
+    /// record (only if it still names `since` in that slot).
+    fn apply_delta<B: BodySource>(
+        &self,
+        received: ReceivedBundle<B>,
+        since: u64,
+        record: Option<DeliveryRecord>,
+        now_ms: u64,
+    ) -> Applied {
+        let Some(held) = record.filter(|held| held.version == since) else {
+            return Applied::Mismatch;
+        };
         let ReceivedBundle {
             dto,
             rights,
@@ -112,87 +160,82 @@ impl<S: SharedData> SharedKeyMaterial<S> {
             body,
             ..
         } = received;
-        let current = self.shared_version();
         let version = dto.version;
-        if current.is_some_and(|held| held >= version) {
-            return Applied::Stale;
-        }
-        if dto.since.is_some() && dto.since != current {
-            return Applied::Mismatch;
-        }
-        let full = dto.since.is_none();
-        let revoked_changed = revoked_list_changes(&dto);
-        if let Err(e) = self.store(dto, &rights, &body, now_ms) {
+        let revoked_changed = !dto.revoked_tokens.is_empty();
+        let target = BucketWrite {
+            slot: held.slot,
+            version,
+            full: false,
+            floor: held.floor,
+        };
+        if let Err(e) = self.store(target, dto, &rights, &body, now_ms) {
             return Applied::Failed(e);
         }
-        if let Err(e) = self.advance_record(version, full, revoked_changed, now_ms) {
-            return Applied::Failed(e);
+        let moved = Cell::new(false);
+        let advanced = self.update_record(|current| {
+            let current =
+                current.filter(|current| current.version == since && current.slot == held.slot);
+            moved.set(current.is_none());
+            current.map(|current| DeliveryRecord {
+                version,
+                fresh_at_ms: current.fresh_at_ms.max(now_ms),
+                revoked_generation: if revoked_changed {
+                    version
+                } else {
+                    current.revoked_generation
+                },
+                ..current
+            })
+        });
+        match advanced {
+            Err(e) => Applied::Failed(e),
+            // Another root stored something meanwhile: what this delta wrote is a newer state of keys that
+            // version still holds, and the next fetch starts from what the record names now.
+            Ok(()) if moved.get() => Applied::OutOfStep,
+            Ok(()) => {
+                self.remember_keys(Rc::new(keys));
+                Applied::Stored
+            }
         }
-        self.remember_keys(Rc::new(keys));
-        Applied::Stored
     }
 
-    /// Writes the API keys (read again from `body`), the revoked list and the issuers of `dto`.
-    fn store<B: BodySource>(
+    /// Writes the API keys (read again from `body`), the revoked list and the issuers of `dto` into the slot
+    /// `target` names.
+    pub(crate) fn store<B: BodySource>(
         &self,
+        target: BucketWrite,
         dto: BundleDto,
         rights: &BTreeSet<Rights>,
         body: &B,
         now_ms: u64,
     ) -> Result<(), DeliveryError> {
-        let version = dto.version;
-        self.store_api_keys(
-            &dto.api_keys.delete,
-            rights,
-            body,
-            version,
-            dto.since.is_none(),
-        )?;
+        let delete = if target.full {
+            &[][..]
+        } else {
+            &dto.api_keys.delete[..]
+        };
+        self.store_api_keys(target, delete, rights, body)?;
+        let slot = self.keys.slot(target.slot);
         if revoked_list_changes(&dto) {
-            let held = if dto.since.is_none() {
+            let held = if target.full {
                 Vec::new()
             } else {
-                self.revoked_list()
+                self.revoked_list(target.slot)
             };
             let list = merge_revoked(held, &dto.revoked_tokens, now_ms);
             let bytes =
                 serde_json::to_vec(&list).map_err(|_| DeliveryError::Encode("revoked list"))?;
-            self.write(&self.keys.revoked, &bytes)?;
+            self.write(&slot.revoked, &bytes)?;
         }
         let issuers = BundleDto {
-            version,
+            version: dto.version,
             since: None,
             issuers: dto.issuers,
             api_keys: ApiKeyChangesDto::default(),
             revoked_tokens: Vec::new(),
         };
         let bytes = serde_json::to_vec(&issuers).map_err(|_| DeliveryError::Encode("issuers"))?;
-        self.write(&self.keys.bundle, &bytes)
-    }
-
-    /// Moves the delivery record to `version`: a full bundle raises the floor to it (entries it did not rewrite
-    /// are keys deleted while this host was out of the change-log window), a bundle that rewrote the revoked list
-    /// moves its generation, and the version and freshness never go backwards.
-    fn advance_record(
-        &self,
-        version: u64,
-        full: bool,
-        revoked_changed: bool,
-        now_ms: u64,
-    ) -> Result<(), DeliveryError> {
-        self.update_record(|held| {
-            let held = held.unwrap_or_default();
-            Some(DeliveryRecord {
-                version: version.max(held.version),
-                floor: if full { version } else { held.floor },
-                fresh_at_ms: held.fresh_at_ms.max(now_ms),
-                revoked_generation: if revoked_changed {
-                    version
-                } else {
-                    held.revoked_generation
-                },
-            })
-        })
+        self.write(&slot.bundle, &bytes)
     }
 }
 

@@ -22,6 +22,19 @@ const CAS_ATTEMPTS: usize = 8;
 /// Keys put held in memory at a time while a bundle is stored (about 100 bytes each).
 pub const BATCH_KEYS: usize = 4096;
 
+/// Where and how a bundle's API keys are written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BucketWrite {
+    /// The slot whose buckets are written.
+    pub(crate) slot: u8,
+    /// The version writing them (stamped on each bucket).
+    pub(crate) version: u64,
+    /// A full resync (each bucket rebuilt from what this version writes) or a delta (edits).
+    pub(crate) full: bool,
+    /// For a delta: the floor in force, under which what a bucket holds is dead.
+    pub(crate) floor: u64,
+}
+
 /// The keys put of one batch, by bucket.
 #[derive(Default)]
 struct Batch {
@@ -30,25 +43,23 @@ struct Batch {
 }
 
 impl<S: SharedData> SharedKeyMaterial<S> {
-    /// Writes the API key changes of a bundle at `version`: `delete`, then the keys put, read from `body`. A full
-    /// bundle rewrites each bucket it has keys for from scratch (the buckets it does not touch die when the
-    /// record's floor rises to `version`); a delta edits the buckets of the keys it names.
+    /// Writes the API key changes of a bundle as `target` says: `delete`, then the keys put, read from `body`. A
+    /// full bundle rewrites each bucket it has keys for from scratch (the buckets it does not touch die when the
+    /// record's floor rises to its version); a delta edits the buckets of the keys it names.
     pub(crate) fn store_api_keys<B: BodySource>(
         &self,
+        target: BucketWrite,
         delete: &[String],
         rights: &BTreeSet<Rights>,
         body: &B,
-        version: u64,
-        full: bool,
     ) -> Result<(), DeliveryError> {
         let table = self.intern_rights(rights)?;
-        let floor = self.record().0.map_or(0, |record| record.floor);
         let mut deletes: BTreeMap<u16, Vec<KeyHash>> = BTreeMap::new();
         for hash in delete.iter().filter_map(|hash| KeyHash::parse(hash)) {
             deletes.entry(hash.bucket()).or_default().push(hash);
         }
         for (bucket, hashes) in deletes {
-            self.rewrite_bucket(bucket, &hashes, Vec::new(), version, full, floor)?;
+            self.rewrite_bucket(target, bucket, &hashes, Vec::new())?;
         }
         let mut batch = Batch::default();
         let mut failed = None;
@@ -63,7 +74,7 @@ impl<S: SharedData> SharedKeyMaterial<S> {
                 .push(entry);
             batch.len = batch.len.saturating_add(1);
             if batch.len >= BATCH_KEYS {
-                if let Err(e) = self.flush(&mut batch, version, full, floor) {
+                if let Err(e) = self.flush(&mut batch, target) {
                     failed = Some(e);
                     return Err("storing the keys failed".into());
                 }
@@ -74,24 +85,19 @@ impl<S: SharedData> SharedKeyMaterial<S> {
             return Err(e);
         }
         read.map_err(|e| DeliveryError::Reread(e.to_string()))?;
-        self.flush(&mut batch, version, full, floor)
+        self.flush(&mut batch, target)
     }
 
-    fn flush(
-        &self,
-        batch: &mut Batch,
-        version: u64,
-        full: bool,
-        floor: u64,
-    ) -> Result<(), DeliveryError> {
+    fn flush(&self, batch: &mut Batch, target: BucketWrite) -> Result<(), DeliveryError> {
         for (bucket, entries) in std::mem::take(&mut batch.buckets) {
-            self.rewrite_bucket(bucket, &[], entries, version, full, floor)?;
+            self.rewrite_bucket(target, bucket, &[], entries)?;
         }
         batch.len = 0;
         Ok(())
     }
 
-    /// Applies deletes and puts to one bucket with compare-and-swap, and stamps it with `version`.
+    /// Applies deletes and puts to one bucket of the target slot with compare-and-swap, and stamps it with the
+    /// target version.
     ///
     /// - A bucket already written by a newer version is left alone: a root that lost the lease mid-apply must not
     ///   undo its successor's work.
@@ -100,14 +106,18 @@ impl<S: SharedData> SharedKeyMaterial<S> {
     ///   do not decode, count as empty.
     fn rewrite_bucket(
         &self,
+        target: BucketWrite,
         bucket: u16,
         delete: &[KeyHash],
         put: Vec<BucketEntry>,
-        version: u64,
-        full: bool,
-        floor: u64,
     ) -> Result<(), DeliveryError> {
-        let key = self.keys.bucket(bucket);
+        let BucketWrite {
+            slot,
+            version,
+            full,
+            floor,
+        } = target;
+        let key = self.keys.slot(slot).bucket(bucket);
         for _ in 0..CAS_ATTEMPTS {
             let stored = self.shared.get(&key);
             let cas = stored.as_ref().map(|value| value.cas);

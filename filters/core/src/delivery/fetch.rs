@@ -3,10 +3,11 @@
 
 use crate::config::SidecarConfig;
 use crate::delivery::apply::{Applied, ReceivedBundle};
+use crate::delivery::resync::Resync;
 use crate::delivery::shared_data::SharedData;
 use crate::delivery::store::SharedKeyMaterial;
 use crate::delivery::stream::BodySource;
-use crate::delivery::wire::etag;
+use crate::delivery::wire::{etag, PAGE_QUERY, VERSION_QUERY};
 use crate::error::{DeliveryError, KeyError};
 use crate::keyset::Skipped;
 
@@ -16,12 +17,15 @@ pub const STARTUP_TICK_MS: u64 = 200;
 /// One refetch request per host at most this often; the sidecar throttles per issuer on top.
 pub const REFETCH_EVERY_MS: u64 = 5_000;
 
-/// One root's bundle fetching: its lease id, whether it is still starting, whether the next fetch must be full.
+/// One root's bundle fetching: its lease id, whether it is still starting, whether the next fetch must be full,
+/// the paged resync in progress, and whether a slot retired by a switch is still to be emptied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleFetcher {
     owner: u64,
     starting: bool,
     need_full: bool,
+    resync: Option<Resync>,
+    retired_slot_full: bool,
 }
 
 /// A bundle request to send: `GET path` to the sidecar cluster.
@@ -40,6 +44,20 @@ pub struct FetchRequest {
 pub enum FetchOutcome {
     /// `304`: what is held is current.
     NotModified,
+    /// A page of a full resync is stored (not in force yet); the next one is asked for at once.
+    PageStored {
+        /// The version being stored.
+        version: u64,
+        /// Pages stored so far.
+        pages: u64,
+        /// API keys read so far.
+        keys_read: u64,
+        /// API keys in the whole set.
+        keys_total: u64,
+    },
+    /// A page did not continue the resync in progress, or another root stored something meanwhile: nothing was
+    /// switched, and the next fetch starts over from what shared data holds.
+    OutOfStep,
     /// A new bundle is in shared data.
     Stored {
         /// Its version.
@@ -91,7 +109,24 @@ impl BundleFetcher {
             owner,
             starting: true,
             need_full: false,
+            resync: None,
+            retired_slot_full: false,
         }
+    }
+
+    /// The paged resync in progress, if any.
+    pub fn resync(&self) -> Option<&Resync> {
+        self.resync.as_ref()
+    }
+
+    /// Called on each tick: after a full resync switched slots, empties the old slot's buckets (a tick later, so
+    /// that no request is still between reading the record and reading a bucket). Returns how many were emptied.
+    pub fn on_tick<S: SharedData>(&mut self, material: &SharedKeyMaterial<S>) -> usize {
+        if !self.retired_slot_full || self.resync.is_some() {
+            return 0;
+        }
+        self.retired_slot_full = false;
+        material.clear_retired_slot()
     }
 
     /// The tick period to start with: short, until the first bundle is in shared data.
@@ -120,12 +155,13 @@ impl BundleFetcher {
         sidecar: &SidecarConfig,
         now_ms: u64,
     ) -> Option<FetchRequest> {
-        let have = if self.need_full {
+        let have = if self.need_full || self.resync.is_some() {
             None
         } else {
             material.shared_version()
         };
-        // Long-poll only once something is held: the first bundle should come back at once.
+        // Long-poll only once something is held and no resync is under way: the first bundle, and the next page,
+        // should come back at once.
         let wait_secs = if have.is_some() {
             sidecar.long_poll_secs
         } else {
@@ -147,10 +183,16 @@ impl BundleFetcher {
         if !material.try_lease(self.owner, now_ms, until_ms) {
             return None;
         }
-        let path = if wait_secs > 0 {
-            format!("{}?wait={wait_secs}", sidecar.path)
-        } else {
-            sidecar.path.clone()
+        // `page=0` asks for a full bundle in pages: the first page where a full bundle would be due.
+        let path = match &self.resync {
+            Some(resync) => format!(
+                "{}?{PAGE_QUERY}={}&{VERSION_QUERY}={}",
+                sidecar.path,
+                resync.next(),
+                resync.version()
+            ),
+            None if wait_secs > 0 => format!("{}?wait={wait_secs}&{PAGE_QUERY}=0", sidecar.path),
+            None => format!("{}?{PAGE_QUERY}=0", sidecar.path),
         };
         Some(FetchRequest {
             path,
@@ -188,8 +230,11 @@ impl BundleFetcher {
         now_ms: u64,
     ) -> (FetchOutcome, bool) {
         let body_handled = matches!(status, Some(200)) && body.is_some();
+        // Whatever the answer, the resync in progress goes with it: the page answered is applied in its context,
+        // and a failed page ends it (the next attempt starts from the first page).
+        let resync = self.resync.take();
         let outcome = match (status, body) {
-            (Some(200), Some(body)) => self.accept(material, body, now_ms),
+            (Some(200), Some(body)) => self.accept(material, body, resync, now_ms),
             (Some(200), None) => FetchOutcome::NoBody,
             (Some(304), _) => FetchOutcome::NotModified,
             (Some(status), _) => FetchOutcome::HttpStatus(status),
@@ -204,8 +249,11 @@ impl BundleFetcher {
             // A lost freshness update only makes the material look older than it is; the next answer retries.
             let _ = material.mark_fresh(now_ms);
         }
-        let again =
-            body_handled && (matches!(outcome, FetchOutcome::Stored { .. }) || self.need_full);
+        let again = body_handled
+            && (matches!(
+                outcome,
+                FetchOutcome::Stored { .. } | FetchOutcome::PageStored { .. }
+            ) || self.need_full);
         (outcome, again)
     }
 
@@ -213,6 +261,7 @@ impl BundleFetcher {
         &mut self,
         material: &SharedKeyMaterial<S>,
         body: B,
+        resync: Option<Resync>,
         now_ms: u64,
     ) -> FetchOutcome {
         let received = match ReceivedBundle::read(body) {
@@ -222,12 +271,17 @@ impl BundleFetcher {
         };
         let version = received.dto.version;
         let delta = received.dto.since.is_some();
-        let puts = received.puts;
+        let mut puts = received.puts;
         let deletes = received.dto.api_keys.delete.len();
         let skipped = received.skipped.clone();
-        match material.apply(received, now_ms) {
+        let paged_before = resync.as_ref().map_or(0, |resync| resync.progress().0);
+        match material.apply_continuing(received, resync, now_ms) {
             Applied::Stored => {
                 self.need_full = false;
+                if !delta {
+                    self.retired_slot_full = true;
+                    puts = puts.saturating_add(usize::try_from(paged_before).unwrap_or(usize::MAX));
+                }
                 FetchOutcome::Stored {
                     version,
                     delta,
@@ -236,6 +290,18 @@ impl BundleFetcher {
                     skipped,
                 }
             }
+            Applied::PageStored(resync) => {
+                let (keys_read, keys_total) = resync.progress();
+                let pages = resync.pages();
+                self.resync = Some(resync);
+                FetchOutcome::PageStored {
+                    version,
+                    pages,
+                    keys_read,
+                    keys_total,
+                }
+            }
+            Applied::OutOfStep => FetchOutcome::OutOfStep,
             Applied::Stale => {
                 // The record names this version or a newer one, so a full bundle at it is held in full.
                 if !delta {

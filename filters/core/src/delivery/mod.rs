@@ -11,6 +11,10 @@
 //! floor — holding only keys deleted while this host was out of the sidecar's change-log window — are dead. A
 //! deleted key is removed from its bucket.
 //!
+//! A full resync comes in pages of bounded size, so neither Envoy (which buffers an HTTP call's whole answer) nor
+//! the fetching worker holds more than one page at a time, and it is written to a second slot that the delivery
+//! record switches to once the last page is in ([`resync`]): until then every worker sees the old version whole.
+//!
 //! Nothing here touches a host: shared data comes in through the [`SharedData`] trait and time is passed in, so
 //! any host (the proxy-wasm filter, a Node verifier) runs this unchanged, and it is tested natively.
 
@@ -19,7 +23,9 @@ pub mod apply_keys;
 pub mod bucket;
 pub mod fetch;
 pub mod lease;
+pub mod paging;
 pub mod record;
+pub mod resync;
 pub mod rights;
 pub mod shared_data;
 pub mod store;
@@ -29,6 +35,7 @@ pub mod wire;
 pub use apply::{Applied, ReceivedBundle};
 pub use fetch::{BundleFetcher, FetchOutcome, FetchRequest};
 pub use record::DeliveryRecord;
+pub use resync::Resync;
 pub use shared_data::{InMemorySharedData, SharedData, SharedDataError, SharedValue};
 pub use store::{MaterialSnapshot, SharedKeyMaterial};
 pub use stream::BodySource;

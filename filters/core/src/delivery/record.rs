@@ -13,11 +13,14 @@ pub struct DeliveryRecord {
     pub fresh_at_ms: u64,
     /// The version that last changed the revoked list; a worker re-reads the list when it moves.
     pub revoked_generation: u64,
+    /// Which of the two slots holds the material of `version` (0 or 1; see [`crate::delivery::resync`]): a full
+    /// resync writes the other one, and switches to it when this record is written.
+    pub slot: u8,
 }
 
 impl DeliveryRecord {
-    /// Parses the stored form: four decimal numbers separated by single spaces (anything after them is ignored,
-    /// so a later version may append fields).
+    /// Parses the stored form: five decimal numbers separated by single spaces, the last 0 or 1 (anything after
+    /// them is ignored, so a later version may append fields).
     pub fn parse(bytes: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(bytes).ok()?;
         let mut fields = text.split(' ').map(str::parse::<u64>);
@@ -27,14 +30,15 @@ impl DeliveryRecord {
             floor: next()?,
             fresh_at_ms: next()?,
             revoked_generation: next()?,
+            slot: u8::try_from(next()?).ok().filter(|slot| *slot <= 1)?,
         })
     }
 
     /// The stored form.
     pub fn encode(self) -> String {
         format!(
-            "{} {} {} {}",
-            self.version, self.floor, self.fresh_at_ms, self.revoked_generation
+            "{} {} {} {} {}",
+            self.version, self.floor, self.fresh_at_ms, self.revoked_generation, self.slot
         )
     }
 
@@ -81,13 +85,22 @@ mod tests {
             floor: 4,
             fresh_at_ms: 1_700_000_000_000,
             revoked_generation: 7,
+            slot: 1,
         };
-        assert_eq!(record.encode(), "9 4 1700000000000 7");
+        assert_eq!(record.encode(), "9 4 1700000000000 7 1");
         assert_eq!(
             DeliveryRecord::parse(record.encode().as_bytes()),
             Some(record)
         );
-        for damaged in ["", "9 4 1", "9 4 x 7", "9  4 1 7", "-1 4 1 7"] {
+        for damaged in [
+            "",
+            "9 4 1",
+            "9 4 1 7",
+            "9 4 x 7 0",
+            "9  4 1 7 0",
+            "-1 4 1 7 0",
+            "9 4 1 7 2",
+        ] {
             assert_eq!(
                 DeliveryRecord::parse(damaged.as_bytes()),
                 None,

@@ -1,18 +1,23 @@
 //! Key material in shared data, and one worker's parsed copy of it.
 //!
-//! Shared data is shared by all workers of one host, so everything is stored once:
+//! Shared data is shared by all workers of one host, so everything is stored once. The material of a version sits
+//! in one of two *slots* `…/s0/`, `…/s1/` (a full resync writes the slot not in force, and the record switches to
+//! it: see [`crate::delivery::resync`]); each slot has:
 //! - the issuers part of the bundle (small) under `…/bundle`; a worker re-reads and parses it only when the
 //!   version in the record moves past the keys it holds;
-//! - the API keys in [`BUCKETS`](crate::delivery::bucket::BUCKETS) buckets `…/ak/<bucket>` ([`crate::delivery::bucket`]), packed binary arrays
-//!   chosen by the first bits of the key's hash, so a lookup is one read of a small value whatever the number of
-//!   keys, and a revocation rewrites one bucket instead of the whole set;
+//! - the API keys in [`BUCKETS`](crate::delivery::bucket::BUCKETS) buckets `…/ak/<bucket>`
+//!   ([`crate::delivery::bucket`]), packed binary arrays chosen by the first bits of the key's hash, so a lookup is
+//!   one read of a small value whatever the number of keys, and a revocation rewrites one bucket instead of the
+//!   whole set;
+//! - the revoked access tokens not yet expired, as one list under `…/revoked`; each worker keeps a parsed copy and
+//!   re-reads it only when the list changes.
+//!
+//! Besides the slots:
 //! - the rights keys grant, interned in an append-only table under `…/rights` ([`crate::delivery::rights`]); each
 //!   worker keeps a parsed copy and re-reads it only when an entry names an index past its end;
-//! - the revoked access tokens not yet expired, as one list under `…/revoked`; each worker keeps a parsed copy and
-//!   re-reads it only when the list changes;
-//! - `…/state`: the [`DeliveryRecord`] (version, floor, freshness, revoked-list generation) in one value. It is
-//!   the commit point: a version counts as held only once the record names it, so an apply that failed half-way
-//!   is simply applied again.
+//! - `…/state`: the [`DeliveryRecord`] (version, floor, freshness, revoked-list generation, slot) in one value. It
+//!   is the commit point: a version counts as held only once the record names it, so an apply that failed
+//!   half-way is simply applied again.
 
 use crate::delivery::bucket::{BucketView, KeyHash};
 use crate::delivery::record::DeliveryRecord;
@@ -34,42 +39,74 @@ const RECORD_CAS_ATTEMPTS: usize = 8;
 /// The shared-data keys of one sidecar endpoint (two filters pointing at the same sidecar share everything).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SharedKeys {
-    pub(crate) bundle: String,
     pub(crate) record: String,
-    pub(crate) revoked: String,
     pub(crate) lease: String,
     /// When this host last asked the sidecar to refetch external keys (ms since the epoch).
     pub(crate) refetch_at: String,
     /// The counter handing out fetch-lease owner ids.
     pub(crate) root_sequence: String,
-    /// The interned rights table.
+    /// The interned rights table (append-only, so shared by both slots).
     pub(crate) rights: String,
+    slots: [SlotKeys; 2],
+}
+
+/// The keys of one slot: the material of one version, switched in whole by the delivery record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SlotKeys {
+    pub(crate) bundle: String,
+    pub(crate) revoked: String,
     bucket_prefix: String,
 }
 
-impl SharedKeys {
-    fn new(cluster: &str, path: &str) -> Self {
-        // v2: record writes also move the change count (`SharedData::count_change`), which v2 readers rely on to
-        // skip re-reading an unchanged record. A VM of an older module (shared data is per `vm_id`, so old and new
-        // modules share it during a rollout) would write without moving it; its own namespace keeps them apart.
-        let base = format!("keymesh.authn.v2/{cluster}{path}");
-        Self {
-            bundle: format!("{base}/bundle"),
-            record: format!("{base}/state"),
-            revoked: format!("{base}/revoked"),
-            lease: format!("{base}/lease"),
-            refetch_at: format!("{base}/refetch_at"),
-            root_sequence: format!("{base}/roots"),
-            rights: format!("{base}/rights"),
-            bucket_prefix: format!("{base}/ak/"),
-        }
-    }
-
+impl SlotKeys {
     /// The shared-data key of an API key bucket: three hex digits.
     pub(crate) fn bucket(&self, bucket: u16) -> String {
         format!("{}{bucket:03x}", self.bucket_prefix)
     }
 }
+
+impl SharedKeys {
+    fn new(cluster: &str, path: &str) -> Self {
+        // v3: the material sits in two slots switched by the record (paged resync). Shared data is per `vm_id`,
+        // so an older module shares it during a rollout: its own namespace keeps the two layouts apart.
+        let base = format!("keymesh.authn.v3/{cluster}{path}");
+        let slot = |n: u8| SlotKeys {
+            bundle: format!("{base}/s{n}/bundle"),
+            revoked: format!("{base}/s{n}/revoked"),
+            bucket_prefix: format!("{base}/s{n}/ak/"),
+        };
+        Self {
+            record: format!("{base}/state"),
+            lease: format!("{base}/lease"),
+            refetch_at: format!("{base}/refetch_at"),
+            root_sequence: format!("{base}/roots"),
+            rights: format!("{base}/rights"),
+            slots: [slot(0), slot(1)],
+        }
+    }
+
+    /// The keys of slot `slot` (0, or anything else for 1).
+    pub(crate) fn slot(&self, slot: u8) -> &SlotKeys {
+        let [zero, one] = &self.slots;
+        if slot == 0 {
+            zero
+        } else {
+            one
+        }
+    }
+}
+
+/// The slot a full resync writes while `slot` is the one in force.
+pub(crate) fn other_slot(slot: u8) -> u8 {
+    if slot == 0 {
+        1
+    } else {
+        0
+    }
+}
+
+/// A worker's copy of a revoked list: the slot and generation it was read at, and the `jti`s.
+type RevokedCopy = ((u8, u64), Rc<HashSet<String>>);
 
 /// The key material of one sidecar endpoint in shared data, as one worker sees it: the shared store, plus this
 /// worker's parsed signing keys and revoked list (re-read only when shared data moves past them).
@@ -79,8 +116,8 @@ pub struct SharedKeyMaterial<S> {
     pub(crate) keys: SharedKeys,
     /// This worker's parsed signing keys.
     parsed_keys: RefCell<Option<Rc<KeySet>>>,
-    /// This worker's copy of the revoked list, with the generation it was read at.
-    revoked_copy: RefCell<Option<(u64, Rc<HashSet<String>>)>>,
+    /// This worker's copy of the revoked list, with the slot and generation it was read at.
+    revoked_copy: RefCell<Option<RevokedCopy>>,
     /// This worker's copy of the rights table (append-only, so a longer copy is always a newer one).
     rights_copy: RefCell<Rc<Vec<Rights>>>,
     /// The delivery record as this worker last read it, with the change count it was read at
@@ -133,13 +170,16 @@ impl<S: SharedData> Directory for MaterialSnapshot<'_, S> {
     /// Anything that does not decode (the hash, the bucket, the entry, its rights) is an unknown key.
     fn api_key(&self, hash: &str) -> Option<ApiKeyDto> {
         let key_hash = KeyHash::parse(hash)?;
-        let stored = self
-            .material
-            .shared
-            .get(&self.material.keys.bucket(key_hash.bucket()))?;
+        let record = self.record?;
+        let stored = self.material.shared.get(
+            &self
+                .material
+                .keys
+                .slot(record.slot)
+                .bucket(key_hash.bucket()),
+        )?;
         let bucket = BucketView::new(&stored.bytes)?;
-        let floor = self.record.map_or(0, |record| record.floor);
-        if bucket.generation < floor {
+        if bucket.generation < record.floor {
             return None;
         }
         let entry = bucket.find(&key_hash)?;
@@ -156,8 +196,12 @@ impl<S: SharedData> Directory for MaterialSnapshot<'_, S> {
     }
 
     fn is_revoked(&self, jti: &str) -> bool {
-        let generation = self.record.map_or(0, |record| record.revoked_generation);
-        self.material.revoked_set(generation).contains(jti)
+        let Some(record) = self.record else {
+            return false;
+        };
+        self.material
+            .revoked_set(record.slot, record.revoked_generation)
+            .contains(jti)
     }
 }
 
@@ -229,7 +273,7 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         let mut reload_error = None;
         let keys = match (parsed, record) {
             (Some(keys), Some(record)) if keys.version() >= record.version => Some(keys),
-            (parsed, Some(_)) => match self.reload() {
+            (parsed, Some(record)) => match self.reload(record.slot) {
                 Ok(Some(keys)) => Some(keys),
                 Ok(None) => parsed,
                 Err(e) => {
@@ -247,8 +291,8 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         }
     }
 
-    fn reload(&self) -> Result<Option<Rc<KeySet>>, KeyError> {
-        let Some(stored) = self.shared.get(&self.keys.bundle) else {
+    fn reload(&self, slot: u8) -> Result<Option<Rc<KeySet>>, KeyError> {
+        let Some(stored) = self.shared.get(&self.keys.slot(slot).bundle) else {
             return Ok(None);
         };
         let (keys, _) = KeySet::parse_bundle(&stored.bytes)?;
@@ -261,27 +305,27 @@ impl<S: SharedData> SharedKeyMaterial<S> {
         *self.parsed_keys.borrow_mut() = Some(keys);
     }
 
-    /// This worker's copy of the revoked list at `generation`, re-read from shared data when it moved.
-    fn revoked_set(&self, generation: u64) -> Rc<HashSet<String>> {
+    /// This worker's copy of the revoked list of `slot` at `generation`, re-read from shared data when it moved.
+    fn revoked_set(&self, slot: u8, generation: u64) -> Rc<HashSet<String>> {
         if let Some((held, set)) = self.revoked_copy.borrow().as_ref() {
-            if *held == generation {
+            if *held == (slot, generation) {
                 return Rc::clone(set);
             }
         }
         let set: HashSet<String> = self
-            .revoked_list()
+            .revoked_list(slot)
             .into_iter()
             .map(|token| token.jti)
             .collect();
         let set = Rc::new(set);
-        *self.revoked_copy.borrow_mut() = Some((generation, Rc::clone(&set)));
+        *self.revoked_copy.borrow_mut() = Some(((slot, generation), Rc::clone(&set)));
         set
     }
 
-    /// The revoked list as stored (empty if absent or unreadable).
-    pub(crate) fn revoked_list(&self) -> Vec<RevokedTokenDto> {
+    /// The revoked list of `slot` as stored (empty if absent or unreadable).
+    pub(crate) fn revoked_list(&self, slot: u8) -> Vec<RevokedTokenDto> {
         self.shared
-            .get(&self.keys.revoked)
+            .get(&self.keys.slot(slot).revoked)
             .and_then(|stored| serde_json::from_slice(&stored.bytes).ok())
             .unwrap_or_default()
     }

@@ -10,7 +10,7 @@
 //! good one), once to store the keys in batches.
 
 use crate::delivery::wire::{
-    ApiKeyChangesDto, ApiKeyDto, BundleDto, IssuerKeysDto, RevokedTokenDto,
+    ApiKeyChangesDto, ApiKeyDto, BundleDto, IssuerKeysDto, PageDto, RevokedTokenDto,
 };
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -94,10 +94,18 @@ pub fn read_bundle<R: io::Read>(
     reader: R,
     on_put: &mut OnPut<'_>,
 ) -> Result<BundleDto, serde_json::Error> {
+    read_bundle_page(reader, on_put).map(|(dto, _)| dto)
+}
+
+/// [`read_bundle`], with where the document sits in a paged full bundle, if it is a page.
+pub fn read_bundle_page<R: io::Read>(
+    reader: R,
+    on_put: &mut OnPut<'_>,
+) -> Result<(BundleDto, Option<PageDto>), serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
-    let dto = BundleSeed { on_put }.deserialize(&mut deserializer)?;
+    let read = BundleSeed { on_put }.deserialize(&mut deserializer)?;
     deserializer.end()?;
-    Ok(dto)
+    Ok(read)
 }
 
 #[derive(Deserialize)]
@@ -108,6 +116,7 @@ enum BundleField {
     Issuers,
     ApiKeys,
     RevokedTokens,
+    Page,
     #[serde(other)]
     Other,
 }
@@ -125,10 +134,15 @@ struct BundleSeed<'a, 'f> {
     on_put: &'a mut OnPut<'f>,
 }
 
-impl<'de> DeserializeSeed<'de> for BundleSeed<'_, '_> {
-    type Value = BundleDto;
+type ReadBundle = (BundleDto, Option<PageDto>);
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<BundleDto, D::Error> {
+impl<'de> DeserializeSeed<'de> for BundleSeed<'_, '_> {
+    type Value = ReadBundle;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<ReadBundle, D::Error> {
         deserializer.deserialize_map(self)
     }
 }
@@ -147,14 +161,15 @@ fn once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
 }
 
 impl<'de> Visitor<'de> for BundleSeed<'_, '_> {
-    type Value = BundleDto;
+    type Value = ReadBundle;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a key bundle object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BundleDto, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReadBundle, A::Error> {
         let mut version: Option<u64> = None;
+        let mut page: Option<Option<PageDto>> = None;
         let mut since: Option<Option<u64>> = None;
         let mut issuers: Option<Vec<IssuerKeysDto>> = None;
         let mut delete: Option<Vec<String>> = None;
@@ -165,6 +180,7 @@ impl<'de> Visitor<'de> for BundleSeed<'_, '_> {
                 BundleField::Since => once(&mut map, &mut since, "since")?,
                 BundleField::Issuers => once(&mut map, &mut issuers, "issuers")?,
                 BundleField::RevokedTokens => once(&mut map, &mut revoked, "revoked_tokens")?,
+                BundleField::Page => once(&mut map, &mut page, "page")?,
                 BundleField::ApiKeys => {
                     if delete.is_some() {
                         return Err(de::Error::duplicate_field("api_keys"));
@@ -178,7 +194,7 @@ impl<'de> Visitor<'de> for BundleSeed<'_, '_> {
                 }
             }
         }
-        Ok(BundleDto {
+        let dto = BundleDto {
             version: version.ok_or_else(|| de::Error::missing_field("version"))?,
             since: since.flatten(),
             issuers: issuers.unwrap_or_default(),
@@ -187,7 +203,8 @@ impl<'de> Visitor<'de> for BundleSeed<'_, '_> {
                 delete: delete.unwrap_or_default(),
             },
             revoked_tokens: revoked.unwrap_or_default(),
-        })
+        };
+        Ok((dto, page.flatten()))
     }
 }
 

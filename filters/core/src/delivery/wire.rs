@@ -3,6 +3,13 @@
 //! The sidecar serves it at `GET /v1/bundle` with `ETag: "<version>"`; a filter that already holds that version
 //! sends `If-None-Match: "<version>"` and gets `304 Not Modified`. The DTO here is the wire format shared by both
 //! sides; [`crate::keyset::KeySet`] is the validated form the filter verifies against.
+//!
+//! **Pages.** A filter that adds `page=0` to its poll gets, where a full bundle would be due, the first *page* of
+//! it instead: a full bundle document with a [`PageDto`] under `page`, holding a bounded run of the API keys
+//! (sorted by hash bytes, so by bucket), with the issuers and the revoked tokens on the first page only. It asks
+//! for the rest with `page=<next>&version=<version>`: every page of one resync describes that one version, which
+//! the sidecar keeps for the purpose ([`PAGE_QUERY`], [`VERSION_QUERY`]). A filter that does not ask gets the
+//! whole bundle in one answer.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +35,23 @@ pub struct BundleDto {
     /// Revoked access tokens that have not expired yet: all of them (full) or those revoked since `since`.
     #[serde(default)]
     pub revoked_tokens: Vec<RevokedTokenDto>,
+}
+
+/// Query parameter naming the first key of the page asked for (`0`: the first page).
+pub const PAGE_QUERY: &str = "page";
+/// Query parameter naming the version the pages after the first belong to.
+pub const VERSION_QUERY: &str = "version";
+
+/// Where one page of a paged full bundle sits in the whole key list of its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageDto {
+    /// Position of this page's first API key in the version's list.
+    pub from: u64,
+    /// Position of the next page's first key; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<u64>,
+    /// How many API keys the whole list holds.
+    pub keys: u64,
 }
 
 /// A revoked access token, by `jti`, kept until its `exp` (after which the token fails on its own).

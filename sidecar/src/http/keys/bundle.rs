@@ -6,7 +6,15 @@
 //!   shut down (then `304`).
 //! - `If-None-Match: "S"` (one version) and the mirror's change log reaches back to `S` → `200`, a delta with
 //!   `since: S`.
-//! - Anything else → `200`, the full bundle.
+//! - Anything else → `200`, the full bundle; or, if the request has `page=0`, the first page of it.
+//!
+//! **Pages** (see [`keymesh_core::bundle`]): `page=0` on a poll asks for a full bundle in pages, where one is due.
+//! The first page names its version in `ETag` and in the body; the pages after it are asked for with
+//! `page=<next>&version=<version>` and always describe that version: the mirror holds it for the purpose
+//! ([`crate::mirror::page_hold`]), and a filter starting a resync under churn joins the version others are
+//! paging if the change log still reaches back to it, so that a delta brings it up to date after the switch.
+//! A version no longer held answers `410` (`version_gone`): the filter starts again from `page=0`. A request
+//! without `page` gets the whole bundle at once, as before paging existed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +30,17 @@ use crate::http::keys::MAX_WAIT_SECS;
 use crate::http::ops::telemetry::{BundleAnswer, ProxySeen};
 use crate::http::state::AppState;
 use crate::mirror::snapshot::Snapshot;
+
+/// A bundle request's query: `wait`, `page`, `version` (other parameters are ignored).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct BundleQuery {
+    /// How long to hold a poll open when nothing changed.
+    wait: Duration,
+    /// The position of the first API key of the page asked for; `None`: the caller does not page.
+    page: Option<u64>,
+    /// The version a page belongs to (for every page after the first).
+    version: Option<u64>,
+}
 
 /// Header carrying the polling proxy's id.
 pub(crate) const PROXY_HEADER: &str = "x-keymesh-proxy";
@@ -107,7 +126,14 @@ async fn answer(
     query: Option<String>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let wait = parse_wait(query.as_deref())?;
+    let BundleQuery {
+        wait,
+        page,
+        version,
+    } = parse_query(query.as_deref())?;
+    if let (Some(from), Some(version)) = (page, version) {
+        return serve_page(&state, version, from).await;
+    }
     let held = Held::parse(&headers);
     let proxy = headers.get(PROXY_HEADER).and_then(|v| v.to_str().ok());
     // Subscribe before reading the snapshot, so a change in between still wakes the poll.
@@ -139,8 +165,19 @@ async fn answer(
         }
     }
 
+    let delta_base = held.base().filter(|since| *since < snapshot.version());
+    if page.is_some() && delta_base.is_none_or(|since| since < snapshot.log_floor()) {
+        let paged = state
+            .mirror()
+            .paged()
+            .start(&snapshot, state.clock().now_secs());
+        state.telemetry().bundle_answered(BundleAnswer::Full);
+        if let Some(proxy) = proxy {
+            tracing::debug!(proxy, version = paged.version(), "bundle paging started");
+        }
+        return page_response(paged, 0).await;
+    }
     let version = snapshot.version();
-    let delta_base = held.base().filter(|since| *since < version);
     let (body, since) = render(snapshot, delta_base).await?;
     state.telemetry().bundle_answered(if since.is_some() {
         BundleAnswer::Delta
@@ -150,6 +187,52 @@ async fn answer(
     if let Some(proxy) = proxy {
         tracing::debug!(proxy, version, since, bytes = body.len(), "bundle sent");
     }
+    Ok((
+        StatusCode::OK,
+        cache_headers(version),
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// A page after the first (or the first again) of `version`, if the mirror still holds it.
+async fn serve_page(state: &AppState, version: u64, from: u64) -> Result<Response, AppError> {
+    let current = state.mirror().snapshot().ok_or(AppError::NotReady)?;
+    let snapshot = state
+        .mirror()
+        .paged()
+        .get(version, &current, state.clock().now_secs())
+        .ok_or(AppError::PageVersionGone)?;
+    let response = page_response(snapshot, from).await?;
+    state.telemetry().bundle_answered(if from == 0 {
+        BundleAnswer::Full
+    } else {
+        BundleAnswer::Page
+    });
+    Ok(response)
+}
+
+/// `200` with the page of `snapshot` starting at key `from`.
+async fn page_response(snapshot: Arc<Snapshot>, from: u64) -> Result<Response, AppError> {
+    let version = snapshot.version();
+    let page = if snapshot.page_order_ready() {
+        snapshot.page(from)
+    } else {
+        tokio::task::spawn_blocking(move || snapshot.page(from))
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "cannot build bundle page");
+                AppError::Internal
+            })?
+    };
+    let body = page.ok_or(AppError::InvalidPage)?.map_err(|error| {
+        tracing::error!(%error, version, from, "cannot serialise bundle page");
+        AppError::Internal
+    })?;
     Ok((
         StatusCode::OK,
         cache_headers(version),
@@ -209,29 +292,56 @@ fn cache_headers(version: u64) -> [(header::HeaderName, HeaderValue); 2] {
     ]
 }
 
-/// The `wait` query parameter: absent means 0; other parameters are ignored.
-fn parse_wait(query: Option<&str>) -> Result<Duration, AppError> {
-    let mut waits = query
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|pair| pair.strip_prefix("wait="));
-    let Some(wait) = waits.next() else {
-        return Ok(Duration::ZERO);
+/// The query of a bundle request. Each parameter at most once; `wait` up to [`MAX_WAIT_SECS`]; `page` and
+/// `version` whole numbers, `version` only with `page`, `page` past 0 only with `version`, and no `wait` with
+/// `version` (a page is answered at once).
+fn parse_query(query: Option<&str>) -> Result<BundleQuery, AppError> {
+    let mut wait = None;
+    let mut page = None;
+    let mut version = None;
+    for pair in query.unwrap_or_default().split('&') {
+        let (slot, value, error) = if let Some(value) = pair.strip_prefix("wait=") {
+            (&mut wait, value, AppError::InvalidWait)
+        } else if let Some(value) = pair.strip_prefix("page=") {
+            (&mut page, value, AppError::InvalidPage)
+        } else if let Some(value) = pair.strip_prefix("version=") {
+            (&mut version, value, AppError::InvalidPage)
+        } else {
+            continue;
+        };
+        if slot.is_some() {
+            return Err(error);
+        }
+        *slot = Some(value.parse::<u64>().map_err(|_| error)?);
+    }
+    let wait = wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECS {
+        return Err(AppError::InvalidWait);
+    }
+    let paging_rule_broken = match (page, version) {
+        (None, Some(_)) => true,
+        (Some(from), None) => from > 0,
+        (Some(_), Some(_)) => wait > 0,
+        (None, None) => false,
     };
-    if waits.next().is_some() {
-        return Err(AppError::InvalidWait);
+    if paging_rule_broken {
+        return Err(AppError::InvalidPage);
     }
-    let secs: u64 = wait.parse().map_err(|_| AppError::InvalidWait)?;
-    if secs > MAX_WAIT_SECS {
-        return Err(AppError::InvalidWait);
-    }
-    Ok(Duration::from_secs(secs))
+    Ok(BundleQuery {
+        wait: Duration::from_secs(wait),
+        page,
+        version,
+    })
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn parse_wait(query: Option<&str>) -> Result<Duration, AppError> {
+        parse_query(query).map(|query| query.wait)
+    }
 
     #[test]
     fn wait_parameter() {
@@ -242,6 +352,33 @@ mod tests {
         assert_eq!(parse_wait(Some("wait=0")), Ok(Duration::ZERO));
         for bad in ["wait=61", "wait=-1", "wait=", "wait=1.5", "wait=1&wait=2"] {
             assert_eq!(parse_wait(Some(bad)), Err(AppError::InvalidWait), "{bad}");
+        }
+    }
+
+    #[test]
+    fn page_parameters() {
+        let query = |q: &str| parse_query(Some(q));
+        assert_eq!(query("page=0").unwrap().page, Some(0));
+        let poll = query("wait=25&page=0").unwrap();
+        assert_eq!(
+            (poll.wait, poll.page, poll.version),
+            (Duration::from_secs(25), Some(0), None)
+        );
+        let next = query("page=4096&version=17").unwrap();
+        assert_eq!((next.page, next.version), (Some(4096), Some(17)));
+        assert_eq!(query("version=17&page=0").unwrap().version, Some(17));
+        for bad in [
+            "page=-1",
+            "page=x",
+            "page=",
+            "page=1",
+            "version=3",
+            "page=0&page=0",
+            "page=2&version=3&version=3",
+            "page=2&version=x",
+            "page=2&version=3&wait=5",
+        ] {
+            assert_eq!(query(bad), Err(AppError::InvalidPage), "{bad}");
         }
     }
 

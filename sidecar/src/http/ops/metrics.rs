@@ -119,6 +119,7 @@ fn render(state: &AppState) -> String {
         BundleAnswer::Full,
         BundleAnswer::Delta,
         BundleAnswer::NotModified,
+        BundleAnswer::Page,
     ] {
         sample(
             &mut out,

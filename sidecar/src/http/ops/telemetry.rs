@@ -19,8 +19,10 @@ const MAX_PROXY_ID_LEN: usize = 256;
 /// How a bundle request was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BundleAnswer {
-    /// `200` with every key.
+    /// `200` with every key, or the first page of them (a full resync begins).
     Full,
+    /// `200` with a page after the first of a paged full resync.
+    Page,
     /// `200` with the changes since the caller's version.
     Delta,
     /// `304`.
@@ -32,6 +34,7 @@ impl BundleAnswer {
     pub fn label(self) -> &'static str {
         match self {
             Self::Full => "full",
+            Self::Page => "page",
             Self::Delta => "delta",
             Self::NotModified => "not_modified",
         }
@@ -56,6 +59,7 @@ pub struct Telemetry {
     full: AtomicU64,
     delta: AtomicU64,
     not_modified: AtomicU64,
+    pages: AtomicU64,
     tokens_issued: AtomicU64,
 }
 
@@ -104,6 +108,7 @@ impl Telemetry {
             BundleAnswer::Full => &self.full,
             BundleAnswer::Delta => &self.delta,
             BundleAnswer::NotModified => &self.not_modified,
+            BundleAnswer::Page => &self.pages,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -114,6 +119,7 @@ impl Telemetry {
             BundleAnswer::Full => &self.full,
             BundleAnswer::Delta => &self.delta,
             BundleAnswer::NotModified => &self.not_modified,
+            BundleAnswer::Page => &self.pages,
         }
         .load(Ordering::Relaxed)
     }

@@ -27,6 +27,7 @@ fn a_full_bundle_reaches_every_worker() {
             floor: 1,
             fresh_at_ms: NOW_MS,
             revoked_generation: 1,
+            slot: 1,
         })
     );
 }
@@ -85,7 +86,7 @@ fn a_resync_raises_the_floor_over_keys_deleted_out_of_the_window() {
     assert_ne!(gone.bucket(), kept.bucket());
     let stale = shared
         .get(&format!(
-            "keymesh.authn.v2/sidecar/v1/bundle/ak/{:03x}",
+            "keymesh.authn.v3/sidecar/v1/bundle/s1/ak/{:03x}",
             gone.bucket()
         ))
         .unwrap();
@@ -234,7 +235,7 @@ fn a_bundle_written_into_shared_data_by_something_else_is_reported_and_the_parse
     assert!(other.snapshot().keys().is_some());
     shared
         .set(
-            "keymesh.authn.v2/sidecar/v1/bundle/bundle",
+            "keymesh.authn.v3/sidecar/v1/bundle/s1/bundle",
             b"garbage",
             None,
         )

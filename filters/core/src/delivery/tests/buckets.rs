@@ -6,8 +6,8 @@ use crate::delivery::bucket::{BucketView, KeyHash, BUCKETS};
 use crate::delivery::rights::parse_list;
 use base64ct::{Base64UrlUnpadded, Encoding};
 
-const BUCKET_PREFIX: &str = "keymesh.authn.v2/sidecar/v1/bundle/ak/";
-const RIGHTS_KEY: &str = "keymesh.authn.v2/sidecar/v1/bundle/rights";
+const BUCKET_PREFIX: &str = "keymesh.authn.v3/sidecar/v1/bundle/s1/ak/";
+const RIGHTS_KEY: &str = "keymesh.authn.v3/sidecar/v1/bundle/rights";
 
 /// A wire hash whose bucket is `bucket`, told apart by `n`.
 fn hash_in(bucket: u16, n: u16) -> String {
@@ -219,7 +219,7 @@ impl SharedData for ContendedBucket {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
-        if key.starts_with(BUCKET_PREFIX) && cas.is_some() && self.conflicts.get() > 0 {
+        if key.contains("/ak/") && cas.is_some() && self.conflicts.get() > 0 {
             let n = self.conflicts.get();
             self.conflicts.set(n - 1);
             let current = self.inner.get(key).unwrap();
@@ -308,7 +308,13 @@ fn a_bucket_already_written_by_a_newer_version_is_left_alone() {
     let received = ReceivedBundle::parse(&body).unwrap();
     // The late root checked the record before its successor moved it; it writes the bucket anyway (it cannot
     // know), and must not bring the revoked key back.
-    late.store_api_keys(&[], &received.rights, &received.body, 2, false)
+    let target = crate::delivery::apply_keys::BucketWrite {
+        slot: 1,
+        version: 2,
+        full: false,
+        floor: 1,
+    };
+    late.store_api_keys(target, &[], &received.rights, &received.body)
         .unwrap();
     assert!(successor.snapshot().api_key(&a).is_none());
 }
@@ -325,7 +331,7 @@ impl SharedData for FailingBuckets {
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), SharedDataError> {
-        if key.starts_with(BUCKET_PREFIX) {
+        if key.contains("/ak/") {
             if self.allowed.get() == 0 {
                 return Err(SharedDataError::Refused);
             }
@@ -383,6 +389,14 @@ fn a_full_resync_that_fails_half_way_exposes_no_version_and_kills_no_key() {
     let snapshot = other.snapshot();
     assert_eq!(snapshot.keys().map(|keys| keys.version()), Some(1));
     assert!(old[1..].iter().all(|h| snapshot.api_key(h).is_some()));
+    assert!(
+        snapshot.api_key(&old[0]).is_some(),
+        "v5 deletes it, but v5 is not in force"
+    );
+    assert!(
+        new.iter().all(|h| snapshot.api_key(h).is_none()),
+        "v5's new keys are not in force either"
+    );
     // The next full bundle (asked for after a failure) completes it.
     fetcher.shared.allowed.set(usize::MAX);
     assert_eq!(apply(&fetcher, &body, NOW_MS), stored());

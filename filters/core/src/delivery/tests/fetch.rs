@@ -55,7 +55,7 @@ fn requests_are_conditional_long_polls_once_a_version_is_held() {
     assert_eq!(
         first,
         FetchRequest {
-            path: "/v1/bundle".into(),
+            path: "/v1/bundle?page=0".into(),
             if_none_match: None,
             timeout_ms: 2000,
         }
@@ -76,7 +76,7 @@ fn requests_are_conditional_long_polls_once_a_version_is_held() {
     assert_eq!(
         next,
         FetchRequest {
-            path: "/v1/bundle?wait=25".into(),
+            path: "/v1/bundle?wait=25&page=0".into(),
             if_none_match: Some("\"4\"".into()),
             timeout_ms: 27_000,
         }

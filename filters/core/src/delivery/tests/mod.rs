@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::cell::Cell;
 
 const NOW_MS: u64 = 1_800_000_000_000;
-const RECORD_KEY: &str = "keymesh.authn.v2/sidecar/v1/bundle/state";
+const RECORD_KEY: &str = "keymesh.authn.v3/sidecar/v1/bundle/state";
 
 type Worker = SharedKeyMaterial<InMemorySharedData>;
 
@@ -128,3 +128,4 @@ mod apply;
 mod buckets;
 mod change_count;
 mod fetch;
+mod paging;
