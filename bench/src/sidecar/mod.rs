@@ -296,6 +296,7 @@ fn bundle_fetch(set: &FullSet) -> BundleFetch {
         first_byte_ms: ms(set.first_byte),
         total_ms: ms(set.total),
         bytes: set.bytes,
+        pages: set.pages,
         entries: set.entries,
     }
 }

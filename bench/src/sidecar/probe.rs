@@ -15,8 +15,6 @@ pub(crate) struct Fetched {
     pub(crate) body: Vec<u8>,
     /// Until the first byte of the answer: for a bundle, the time the sidecar took to build it.
     pub(crate) first_byte: Duration,
-    /// Until the last byte.
-    pub(crate) total: Duration,
 }
 
 /// `GET path` on 127.0.0.1:`port` (HTTP/1.1, `connection: close`, read to the end).
@@ -33,13 +31,11 @@ pub(crate) fn fetch(port: u16, path: &str, timeout: Duration) -> Result<Fetched>
     let first_byte = started.elapsed();
     raw.extend_from_slice(chunk.get(..n).unwrap_or_default());
     stream.read_to_end(&mut raw)?;
-    let total = started.elapsed();
     let (status, body) = split_response(raw)?;
     Ok(Fetched {
         status,
         body,
         first_byte,
-        total,
     })
 }
 
@@ -96,6 +92,8 @@ pub(crate) struct FullSet {
     /// API key entries received.
     pub(crate) entries: usize,
     pub(crate) bytes: usize,
+    /// Answers it took (pages).
+    pub(crate) pages: usize,
     /// Until the first byte of the first answer.
     pub(crate) first_byte: Duration,
     /// Until the last byte of the last answer.
@@ -107,6 +105,12 @@ struct BundleShape {
     version: u64,
     since: Option<u64>,
     api_keys: ChangesShape,
+    page: Option<PageShape>,
+}
+
+#[derive(Deserialize)]
+struct PageShape {
+    next: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -114,40 +118,79 @@ struct ChangesShape {
     put: Vec<IgnoredAny>,
 }
 
-/// Fetches the full key set: today one `GET /v1/bundle` without `If-None-Match`, answered with the whole bundle.
-/// (A paged resync would loop here, page after page, summing sizes and entries.)
+/// Fetches the full key set as a filter of this build does: `GET /v1/bundle?page=0` without `If-None-Match`,
+/// then each next page of the same version, summing sizes and entries.
 pub(crate) fn fetch_full_set(port: u16, timeout: Duration) -> Result<FullSet> {
-    let answer = fetch(port, "/v1/bundle", timeout)?;
-    if answer.status != 200 {
-        bail!(
-            "GET /v1/bundle answered {}: {}",
-            answer.status,
-            String::from_utf8_lossy(
-                answer
-                    .body
-                    .get(..200.min(answer.body.len()))
-                    .unwrap_or_default()
-            )
-        );
+    let started = Instant::now();
+    let mut path = "/v1/bundle?page=0".to_owned();
+    let mut set: Option<FullSet> = None;
+    loop {
+        let answer = fetch(port, &path, timeout)?;
+        if answer.status != 200 {
+            bail!(
+                "GET {path} answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(
+                    answer
+                        .body
+                        .get(..200.min(answer.body.len()))
+                        .unwrap_or_default()
+                )
+            );
+        }
+        let page = count_entries(&answer.body)?;
+        let set = set.get_or_insert(FullSet {
+            version: page.version,
+            entries: 0,
+            bytes: 0,
+            pages: 0,
+            first_byte: answer.first_byte,
+            total: Duration::ZERO,
+        });
+        if page.version != set.version {
+            bail!(
+                "page {} is version {}, the first was {}",
+                set.pages,
+                page.version,
+                set.version
+            );
+        }
+        set.entries += page.entries;
+        set.bytes += answer.body.len();
+        set.pages += 1;
+        match page.next {
+            Some(next) => path = format!("/v1/bundle?page={next}&version={}", set.version),
+            None => {
+                set.total = started.elapsed();
+                break;
+            }
+        }
     }
-    let (version, entries) = count_entries(&answer.body)?;
-    Ok(FullSet {
-        version,
-        entries,
-        bytes: answer.body.len(),
-        first_byte: answer.first_byte,
-        total: answer.total,
-    })
+    set.context("no answer")
 }
 
-/// The version and the number of API key entries of a full bundle (without building the entries).
-fn count_entries(body: &[u8]) -> Result<(u64, usize)> {
+/// What one answer of a full set holds.
+#[derive(Debug, PartialEq, Eq)]
+struct PageCount {
+    version: u64,
+    entries: usize,
+    /// Where the next page starts; `None` on the last page (and for a bundle served whole).
+    next: Option<u64>,
+}
+
+/// The version, the number of API key entries and the next page of a full bundle or of one of its pages (without
+/// building the entries).
+fn count_entries(body: &[u8]) -> Result<PageCount> {
     let bundle: BundleShape =
         serde_json::from_slice(body).context("the bundle is not a bundle document")?;
     if let Some(since) = bundle.since {
         bail!("expected a full bundle, got a delta since {since}");
     }
-    Ok((bundle.version, bundle.api_keys.put.len()))
+    Ok(PageCount {
+        version: bundle.version,
+        entries: bundle.api_keys.put.len(),
+        next: bundle.page.and_then(|page| page.next),
+    })
 }
 
 /// A process's resident memory, from /proc/PID/status.
@@ -238,9 +281,21 @@ mod tests {
     }
 
     #[test]
-    fn counts_the_entries_of_a_full_bundle_only() {
+    fn counts_the_entries_and_the_next_page_of_a_full_bundle_only() {
         let full = br#"{"version":7,"issuers":[],"api_keys":{"put":[{"hash":"a"},{"hash":"b"}],"delete":[]},"revoked_tokens":[]}"#;
-        assert_eq!(count_entries(full).unwrap(), (7, 2));
+        let whole = PageCount {
+            version: 7,
+            entries: 2,
+            next: None,
+        };
+        assert_eq!(count_entries(full).unwrap(), whole);
+        let page = br#"{"version":7,"issuers":[],"api_keys":{"put":[{"hash":"a"}],"delete":[]},"revoked_tokens":[],"page":{"from":0,"next":1,"keys":2}}"#;
+        let first = PageCount {
+            version: 7,
+            entries: 1,
+            next: Some(1),
+        };
+        assert_eq!(count_entries(page).unwrap(), first);
         let delta = br#"{"version":7,"since":6,"issuers":[],"api_keys":{"put":[],"delete":["a"]},"revoked_tokens":[]}"#;
         assert!(count_entries(delta).is_err());
         assert!(count_entries(b"not json").is_err());

@@ -390,9 +390,10 @@ impl MirrorTask {
                 "bundle content loaded"
             );
             let snapshot = self.mirror.install(snapshot);
-            // After a load every filter asks for the full bundle (no delta reaches across it): serialise it now
-            // rather than on the first poll.
-            tokio::task::spawn_blocking(move || snapshot.full_bundle());
+            // After a load every filter asks for the full set (no delta reaches across it): sort the keys for
+            // its pages now rather than on the first poll. The whole bundle in one document (older filters only)
+            // is serialised when one asks: at 1M keys it is 180 MB.
+            tokio::task::spawn_blocking(move || snapshot.page(0));
             return Ok(version);
         }
     }
