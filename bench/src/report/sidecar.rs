@@ -6,10 +6,10 @@ use crate::sidecar::probe::Memory;
 use serde::Serialize;
 use std::fmt::Write as _;
 
-/// One fetch of the full key set, page by page as the filter asks for it.
+/// One fetch of the full key set (in pages, or whole).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct BundleFetch {
-    /// Until the first byte of the first page: the time to sort the keys for paging when not done yet.
+    /// Until the first byte of the first answer: the build time (sort, or whole bundle) when not done yet.
     pub(crate) first_byte_ms: f64,
     /// Until the last byte.
     pub(crate) total_ms: f64,
@@ -106,7 +106,7 @@ impl SidecarResults {
         let _ = writeln!(md, "## Memory (RSS, MiB; peak = `VmHWM`)\n");
         let _ = writeln!(
             md,
-            "| keys | Redis `used_memory` | sidecar at ready | + first full bundle | peak of the start | \
+            "| keys | Redis `used_memory` | sidecar at ready | + first full set (paged) | peak of the start | \
              mirror alone (after a change) | peak building + serving a cold full bundle | after it |"
         );
         let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -132,37 +132,37 @@ impl SidecarResults {
         let _ = writeln!(md, "\n## Time (ms)\n");
         let _ = writeln!(
             md,
-            "| keys | records into Redis | start → ready (CPU) | first full bundle, first byte / last | \
-             **cold full bundle**, first byte / last (CPU) | cached, first byte / last | full set MB (pages) |"
+            "| keys | records into Redis | start → ready (CPU) | first full set (paged), first byte / last | \
+             **cold full bundle**, first byte / last (CPU) | cached, first byte / last | full bundle MB |"
         );
         let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
         for r in &self.rows {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} ({}) | {} / {} | **{}** / {} ({}) | {} / {} | {} ({}) |",
+                "| {} | {} | {} ({}) | {} / {} ({} pages) | **{}** / {} ({}) | {} / {} | {} |",
                 r.keys,
                 ms(r.redis_load_ms),
                 ms(r.ready_ms),
                 ms(r.cpu_to_ready_ms),
                 ms(r.first_bundle.first_byte_ms),
                 ms(r.first_bundle.total_ms),
+                r.first_bundle.pages,
                 ms(r.cold_bundle.first_byte_ms),
                 ms(r.cold_bundle.total_ms),
                 ms(r.cold_cpu_ms),
                 ms(r.cached_bundle.first_byte_ms),
                 ms(r.cached_bundle.total_ms),
                 bytes_mb(r.cold_bundle.bytes),
-                r.cold_bundle.pages,
             );
         }
         let _ = writeln!(
             md,
             "\nReady = `/healthz` answers with the first snapshot (full load: `SCAN` + `MGET` of every record). The \
-             full set is fetched as a filter does, page by page (`page=0`, then `page=<next>&version=<V>`); the \
-             first one waits for the key order the sidecar sorts after a full load. Then one key is created \
-             (`keymesh apikey create`) and applied from the change log; the cold full set is the first one of that \
-             new snapshot, sorted on the request: its time to first byte is that sort, and the CPU the sidecar \
-             spent over all its pages is in parentheses. Wall-clock times on a shared \
+             first full set is fetched as a filter does, page by page (`page=0`, then `page=<next>&version=<V>`); it \
+             waits for the key order the sidecar sorts after a full load. Then one key is created (`keymesh apikey \
+             create`) and applied from the change log; the cold full bundle is that new snapshot's whole bundle in \
+             one document, as an older filter asks for it, built on the request: its time to first byte is the \
+             build time, and the CPU the sidecar spent meanwhile is in parentheses. Wall-clock times on a shared \
              machine are indicative. RSS is not sensitive to the load."
         );
         md
@@ -228,7 +228,7 @@ mod tests {
         );
         assert!(
             md.contains(
-                "| 1000 | 12 | 250 (40) | 5.0 / 6.0 | **7.0** / 8.0 (10) | 0.5 / 1.5 | 0.2 (3) |"
+                "| 1000 | 12 | 250 (40) | 5.0 / 6.0 (3 pages) | **7.0** / 8.0 (10) | 0.5 / 1.5 | 0.2 |"
             ),
             "{md}"
         );

@@ -118,11 +118,23 @@ struct ChangesShape {
     put: Vec<IgnoredAny>,
 }
 
-/// Fetches the full key set as a filter of this build does: `GET /v1/bundle?page=0` without `If-None-Match`,
-/// then each next page of the same version, summing sizes and entries.
-pub(crate) fn fetch_full_set(port: u16, timeout: Duration) -> Result<FullSet> {
+/// How the full key set is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Paging {
+    /// As a filter of this build: `GET /v1/bundle?page=0`, then each next page of the same version.
+    Pages,
+    /// As an older filter: `GET /v1/bundle`, the whole bundle in one document.
+    Whole,
+}
+
+/// Fetches the full key set without `If-None-Match`, summing sizes and entries over its pages.
+pub(crate) fn fetch_full_set(port: u16, timeout: Duration, paging: Paging) -> Result<FullSet> {
     let started = Instant::now();
-    let mut path = "/v1/bundle?page=0".to_owned();
+    let mut path = match paging {
+        Paging::Pages => "/v1/bundle?page=0",
+        Paging::Whole => "/v1/bundle",
+    }
+    .to_owned();
     let mut set: Option<FullSet> = None;
     loop {
         let answer = fetch(port, &path, timeout)?;
