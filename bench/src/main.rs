@@ -12,6 +12,7 @@ mod matrix;
 mod prepare;
 mod process;
 mod report;
+mod request_cost;
 mod run;
 mod stats;
 mod wrk;
@@ -66,6 +67,9 @@ enum Cmd {
     /// API keys: keymesh vs native `api_key_auth` (delivery time, memory, throughput); writes
     /// `api-keys-latest.md` and `api-keys-latest.json`.
     RunApiKeys(Box<KeyRunArgs>),
+    /// Counts what one request costs keymesh (wasm instructions, host calls, bytes, allocations) in the wasmtime
+    /// host, per case, next to the floors: deterministic, unlike Envoy CPU time.
+    RequestCost(request_cost::RequestCostArgs),
     /// Prints the Envoy bootstrap of one variant (ports are placeholders), for reading or debugging.
     Render {
         #[arg(long)]
@@ -364,6 +368,7 @@ fn main() -> Result<()> {
                 out.display()
             );
         }
+        Cmd::RequestCost(args) => request_cost::run(args)?,
         Cmd::Render {
             variant,
             data,
