@@ -6,6 +6,7 @@ mod api_keys;
 mod bundle;
 mod config;
 mod external;
+mod headers;
 mod key_lifecycle;
 mod resource_metadata;
 mod resync;
