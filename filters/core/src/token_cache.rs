@@ -7,10 +7,12 @@
 //! alive. Failed signatures are cached too: a flood that repeats invalid tokens costs no signature work after the
 //! first of each.
 //!
-//! A lookup is on the hot path of every request, so the token is hashed and compared eight bytes at a time (in
-//! wasm, SipHash and a byte-wise `memcmp` cost about forty instructions per token byte). The map is keyed by that
-//! 64-bit hash, seeded per cache, and each entry keeps its token: a lookup whose token differs from the stored one
-//! is a miss, never a hit, so a collision costs at most a verification.
+//! A lookup is on the hot path of every request, so it reads as little of the token as it can: the key is a
+//! seeded 64-bit hash of the token's length and its last 32 bytes (the end of the signature, which differs between
+//! any two tokens an issuer signs), and the stored token is compared eight bytes at a time (in wasm, SipHash of the
+//! whole token and a byte-wise `memcmp` cost about forty instructions per token byte). A lookup whose token differs
+//! from the stored one is a miss, never a hit, so a collision, chosen or not, costs at most a verification and
+//! evicts one entry, which filling the cache does anyway.
 
 use crate::claims::AccessClaims;
 use crate::error::CredentialError;
@@ -88,9 +90,7 @@ impl TokenCache {
             inner.key_set_version = key_set_version;
             return None;
         }
-        let (stored, verdict) = inner
-            .entries
-            .get(&token_hash(self.seed, token.as_bytes()))?;
+        let (stored, verdict) = inner.entries.get(&token_key(self.seed, token))?;
         same_bytes(stored.as_bytes(), token.as_bytes()).then(|| verdict.clone())
     }
 
@@ -107,12 +107,25 @@ impl TokenCache {
         if inner.entries.len() >= self.capacity {
             inner.entries.clear();
         }
-        let hash = token_hash(self.seed, token.as_bytes());
-        inner.entries.insert(hash, (token.into(), verdict));
+        let key = token_key(self.seed, token);
+        inner.entries.insert(key, (token.into(), verdict));
     }
 }
 
 const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// How much of a token's end the map key covers.
+const KEY_TAIL: usize = 32;
+
+/// The map key of `token`: [`token_hash`] of its last [`KEY_TAIL`] bytes, seeded with its length.
+fn token_key(seed: u64, token: &str) -> u64 {
+    let bytes = token.as_bytes();
+    let tail = bytes
+        .get(bytes.len().saturating_sub(KEY_TAIL)..)
+        .unwrap_or(bytes);
+    let length = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    token_hash(seed ^ length.rotate_left(32), tail)
+}
 
 /// A seeded 64-bit hash of `bytes`, eight bytes per step, with a final avalanche so that every bit of the result
 /// depends on every input bit (the map uses both the high bits and the low ones).
@@ -155,7 +168,7 @@ fn le_word(chunk: &[u8]) -> u64 {
     <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes)
 }
 
-/// The map's hasher: its keys are already [`token_hash`]es.
+/// The map's hasher: its keys are already [`token_key`]s.
 #[derive(Debug, Default)]
 struct PrehashedKey(u64);
 
@@ -210,13 +223,31 @@ mod tests {
         // Two tokens forced onto one hash: the stored token decides, the other one is a miss.
         let mut inner = cache.inner.borrow_mut();
         inner.key_set_version = 3;
-        let forged = token_hash(cache.seed, b"x.y.z");
+        let forged = token_key(cache.seed, "x.y.z");
         inner.entries.insert(
             forged,
             ("other".into(), Cached::Invalid(CredentialError::Expired)),
         );
         drop(inner);
         assert!(cache.get("x.y.z", 3).is_none());
+    }
+
+    #[test]
+    fn tokens_sharing_their_end_share_a_key_but_never_a_verdict() {
+        let cache = TokenCache::new(8);
+        let sig = "s".repeat(KEY_TAIL);
+        let (mine, forged) = (format!("h.mine.{sig}"), format!("h.evil.{sig}"));
+        assert_eq!(token_key(cache.seed, &mine), token_key(cache.seed, &forged));
+        assert_ne!(
+            token_key(cache.seed, &mine),
+            token_key(cache.seed, &format!("h.mine.{sig}x"))
+        );
+        cache.insert(&mine, 1, Cached::Invalid(CredentialError::Expired));
+        assert!(cache.get(&forged, 1).is_none(), "a shared key is not a hit");
+        assert!(matches!(
+            cache.get(&mine, 1),
+            Some(Cached::Invalid(CredentialError::Expired))
+        ));
     }
 
     #[test]
