@@ -8,7 +8,7 @@ use crate::error::CredentialError;
 use crate::resource_metadata::ProtectedResources;
 use crate::verdict::{Denial, DenyReason, Reply};
 use std::mem::discriminant;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// One error of each kind: what a reply depends on is the kind, never the payload (the description a client sees
 /// is fixed per kind).
@@ -52,12 +52,12 @@ fn kind(error: &CredentialError) -> Option<usize> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct DenialTable {
     /// A bearer-token problem, per [`KINDS`] entry, for a route without resource metadata.
-    token: Vec<Rc<Reply>>,
+    token: Vec<Arc<Reply>>,
     /// An API-key problem, per [`KINDS`] entry.
-    api_key: Vec<Rc<Reply>>,
-    wrong_api: Rc<Reply>,
-    no_route: Rc<Reply>,
-    no_key_material: Rc<Reply>,
+    api_key: Vec<Arc<Reply>>,
+    wrong_api: Arc<Reply>,
+    no_route: Arc<Reply>,
+    no_key_material: Arc<Reply>,
     /// Per route, in the configuration's order.
     routes: Vec<RouteDenials>,
 }
@@ -65,12 +65,12 @@ pub(crate) struct DenialTable {
 /// The denials that depend on the route: its credential mode, its scopes, its resource-metadata URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RouteDenials {
-    missing: Rc<Reply>,
-    not_accepted: Rc<Reply>,
-    bearer_scope: Rc<Reply>,
-    apikey_scope: Rc<Reply>,
+    missing: Arc<Reply>,
+    not_accepted: Arc<Reply>,
+    bearer_scope: Arc<Reply>,
+    apikey_scope: Arc<Reply>,
     /// `token` with the route's `resource_metadata` in the challenge, when metadata is served for its audience.
-    token: Option<Vec<Rc<Reply>>>,
+    token: Option<Vec<Arc<Reply>>>,
 }
 
 impl DenialTable {
@@ -201,8 +201,8 @@ impl DenialTable {
 
     /// A denial with `reply`. Every lookup above finds one (every kind and route is rendered); should one not,
     /// the request is still refused, with the 403 of an uncovered path rather than a panic.
-    fn deny(reason: DenyReason, reply: Option<&Rc<Reply>>, fallback: &Rc<Reply>) -> Denial {
-        let reply = Rc::clone(reply.unwrap_or(fallback));
+    fn deny(reason: DenyReason, reply: Option<&Arc<Reply>>, fallback: &Arc<Reply>) -> Denial {
+        let reply = Arc::clone(reply.unwrap_or(fallback));
         Denial {
             status: reply.status,
             reason,
@@ -216,6 +216,13 @@ mod tests {
     use super::*;
     use crate::config::CredentialMode;
     use crate::FilterConfig;
+
+    /// A configuration is shared between threads by its users (the fuzz harness keeps one in a `static`).
+    #[test]
+    fn a_configuration_with_its_table_is_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<FilterConfig>();
+    }
 
     #[test]
     fn every_kind_is_listed_once() {

@@ -7,6 +7,7 @@ use crate::error::CredentialError;
 use crate::header_pairs::HeaderPairs;
 use crate::identity::{IdentityHeader, IdentityHeaders};
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// Request headers keymesh sets upstream. Any copy sent by the client is removed first, so an upstream can trust
 /// them.
@@ -158,8 +159,8 @@ pub struct Denial {
     pub status: u16,
     /// Why; for logs and metrics, not for the client.
     pub reason: DenyReason,
-    /// What the client gets: rendered once per configuration and shared.
-    pub reply: Rc<Reply>,
+    /// What the client gets: rendered once per configuration and shared (an `Arc`, so a configuration stays `Sync`).
+    pub reply: Arc<Reply>,
 }
 
 /// A local reply, rendered.
@@ -345,7 +346,7 @@ impl Denial {
                 None => value.push_str(&param),
             }
         }
-        self.reply = Rc::new(Reply::new(self.status, headers, self.reply.body.clone()));
+        self.reply = Arc::new(Reply::new(self.status, headers, self.reply.body.clone()));
         self
     }
 
@@ -368,7 +369,7 @@ impl Denial {
         Self {
             status,
             reason,
-            reply: Rc::new(Reply::new(status, headers, body)),
+            reply: Arc::new(Reply::new(status, headers, body)),
         }
     }
 }
