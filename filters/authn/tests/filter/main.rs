@@ -7,6 +7,7 @@ mod bundle;
 mod config;
 mod external;
 mod headers;
+mod host_calls;
 mod key_lifecycle;
 mod resource_metadata;
 mod resync;
