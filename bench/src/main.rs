@@ -12,6 +12,7 @@ mod matrix;
 mod prepare;
 mod process;
 mod report;
+mod request_cost;
 mod run;
 mod sidecar;
 mod stats;
@@ -70,6 +71,9 @@ enum Cmd {
     /// The release sidecar holding N API keys (and none): its RSS, load time and full-bundle build time; writes
     /// `sidecar-latest.md` and `sidecar-latest.json`.
     SidecarMemory(SidecarArgs),
+    /// Counts what one request costs keymesh (wasm instructions, host calls, bytes, allocations) in the wasmtime
+    /// host, per case, next to the floors: deterministic, unlike Envoy CPU time.
+    RequestCost(request_cost::RequestCostArgs),
     /// Prints the Envoy bootstrap of one variant (ports are placeholders), for reading or debugging.
     Render {
         #[arg(long)]
@@ -421,6 +425,7 @@ fn main() -> Result<()> {
                 args.out.display()
             );
         }
+        Cmd::RequestCost(args) => request_cost::run(args)?,
         Cmd::Render {
             variant,
             data,

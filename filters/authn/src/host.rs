@@ -2,6 +2,8 @@
 //! host error never becomes a panic in the data path.
 
 use keymesh_core::delivery::{BodySource, SharedData, SharedDataError, SharedValue};
+use keymesh_core::header_pairs::HeaderPairs;
+use keymesh_core::verdict::Reply;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, MetricType, Status};
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,8 +16,11 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-pub(crate) fn request_headers() -> Vec<(String, String)> {
-    hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+/// The request's headers as Envoy serialized them, read with one host call and parsed in place by
+/// [`HeaderPairs`] (empty if the host refuses). The SDK's `get_map` would copy each name and value into a
+/// `String` of its own, and panic on a value that is not UTF-8.
+pub(crate) fn request_header_pairs() -> HeaderPairs {
+    HeaderPairs::new(raw::header_map_pairs(MapType::HttpRequestHeaders).unwrap_or_default())
 }
 
 pub(crate) fn remove_request_header(name: &str) -> Result<(), Status> {
@@ -47,6 +52,15 @@ pub(crate) fn sync_log_level() {
         Err(_) => log::LevelFilter::Trace,
     };
     log::set_max_level(filter);
+}
+
+/// Sends a rendered reply: its header map goes to the host in the serialized form it was rendered in.
+pub(crate) fn send_reply(reply: &Reply) -> Result<(), Status> {
+    raw::send_local_response(
+        u32::from(reply.status),
+        reply.serialized_headers.as_bytes(),
+        reply.body.as_bytes(),
+    )
 }
 
 pub(crate) fn send_response(
@@ -230,4 +244,71 @@ pub(crate) fn node_id() -> Option<String> {
             let bytes = hostcalls::get_property(path).ok().flatten()?;
             String::from_utf8(bytes).ok().filter(|id| !id.is_empty())
         })
+}
+
+/// Host calls the SDK only offers in a form that copies: made here directly, with the SDK's own declarations.
+mod raw {
+    #![allow(unsafe_code)]
+
+    use proxy_wasm::types::{MapType, Status};
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_get_header_map_pairs(
+            map_type: MapType,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> Status;
+        fn proxy_send_local_response(
+            status_code: u32,
+            status_code_details_data: *const u8,
+            status_code_details_size: usize,
+            body_data: *const u8,
+            body_size: usize,
+            headers_data: *const u8,
+            headers_size: usize,
+            grpc_status: i32,
+        ) -> Status;
+    }
+
+    /// Answers the request locally with `status`, the serialized header map `headers` and `body`.
+    pub(super) fn send_local_response(
+        status: u32,
+        headers: &[u8],
+        body: &[u8],
+    ) -> Result<(), Status> {
+        // SAFETY: each pointer is valid for its length for the duration of the call, in which the host copies them;
+        // no details string, and -1: not a gRPC reply.
+        let status = unsafe {
+            proxy_send_local_response(
+                status,
+                std::ptr::null(),
+                0,
+                body.as_ptr(),
+                body.len(),
+                headers.as_ptr(),
+                headers.len(),
+                -1,
+            )
+        };
+        match status {
+            Status::Ok => Ok(()),
+            other => Err(other),
+        }
+    }
+
+    /// The serialized header map `map`, as the host returned it; `None` if the host refuses or it is empty.
+    pub(super) fn header_map_pairs(map: MapType) -> Option<Vec<u8>> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: both out-pointers point to live locals of the types the ABI writes.
+        let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+        if status != Status::Ok || data.is_null() {
+            return None;
+        }
+        // SAFETY: the host allocated `size` bytes at `data` through this module's `proxy_on_memory_allocate` (the
+        // SDK's, which leaks a boxed slice of exactly `size` bytes) and handed them over, as the SDK's own
+        // `get_map` relies on: a `Vec` of that length and capacity owns and frees them the same way.
+        Some(unsafe { Vec::from_raw_parts(data, size, size) })
+    }
 }

@@ -1,15 +1,16 @@
 //! The per-request decision: extract the credential, verify it, check it against the route's rule, and decide.
 
 use crate::claims::AccessClaims;
-use crate::config::{header_safe, CredentialMode, FilterConfig, Route, WhenStale};
+use crate::config::{header_safe, FilterConfig, Route, WhenStale};
 use crate::delivery::wire::ApiKeyDto;
 use crate::error::CredentialError;
-use crate::extract::{credential, Credential, RequestParts};
+use crate::extract::{credential, credential_known, is_b64token, Credential, RequestParts};
 use crate::jws;
 use crate::keyset::KeySet;
 use crate::tier::is_tier;
-use crate::token_cache::{Cached, TokenCache};
-use crate::verdict::{Denial, Identity, Verdict};
+use crate::token_cache::{Cached, TokenCache, VerifiedToken};
+use crate::verdict::{Denial, Identity, Principal, Verdict};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// What the adapter looks up per request, from wherever it keeps key material (Envoy shared data in the filter).
@@ -54,63 +55,64 @@ pub fn authorize(
     material: &KeyMaterial<'_>,
     now: i64,
 ) -> Verdict {
-    let Some(route) = config.route_for(req.path) else {
-        return Verdict::Deny(Denial::no_route());
+    let Some((index, route)) = config
+        .route_index_for(req.path)
+        .and_then(|index| Some((index, config.routes.get(index)?)))
+    else {
+        return Verdict::Deny(config.denials.no_route());
     };
-    let verdict = authorize_route(config, route, req, material, now);
-    let metadata_url = config
-        .resource_metadata
-        .as_ref()
-        .and_then(|m| m.url_for(&route.audience));
-    match (verdict, metadata_url) {
-        (Verdict::Deny(denial), Some(url)) => Verdict::Deny(denial.with_resource_metadata(url)),
-        (verdict, _) => verdict,
-    }
+    authorize_route(config, index, route, req, material, now)
 }
 
+/// [`authorize`] for route `route`, at `index` in the configuration. Denials come rendered from the
+/// configuration's table (with the route's resource-metadata URL in bearer challenges, when configured).
 fn authorize_route(
     config: &FilterConfig,
+    index: usize,
     route: &Route,
     req: &RequestParts<'_>,
     material: &KeyMaterial<'_>,
     now: i64,
 ) -> Verdict {
+    let denials = &config.denials;
     let Some(keys) = material.keys else {
-        return Verdict::Deny(Denial::no_key_material());
+        return Verdict::Deny(denials.no_key_material());
     };
     if material.age_secs > config.sidecar.max_age_secs && route.when_stale == WhenStale::Deny {
         return Verdict::Deny(Denial::stale_key_material(material.age_secs));
     }
     let directory = material.directory;
-    let realm = &config.realm;
-    let presented = match credential(
+    let cached = CacheLookup {
+        cache: material.cache,
+        version: keys.version(),
+        last: RefCell::new(None),
+    };
+    let max_len = config.max_token_bytes;
+    let presented = match credential_known(
         req,
         config.token_query_param.as_deref(),
-        config.max_token_bytes,
+        max_len,
+        // A token the cache holds passed these checks before (see `verify_jwt_cached`).
+        |token| token.len() <= max_len && cached.get(token).is_some(),
     ) {
         Ok(c) => c,
         Err(e @ CredentialError::Missing) => {
-            return Verdict::Deny(Denial::unauthenticated(e, route.credential, realm))
+            return Verdict::Deny(denials.unauthenticated(index, e))
         }
         Err(e @ CredentialError::ApiKeyMalformed) if route.credential.accepts_api_key() => {
-            return Verdict::Deny(Denial::api_key(e, realm))
+            return Verdict::Deny(denials.api_key(e))
         }
-        Err(e) => return Verdict::Deny(Denial::token(e, realm)),
+        Err(e) => return Verdict::Deny(denials.token(index, e)),
     };
-    let not_accepted = |mode: CredentialMode| {
-        Verdict::Deny(Denial::unauthenticated(
-            CredentialError::CredentialNotAccepted,
-            mode,
-            realm,
-        ))
-    };
+    let not_accepted =
+        || Verdict::Deny(denials.unauthenticated(index, CredentialError::CredentialNotAccepted));
     match presented {
-        Credential::Bearer(_) if !route.credential.accepts_jwt() => not_accepted(route.credential),
-        Credential::ApiKey(_) if !route.credential.accepts_api_key() => {
-            not_accepted(route.credential)
+        Credential::Bearer(_) if !route.credential.accepts_jwt() => not_accepted(),
+        Credential::ApiKey(_) if !route.credential.accepts_api_key() => not_accepted(),
+        Credential::Bearer(token) => {
+            authorize_token(config, index, route, token, keys, material, &cached, now)
         }
-        Credential::Bearer(token) => authorize_token(config, route, token, keys, material, now),
-        Credential::ApiKey(key) => authorize_api_key(route, key, directory, realm, now),
+        Credential::ApiKey(key) => authorize_api_key(config, index, route, key, directory, now),
     }
 }
 
@@ -146,75 +148,107 @@ pub fn unknown_external_kid(
     (is_kid_hint(&kid) && keys.candidates(&kid).is_empty()).then_some(kid)
 }
 
+/// What the verdict cache holds for the request's bearer token, looked up once: while the credential is extracted
+/// (a cached token skips the syntax checks it passed before) and again to decide.
+struct CacheLookup<'c> {
+    cache: Option<&'c TokenCache>,
+    version: u64,
+    /// The token looked up last and the cache's answer.
+    last: RefCell<Option<(TokenSlice, Option<Cached>)>>,
+}
+
+/// A token by its address and length in the request: the same slice, never just an equal string.
+type TokenSlice = (usize, usize);
+
+impl CacheLookup<'_> {
+    fn get(&self, token: &str) -> Option<Cached> {
+        let slice = (token.as_ptr() as usize, token.len());
+        if let Some((seen, answer)) = self.last.borrow().as_ref() {
+            if *seen == slice {
+                return answer.clone();
+            }
+        }
+        let answer = self.cache?.get(token, self.version);
+        *self.last.borrow_mut() = Some((slice, answer.clone()));
+        answer
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one request's context, passed down once
 fn authorize_token(
     config: &FilterConfig,
+    index: usize,
     route: &Route,
     token: &str,
     keys: &KeySet,
     material: &KeyMaterial<'_>,
+    cached: &CacheLookup<'_>,
     now: i64,
 ) -> Verdict {
-    let realm = &config.realm;
+    let denials = &config.denials;
+    let deny = |e: CredentialError| Verdict::Deny(denials.token(index, e));
     let trusted = config.trusted_issuers.as_deref();
     let verified = match material.cache {
-        Some(cache) => verify_jwt_cached(token, keys, trusted, config.leeway_secs, now, cache),
-        None => verify_jwt(token, keys, trusted, config.leeway_secs, now).map(Rc::new),
+        Some(cache) => verify_with_cache(
+            token,
+            keys,
+            trusted,
+            config.leeway_secs,
+            now,
+            cache,
+            cached.get(token),
+        ),
+        None => verify_jwt(token, keys, trusted, config.leeway_secs, now)
+            .map(|claims| Rc::new(VerifiedToken::new(claims))),
     };
-    let claims = match verified {
-        Ok(claims) => claims,
-        Err(e) => return Verdict::Deny(Denial::token(e, realm)),
+    let verified = match verified {
+        Ok(verified) => verified,
+        Err(e) => return deny(e),
     };
+    let claims = &verified.claims;
     if claims
         .token_id
         .as_deref()
         .is_some_and(|jti| material.directory.is_revoked(jti))
     {
-        return Verdict::Deny(Denial::token(CredentialError::Revoked, realm));
+        return deny(CredentialError::Revoked);
     }
     if !claims.has_audience(&route.audience) {
-        return Verdict::Deny(Denial::token(CredentialError::WrongAudience, realm));
+        return deny(CredentialError::WrongAudience);
     }
     // The token names this API, but its issuer may only be trusted at others.
     if !keys.issuer_allows(&claims.issuer, &route.audience) {
-        return Verdict::Deny(Denial::token(CredentialError::IssuerNotAllowed, realm));
+        return deny(CredentialError::IssuerNotAllowed);
     }
     let missing = claims.missing_scopes(&route.scopes);
     if !missing.is_empty() {
         let missing = missing.into_iter().map(str::to_owned).collect();
-        return Verdict::Deny(Denial::insufficient_scope(
-            "Bearer",
-            &route.scopes,
-            missing,
-            realm,
-        ));
+        return Verdict::Deny(denials.insufficient_scope(index, true, missing));
     }
     Verdict::Allow(Identity {
-        subject: claims.subject.clone(),
-        client_id: claims.client_id.clone(),
-        actor: claims.actor().map(str::to_owned),
-        scopes: claims.scopes.clone(),
-        issuer: Some(claims.issuer.clone()),
-        credential: "jwt",
-        tier: claims.tier.clone(),
+        principal: Rc::clone(&verified.principal),
         forward: route.identity_headers,
     })
 }
 
 fn authorize_api_key(
+    config: &FilterConfig,
+    index: usize,
     route: &Route,
     key: &str,
     directory: &dyn Directory,
-    realm: &str,
     now: i64,
 ) -> Verdict {
+    let denials = &config.denials;
+    let deny = |e: CredentialError| Verdict::Deny(denials.api_key(e));
     let Some(entry) = directory.api_key(&crate::apikey::hash_key(key)) else {
-        return Verdict::Deny(Denial::api_key(CredentialError::ApiKeyUnknown, realm));
+        return deny(CredentialError::ApiKeyUnknown);
     };
     if entry.expires_at.is_some_and(|exp| now >= exp) {
-        return Verdict::Deny(Denial::api_key(CredentialError::ApiKeyExpired, realm));
+        return deny(CredentialError::ApiKeyExpired);
     }
     if !entry.resources.contains(&route.audience) {
-        return Verdict::Deny(Denial::api_key_wrong_api(realm));
+        return Verdict::Deny(denials.wrong_api());
     }
     let missing: Vec<String> = route
         .scopes
@@ -223,34 +257,25 @@ fn authorize_api_key(
         .cloned()
         .collect();
     if !missing.is_empty() {
-        return Verdict::Deny(Denial::insufficient_scope(
-            "apikey",
-            &route.scopes,
-            missing,
-            realm,
-        ));
+        return Verdict::Deny(denials.insufficient_scope(index, false, missing));
     }
     if !header_safe(&entry.owner) || !header_safe(&entry.id) {
-        return Verdict::Deny(Denial::api_key(
-            CredentialError::UnforwardableClaim("owner"),
-            realm,
-        ));
+        return deny(CredentialError::UnforwardableClaim("owner"));
     }
     // The sidecar only stores valid tiers; anything else in the bundle is refused rather than forwarded.
     if entry.tier.as_deref().is_some_and(|tier| !is_tier(tier)) {
-        return Verdict::Deny(Denial::api_key(
-            CredentialError::UnforwardableClaim("tier"),
-            realm,
-        ));
+        return deny(CredentialError::UnforwardableClaim("tier"));
     }
     Verdict::Allow(Identity {
-        subject: entry.owner,
-        client_id: Some(entry.id),
-        actor: None,
-        scopes: entry.scopes,
-        issuer: None,
-        credential: "api_key",
-        tier: entry.tier,
+        principal: Rc::new(Principal::new(
+            entry.owner,
+            Some(entry.id),
+            None,
+            entry.scopes,
+            None,
+            "api_key",
+            entry.tier,
+        )),
         forward: route.identity_headers,
     })
 }
@@ -270,8 +295,8 @@ pub fn verify_jwt(
     Ok(claims)
 }
 
-/// [`verify_jwt`] through a cache of signature verdicts: the time-independent part is cached per key set
-/// version, `exp`/`nbf` are checked on every call.
+/// [`verify_jwt`] through a cache of signature verdicts: the time-independent part (with the identity rendered
+/// from the claims) is cached per key set version, `exp`/`nbf` are checked on every call.
 pub fn verify_jwt_cached(
     token: &str,
     keys: &KeySet,
@@ -279,24 +304,43 @@ pub fn verify_jwt_cached(
     leeway_secs: i64,
     now: i64,
     cache: &TokenCache,
-) -> Result<Rc<AccessClaims>, CredentialError> {
-    let claims = match cache.get(token, keys.version()) {
-        Some(Cached::Valid(claims)) => claims,
+) -> Result<Rc<VerifiedToken>, CredentialError> {
+    let held = cache.get(token, keys.version());
+    verify_with_cache(token, keys, trusted_issuers, leeway_secs, now, cache, held)
+}
+
+/// [`verify_jwt_cached`] given what the cache holds for `token`. Only a `b64token` is ever put in the cache, so
+/// that extraction may skip that check for a cached token (`credential_known`).
+fn verify_with_cache(
+    token: &str,
+    keys: &KeySet,
+    trusted_issuers: Option<&[String]>,
+    leeway_secs: i64,
+    now: i64,
+    cache: &TokenCache,
+    held: Option<Cached>,
+) -> Result<Rc<VerifiedToken>, CredentialError> {
+    let verified = match held {
+        Some(Cached::Valid(verified)) => verified,
         Some(Cached::Invalid(e)) => return Err(e),
         None => match verify_signed_claims(token, keys, trusted_issuers) {
             Ok(claims) => {
-                let claims = Rc::new(claims);
-                cache.insert(token, keys.version(), Cached::Valid(claims.clone()));
-                claims
+                let verified = Rc::new(VerifiedToken::new(claims));
+                if is_b64token(token) {
+                    cache.insert(token, keys.version(), Cached::Valid(Rc::clone(&verified)));
+                }
+                verified
             }
             Err(e) => {
-                cache.insert(token, keys.version(), Cached::Invalid(e.clone()));
+                if is_b64token(token) {
+                    cache.insert(token, keys.version(), Cached::Invalid(e.clone()));
+                }
                 return Err(e);
             }
         },
     };
-    claims.check_time(now, leeway_secs)?;
-    Ok(claims)
+    verified.claims.check_time(now, leeway_secs)?;
+    Ok(verified)
 }
 
 /// Everything about a token that does not depend on the time: signature by the key its `kid` names, `typ`, `iss`

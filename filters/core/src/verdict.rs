@@ -1,9 +1,13 @@
 //! Decisions as values, and their RFC 6750 rendering. The adapter maps a [`Verdict`] to Envoy actions; it never
 //! decides anything itself.
 
+use crate::claims::AccessClaims;
 use crate::config::CredentialMode;
 use crate::error::CredentialError;
+use crate::header_pairs::HeaderPairs;
 use crate::identity::{IdentityHeader, IdentityHeaders};
+use std::rc::Rc;
+use std::sync::Arc;
 
 /// Request headers keymesh sets upstream. Any copy sent by the client is removed first, so an upstream can trust
 /// them.
@@ -17,12 +21,24 @@ pub const IDENTITY_HEADERS: [&str; 7] = [
     crate::tier::TIER_HEADER,
 ];
 
-/// Who a verified request is from.
+/// [`IDENTITY_HEADERS`] as [`IdentityHeader`]s, in the same order.
+pub const IDENTITY_HEADER_KINDS: [IdentityHeader; 7] = [
+    IdentityHeader::Subject,
+    IdentityHeader::Actor,
+    IdentityHeader::ClientId,
+    IdentityHeader::Scope,
+    IdentityHeader::Issuer,
+    IdentityHeader::Credential,
+    IdentityHeader::Tier,
+];
+
+/// Who a verified credential is from, with its identity header values rendered: once per verified token (kept in
+/// the token cache with it) or once per API key lookup, so an allowed request copies nothing to forward them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// `sub`.
+pub struct Principal {
+    /// `sub`, or the API key's owner.
     pub subject: String,
-    /// `client_id`, when the token has one.
+    /// `client_id`, when the token has one; the API key's id.
     pub client_id: Option<String>,
     /// `act.sub` of a token issued by token exchange: the party calling on the subject's behalf.
     pub actor: Option<String>,
@@ -34,32 +50,85 @@ pub struct Identity {
     pub credential: &'static str,
     /// The rate tier of the API key, or of the client a token was issued to (its `keymesh_tier` claim).
     pub tier: Option<String>,
+    /// `scopes` joined by single spaces: the `x-keymesh-scope` value.
+    scope: String,
+}
+
+impl Principal {
+    /// A principal with these values (the scope header is rendered here).
+    pub fn new(
+        subject: String,
+        client_id: Option<String>,
+        actor: Option<String>,
+        scopes: Vec<String>,
+        issuer: Option<String>,
+        credential: &'static str,
+        tier: Option<String>,
+    ) -> Self {
+        Self {
+            scope: scopes.join(" "),
+            subject,
+            client_id,
+            actor,
+            scopes,
+            issuer,
+            credential,
+            tier,
+        }
+    }
+
+    /// The principal of a verified access token.
+    pub fn of_token(claims: &AccessClaims) -> Self {
+        Self::new(
+            claims.subject.clone(),
+            claims.client_id.clone(),
+            claims.actor().map(str::to_owned),
+            claims.scopes.clone(),
+            Some(claims.issuer.clone()),
+            "jwt",
+            claims.tier.clone(),
+        )
+    }
+
+    /// The value of `header` for this principal, if it has one.
+    pub fn header_value(&self, header: IdentityHeader) -> Option<&str> {
+        match header {
+            IdentityHeader::Subject => Some(&self.subject),
+            IdentityHeader::ClientId => self.client_id.as_deref(),
+            IdentityHeader::Scope => Some(&self.scope),
+            IdentityHeader::Issuer => self.issuer.as_deref(),
+            IdentityHeader::Credential => Some(self.credential),
+            IdentityHeader::Actor => self.actor.as_deref(),
+            IdentityHeader::Tier => self.tier.as_deref(),
+        }
+    }
+}
+
+/// Who a verified request is from, and which identity headers its route forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The credential's principal (shared with the token cache).
+    pub principal: Rc<Principal>,
     /// The identity headers the route forwards.
     pub forward: IdentityHeaders,
 }
 
 impl Identity {
+    /// The value of `header` to set upstream: `None` if the route does not forward it or this identity has none.
+    pub fn upstream_value(&self, header: IdentityHeader) -> Option<&str> {
+        if self.forward.contains(header) {
+            self.principal.header_value(header)
+        } else {
+            None
+        }
+    }
+
     /// The identity headers to set upstream: those the route forwards that this identity has a value for.
     pub fn upstream_headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = Vec::with_capacity(IdentityHeader::ALL.len());
-        for header in IdentityHeader::ALL {
-            if !self.forward.contains(header) {
-                continue;
-            }
-            let value = match header {
-                IdentityHeader::Subject => Some(self.subject.clone()),
-                IdentityHeader::ClientId => self.client_id.clone(),
-                IdentityHeader::Scope => Some(self.scopes.join(" ")),
-                IdentityHeader::Issuer => self.issuer.clone(),
-                IdentityHeader::Credential => Some(self.credential.to_owned()),
-                IdentityHeader::Actor => self.actor.clone(),
-                IdentityHeader::Tier => self.tier.clone(),
-            };
-            if let Some(value) = value {
-                headers.push((header.header_name(), value));
-            }
-        }
-        headers
+        IdentityHeader::ALL
+            .into_iter()
+            .filter_map(|h| Some((h.header_name(), self.upstream_value(h)?.to_owned())))
+            .collect()
     }
 }
 
@@ -90,10 +159,35 @@ pub struct Denial {
     pub status: u16,
     /// Why; for logs and metrics, not for the client.
     pub reason: DenyReason,
+    /// What the client gets: rendered once per configuration and shared (an `Arc`, so a configuration stays `Sync`).
+    pub reply: Arc<Reply>,
+}
+
+/// A local reply, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
     /// Response headers (`WWW-Authenticate`, `content-type`, `cache-control`).
     pub headers: Vec<(&'static str, String)>,
     /// JSON body with `error` and `error_description`.
     pub body: String,
+    /// `headers` in the proxy-wasm serialized form, for the adapter to hand to the host as they are.
+    pub serialized_headers: HeaderPairs,
+}
+
+impl Reply {
+    /// A reply with these headers and body (serialized here).
+    pub fn new(status: u16, headers: Vec<(&'static str, String)>, body: String) -> Self {
+        let serialized_headers =
+            HeaderPairs::serialize(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        Self {
+            status,
+            headers,
+            body,
+            serialized_headers,
+        }
+    }
 }
 
 /// The filter's decision for one request.
@@ -241,7 +335,8 @@ impl Denial {
     /// are left as they are: the metadata describes OAuth access, not API keys.
     pub fn with_resource_metadata(mut self, url: &str) -> Self {
         let param = format!(", resource_metadata=\"{url}\"");
-        for (name, value) in &mut self.headers {
+        let mut headers = self.reply.headers.clone();
+        for (name, value) in &mut headers {
             if *name != "www-authenticate" || !value.starts_with("Bearer ") {
                 continue;
             }
@@ -251,6 +346,7 @@ impl Denial {
                 None => value.push_str(&param),
             }
         }
+        self.reply = Arc::new(Reply::new(self.status, headers, self.reply.body.clone()));
         self
     }
 
@@ -273,8 +369,7 @@ impl Denial {
         Self {
             status,
             reason,
-            headers,
-            body,
+            reply: Arc::new(Reply::new(status, headers, body)),
         }
     }
 }

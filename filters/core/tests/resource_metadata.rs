@@ -21,7 +21,8 @@ fn challenge(verdict: &Verdict) -> Option<(u16, String)> {
         Verdict::Allow(_) => None,
         Verdict::Deny(d) => Some((
             d.status,
-            d.headers
+            d.reply
+                .headers
                 .iter()
                 .find(|(n, _)| *n == "www-authenticate")
                 .map(|(_, v)| v.clone())

@@ -89,12 +89,16 @@ fn scenario_table_natively() {
                             "{pass}: {}: allowed, expected {}",
                             s.name, s.status
                         ));
-                    } else if Some(identity.subject.as_str()) != s.subject {
-                        failures.push(format!("{pass}: {}: subject {}", s.name, identity.subject));
+                    } else if Some(identity.principal.subject.as_str()) != s.subject {
+                        failures.push(format!(
+                            "{pass}: {}: subject {}",
+                            s.name, identity.principal.subject
+                        ));
                     }
                 }
                 Verdict::Deny(d) => {
                     let challenge = d
+                        .reply
                         .headers
                         .iter()
                         .find(|(n, _)| *n == "www-authenticate")
@@ -143,7 +147,7 @@ fn no_key_material_fails_closed_with_503() {
         panic!("allowed without keys")
     };
     assert_eq!(d.status, 503);
-    assert!(d.body.contains("key material"), "{}", d.body);
+    assert!(d.reply.body.contains("key material"), "{}", d.reply.body);
 }
 
 #[test]
@@ -165,6 +169,7 @@ fn insufficient_scope_names_required_scope() {
         panic!("allowed")
     };
     let challenge = &d
+        .reply
         .headers
         .iter()
         .find(|(n, _)| *n == "www-authenticate")
@@ -172,9 +177,9 @@ fn insufficient_scope_names_required_scope() {
         .1;
     assert!(challenge.contains("scope=\"orders:admin\""), "{challenge}");
     assert!(
-        d.body.contains("\"error\":\"insufficient_scope\""),
+        d.reply.body.contains("\"error\":\"insufficient_scope\""),
         "{}",
-        d.body
+        d.reply.body
     );
 }
 
@@ -244,7 +249,7 @@ fn stale_key_material_fails_closed_unless_the_route_keeps_the_last_keys() {
         };
         match authorize(&config, &req, &material, NOW) {
             Verdict::Allow(_) => (200, String::new()),
-            Verdict::Deny(d) => (d.status, d.body),
+            Verdict::Deny(d) => (d.status, d.reply.body.clone()),
         }
     };
     assert_eq!(decide("/strict", 60).0, 200);
@@ -359,7 +364,7 @@ fn the_actor_of_an_exchanged_token_is_forwarded_and_must_be_header_safe() {
     else {
         panic!("refused")
     };
-    assert_eq!(identity.actor.as_deref(), Some("orders"));
+    assert_eq!(identity.principal.actor.as_deref(), Some("orders"));
     assert!(identity
         .upstream_headers()
         .contains(&("x-keymesh-actor", "orders".to_owned())));

@@ -25,11 +25,11 @@ pub fn render_verdict(config: &FilterConfig, verdict: &Verdict) -> String {
             json!({
                 "allow": true,
                 "identity": {
-                    "subject": identity.subject,
-                    "clientId": identity.client_id,
-                    "scopes": identity.scopes,
-                    "issuer": identity.issuer,
-                    "credential": identity.credential,
+                    "subject": identity.principal.subject,
+                    "clientId": identity.principal.client_id,
+                    "scopes": identity.principal.scopes,
+                    "issuer": identity.principal.issuer,
+                    "credential": identity.principal.credential,
                 },
                 "headers": headers,
                 "remove": remove,
@@ -37,6 +37,7 @@ pub fn render_verdict(config: &FilterConfig, verdict: &Verdict) -> String {
         }
         Verdict::Deny(denial) => {
             let headers: Map<String, Value> = denial
+                .reply
                 .headers
                 .iter()
                 .map(|(name, value)| ((*name).to_owned(), Value::String(value.clone())))
@@ -45,7 +46,7 @@ pub fn render_verdict(config: &FilterConfig, verdict: &Verdict) -> String {
                 "allow": false,
                 "status": denial.status,
                 "headers": headers,
-                "body": denial.body,
+                "body": denial.reply.body,
                 "reason": reason_label(&denial.reason),
             })
         }

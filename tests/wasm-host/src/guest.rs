@@ -23,11 +23,14 @@ pub(crate) fn read(caller: &Caller<'_>, ptr: u32, len: u32) -> Result<Vec<u8>> {
     let end = start
         .checked_add(len as usize)
         .ok_or_else(|| format_err!("guest buffer {ptr:#x}+{len} overflows"))?;
-    memory
+    let bytes = memory
         .data(caller)
         .get(start..end)
         .map(<[u8]>::to_vec)
-        .ok_or_else(|| format_err!("guest buffer {ptr:#x}+{len} is out of bounds"))
+        .ok_or_else(|| format_err!("guest buffer {ptr:#x}+{len} is out of bounds"))?;
+    let read = &caller.data().meter.bytes_in;
+    read.set(read.get() + u64::from(len));
+    Ok(bytes)
 }
 
 /// Like [`read`], decoding UTF-8 lossily (names, messages, paths).
@@ -71,7 +74,15 @@ pub(crate) fn return_bytes(
     let allocate = caller.data().guest.allocate.clone().ok_or_else(|| {
         format_err!("filter module exports neither `proxy_on_memory_allocate` nor `malloc`")
     })?;
+    let fuel_before = caller.get_fuel().ok();
     let ptr = allocate.call(&mut *caller, size)?;
+    let spent = fuel_before
+        .zip(caller.get_fuel().ok())
+        .map_or(0, |(before, after)| before.saturating_sub(after));
+    let meter = &mut caller.data_mut().meter;
+    meter.allocations += 1;
+    meter.allocation_instructions += spent;
+    meter.bytes_out += u64::from(size);
     if ptr == 0 {
         return Err(format_err!(
             "guest allocator returned null for {size} bytes"

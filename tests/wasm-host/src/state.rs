@@ -7,6 +7,7 @@ use crate::abi::logging::Output;
 use crate::abi::metrics::MetricIds;
 use crate::abi::properties::Properties;
 use crate::abi::stream::StreamState;
+use crate::ledger::Meter;
 use crate::shared::SharedStore;
 use std::collections::BTreeMap;
 use wasmtime::{Memory, TypedFunc};
@@ -39,6 +40,8 @@ pub(crate) struct HostState {
     pub(crate) rng: u64,
     /// The callback running now: which maps and buffers Envoy would expose.
     pub(crate) phase: Phase,
+    /// What the VM spends, when its module is metered.
+    pub(crate) meter: Meter,
 }
 
 /// The callback the filter is in, as far as the availability of maps and buffers goes.
@@ -118,6 +121,7 @@ impl HostState {
             done_calls: 0,
             rng: seed,
             phase: Phase::Other,
+            meter: Meter::default(),
         }
     }
 

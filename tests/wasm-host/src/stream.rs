@@ -94,6 +94,17 @@ impl<'vm> HttpStream<'vm> {
         self.call_on_response_trailers(trailers).execute()
     }
 
+    /// Delivers request headers given as a [`HeaderMap`], whose values may be any bytes (HTTP allows `obs-text`
+    /// in a value, which is not UTF-8); returns the filter's action.
+    pub fn on_request_header_map(
+        &mut self,
+        headers: HeaderMap,
+        end_of_stream: bool,
+    ) -> Result<Action, HostError> {
+        self.call(Delivery::RequestHeaders(headers, end_of_stream))
+            .execute()
+    }
+
     /// [`HttpStream::on_request_headers`] with expectations.
     pub fn call_on_request_headers(
         &mut self,

@@ -6,6 +6,7 @@ use crate::abi::context::nanos;
 use crate::abi::http_calls::{GrpcResponse, HttpCall};
 use crate::abi::stream::StreamState;
 use crate::error::HostError;
+use crate::ledger::{self, Ledger, VmEntry};
 use crate::module::FilterModule;
 use crate::state::{HostState, Phase};
 use crate::stream::HttpStream;
@@ -42,10 +43,17 @@ impl Vm {
             message: format!("{e:#}"),
         };
         let mut store = Store::new(module.engine(), state);
-        let instance = module
-            .instance_pre()
-            .instantiate(&mut store)
-            .map_err(instantiate)?;
+        let instance = match module.metered() {
+            Some((linker, compiled)) => {
+                store.set_fuel(ledger::FUEL).map_err(instantiate)?;
+                store.data_mut().meter.ledger = Some(Ledger::default());
+                ledger::instantiate_metered(&mut store, linker, compiled).map_err(instantiate)?
+            }
+            None => module
+                .instance_pre()
+                .instantiate(&mut store)
+                .map_err(instantiate)?,
+        };
         let memory = instance.get_memory(&mut store, "memory");
         let allocate = ["proxy_on_memory_allocate", "malloc"]
             .iter()
@@ -79,6 +87,13 @@ impl Vm {
             .guest
             .memory
             .map_or(0, |memory| memory.data_size(&self.store))
+    }
+
+    /// What the VM spent since the last call (or since it was built), and a fresh ledger from here on; `None`
+    /// unless its module was loaded with [`FilterModule::load_metered`].
+    pub fn take_ledger(&mut self) -> Option<Ledger> {
+        let ledger = self.state_mut().meter.ledger.as_mut()?;
+        Some(std::mem::take(ledger))
     }
 
     pub(crate) fn state(&self) -> &HostState {
@@ -157,7 +172,17 @@ impl Vm {
         self.state_mut().current_context = context_id;
         self.state_mut().phase = Phase::of(export);
         let mark = self.state().output.mark();
+        let fuel_before = self.store.get_fuel().ok();
+        self.store.data_mut().meter.entry_fuel = fuel_before.unwrap_or(0);
         let result = func.call(&mut self.store, params);
+        if let (Some(before), Ok(after)) = (fuel_before, self.store.get_fuel()) {
+            if let Some(ledger) = self.store.data_mut().meter.ledger.as_mut() {
+                ledger.entries.push(VmEntry {
+                    export,
+                    instructions: before.saturating_sub(after),
+                });
+            }
+        }
         self.state_mut().phase = Phase::Other;
         let violations = std::mem::take(&mut self.state_mut().violations);
         match result {

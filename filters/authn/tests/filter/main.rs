@@ -6,6 +6,8 @@ mod api_keys;
 mod bundle;
 mod config;
 mod external;
+mod headers;
+mod host_calls;
 mod key_lifecycle;
 mod resource_metadata;
 mod resync;

@@ -3,6 +3,7 @@
 //! `parse` is pure, so every rule here is table-tested natively; the wasm adapter only logs the error and
 //! refuses the configuration.
 
+use crate::denials::DenialTable;
 use crate::error::FilterConfigError;
 use crate::identity::IdentityHeaders;
 use crate::resource_metadata::{ProtectedResources, ResourceMetadataDto};
@@ -242,6 +243,8 @@ pub struct FilterConfig {
     pub routes: Vec<Route>,
     /// RFC 9728 protected-resource metadata served for each route audience, when configured.
     pub resource_metadata: Option<ProtectedResources>,
+    /// Every denial of this configuration, rendered.
+    pub(crate) denials: DenialTable,
 }
 
 impl FilterConfig {
@@ -254,8 +257,14 @@ impl FilterConfig {
 
     /// The first route whose prefix matches `path` (query string ignored).
     pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.route_index_for(path)
+            .and_then(|index| self.routes.get(index))
+    }
+
+    /// The index in [`FilterConfig::routes`] of [`FilterConfig::route_for`]'s route.
+    pub fn route_index_for(&self, path: &str) -> Option<usize> {
         let path = path.split(['?', '#']).next().unwrap_or(path);
-        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+        self.routes.iter().position(|r| path.starts_with(&r.prefix))
     }
 }
 
@@ -445,7 +454,6 @@ impl TryFrom<ConfigDto> for FilterConfig {
                 usage_path: s.usage_path,
                 usage_report_ms: s.usage_report_ms,
             },
-            realm: dto.realm,
             leeway_secs: i64::try_from(dto.leeway_secs).unwrap_or(300),
             max_token_bytes: dto.max_token_bytes,
             token_query_param: dto.token_query_param,
@@ -453,6 +461,8 @@ impl TryFrom<ConfigDto> for FilterConfig {
             forward_token: dto.forward_token,
             api_key_header: dto.api_key_header,
             token_cache_size: dto.token_cache_size,
+            denials: DenialTable::render(&dto.realm, &routes, resource_metadata.as_ref()),
+            realm: dto.realm,
             routes,
             resource_metadata,
         })

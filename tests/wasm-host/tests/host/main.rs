@@ -4,6 +4,7 @@
 mod calls;
 mod conformance;
 mod example_filter;
+mod ledger;
 mod lifecycle;
 mod loading;
 mod requests;
