@@ -94,22 +94,8 @@ fn keep(held: &mut Vec<(Arc<Snapshot>, u64)>, snapshot: &Arc<Snapshot>, now_secs
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::keys::{SigningKey, StoredKeySet};
-    use crate::mirror::load::KeyMaterial;
+    use crate::mirror::snapshot::tests::signing;
     use crate::store::commit::{Change, ChangeKind};
-
-    fn signing(version: u64) -> KeyMaterial {
-        let key = SigningKey::from_seed(&[3; 32], 0);
-        KeyMaterial {
-            signing: StoredKeySet {
-                version,
-                active_kid: Some(key.kid().to_owned()),
-                keys: vec![key.published()],
-                active: Some(key),
-            },
-            issuers: vec![],
-        }
-    }
 
     fn next(snapshot: &Snapshot) -> Arc<Snapshot> {
         let version = snapshot.version() + 1;

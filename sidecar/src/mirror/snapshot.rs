@@ -408,14 +408,15 @@ impl Snapshot {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use keymesh_core::bundle::BundleDto;
 
     use super::*;
     use crate::keys::StoredKeySet;
     use crate::store::commit::ChangeKind;
 
-    fn signing(version: u64) -> KeyMaterial {
+    /// Key material at `version` with one signing key, for the mirror's tests.
+    pub(crate) fn signing(version: u64) -> KeyMaterial {
         let key = SigningKey::from_seed(&[3; 32], 0);
         KeyMaterial {
             signing: StoredKeySet {

@@ -200,6 +200,8 @@ def act(driver, wait):
     driver.get(PAGE)
     row = wait.until(EC.presence_of_element_located((By.ID, f"key-{key_id}")))
     row.find_element(By.CSS_SELECTOR, f"button[value={action}]").click()
+    # The form posts and the page is replaced: wait for that, or the old page's row may still be found below.
+    wait.until(EC.staleness_of(row))
     if action == "revoke":
         wait.until(EC.presence_of_element_located((By.ID, "no-keys")))
         assert not driver.find_elements(By.ID, f"key-{key_id}"), driver.page_source

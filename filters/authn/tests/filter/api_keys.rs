@@ -167,10 +167,17 @@ fn api_key_lookups_do_not_copy_the_key_set() -> Result<(), HostError> {
         &mut vm,
         HttpResponse::new(200).body(full(1, Value::Array(keys))),
     )?;
-    let bundle = vm
-        .shared()
-        .get("keymesh.authn.v2/keymesh_sidecar/v1/bundle/bundle")
+    // A full resync writes the slot not in force, then switches to it: the bundle is in one of the two.
+    let bundle = ["s0", "s1"]
+        .iter()
+        .filter_map(|slot| {
+            vm.shared().get(&format!(
+                "keymesh.authn.v3/keymesh_sidecar/v1/bundle/{slot}/bundle"
+            ))
+        })
+        .max_by_key(Vec::len)
         .unwrap_or_default();
+    assert!(!bundle.is_empty(), "no issuers bundle in shared data");
     assert!(
         bundle.len() < 4096,
         "the issuers bundle carries the key set: {} bytes",

@@ -187,16 +187,7 @@ async fn answer(
     if let Some(proxy) = proxy {
         tracing::debug!(proxy, version, since, bytes = body.len(), "bundle sent");
     }
-    Ok((
-        StatusCode::OK,
-        cache_headers(version),
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    Ok(bundle_response(version, body))
 }
 
 /// A page after the first (or the first again) of `version`, if the mirror still holds it.
@@ -233,16 +224,7 @@ async fn page_response(snapshot: Arc<Snapshot>, from: u64) -> Result<Response, A
         tracing::error!(%error, version, from, "cannot serialise bundle page");
         AppError::Internal
     })?;
-    Ok((
-        StatusCode::OK,
-        cache_headers(version),
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response())
+    Ok(bundle_response(version, body))
 }
 
 /// The delta from `base` if the change log covers it, else the full bundle; with the delta's base, if any.
@@ -332,6 +314,20 @@ fn parse_query(query: Option<&str>) -> Result<BundleQuery, AppError> {
         page,
         version,
     })
+}
+
+/// `200` with a bundle document (full, delta or page) of `version`.
+fn bundle_response(version: u64, body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        cache_headers(version),
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

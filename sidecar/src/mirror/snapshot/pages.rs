@@ -82,21 +82,7 @@ mod tests {
     use keymesh_core::delivery::paging::PAGE_BYTES;
 
     use super::*;
-    use crate::keys::{SigningKey, StoredKeySet};
-    use crate::mirror::load::KeyMaterial;
-
-    fn signing(version: u64) -> KeyMaterial {
-        let key = SigningKey::from_seed(&[3; 32], 0);
-        KeyMaterial {
-            signing: StoredKeySet {
-                version,
-                active_kid: Some(key.kid().to_owned()),
-                keys: vec![key.published()],
-                active: Some(key),
-            },
-            issuers: vec![],
-        }
-    }
+    use crate::mirror::snapshot::tests::signing;
 
     fn key(i: usize) -> ApiKeyDto {
         ApiKeyDto {
