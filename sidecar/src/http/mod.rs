@@ -10,6 +10,7 @@
 pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod error;
+pub(crate) mod json_body;
 pub(crate) mod keys;
 pub(crate) mod oauth;
 pub mod ops;

@@ -23,6 +23,7 @@ use super::session::{self, CSRF_HEADER};
 use super::ACCOUNT_SCOPE;
 use crate::api_keys::owned::UserKeyRequest;
 use crate::api_keys::{ApiKeyInfo, IssuedApiKey, KeyPolicy, UserKeys};
+use crate::http::json_body::json_body;
 use crate::http::state::AppState;
 use crate::oauth::{access_token, revocation};
 
@@ -95,7 +96,8 @@ pub(crate) async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AccountApiError> {
     let caller = authenticate(&state, &method, &headers).await?;
-    let request: CreateRequest = json_body(&headers, body)?;
+    let request: CreateRequest =
+        json_body(&headers, body).map_err(AccountApiError::InvalidRequest)?;
     let mut conn = redis(&state).await?;
     let issued = UserKeys::new(state.names().clone())
         .create(
@@ -193,7 +195,7 @@ pub(crate) async fn regenerate(
     let request: RegenerateRequest = if body.as_ref().is_ok_and(|bytes| bytes.is_empty()) {
         RegenerateRequest::default()
     } else {
-        json_body(&headers, body)?
+        json_body(&headers, body).map_err(AccountApiError::InvalidRequest)?
     };
     let mut conn = redis(&state).await?;
     let issued = UserKeys::new(state.names().clone())
@@ -290,26 +292,6 @@ async fn bearer(state: &AppState, token: &str) -> Result<Caller, AccountApiError
         user: verified.subject,
         csrf: None,
     })
-}
-
-fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, AccountApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(AccountApiError::InvalidRequest(
-            "content type must be application/json".to_owned(),
-        ));
-    }
-    let body = body
-        .map_err(|_| AccountApiError::InvalidRequest("body too large or unreadable".to_owned()))?;
-    serde_json::from_slice(&body)
-        .map_err(|error| AccountApiError::InvalidRequest(format!("malformed body: {error}")))
 }
 
 async fn redis(

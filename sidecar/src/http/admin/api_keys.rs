@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api_keys::{ApiKeyInfo, Grace, IssuedApiKey, NewApiKey};
 use crate::http::admin::error::{Admin, AdminError};
+use crate::http::json_body::json_body;
 use crate::http::state::AppState;
 
 /// Body of `POST /v1/admin/apikeys`.
@@ -57,7 +58,7 @@ pub(crate) async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AdminError> {
-    let request: CreateRequest = json_body(&headers, body)?;
+    let request: CreateRequest = json_body(&headers, body).map_err(AdminError::InvalidRequest)?;
     let new = NewApiKey {
         owner: request.owner,
         label: request.label,
@@ -156,7 +157,7 @@ pub(crate) async fn regenerate(
     let request: RegenerateRequest = if empty {
         RegenerateRequest::default()
     } else {
-        json_body(&headers, body)?
+        json_body(&headers, body).map_err(AdminError::InvalidRequest)?
     };
     let grace = Grace::from_secs(request.grace_secs)?;
     let mut conn = redis(&state).await?;
@@ -167,27 +168,6 @@ pub(crate) async fn regenerate(
         .ok_or(AdminError::NotFound)?;
     tracing::info!(id = %issued.id, prefix = %issued.prefix, grace_secs = grace.secs(), "admin api: regenerated api key");
     Ok(issued_response(StatusCode::OK, &issued))
-}
-
-/// A JSON request body, or `invalid_request` saying what is wrong with it.
-fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, AdminError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(AdminError::InvalidRequest(
-            "content type must be application/json".to_owned(),
-        ));
-    }
-    let body =
-        body.map_err(|_| AdminError::InvalidRequest("body too large or unreadable".to_owned()))?;
-    serde_json::from_slice(&body)
-        .map_err(|error| AdminError::InvalidRequest(format!("malformed body: {error}")))
 }
 
 fn info_response(state: &AppState, record: crate::api_keys::ApiKeyRecord) -> Response {

@@ -8,11 +8,12 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use keymesh_core::usage::UsageReportDto;
 
+use crate::http::json_body::is_json;
 use crate::http::state::AppState;
 
 /// Accepts a report with 204, or refuses a malformed one with 400.
@@ -21,12 +22,7 @@ pub(crate) async fn report(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    if !is_json(&headers) {
         return invalid("content type must be application/json");
     }
     let Ok(report) = serde_json::from_slice::<UsageReportDto>(&body) else {

@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
+use crate::http::json_body::is_json;
 use crate::http::state::AppState;
 use crate::oauth::registration::{ClientInformation, ClientMetadata, Registrar, RegistrationError};
 
@@ -52,15 +53,7 @@ pub(crate) fn metadata(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<ClientMetadata, RegistrationError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !json {
+    if !is_json(headers) {
         return Err(RegistrationError::InvalidMetadata(
             "the body must be application/json".into(),
         ));
