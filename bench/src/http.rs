@@ -110,15 +110,7 @@ pub(crate) fn stats(admin: u16, filter: &str) -> Result<std::collections::BTreeM
     stream.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers in the /stats answer")?;
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let mut body = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        body = dechunk(&body).context("bad chunked /stats answer")?;
-    }
+    let (_, body) = split_response(raw).context("the /stats answer")?;
     Ok(parse_stats(&String::from_utf8_lossy(&body)))
 }
 
@@ -137,6 +129,25 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// The status and the body of a raw HTTP/1.1 answer (identity or chunked).
+pub(crate) fn split_response(mut raw: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers in the answer")?;
+    let head = String::from_utf8_lossy(raw.get(..end).unwrap_or_default()).to_ascii_lowercase();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status line in {head:?}"))?;
+    let body = raw.split_off(end + 4);
+    if head.contains("transfer-encoding: chunked") {
+        return Ok((status, dechunk(&body).context("bad chunked body")?));
+    }
+    Ok((status, body))
+}
+
 /// `name: 123` lines; histograms and anything else that is not an integer are skipped.
 fn parse_stats(body: &str) -> std::collections::BTreeMap<String, u64> {
     body.lines()
@@ -150,6 +161,18 @@ fn parse_stats(body: &str) -> std::collections::BTreeMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_identity_and_chunked_answers() {
+        let (status, body) =
+            split_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".to_vec()).unwrap();
+        assert_eq!((status, body.as_slice()), (200, &b"{}"[..]));
+        let chunked =
+            b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n";
+        let (status, body) = split_response(chunked.to_vec()).unwrap();
+        assert_eq!((status, body.as_slice()), (503, &b"abcd"[..]));
+        assert!(split_response(b"HTTP/1.1 200 OK\r\n".to_vec()).is_err());
+    }
 
     #[test]
     fn reads_counters_and_skips_histograms() {

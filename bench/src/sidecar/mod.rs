@@ -3,12 +3,14 @@
 //! 1. N key records are written into Redis as the sidecar stores them ([`keys`]), and Redis's `used_memory` read;
 //! 2. the sidecar is started, and timed until `/healthz` reports its first snapshot (the full load: `SCAN` of
 //!    every record); the snapshot's size is checked with `/metrics`;
-//! 3. the first full bundle is fetched at once: the sidecar serialises it right after a full load, so this waits
-//!    for that build; RSS and its peak (`VmHWM`, the whole start) are read after it;
+//! 3. the full set is fetched at once, page by page as a filter of this build asks for it: the sidecar sorts the
+//!    keys for paging right after a full load, so this waits for that sort; RSS and its peak (`VmHWM`, the whole
+//!    start) are read after it;
 //! 4. one more key is created with `keymesh apikey create`, and the sidecar applies it from the change log. Its new
-//!    snapshot has no serialised full bundle and the old one is freed: RSS is read (the mirror alone);
-//! 5. the peak is reset (`clear_refs`) and the full bundle fetched: it is built on the request path (**cold**).
-//!    The time to its first byte is the build time; the peak is that of building and serving it;
+//!    snapshot has nothing serialised and the old one is freed: RSS is read (the mirror alone);
+//! 5. the peak is reset (`clear_refs`) and the whole bundle fetched in one document, as an older filter asks for
+//!    it: it is built on the request path (**cold**). The time to its first byte is the build time; the peak is
+//!    that of building and serving it;
 //! 6. the same is fetched again (**cached**).
 //!
 //! A row with no key at all comes first: the sidecar's memory before any key.

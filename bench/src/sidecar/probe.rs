@@ -1,6 +1,7 @@
 //! What the sidecar benchmark reads of the running sidecar: timed HTTP answers with their bodies, the full key set
 //! as `GET /v1/bundle` serves it, and the process's memory in /proc.
 
+use crate::http::split_response;
 use anyhow::{bail, Context, Result};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -37,40 +38,6 @@ pub(crate) fn fetch(port: u16, path: &str, timeout: Duration) -> Result<Fetched>
         body,
         first_byte,
     })
-}
-
-/// The status and the body of a raw HTTP/1.1 answer (identity or chunked).
-fn split_response(mut raw: Vec<u8>) -> Result<(u16, Vec<u8>)> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("no end of headers in the answer")?;
-    let head = String::from_utf8_lossy(raw.get(..end).unwrap_or_default()).to_ascii_lowercase();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no status line in {head:?}"))?;
-    let body = raw.split_off(end + 4);
-    if head.contains("transfer-encoding: chunked") {
-        return Ok((status, dechunk(&body).context("bad chunked body")?));
-    }
-    Ok((status, body))
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
-        let size = std::str::from_utf8(data.get(..line_end)?).ok()?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        data = data.get(line_end + 2..)?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
 }
 
 /// The version `/healthz` reports once the mirror is loaded; `None` before (503) or without an answer.
@@ -278,18 +245,6 @@ mod tests {
         }
         let after = memory(me).unwrap();
         assert!(after.peak_kib < before.peak_kib, "{before:?} → {after:?}");
-    }
-
-    #[test]
-    fn splits_identity_and_chunked_answers() {
-        let (status, body) =
-            split_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".to_vec()).unwrap();
-        assert_eq!((status, body.as_slice()), (200, &b"{}"[..]));
-        let chunked =
-            b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n";
-        let (status, body) = split_response(chunked.to_vec()).unwrap();
-        assert_eq!((status, body.as_slice()), (503, &b"abcd"[..]));
-        assert!(split_response(b"HTTP/1.1 200 OK\r\n".to_vec()).is_err());
     }
 
     #[test]
