@@ -20,11 +20,8 @@ non-zero on any failed check.
 
 import json
 import os
-import sys
-import tempfile
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from browser import chromium, log
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -35,18 +32,6 @@ ENV = os.environ
 BASE = ENV["KEYMESH_URL"].rstrip("/")
 PAGE = f"{BASE}/account/api-keys"
 ARTIFACTS = ENV["ARTIFACTS"]
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,1000",
-]
-
 FOCUSABLE = "a[href], button, input:not([type=hidden]), select, textarea"
 
 UNLABELLED = """
@@ -92,10 +77,6 @@ for (const el of document.body.querySelectorAll('*')) {
 }
 return {checked, failures};
 """
-
-
-def log(message):
-    print(f"[browser] {message}", file=sys.stderr, flush=True)
 
 
 def check_accessibility(driver, what):
@@ -219,12 +200,7 @@ def act(driver, wait):
 
 
 def main():
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    profile = tempfile.mkdtemp(prefix="keymesh-chromium-")
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    driver = chromium(1400, 1000)
     try:
         wait = WebDriverWait(driver, 10)
         result = create(driver, wait) if ENV["PHASE"] == "create" else act(driver, wait)

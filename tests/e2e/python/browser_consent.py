@@ -18,35 +18,16 @@ import http.server
 import json
 import os
 import secrets
-import sys
-import tempfile
 import threading
 from urllib.parse import parse_qs, urlencode, urlparse
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from browser import chromium, log
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 ENV = os.environ
 BASE = ENV["KEYMESH_URL"].rstrip("/")
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=900,900",
-]
-
-
-def log(message):
-    print(f"[browser] {message}", file=sys.stderr, flush=True)
-
 
 class Callback(http.server.BaseHTTPRequestHandler):
     """The app's redirect target: records each request path and answers with a small page."""
@@ -89,12 +70,7 @@ def main():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/callback"
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    profile = tempfile.mkdtemp(prefix="keymesh-chromium-")
-    for flag in CHROMIUM_FLAGS + [f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    driver = chromium(900, 900)
     try:
         wait = WebDriverWait(driver, 10)
         verifier = secrets.token_urlsafe(48)
