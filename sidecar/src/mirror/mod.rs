@@ -393,7 +393,7 @@ impl MirrorTask {
             // After a load every filter asks for the full set (no delta reaches across it): sort the keys for
             // its pages now rather than on the first poll. The whole bundle in one document (older filters only)
             // is serialised when one asks: at 1M keys it is 180 MB.
-            tokio::task::spawn_blocking(move || snapshot.page(0));
+            tokio::task::spawn_blocking(move || snapshot.prepare_pages());
             return Ok(version);
         }
     }

@@ -21,6 +21,11 @@ impl Snapshot {
         self.page_order.get().is_some()
     }
 
+    /// Builds the order pages are cut from, if not built yet (a sort of every key: run it on a blocking thread).
+    pub fn prepare_pages(&self) {
+        self.page_order();
+    }
+
     /// The page whose first API key is at position `from` of this snapshot's key list; `None` if `from` is past
     /// its end (`from` equal to the number of keys is the empty last page of an empty list only).
     ///
